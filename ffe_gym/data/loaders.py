@@ -1,0 +1,237 @@
+"""Read market data from frames, CSV or Parquet files and directories, validate it, align it.
+
+Accepted layouts (columns are read by name, in any order, case-insensitive):
+
+* one symbol per file: ``time, open, high, low, close[, volume]``; the symbol is the file stem
+  up to a timeframe token (``BTC_USD_H1_2020_2023.parquet`` -> ``BTC_USD``);
+* long: ``time, symbol, open, high, low, close[, volume]`` in one file;
+* close-only wide: ``time`` plus one column of closes per symbol (open = high = low = close,
+  volume 0);
+* a directory of one-symbol files.
+
+Timestamps may be a column named time/timestamp/date/datetime or the index. Naive timestamps are
+taken as UTC. Rows are numbered from 0 in file order in error messages.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ffe_gym.data.calendar import align
+from ffe_gym.data.market import DataError, MarketData
+
+PRICES = ("open", "high", "low", "close")
+TIME_COLUMNS = ("time", "timestamp", "date", "datetime")
+SUFFIXES = (".csv", ".parquet", ".pq")
+_TIMEFRAME = re.compile(r"_(?:[MHDW]\d+|\d+[mhdw]|daily|hourly)(?:_|$)", re.IGNORECASE)
+
+
+def symbol_from_filename(path: str | Path) -> str:
+    """``BTC_USD_H1_2020_2023.parquet`` -> ``BTC_USD``; ``AAPL.csv`` -> ``AAPL``."""
+    stem = Path(path).stem
+    m = _TIMEFRAME.search(stem)
+    return stem[: m.start()] if m else stem
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV or Parquet file into a frame, unchanged."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError("no such file or directory", file=str(path))
+    try:
+        if path.suffix.lower() == ".csv":
+            return pd.read_csv(path)
+        if path.suffix.lower() in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read ({exc})", file=str(path)) from None
+    raise DataError(f"unsupported file type {path.suffix!r} (allowed: {', '.join(SUFFIXES)})",
+                    file=str(path))
+
+
+def _time_index(frame: pd.DataFrame, file: str | None, symbol: str | None) -> pd.DatetimeIndex:
+    cols = {c.lower(): c for c in frame.columns if isinstance(c, str)}
+    name = next((cols[c] for c in TIME_COLUMNS if c in cols), None)
+    raw = frame[name] if name is not None else frame.index
+    if name is None and not isinstance(frame.index, pd.DatetimeIndex):
+        raise DataError(f"no time column (expected one of {', '.join(TIME_COLUMNS)})",
+                        file=file, symbol=symbol)
+    try:
+        idx = pd.DatetimeIndex(pd.to_datetime(raw, utc=True))
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"timestamps do not parse ({exc})", file=file, symbol=symbol) from None
+    if idx.hasnans:
+        row = int(np.flatnonzero(idx.isna())[0])
+        raise DataError("missing timestamp", file=file, symbol=symbol, row=row)
+    return idx
+
+
+def validate(frame: pd.DataFrame, symbol: str, *, file: str | None = None,
+             max_fill_bars: int = 120) -> tuple[pd.DataFrame, int]:
+    """Check one symbol's bars and return them as a float64 OHLCV frame on a UTC index.
+
+    Rows whose prices are missing (NaN) are dropped when they come in runs of at most
+    ``max_fill_bars`` (the calendar then treats them as missing bars); a longer run raises.
+
+    :returns: the clean frame and the number of NaN rows dropped.
+    :raises DataError: naming file, symbol and the first offending row for unsorted or
+        duplicate timestamps, non-positive prices, high < low (or high/low not containing
+        open/close), negative volume, NaN runs beyond ``max_fill_bars``, missing columns.
+    """
+    lower = {c.lower(): c for c in frame.columns if isinstance(c, str)}
+    missing = [c for c in PRICES if c not in lower]
+    if missing:
+        raise DataError(f"missing column {missing[0]!r} (have: {', '.join(map(str, frame.columns))})",
+                        file=file, symbol=symbol)
+    idx = _time_index(frame, file, symbol)
+    ns = idx.asi8
+    if len(ns) > 1:
+        d = np.diff(ns)
+        bad = np.flatnonzero(d <= 0)
+        if bad.size:
+            r = int(bad[0]) + 1
+            what = "duplicate timestamp" if d[bad[0]] == 0 else "timestamps not sorted"
+            raise DataError(f"{what} {idx[r]} (previous row {idx[r - 1]})",
+                            file=file, symbol=symbol, row=r)
+    out = pd.DataFrame(index=idx)
+    for c in PRICES:
+        try:
+            out[c] = pd.to_numeric(frame[lower[c]], errors="raise").to_numpy(dtype=np.float64)
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"column {c!r} is not numeric ({exc})", file=file,
+                            symbol=symbol) from None
+    vol = (pd.to_numeric(frame[lower["volume"]], errors="coerce").to_numpy(dtype=np.float64)
+           if "volume" in lower else np.zeros(len(out)))
+    out["volume"] = vol
+    values = out.to_numpy()
+    nan_rows = np.isnan(values).any(axis=1)
+    dropped = 0
+    if nan_rows.any():
+        # longest run of consecutive NaN rows
+        edges = np.diff(np.concatenate([[0], nan_rows.astype(np.int8), [0]]))
+        starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        long = np.flatnonzero(stops - starts > max_fill_bars)
+        if long.size:
+            r = int(starts[long[0]])
+            raise DataError(f"{int(stops[long[0]] - r)} consecutive rows with NaN, beyond "
+                            f"max_fill_bars={max_fill_bars}", file=file, symbol=symbol,
+                            row=f"{r} ({idx[r]})")
+        dropped = int(nan_rows.sum())
+        out = out[~nan_rows]
+        values = out.to_numpy()
+    rows = np.flatnonzero(~nan_rows)
+
+    def fail(mask: np.ndarray, message: str) -> None:
+        if mask.any():
+            k = int(np.argmax(mask))
+            raise DataError(message, file=file, symbol=symbol,
+                            row=f"{int(rows[k])} ({out.index[k]})")
+
+    o, h, lo, c, v = values.T
+    fail(~(values[:, :4] > 0).all(axis=1), "non-positive price")
+    fail(h < lo, "high < low")
+    fail(h < np.maximum(o, c), "high below open or close")
+    fail(lo > np.minimum(o, c), "low above open or close")
+    fail(v < 0, "negative volume")
+    return out, dropped
+
+
+def from_frames(frames: Mapping[str, pd.DataFrame], *, calendar: str = "intersection",
+                max_fill_bars: int = 120, min_bars: int = 2,
+                files: Mapping[str, str] | None = None, source: str = "memory") -> MarketData:
+    """Validate and align per-symbol frames (see :func:`validate` and
+    :func:`ffe_gym.data.calendar.align`)."""
+    files = dict(files or {})
+    clean = {}
+    dropped = {}
+    for sym, frame in frames.items():
+        clean[sym], dropped[sym] = validate(frame, sym, file=files.get(sym),
+                                            max_fill_bars=max_fill_bars)
+        if len(clean[sym]) == 0:
+            raise DataError("no bars", file=files.get(sym), symbol=sym)
+    md = align(clean, calendar, max_fill_bars=max_fill_bars, min_bars=min_bars, files=files,
+               source=source)
+    for sym, n in dropped.items():
+        md.counts[sym]["nan_rows"] = n
+    return md
+
+
+def _split_table(table: pd.DataFrame, file: str) -> dict[str, pd.DataFrame]:
+    lower = {c.lower(): c for c in table.columns if isinstance(c, str)}
+    if "symbol" in lower:
+        col = lower["symbol"]
+        return {str(s): g.drop(columns=col) for s, g in table.groupby(col, sort=False)}
+    if all(c in lower for c in PRICES):
+        return {symbol_from_filename(file): table}
+    # close-only wide table: time + one column per symbol
+    idx = _time_index(table, file, None)
+    time_cols = {lower[c] for c in TIME_COLUMNS if c in lower}
+    out = {}
+    for c in table.columns:
+        if c in time_cols:
+            continue
+        close = table[c].to_numpy()
+        out[str(c)] = pd.DataFrame({"time": idx, "open": close, "high": close, "low": close,
+                                    "close": close})
+    if not out:
+        raise DataError("no price columns (expected OHLC columns, a symbol column, or one "
+                        "column of closes per symbol)", file=file)
+    return out
+
+
+def load_market(source: str | Path, *, symbols: Iterable[str] | None = None,
+                calendar: str = "intersection", max_fill_bars: int = 120, min_bars: int = 2,
+                start: str | None = None, end: str | None = None) -> MarketData:
+    """Load a file or a directory of files into an aligned :class:`MarketData`.
+
+    :param source: a CSV/Parquet file or a directory of them.
+    :param symbols: keep these (in this order); an unknown one raises :class:`DataError`.
+    :param calendar: ``intersection`` or ``union``.
+    :param start, end: optional inclusive date bounds applied after alignment.
+    """
+    path = Path(source)
+    frames: dict[str, pd.DataFrame] = {}
+    files: dict[str, str] = {}
+    if path.is_dir():
+        paths = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES)
+        if not paths:
+            raise DataError(f"no {'/'.join(SUFFIXES)} files in directory", file=str(path))
+        for p in paths:
+            for sym, frame in _split_table(read_table(p), str(p)).items():
+                if sym in frames:
+                    raise DataError(f"symbol {sym!r} appears in two files ({files[sym]})",
+                                    file=str(p), symbol=sym)
+                frames[sym], files[sym] = frame, str(p)
+    else:
+        for sym, frame in _split_table(read_table(path), str(path)).items():
+            frames[sym], files[sym] = frame, str(path)
+    if symbols is not None:
+        wanted = list(symbols)
+        unknown = [s for s in wanted if s not in frames]
+        if unknown:
+            raise DataError(f"unknown symbol {unknown[0]!r} (available: {', '.join(frames)})",
+                            file=str(path), symbol=unknown[0])
+        frames = {s: frames[s] for s in wanted}
+    md = from_frames(frames, calendar=calendar, max_fill_bars=max_fill_bars, min_bars=min_bars,
+                     files=files, source=str(path))
+    return restrict_dates(md, start, end, min_bars=min_bars)
+
+
+def restrict_dates(md: MarketData, start: str | None, end: str | None, *,
+                   min_bars: int = 2) -> MarketData:
+    """Bars between ``start`` and ``end`` inclusive; outside the data raises DataError."""
+    if start is None and end is None:
+        return md
+    a = md.locate(start) if start is not None else 0
+    b = md.locate(end, side="right") if end is not None else md.n_bars
+    if b - a < min_bars:
+        raise DataError(
+            f"the window {start or md.index[0]} .. {end or md.index[-1]} holds {max(b - a, 0)} "
+            f"bars (< {min_bars}); the data covers {md.index[0]} .. {md.index[-1]}",
+            file=md.source)
+    return md.slice(a, b)

@@ -1,0 +1,156 @@
+"""MarketData: the immutable, aligned panel every other part of ffe-gym reads."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+
+class DataError(ValueError):
+    """Market data that cannot be used as given. The message names file, symbol and row."""
+
+    def __init__(self, message: str, *, file: str | None = None, symbol: str | None = None,
+                 row: object | None = None) -> None:
+        parts = []
+        if file is not None:
+            parts.append(f"file {file}")
+        if symbol is not None:
+            parts.append(f"symbol {symbol}")
+        if row is not None:
+            parts.append(f"row {row}")
+        prefix = ", ".join(parts)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+        self.file, self.symbol, self.row = file, symbol, row
+
+
+def _frozen(a: np.ndarray, dtype: type) -> np.ndarray:
+    out = np.ascontiguousarray(a, dtype=dtype)
+    if out is a:
+        out = out.copy()
+    out.flags.writeable = False
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class MarketData:
+    """An aligned OHLCV panel: T bars (rows) by N symbols (columns).
+
+    :param symbols: the N symbol names, in column order.
+    :param index: UTC ``DatetimeIndex`` of the T bars (sorted, unique).
+    :param open, high, low, close, volume: float64 arrays of shape (T, N).
+    :param tradable: bool (T, N); False where a market was closed and its price carried forward.
+    :param periods_per_year: bars per year for annualisation (8760 for 24/7 hourly, ...).
+    :param source: where the panel came from; synthetic panels say so here.
+    :param counts: what alignment did (folded bars, filled bars, trimmed rows), per symbol.
+    """
+
+    symbols: tuple[str, ...]
+    index: pd.DatetimeIndex
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    tradable: np.ndarray
+    periods_per_year: float
+    source: str = "memory"
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        T, N = len(self.index), len(self.symbols)
+        for name in ("open", "high", "low", "close", "volume"):
+            arr = _frozen(getattr(self, name), np.float64)
+            if arr.shape != (T, N):
+                raise DataError(f"{name} has shape {arr.shape}, expected {(T, N)}")
+            object.__setattr__(self, name, arr)
+        tr = _frozen(self.tradable, np.bool_)
+        if tr.shape != (T, N):
+            raise DataError(f"tradable has shape {tr.shape}, expected {(T, N)}")
+        object.__setattr__(self, "tradable", tr)
+        object.__setattr__(self, "symbols", tuple(self.symbols))
+        if self.index.tz is None or str(self.index.tz) != "UTC":
+            raise DataError("index must be tz-aware UTC")
+
+    @property
+    def n_bars(self) -> int:
+        return len(self.index)
+
+    @property
+    def n_assets(self) -> int:
+        return len(self.symbols)
+
+    @property
+    def is_synthetic(self) -> bool:
+        return self.source.startswith("synthetic")
+
+    def slice(self, start: int, stop: int) -> MarketData:
+        """Bars ``start:stop`` (positional) as a new panel."""
+        sl = slice(start, stop)
+        return MarketData(
+            symbols=self.symbols, index=self.index[sl], open=self.open[sl], high=self.high[sl],
+            low=self.low[sl], close=self.close[sl], volume=self.volume[sl],
+            tradable=self.tradable[sl], periods_per_year=self.periods_per_year,
+            source=self.source, counts=self.counts,
+        )
+
+    def select(self, symbols: list[str] | tuple[str, ...]) -> MarketData:
+        """A panel with only ``symbols`` (in that order)."""
+        missing = [s for s in symbols if s not in self.symbols]
+        if missing:
+            raise DataError(f"unknown symbol {missing[0]!r} (available: {', '.join(self.symbols)})",
+                            symbol=missing[0])
+        cols = [self.symbols.index(s) for s in symbols]
+        return MarketData(
+            symbols=tuple(symbols), index=self.index, open=self.open[:, cols],
+            high=self.high[:, cols], low=self.low[:, cols], close=self.close[:, cols],
+            volume=self.volume[:, cols], tradable=self.tradable[:, cols],
+            periods_per_year=self.periods_per_year, source=self.source,
+            counts={s: self.counts[s] for s in symbols if s in self.counts},
+        )
+
+    def locate(self, when: str | pd.Timestamp, side: str = "left") -> int:
+        """Position of the first bar at or after ``when`` (``side='left'``)."""
+        ts = pd.Timestamp(when)
+        ts = ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+        return int(self.index.searchsorted(ts, side=side))
+
+    def digest(self) -> str:
+        """SHA-256 over symbols, timestamps and all arrays: the data hash in run manifests."""
+        h = hashlib.sha256()
+        h.update("|".join(self.symbols).encode())
+        h.update(self.index.as_unit("ns").asi8.tobytes())
+        for name in ("open", "high", "low", "close", "volume", "tradable"):
+            h.update(getattr(self, name).tobytes())
+        return h.hexdigest()
+
+    def describe(self) -> str:
+        span = f"{self.index[0]:%Y-%m-%d %H:%M} .. {self.index[-1]:%Y-%m-%d %H:%M}"
+        label = " [SYNTHETIC]" if self.is_synthetic else ""
+        return (f"{self.n_assets} assets x {self.n_bars} bars, {span} UTC, "
+                f"{self.periods_per_year:g} bars/year, source {self.source}{label}")
+
+
+def infer_periods_per_year(index: pd.DatetimeIndex) -> float:
+    """Bars per year from the calendar.
+
+    The median spacing gives the bar length; the observed density chooses between a 24/7
+    calendar (8760 hourly, 365 daily) and a weekday one (6240 hourly; 252 daily stocks).
+    """
+    if len(index) < 3:
+        raise DataError("too few bars to infer the calendar (need at least 3)")
+    ns = index.as_unit("ns").asi8
+    step = float(np.median(np.diff(ns))) / 1e9  # seconds
+    year = 365.0 * 86400.0
+    full = year / step
+    span_years = (ns[-1] - ns[0]) / 1e9 / year
+    observed = (len(index) - 1) / span_years if span_years > 0 else full
+    candidates = [full, full * 5.0 / 7.0]
+    if abs(step - 86400.0) < 1.0:
+        candidates = [365.0, 252.0]
+    elif abs(step - 3600.0) < 1.0:
+        candidates = [8760.0, 6240.0]
+    best = min(candidates, key=lambda c: abs(np.log(observed / c)))
+    return float(best)
