@@ -123,17 +123,16 @@ def align(frames: dict[str, pd.DataFrame], calendar: str = "intersection", *,
     )
 
 
-def decision_bars(index: pd.DatetimeIndex, frequency: int | str, start: int = 0) -> np.ndarray:
+def decision_bars(index: pd.DatetimeIndex, frequency: int | str) -> np.ndarray:
     """Next-decision table: ``out[t]`` is the first decision bar after bar ``t``.
 
-    An integer ``k`` decides every ``k`` bars counted from ``start``. An offset such as ``"1D"``
+    An integer ``k`` decides every ``k`` bars from wherever a book starts (``t + k``). An offset such as ``"1D"``
     decides on the last bar of each period (the day's close). The last bar maps to itself.
     """
     T = len(index)
     t = np.arange(T)
     if isinstance(frequency, int):
-        phase = (t - start) % frequency
-        nxt = t + (frequency - phase)
+        nxt = t + frequency
     else:
         if _is_fixed(frequency):
             labels = np.asarray(index.floor(frequency).asi8)

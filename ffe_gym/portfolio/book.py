@@ -1,0 +1,299 @@
+"""Portfolio: the accounting of B books over one market, in one place.
+
+The state lives in dense arrays (see :mod:`ffe_gym.portfolio.layout`); each decision step is one
+call into the compiled kernel (:mod:`ffe_gym.portfolio.kernel`). The single environment uses
+B = 1, the vector environment B = n: the same class, never a second copy of the accounting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+
+from ffe_gym.config import Config
+from ffe_gym.data.calendar import decision_bars
+from ffe_gym.data.market import MarketData
+from ffe_gym.portfolio import kernel
+from ffe_gym.portfolio import layout as L
+
+
+def build_params(config: Config, market: MarketData) -> np.ndarray:
+    """The kernel's parameter vector (indices ``layout.P_*``) from a config."""
+    pf, sz, rk, ex = config.portfolio, config.sizing, config.risk, config.execution
+    p = np.zeros(L.NPARAM)
+    off = np.inf
+    p[L.P_MAX_POSITIONS] = off if pf.max_positions is None else pf.max_positions
+    p[L.P_CORR_THRESHOLD] = pf.correlation_threshold
+    p[L.P_CORR_WINDOW] = pf.correlation_window
+    p[L.P_MAX_VAR] = off if pf.max_portfolio_risk is None else pf.max_portfolio_risk
+    p[L.P_MAX_DRAWDOWN] = off if pf.max_drawdown is None else pf.max_drawdown
+    p[L.P_SIZER] = L.SIZERS.index(pf.position_sizing)
+    p[L.P_BASE] = (sz.risk_per_trade / rk.stop_loss if sz.base == "risk"
+                   else sz.risk_per_trade)
+    p[L.P_MIN_CONF] = sz.min_confidence_factor
+    p[L.P_VOL_WINDOW] = sz.volatility_window
+    p[L.P_TARGET_VOL] = sz.target_volatility
+    p[L.P_STOP_LOSS] = np.nan if rk.stop_loss is None else rk.stop_loss
+    p[L.P_TAKE_PROFIT] = np.nan if rk.take_profit is None else rk.take_profit
+    p[L.P_INTRABAR] = float(rk.intrabar_stops)
+    p[L.P_NEXT_OPEN] = float(ex.price == "next_open")
+    p[L.P_ALLOW_SHORT] = float(rk.allow_short)
+    p[L.P_SHORT_CAP] = off if rk.max_short_exposure is None else rk.max_short_exposure
+    p[L.P_GROSS_CAP] = off if rk.max_gross_exposure is None else rk.max_gross_exposure
+    p[L.P_VAR_HISTORICAL] = float(rk.var_method == "historical")
+    p[L.P_VAR_WINDOW] = rk.var_window
+    p[L.P_VAR_Z] = NormalDist().inv_cdf(rk.var_confidence)
+    p[L.P_VAR_TAIL] = 1.0 - rk.var_confidence
+    p[L.P_DD_FROM_INITIAL] = float(rk.drawdown_reference == "initial")
+    p[L.P_STOP_FLAT] = float(rk.on_portfolio_stop == "flat")
+    p[L.P_COOLDOWN] = rk.cooldown_bars
+    p[L.P_INITIAL] = pf.initial_balance
+    p[L.P_RUIN] = rk.ruin_floor * pf.initial_balance
+    p[L.P_VOL_SLIPPAGE] = ex.volatility_slippage
+    p[L.P_PERIODS_PER_YEAR] = market.periods_per_year
+    return p
+
+
+def build_costs(config: Config, market: MarketData) -> dict[str, np.ndarray]:
+    """Per-asset fee rate, fixed fee, slippage and borrow rate, with overrides applied."""
+    ex = config.execution
+    n = market.n_assets
+    costs = {"fee_rate": np.full(n, ex.fee_rate), "fixed_fee": np.full(n, ex.fixed_fee),
+             "slippage": np.full(n, ex.slippage), "borrow_rate": np.full(n, ex.borrow_rate)}
+    for sym, ov in ex.overrides.items():
+        if sym not in market.symbols:
+            from ffe_gym.config import ConfigError
+
+            raise ConfigError(f"execution.overrides.{sym}: unknown symbol "
+                              f"(available: {', '.join(market.symbols)})")
+        j = market.symbols.index(sym)
+        for name in costs:
+            value = getattr(ov, name)
+            if value is not None:
+                costs[name][j] = value
+    return costs
+
+
+def simple_returns(close: np.ndarray) -> np.ndarray:
+    """``close[t] / close[t-1] - 1`` with row 0 set to 0."""
+    r = np.zeros_like(close)
+    r[1:] = close[1:] / close[:-1] - 1.0
+    return r
+
+
+@dataclass
+class AssetAttribution:
+    """Where one asset's P&L came from (currency; shares of the initial balance)."""
+
+    symbol: str
+    realized: float
+    unrealized: float
+    fees: float
+    borrow: float
+    trades: int
+    wins: int
+    win_rate: float | None
+    gross_win: float
+    gross_loss: float
+    pnl: float  # realised + unrealised - fees - borrow
+    pnl_pct_initial: float
+    share_of_total: float | None  # None when the total P&L is 0
+
+
+class Portfolio:
+    """B books trading N assets of one :class:`MarketData` under one :class:`Config`.
+
+    :param market: the aligned panel.
+    :param config: rules, limits and costs (defaults when None).
+    :param n_books: B, the number of books stepped together.
+
+    Usage: ``reset(start, end)`` then ``step_signals(direction, confidence)`` or
+    ``step_weights(weights)`` until ``done`` is all True. After a step, ``fills``,
+    ``curve`` and ``refused`` describe that step (views valid until the next step).
+    """
+
+    def __init__(self, market: MarketData, config: Config | None = None, n_books: int = 1):
+        self.market = market
+        self.config = config if config is not None else Config()
+        self.n_books = B = int(n_books)
+        N = market.n_assets
+        self.params = build_params(self.config, market)
+        costs = build_costs(self.config, market)
+        self.fee_rate, self.fixed_fee = costs["fee_rate"], costs["fixed_fee"]
+        self.slippage, self.borrow_rate = costs["slippage"], costs["borrow_rate"]
+        self.returns = simple_returns(market.close)
+        freq = self.config.portfolio.rebalancing_frequency
+        self.next_decision = decision_bars(market.index, freq)
+        self.max_step_bars = int(np.max(self.next_decision - np.arange(market.n_bars))) or 1
+        self.pos = np.zeros((B, N, L.NPOS))
+        self.acct = np.zeros((B, L.NACCT))
+        self.clock = np.zeros((B, L.NCLOCK), dtype=np.int64)
+        self.count = np.zeros((B, L.NCOUNT), dtype=np.int64)
+        self.curve = np.zeros((B, self.max_step_bars))
+        self.gross_curve = np.zeros((B, self.max_step_bars))
+        self.n_curve = np.zeros(B, dtype=np.int64)
+        self.fills = np.zeros((B, 3 * N + 1, L.NFILL))
+        self.n_fills = np.zeros(B, dtype=np.int64)
+        self.refused = np.zeros((B, N), dtype=np.int64)
+        self._dirs = np.zeros((B, N), dtype=np.int8)
+        self._confs = np.zeros((B, N))
+        self._weights = np.zeros((B, N))
+        self._all = np.ones(B, dtype=np.bool_)
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+    def reset(self, start: int | np.ndarray = 0, end: int | np.ndarray | None = None,
+              books: np.ndarray | None = None) -> None:
+        """Start books (all, or the boolean mask ``books``) flat at bar ``start``.
+
+        :param start: first decision bar (its close is the first mark), per book or shared.
+        :param end: last bar of the window (inclusive); default the last bar of the data.
+        """
+        sel = self._all if books is None else np.asarray(books, dtype=bool)
+        T = self.market.n_bars
+        end = T - 1 if end is None else end
+        start_arr = np.broadcast_to(np.asarray(start, dtype=np.int64), (self.n_books,))
+        end_arr = np.broadcast_to(np.asarray(end, dtype=np.int64), (self.n_books,))
+        if np.any((start_arr < 0) | (end_arr > T - 1) | (start_arr >= end_arr)):
+            raise ValueError(f"need 0 <= start < end <= {T - 1}, got start={start}, end={end}")
+        init = self.config.portfolio.initial_balance
+        self.pos[sel] = 0.0
+        self.pos[sel, :, L.STOP] = np.nan
+        self.pos[sel, :, L.TARGET] = np.nan
+        self.acct[sel] = 0.0
+        self.acct[sel, L.CASH] = init
+        self.acct[sel, L.EQUITY] = init
+        self.acct[sel, L.PEAK] = init
+        self.clock[sel, L.BAR] = start_arr[sel]
+        self.clock[sel, L.END] = end_arr[sel]
+        self.clock[sel, L.COOLDOWN] = 0
+        self.clock[sel, L.STATUS] = L.RUNNING
+        self.count[sel] = 0
+        self.n_fills[sel] = 0
+        self.n_curve[sel] = 0
+        self.refused[sel] = 0
+
+    # ------------------------------------------------------------------ stepping
+    def _run(self, scheme: int, active: np.ndarray | None) -> None:
+        act = self._all if active is None else np.asarray(active, dtype=np.bool_)
+        md = self.market
+        kernel.step_books(
+            act, scheme, self._dirs, self._confs, self._weights, md.open, md.high, md.low,
+            md.close, md.tradable, self.returns, self.next_decision, self.fee_rate,
+            self.fixed_fee, self.slippage, self.borrow_rate, self.params, self.pos, self.acct,
+            self.clock, self.count, self.curve, self.gross_curve, self.n_curve, self.fills,
+            self.n_fills, self.refused)
+
+    def step_signals(self, direction: np.ndarray, confidence: np.ndarray,
+                     active: np.ndarray | None = None) -> None:
+        """One decision step from per-asset intents.
+
+        :param direction: (B, N) or (N,) in {-1, 0, +1}: SELL, HOLD, BUY.
+        :param confidence: same shape, in [0, 1].
+        :param active: optional (B,) mask of books to step.
+        """
+        d = np.asarray(direction)
+        cf = np.asarray(confidence, dtype=np.float64)
+        shape = self._dirs.shape
+        if d.shape not in (shape, shape[1:]) or cf.shape != d.shape:
+            raise ValueError(f"direction and confidence must have shape {shape} or {shape[1:]}, "
+                             f"got {d.shape} and {cf.shape}")
+        if not np.all((d == -1) | (d == 0) | (d == 1)):
+            raise ValueError("direction must be -1, 0 or +1")
+        if not np.all((cf >= 0.0) & (cf <= 1.0)):
+            raise ValueError("confidence must be finite and in [0, 1]")
+        self._dirs[:] = d
+        self._confs[:] = cf
+        self._run(kernel.SIGNALS, active)
+
+    def step_weights(self, weights: np.ndarray, active: np.ndarray | None = None) -> None:
+        """One decision step to target weights (share of equity per asset, signed).
+
+        NaN keeps an asset's position as it is. No sizing; limits apply to increases.
+        """
+        w = np.asarray(weights, dtype=np.float64)
+        shape = self._weights.shape
+        if w.shape not in (shape, shape[1:]):
+            raise ValueError(f"weights must have shape {shape} or {shape[1:]}, got {w.shape}")
+        if np.any(np.isinf(w)):
+            raise ValueError("weights must be finite (NaN keeps a position)")
+        self._weights[:] = w
+        self._run(kernel.WEIGHTS, active)
+
+    # ------------------------------------------------------------------ views
+    @property
+    def bar(self) -> np.ndarray:
+        return self.clock[:, L.BAR]
+
+    @property
+    def status(self) -> np.ndarray:
+        return self.clock[:, L.STATUS]
+
+    @property
+    def done(self) -> np.ndarray:
+        return self.clock[:, L.STATUS] != L.RUNNING
+
+    @property
+    def equity(self) -> np.ndarray:
+        return self.acct[:, L.EQUITY]
+
+    @property
+    def cash(self) -> np.ndarray:
+        return self.acct[:, L.CASH]
+
+    @property
+    def units(self) -> np.ndarray:
+        return self.pos[:, :, L.UNITS]
+
+    def prices(self) -> np.ndarray:
+        """(B, N) closes at each book's current bar."""
+        return self.market.close[self.clock[:, L.BAR]]
+
+    def weights(self) -> np.ndarray:
+        """(B, N) signed position value / equity at each book's current bar."""
+        eq = self.equity[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(eq != 0, self.units * self.prices() / eq, 0.0)
+
+    def unrealized(self) -> np.ndarray:
+        u = self.units
+        return np.where(u != 0, u * (self.prices() - self.pos[:, :, L.ENTRY]), 0.0)
+
+    def drawdown(self) -> np.ndarray:
+        ref = (self.params[L.P_INITIAL] if self.params[L.P_DD_FROM_INITIAL] > 0
+               else self.acct[:, L.PEAK])
+        return 1.0 - self.equity / ref
+
+    def refusals(self, b: int = 0) -> dict[str, int]:
+        """Cumulative refused openings by reason (and orders scaled down) for book b."""
+        return {name: int(self.count[b, k]) for k, name in enumerate(L.REFUSAL_NAMES) if k}
+
+    def attribution(self, b: int = 0) -> list[AssetAttribution]:
+        """Per-asset attribution of book b at its current bar."""
+        P = self.pos[b]
+        unreal = self.unrealized()[b]
+        pnl = P[:, L.REALIZED] + unreal - P[:, L.FEES] - P[:, L.BORROW]
+        total = float(pnl.sum())
+        init = self.config.portfolio.initial_balance
+        out = []
+        for j, sym in enumerate(self.market.symbols):
+            trades = int(P[j, L.TRADES])
+            out.append(AssetAttribution(
+                symbol=sym, realized=float(P[j, L.REALIZED]), unrealized=float(unreal[j]),
+                fees=float(P[j, L.FEES]), borrow=float(P[j, L.BORROW]), trades=trades,
+                wins=int(P[j, L.WINS]), win_rate=float(P[j, L.WINS] / trades) if trades else None,
+                gross_win=float(P[j, L.GROSS_WIN]), gross_loss=float(P[j, L.GROSS_LOSS]),
+                pnl=float(pnl[j]), pnl_pct_initial=float(pnl[j] / init * 100.0),
+                share_of_total=float(pnl[j] / total) if total != 0 else None))
+        return out
+
+    def step_fills(self, b: int = 0) -> np.ndarray:
+        """(n, NFILL) fills of the last step of book b (a copy)."""
+        return self.fills[b, : self.n_fills[b]].copy()
+
+    def step_curve(self, b: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Per-bar equity and gross exposure of the last step of book b (copies)."""
+        n = self.n_curve[b]
+        return self.curve[b, :n].copy(), self.gross_curve[b, :n].copy()

@@ -1,0 +1,518 @@
+"""The decision step, compiled with numba and batched over B books.
+
+This is the only place where the accounting happens. ``step_books`` loops over books and calls
+``_step_book``; one book and B books therefore run the same instructions. The rules (numbers
+refer to the design's "one decision step"):
+
+1-2. Intents become closing legs (never refused) and opening candidates, ordered by descending
+     confidence, ties by asset index. Limits are checked at the decision bar's close, in the
+     order cooldown, max_positions, size, cash, short cap, gross cap, VaR; a refusal is counted
+     with its reason and changes nothing.
+3.   Opening notional = equity * base * factors (see ``_opening_notional``).
+5.   Fills at close[t] or open[t+1] with adverse slippage and fees; with next_open the cash
+     check is repeated at the fill and a long opening is scaled down rather than overdrawing.
+6.   Each bar after the fill: stop-loss / take-profit (intrabar or on the close).
+7.   Mark to market, borrow on shorts, portfolio drawdown stop, ruin.
+
+Windows of returns end at the decision bar t (inclusive): only bars <= t are used.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ffe_gym.portfolio import layout as L
+
+SIGNALS = 0
+WEIGHTS = 1
+
+
+@njit(cache=True)
+def correlation_factor(m: float, threshold: float) -> float:
+    """``1 - 0.5 (m - thr) / (1 - thr)`` above the threshold, else 1."""
+    if m > threshold:
+        return 1.0 - 0.5 * (m - threshold) / (1.0 - threshold)
+    return 1.0
+
+
+@njit(cache=True)
+def _window_start(t, window):
+    lo = t - window + 1
+    return lo if lo > 1 else 1
+
+
+@njit(cache=True)
+def _std(R, lo, t, i):
+    n = t - lo + 1
+    if n < 2:
+        return 0.0
+    m = 0.0
+    for s in range(lo, t + 1):
+        m += R[s, i]
+    m /= n
+    ss = 0.0
+    for s in range(lo, t + 1):
+        d = R[s, i] - m
+        ss += d * d
+    return np.sqrt(ss / (n - 1))
+
+
+@njit(cache=True)
+def _corr(R, lo, t, i, j):
+    """Pearson correlation of returns of assets i and j over rows lo..t; 0 without variance."""
+    n = t - lo + 1
+    if n < 2:
+        return 0.0
+    mi = 0.0
+    mj = 0.0
+    for s in range(lo, t + 1):
+        mi += R[s, i]
+        mj += R[s, j]
+    mi /= n
+    mj /= n
+    sii = 0.0
+    sjj = 0.0
+    sij = 0.0
+    for s in range(lo, t + 1):
+        di = R[s, i] - mi
+        dj = R[s, j] - mj
+        sii += di * di
+        sjj += dj * dj
+        sij += di * dj
+    if sii <= 0.0 or sjj <= 0.0:
+        return 0.0
+    return sij / np.sqrt(sii * sjj)
+
+
+@njit(cache=True)
+def _var(series, n, p, horizon):
+    """VaR (a positive share of equity) of per-bar portfolio returns over ``horizon`` bars."""
+    if n < 2:
+        return 0.0
+    if p[L.P_VAR_HISTORICAL] > 0.0:
+        v = -np.quantile(series[:n], p[L.P_VAR_TAIL])
+    else:
+        m = 0.0
+        for s in range(n):
+            m += series[s]
+        m /= n
+        ss = 0.0
+        for s in range(n):
+            d = series[s] - m
+            ss += d * d
+        v = p[L.P_VAR_Z] * np.sqrt(ss / (n - 1))
+    v *= np.sqrt(horizon)
+    return v if v > 0.0 else 0.0
+
+
+@njit(cache=True)
+def _slippage(R, bar, i, slip, p):
+    """Adverse slippage fraction of asset i for a fill in ``bar`` (volatility up to bar-1)."""
+    s = slip[i]
+    if p[L.P_VOL_SLIPPAGE] > 0.0 and bar >= 2:
+        s += p[L.P_VOL_SLIPPAGE] * _std(R, _window_start(bar - 1, int(p[L.P_VOL_WINDOW])),
+                                        bar - 1, i)
+    return s
+
+
+@njit(cache=True)
+def _fee(q, px, fee_rate, fixed_fee):
+    return fee_rate * abs(q) * px + fixed_fee
+
+
+@njit(cache=True)
+def _fill(pos, acct, fills, b, nf, bar, i, q, px, fee_rate, fixed_fee, reason, p):
+    """Trade ``q`` units (signed, + buy) of asset i at ``px``; ``q`` never crosses zero."""
+    u = pos[b, i, L.UNITS]
+    fee = _fee(q, px, fee_rate, fixed_fee)
+    acct[b, L.CASH] -= q * px + fee
+    acct[b, L.TRADED] += abs(q) * px
+    pos[b, i, L.FEES] += fee
+    pnl = 0.0
+    net = 0.0
+    closing = u != 0.0 and (u > 0.0) != (q > 0.0)
+    if closing:
+        closed = -q  # units leaving the position, same sign as u
+        entry = pos[b, i, L.ENTRY]
+        pnl = closed * (px - entry)
+        share = pos[b, i, L.OPEN_FEES] * (closed / u)
+        net = pnl - fee - share
+        pos[b, i, L.REALIZED] += pnl
+        pos[b, i, L.TRADES] += 1.0
+        if net > 0.0:
+            pos[b, i, L.WINS] += 1.0
+            pos[b, i, L.GROSS_WIN] += net
+        else:
+            pos[b, i, L.GROSS_LOSS] -= net
+        new_u = u + q
+        if new_u == 0.0:
+            pos[b, i, L.ENTRY] = 0.0
+            pos[b, i, L.STOP] = np.nan
+            pos[b, i, L.TARGET] = np.nan
+            pos[b, i, L.OPEN_FEES] = 0.0
+        else:
+            pos[b, i, L.OPEN_FEES] -= share
+        pos[b, i, L.UNITS] = new_u
+    else:
+        new_u = u + q
+        entry = (u * pos[b, i, L.ENTRY] + q * px) / new_u
+        sgn = 1.0 if new_u > 0.0 else -1.0
+        pos[b, i, L.UNITS] = new_u
+        pos[b, i, L.ENTRY] = entry
+        pos[b, i, L.OPEN_FEES] += fee
+        pos[b, i, L.STOP] = entry * (1.0 - sgn * p[L.P_STOP_LOSS])
+        pos[b, i, L.TARGET] = entry * (1.0 + sgn * p[L.P_TAKE_PROFIT])
+    row = fills[b, nf]
+    row[L.F_BAR] = bar
+    row[L.F_ASSET] = i
+    row[L.F_UNITS] = q
+    row[L.F_PRICE] = px
+    row[L.F_FEE] = fee
+    row[L.F_PNL] = pnl
+    row[L.F_NET] = net
+    row[L.F_REASON] = reason
+    row[L.F_CLOSING] = 1.0 if closing else 0.0
+    return nf + 1
+
+
+@njit(cache=True)
+def _exit_level(u, stop, target, o, h, lo, c, intrabar):
+    """(price, reason) of a stop or target hit in one bar, or (nan, -1)."""
+    if intrabar:
+        if u > 0.0:
+            if o <= stop:
+                return o, L.STOP_LOSS
+            if o >= target:
+                return o, L.TAKE_PROFIT
+            if lo <= stop:
+                return stop, L.STOP_LOSS
+            if h >= target:
+                return target, L.TAKE_PROFIT
+        else:
+            if o >= stop:
+                return o, L.STOP_LOSS
+            if o <= target:
+                return o, L.TAKE_PROFIT
+            if h >= stop:
+                return stop, L.STOP_LOSS
+            if lo <= target:
+                return target, L.TAKE_PROFIT
+    else:
+        if u > 0.0:
+            if c <= stop:
+                return c, L.STOP_LOSS
+            if c >= target:
+                return c, L.TAKE_PROFIT
+        else:
+            if c >= stop:
+                return c, L.STOP_LOSS
+            if c <= target:
+                return c, L.TAKE_PROFIT
+    return np.nan, -1
+
+
+@njit(cache=True)
+def _opening_notional(equity, i, conf, t, R, units_after, sigma, p):
+    """Notional of an opening of asset i at decision bar t (see the design, point 3)."""
+    base = p[L.P_BASE]
+    conf_f = max(p[L.P_MIN_CONF], conf)
+    sizer = int(p[L.P_SIZER])
+    if sizer == 1:  # fixed fraction
+        return equity * base
+    if sizer == 0:  # correlation adjusted
+        lo = _window_start(t, int(p[L.P_CORR_WINDOW]))
+        m = 0.0
+        for j in range(units_after.shape[0]):
+            if j != i and units_after[j] != 0.0:
+                r = abs(_corr(R, lo, t, i, j))
+                if r > m:
+                    m = r
+        return equity * base * correlation_factor(m, p[L.P_CORR_THRESHOLD]) * conf_f
+    if sizer == 2:  # inverse volatility, relative to the cross-sectional mean volatility
+        total = 0.0
+        n = 0
+        for j in range(sigma.shape[0]):
+            if sigma[j] > 0.0:
+                total += sigma[j]
+                n += 1
+        factor = 1.0
+        if sigma[i] > 0.0:
+            factor = min((total / n) / sigma[i], 4.0)
+        return equity * base * factor * conf_f
+    # volatility target: the position alone has annualised volatility target_volatility
+    ann = sigma[i] * np.sqrt(p[L.P_PERIODS_PER_YEAR])
+    if ann <= 0.0:
+        return equity * conf_f
+    return equity * p[L.P_TARGET_VOL] / ann * conf_f
+
+
+@njit(cache=True)
+def _refuse(refused, count, b, i, reason):
+    refused[b, i] = reason
+    count[b, reason] += 1
+
+
+@njit(cache=True)
+def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_dec,
+               fee_rate, fixed_fee, slip, borrow, p, pos, acct, clock, count,
+               curve, gross_curve, n_curve, fills, n_fills, refused):
+    N = c.shape[1]
+    n_fills[b] = 0
+    n_curve[b] = 0
+    refused[b, :] = 0
+    if clock[b, L.STATUS] != L.RUNNING:
+        return
+    t = clock[b, L.BAR]
+    end = clock[b, L.END]
+    if t >= end:
+        clock[b, L.STATUS] = L.ENDED
+        return
+    t_next = min(next_dec[t], end)
+    horizon = t_next - t
+    equity = acct[b, L.EQUITY]
+    next_open = p[L.P_NEXT_OPEN] > 0.0
+    fb = t + 1 if next_open else t
+    nf = 0
+
+    # ---- 1. intents -> closing legs and opening candidates
+    close_q = np.zeros(N)
+    cand = np.zeros(N)  # signals: direction of the opening; weights: units to add
+    prio = np.full(N, -1.0)
+    units_after = pos[b, :, L.UNITS].copy()
+    for i in range(N):
+        u = pos[b, i, L.UNITS]
+        if scheme == WEIGHTS:
+            wt = weights[b, i]
+            if np.isnan(wt):
+                continue
+            tu = wt * equity / c[t, i]
+            if tu == u:
+                continue
+            if not tradable[fb, i]:
+                _refuse(refused, count, b, i, L.R_NOT_TRADABLE)
+                continue
+            if u != 0.0 and (tu == 0.0 or (tu > 0.0) != (u > 0.0)):
+                close_q[i] = -u
+                units_after[i] = 0.0
+                if tu != 0.0:
+                    cand[i] = tu
+                    prio[i] = abs(wt)
+            elif u != 0.0 and abs(tu) < abs(u):
+                close_q[i] = tu - u
+                units_after[i] = tu
+            else:
+                cand[i] = tu - u
+                prio[i] = abs(wt)
+        else:
+            d = dirs[b, i]
+            if d == 0 or (d > 0 and u > 0.0) or (d < 0 and u < 0.0):
+                continue  # HOLD, BUY long, SELL short: keep
+            if not tradable[fb, i]:
+                _refuse(refused, count, b, i, L.R_NOT_TRADABLE)
+                continue
+            if u != 0.0:  # BUY while short, SELL while long: close
+                close_q[i] = -u
+                units_after[i] = 0.0
+            if d > 0 or u == 0.0:  # BUY -> long; SELL flat -> short if allowed
+                if d < 0 and p[L.P_ALLOW_SHORT] == 0.0:
+                    _refuse(refused, count, b, i, L.R_NO_SHORTING)
+                    continue
+                cand[i] = d
+                prio[i] = confs[b, i]
+
+    # ---- 2. shadow book at the decision bar's close: check each opening against every limit
+    cash_est = acct[b, L.CASH]
+    for i in range(N):
+        q = close_q[i]
+        if q != 0.0:
+            px = c[t, i] * (1.0 + np.sign(q) * _slippage(R, fb, i, slip, p))
+            cash_est -= q * px + _fee(q, px, fee_rate[i], fixed_fee[i])
+    held = 0
+    gross = 0.0
+    short = 0.0
+    for i in range(N):
+        if units_after[i] != 0.0:
+            held += 1
+            v = abs(units_after[i]) * c[t, i]
+            gross += v
+            if units_after[i] < 0.0:
+                short += v
+    var_on = p[L.P_MAX_VAR] < np.inf
+    vlo = _window_start(t, int(p[L.P_VAR_WINDOW]))
+    nv = t - vlo + 1 if t >= 1 else 0
+    series = np.zeros(max(nv, 1))
+    trial = np.zeros(max(nv, 1))
+    if var_on and equity > 0.0:
+        for i in range(N):
+            if units_after[i] != 0.0:
+                w = units_after[i] * c[t, i] / equity
+                for s in range(nv):
+                    series[s] += w * R[vlo + s, i]
+    sizer = int(p[L.P_SIZER])
+    sigma = np.zeros(N)
+    if scheme == SIGNALS and sizer >= 2:
+        vwin = _window_start(t, int(p[L.P_VOL_WINDOW]))
+        for i in range(N):
+            sigma[i] = _std(R, vwin, t, i)
+    order = np.argsort(-prio, kind="mergesort")
+    open_q = np.zeros(N)
+    for k in range(N):
+        i = order[k]
+        if prio[i] < 0.0:
+            break
+        new = units_after[i] == 0.0
+        if clock[b, L.COOLDOWN] > 0:
+            _refuse(refused, count, b, i, L.R_COOLDOWN)
+            continue
+        if new and held >= p[L.P_MAX_POSITIONS]:
+            _refuse(refused, count, b, i, L.R_MAX_POSITIONS)
+            continue
+        if scheme == WEIGHTS:
+            q = cand[i]
+        else:
+            notional = _opening_notional(equity, i, confs[b, i], t, R, units_after, sigma, p)
+            q = cand[i] * notional / c[t, i]
+        if not (abs(q) > 0.0 and np.isfinite(q)) or equity <= 0.0:
+            _refuse(refused, count, b, i, L.R_ZERO_SIZE)
+            continue
+        px = c[t, i] * (1.0 + np.sign(q) * _slippage(R, fb, i, slip, p))
+        if q > 0.0:
+            cost = q * px + _fee(q, px, fee_rate[i], fixed_fee[i])
+            if cost > cash_est:
+                room = (cash_est - fixed_fee[i]) / (px * (1.0 + fee_rate[i]))
+                if scheme == WEIGHTS and room > 0.0:
+                    q = room
+                    count[b, L.C_SCALED] += 1
+                else:
+                    _refuse(refused, count, b, i, L.R_CASH)
+                    continue
+        add = abs(q) * c[t, i]
+        if q < 0.0 and short + add > p[L.P_SHORT_CAP] * equity:
+            _refuse(refused, count, b, i, L.R_SHORT_CAP)
+            continue
+        if gross + add > p[L.P_GROSS_CAP] * equity:
+            _refuse(refused, count, b, i, L.R_GROSS_CAP)
+            continue
+        if var_on:
+            w = q * c[t, i] / equity
+            for s in range(nv):
+                trial[s] = series[s] + w * R[vlo + s, i]
+            if _var(trial, nv, p, horizon) > p[L.P_MAX_VAR]:
+                _refuse(refused, count, b, i, L.R_VAR)
+                continue
+            series[:nv] = trial[:nv]
+        open_q[i] = q
+        units_after[i] += q
+        held += 1 if new else 0
+        gross += add
+        if q < 0.0:
+            short += add
+        cash_est -= q * px + _fee(q, px, fee_rate[i], fixed_fee[i])
+
+    # ---- 3. fills: closing legs first, then openings in priority order
+    for i in range(N):
+        q = close_q[i]
+        if q != 0.0:
+            ref = o[fb, i] if next_open else c[t, i]
+            px = ref * (1.0 + np.sign(q) * _slippage(R, fb, i, slip, p))
+            nf = _fill(pos, acct, fills, b, nf, fb, i, q, px, fee_rate[i], fixed_fee[i],
+                       L.SIGNAL, p)
+    for k in range(N):
+        i = order[k]
+        q = open_q[i]
+        if prio[i] < 0.0:
+            break
+        if q == 0.0:
+            continue
+        ref = o[fb, i] if next_open else c[t, i]
+        px = ref * (1.0 + np.sign(q) * _slippage(R, fb, i, slip, p))
+        if q > 0.0:
+            cash = acct[b, L.CASH]
+            cost = q * px + _fee(q, px, fee_rate[i], fixed_fee[i])
+            if cost - cash > 1e-9 * (1.0 + abs(cash)):
+                room = (cash - fixed_fee[i]) / (px * (1.0 + fee_rate[i]))
+                if room <= 0.0:
+                    _refuse(refused, count, b, i, L.R_CASH_AT_FILL)
+                    continue
+                q = room
+                count[b, L.C_SCALED] += 1
+        nf = _fill(pos, acct, fills, b, nf, fb, i, q, px, fee_rate[i], fixed_fee[i],
+                   L.SIGNAL, p)
+
+    # ---- 4. the bars up to the next decision: exits, marking, portfolio stop, ruin
+    intrabar = p[L.P_INTRABAR] > 0.0
+    per_bar_borrow = 1.0 / p[L.P_PERIODS_PER_YEAR]
+    j = 0
+    for s in range(t + 1, t_next + 1):
+        for i in range(N):
+            u = pos[b, i, L.UNITS]
+            if u == 0.0 or not tradable[s, i]:
+                continue
+            level, why = _exit_level(u, pos[b, i, L.STOP], pos[b, i, L.TARGET],
+                                     o[s, i], h[s, i], lo_[s, i], c[s, i], intrabar)
+            if why >= 0:
+                px = level * (1.0 - np.sign(u) * _slippage(R, s, i, slip, p))
+                nf = _fill(pos, acct, fills, b, nf, s, i, -u, px, fee_rate[i], fixed_fee[i],
+                           why, p)
+        eq = acct[b, L.CASH]
+        gross = 0.0
+        for i in range(N):
+            u = pos[b, i, L.UNITS]
+            if u != 0.0:
+                v = u * c[s, i]
+                eq += v
+                gross += abs(v)
+                if u < 0.0 and borrow[i] > 0.0:
+                    charge = -v * borrow[i] * per_bar_borrow
+                    acct[b, L.CASH] -= charge
+                    pos[b, i, L.BORROW] += charge
+                    eq -= charge
+        if clock[b, L.COOLDOWN] > 0:
+            clock[b, L.COOLDOWN] -= 1
+        if eq > acct[b, L.PEAK]:
+            acct[b, L.PEAK] = eq
+        ref = p[L.P_INITIAL] if p[L.P_DD_FROM_INITIAL] > 0.0 else acct[b, L.PEAK]
+        if eq < ref * (1.0 - p[L.P_MAX_DRAWDOWN]):
+            for i in range(N):
+                u = pos[b, i, L.UNITS]
+                if u != 0.0:
+                    px = c[s, i] * (1.0 - np.sign(u) * _slippage(R, s, i, slip, p))
+                    nf = _fill(pos, acct, fills, b, nf, s, i, -u, px, fee_rate[i],
+                               fixed_fee[i], L.PORTFOLIO_STOP, p)
+            eq = acct[b, L.CASH]
+            gross = 0.0
+            if p[L.P_STOP_FLAT] > 0.0:
+                clock[b, L.COOLDOWN] = int(p[L.P_COOLDOWN])
+                acct[b, L.PEAK] = eq
+            else:
+                clock[b, L.STATUS] = L.STOPPED
+        if eq <= p[L.P_RUIN] and clock[b, L.STATUS] == L.RUNNING:
+            clock[b, L.STATUS] = L.RUINED
+        acct[b, L.EQUITY] = eq
+        acct[b, L.GROSS] = gross
+        clock[b, L.BAR] = s
+        curve[b, j] = eq
+        gross_curve[b, j] = gross
+        j += 1
+        if clock[b, L.STATUS] != L.RUNNING:
+            break
+    n_curve[b] = j
+    n_fills[b] = nf
+    if clock[b, L.STATUS] == L.RUNNING and clock[b, L.BAR] >= end:
+        clock[b, L.STATUS] = L.ENDED
+
+
+@njit(cache=True)
+def step_books(active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_dec,
+               fee_rate, fixed_fee, slip, borrow, p, pos, acct, clock, count,
+               curve, gross_curve, n_curve, fills, n_fills, refused):
+    """One decision step for every book b with ``active[b]``; see the module docstring."""
+    for b in range(pos.shape[0]):
+        if active[b]:
+            _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_dec,
+                       fee_rate, fixed_fee, slip, borrow, p, pos, acct, clock, count,
+                       curve, gross_curve, n_curve, fills, n_fills, refused)
+        else:
+            n_fills[b] = 0
+            n_curve[b] = 0
