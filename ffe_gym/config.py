@@ -78,7 +78,7 @@ class SizingConfig:
     """How large an opening is: ``notional = equity * base * factors``."""
 
     base: Literal["risk", "notional"] = "risk"  # risk: risk_per_trade / stop_loss
-    risk_per_trade: float = _bounded(0.01, gt=0, le=1)
+    risk_per_trade: float = _bounded(0.01, gt=0, le=10)
     min_confidence_factor: float = _bounded(0.5, ge=0, le=1)
     volatility_window: int = _bounded(30, ge=2)
     target_volatility: float = _bounded(0.10, gt=0, doc="annualised, volatility_target sizer")

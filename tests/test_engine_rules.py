@@ -1,0 +1,551 @@
+"""Every engine rule against numbers computed by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import bare, market, signals
+
+from ffe_gym.portfolio import Portfolio, correlation_factor
+from ffe_gym.portfolio import layout as L
+
+E0 = 10_000.0
+
+
+def book(md, cfg, start=0, end=None):
+    pf = Portfolio(md, cfg)
+    pf.reset(start=start, end=end)
+    return pf
+
+
+def fills(pf):
+    return pf.step_fills(0)
+
+
+# ---------------------------------------------------------------- sizing
+
+
+def test_correlation_factor_seed_numbers():
+    assert correlation_factor(0.85, 0.7) == pytest.approx(0.75, abs=1e-12)
+    assert correlation_factor(0.7, 0.7) == 1.0
+    assert correlation_factor(0.3, 0.7) == 1.0
+    assert correlation_factor(1.0, 0.7) == pytest.approx(0.5)
+
+
+def _market_with_correlation(rho: float, window: int = 30):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=window)
+    x -= x.mean()
+    z = rng.normal(size=window)
+    z -= z.mean()
+    z -= x * (z @ x) / (x @ x)  # orthogonal to x, still centred
+    z *= np.linalg.norm(x) / np.linalg.norm(z)
+    y = rho * x + np.sqrt(1 - rho**2) * z
+    r = 0.01 * np.column_stack([x, y]) / x.std()
+    close = np.vstack([[100.0, 50.0], 100.0 * np.ones((window + 1, 2))])
+    for s in range(1, window + 1):
+        close[s] = close[s - 1] * (1 + r[s - 1])
+    close[window + 1] = close[window]
+    return market(close)
+
+
+def test_correlation_085_at_threshold_07_sizes_075():
+    md = _market_with_correlation(0.85)
+    pf = book(md, bare(portfolio={"correlation_window": 30}))
+    while pf.bar[0] < 30:
+        pf.step_signals(*signals(2))
+    t = int(pf.bar[0])
+    pf.step_signals(*signals(2, a0=(1, 1.0), a1=(1, 1.0)))  # tie: a0 first, then a1 sees a0
+    c = md.close[t]
+    u = pf.units[0]
+    assert u[0] == pytest.approx(0.5 * E0 / c[0], rel=1e-12)
+    assert u[1] == pytest.approx(0.5 * E0 * 0.75 / c[1], rel=1e-9)
+
+
+def test_confidence_030_sizes_at_half():
+    md = market([100.0, 100.0, 100.0])
+    pf = book(md, bare(sizing={"min_confidence_factor": 0.5}))
+    pf.step_signals(*signals(1, a0=(1, 0.30)))
+    assert pf.units[0, 0] == pytest.approx(0.5 * E0 * 0.5 / 100.0)
+
+
+def test_base_modes_risk_and_notional():
+    md = market([100.0, 100.0, 100.0])
+    pf = book(md, bare(sizing={"base": "risk", "risk_per_trade": 0.01},
+                       risk={"stop_loss": 0.02}))
+    pf.step_signals(*signals(1, a0=(1, 1.0)))
+    assert pf.units[0, 0] == pytest.approx(E0 * 0.01 / 0.02 / 100.0)  # 50 units
+    pf = book(md, bare(sizing={"base": "notional", "risk_per_trade": 0.01}))
+    pf.step_signals(*signals(1, a0=(1, 1.0)))
+    assert pf.units[0, 0] == pytest.approx(1.0)
+
+
+def test_fixed_fraction_ignores_confidence_and_correlation():
+    md = _market_with_correlation(0.95)
+    pf = book(md, bare(portfolio={"position_sizing": "fixed_fraction"},
+                       sizing={"risk_per_trade": 0.2, "min_confidence_factor": 0.5}))
+    while pf.bar[0] < 30:
+        pf.step_signals(*signals(2))
+    t = int(pf.bar[0])
+    pf.step_signals(*signals(2, a0=(1, 0.1), a1=(1, 0.1)))
+    assert pf.units[0] * md.close[t] == pytest.approx([0.2 * E0, 0.2 * E0])
+
+
+def test_inverse_volatility_and_volatility_target_sizers():
+    rng = np.random.default_rng(1)
+    r = rng.normal(0, [0.01, 0.03], size=(40, 2))
+    close = 100 * np.cumprod(1 + np.vstack([[0, 0], r]), axis=0)
+    md = market(close)
+    t = 35
+    win = r[t - 30:t]  # returns of bars t-29..t are r[t-30 .. t-1]
+    sig = win.std(axis=0, ddof=1)
+    cfg = bare(portfolio={"position_sizing": "inverse_volatility"},
+               sizing={"risk_per_trade": 0.2, "volatility_window": 30})
+    pf = book(md, cfg, start=t)
+    pf.step_signals(*signals(2, a0=(1, 1.0), a1=(1, 1.0)))
+    expected = 0.2 * E0 * np.minimum(sig.mean() / sig, 4.0)
+    assert pf.units[0] * md.close[t] == pytest.approx(expected, rel=1e-9)
+
+    cfg = bare(portfolio={"position_sizing": "volatility_target"},
+               sizing={"target_volatility": 0.2, "volatility_window": 30})
+    pf = book(md, cfg, start=t)
+    pf.step_signals(*signals(2, a0=(1, 1.0), a1=(1, 1.0)))
+    expected = E0 * 0.2 / (sig * np.sqrt(8760))
+    assert pf.units[0] * md.close[t] == pytest.approx(expected, rel=1e-9)
+
+
+# ---------------------------------------------------------------- the seed's table
+
+
+def test_short_at_100_covered_at_90_earns_10_percent():
+    md = market([100.0, 95.0, 90.0, 90.0])
+    pf = book(md, bare())
+    pf.step_signals(*signals(1, a0=(-1, 1.0)))
+    assert pf.units[0, 0] == pytest.approx(-50.0)
+    pf.step_signals(*signals(1))
+    pf.step_signals(*signals(1, a0=(1, 1.0)))  # BUY while short: cover, then open long
+    f = fills(pf)
+    cover = f[f[:, L.F_CLOSING] == 1.0][0]
+    assert cover[L.F_PRICE] == 90.0
+    assert cover[L.F_PNL] == pytest.approx(500.0)  # 10% of the 5,000 notional
+    assert cover[L.F_PNL] / (50 * 100.0) == pytest.approx(0.10)
+    assert pf.units[0, 0] > 0
+
+
+def test_signal_table():
+    md = market(np.full((8, 1), 100.0))
+    pf = book(md, bare())
+    pf.step_signals(*signals(1, a0=(1, 1.0)))  # BUY flat -> long
+    u = pf.units[0, 0]
+    assert u > 0
+    pf.step_signals(*signals(1, a0=(1, 1.0)))  # BUY long -> keep
+    assert pf.units[0, 0] == u and pf.n_fills[0] == 0
+    pf.step_signals(*signals(1, a0=(0, 1.0)))  # HOLD -> keep
+    assert pf.units[0, 0] == u
+    pf.step_signals(*signals(1, a0=(-1, 1.0)))  # SELL long -> close only
+    assert pf.units[0, 0] == 0.0 and pf.n_fills[0] == 1
+    pf.step_signals(*signals(1, a0=(-1, 1.0)))  # SELL flat -> short
+    s = pf.units[0, 0]
+    assert s < 0
+    pf.step_signals(*signals(1, a0=(-1, 1.0)))  # SELL short -> keep
+    assert pf.units[0, 0] == s and pf.n_fills[0] == 0
+
+
+def test_no_shorting_when_disabled():
+    md = market([100.0, 100.0, 100.0])
+    pf = book(md, bare(risk={"allow_short": False}))
+    pf.step_signals(*signals(1, a0=(-1, 1.0)))
+    assert pf.units[0, 0] == 0.0
+    assert pf.refused[0, 0] == L.R_NO_SHORTING
+    assert pf.refusals()["no_shorting"] == 1
+
+
+# ---------------------------------------------------------------- limits
+
+
+def test_sixth_opening_refused_by_max_positions():
+    md = market(np.full((3, 6), 100.0))
+    pf = book(md, bare(portfolio={"max_positions": 5}, sizing={"risk_per_trade": 0.1}))
+    conf = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    pf.step_signals(np.ones(6, np.int8), conf)
+    assert (pf.units[0, :5] > 0).all() and pf.units[0, 5] == 0.0
+    assert pf.refused[0, 5] == L.R_MAX_POSITIONS
+    assert pf.refusals()["max_positions"] == 1
+
+
+def test_openings_by_descending_confidence_then_index():
+    md = market(np.full((3, 3), 100.0))
+    pf = book(md, bare(portfolio={"max_positions": 2}, sizing={"risk_per_trade": 0.1}))
+    pf.step_signals(np.ones(3, np.int8), np.array([0.5, 0.9, 0.9]))
+    assert list(pf.units[0] > 0) == [False, True, True]
+
+
+def test_flip_whose_opening_leg_is_refused_still_closes():
+    md = market(np.full((4, 2), 100.0))
+    pf = book(md, bare(risk={"max_gross_exposure": 0.6}))
+    pf.step_signals(*signals(2, a0=(-1, 1.0)))  # short a0: gross 0.5
+    assert pf.units[0, 0] == pytest.approx(-50.0)
+    pf.step_signals(*signals(2, a0=(1, 0.9), a1=(1, 1.0)))
+    # a0 is covered first; a1 (conf 1.0) opens (gross 0.5); a0's long leg would make 1.0 > 0.6
+    assert pf.units[0, 0] == 0.0
+    assert pf.units[0, 1] == pytest.approx(50.0)
+    assert pf.refused[0, 0] == L.R_GROSS_CAP
+
+
+def test_cash_limit_refuses_long():
+    md = market(np.full((3, 2), 100.0))
+    pf = book(md, bare(sizing={"risk_per_trade": 0.6}))
+    pf.step_signals(*signals(2, a0=(1, 1.0), a1=(1, 0.9)))
+    assert pf.units[0, 0] == pytest.approx(60.0) and pf.units[0, 1] == 0.0
+    assert pf.refused[0, 1] == L.R_CASH
+
+
+def test_short_and_gross_caps():
+    md = market(np.full((3, 3), 100.0))
+    pf = book(md, bare(sizing={"risk_per_trade": 0.4}, risk={"max_short_exposure": 0.5}))
+    pf.step_signals(*signals(3, a0=(-1, 1.0), a1=(-1, 0.9)))
+    assert pf.units[0, 0] < 0 and pf.units[0, 1] == 0.0
+    assert pf.refused[0, 1] == L.R_SHORT_CAP
+    pf = book(md, bare(sizing={"risk_per_trade": 0.4}, risk={"max_gross_exposure": 1.0}))
+    pf.step_signals(*signals(3, a0=(1, 1.0), a1=(-1, 0.9), a2=(1, 0.8)))
+    assert pf.units[0, 2] == 0.0 and pf.refused[0, 2] == L.R_GROSS_CAP
+
+
+def test_parametric_var_limit_by_hand():
+    rng = np.random.default_rng(7)
+    r = rng.normal(0, 0.01, 20)
+    close = 100 * np.cumprod(np.concatenate([[1.0], 1 + r]))
+    md = market(close)
+    t = 15
+    window = r[t - 10:t]  # 10 returns ending at bar t
+    w = 0.5
+    var = 1.6448536269514722 * w * window.std(ddof=1)
+    for limit, accepted in [(var * 1.001, True), (var * 0.999, False)]:
+        cfg = bare(portfolio={"max_portfolio_risk": limit}, risk={"var_window": 10})
+        pf = book(md, cfg, start=t)
+        pf.step_signals(*signals(1, a0=(1, 1.0)))
+        assert (pf.units[0, 0] != 0) == accepted
+        if not accepted:
+            assert pf.refused[0, 0] == L.R_VAR
+
+
+def test_var_scales_with_decision_horizon_and_historical_method():
+    rng = np.random.default_rng(8)
+    r = rng.normal(0, 0.01, 40)
+    close = 100 * np.cumprod(np.concatenate([[1.0], 1 + r]))
+    md = market(close)
+    t = 30
+    window = r[t - 20:t]
+    w = 0.5
+    hist = -np.quantile(w * window, 0.05) * np.sqrt(4)
+    for limit, accepted in [(hist * 1.001, True), (hist * 0.999, False)]:
+        cfg = bare(portfolio={"max_portfolio_risk": limit, "rebalancing_frequency": 4},
+                   risk={"var_window": 20, "var_method": "historical"})
+        pf = book(md, cfg, start=t)
+        pf.step_signals(*signals(1, a0=(1, 1.0)))
+        assert (pf.units[0, 0] != 0) == accepted
+
+
+def test_refused_opening_leaves_state_untouched():
+    md = market(np.full((3, 2), 100.0))
+    pf = book(md, bare(portfolio={"max_positions": 1}))
+    pf.step_signals(*signals(2, a0=(1, 1.0)))
+    before = (pf.pos.copy(), pf.acct.copy())
+    pf.step_signals(*signals(2, a1=(1, 1.0)))
+    assert pf.refused[0, 1] == L.R_MAX_POSITIONS
+    np.testing.assert_array_equal(pf.pos, before[0])
+    np.testing.assert_array_equal(pf.acct[:, [L.CASH, L.EQUITY]], before[1][:, [L.CASH, L.EQUITY]])
+
+
+# ---------------------------------------------------------------- fills and costs
+
+
+def test_close_fill_with_slippage_proportional_and_fixed_fee():
+    md = market([100.0, 100.0, 100.0])
+    pf = book(md, bare(execution={"slippage": 0.0001, "fee_rate": 0.001, "fixed_fee": 1.0}))
+    pf.step_signals(*signals(1, a0=(1, 1.0)))
+    f = fills(pf)[0]
+    assert f[L.F_PRICE] == pytest.approx(100.01)
+    assert f[L.F_UNITS] == pytest.approx(50.0)
+    assert f[L.F_FEE] == pytest.approx(0.001 * 50 * 100.01 + 1.0)
+    assert pf.cash[0] == pytest.approx(E0 - 50 * 100.01 - (0.001 * 50 * 100.01 + 1.0))
+    assert pf.equity[0] == pytest.approx(pf.cash[0] + 50 * 100.0)
+
+
+def test_next_open_fill_and_cash_recheck_scales_down():
+    md = market([100.0, 110.0, 110.0], open_=[100.0, 110.0, 110.0])
+    pf = book(md, bare(sizing={"risk_per_trade": 0.99},
+                       execution={"price": "next_open", "fee_rate": 0.001}))
+    pf.step_signals(*signals(1, a0=(1, 1.0)))
+    # sized at close 100: 99 units would cost 10,900 at the 110 open -> scaled to the cash
+    f = fills(pf)[0]
+    assert f[L.F_BAR] == 1 and f[L.F_PRICE] == 110.0
+    assert f[L.F_UNITS] == pytest.approx(E0 / (110.0 * 1.001))
+    assert pf.cash[0] == pytest.approx(0.0, abs=1e-9)
+    assert pf.refusals()["scaled"] == 1
+
+
+def test_next_open_cash_check_at_decision_refuses():
+    md = market([100.0, 100.0, 100.0])
+    pf = book(md, bare(sizing={"risk_per_trade": 1.01}, execution={"price": "next_open"}))
+    pf.step_signals(*signals(1, a0=(1, 1.0)))
+    assert pf.units[0, 0] == 0.0 and pf.refused[0, 0] == L.R_CASH
+
+
+def test_per_asset_cost_overrides():
+    md = market(np.full((3, 2), 100.0))
+    cfg = bare(sizing={"risk_per_trade": 0.1},
+               execution={"fee_rate": 0.001, "overrides": {"A1": {"fee_rate": 0.01}}})
+    pf = book(md, cfg)
+    pf.step_signals(*signals(2, a0=(1, 1.0), a1=(1, 1.0)))
+    fees = pf.pos[0, :, L.FEES]
+    assert fees == pytest.approx([0.001 * 1000, 0.01 * 1000])
+
+
+def test_borrow_charged_per_bar_on_shorts():
+    md = market(np.full(5, 100.0))
+    pf = book(md, bare(execution={"borrow_rate": 0.0876}))
+    pf.step_signals(*signals(1, a0=(-1, 1.0)))
+    for _ in range(3):
+        pf.step_signals(*signals(1))
+    # 5,000 short notional * 0.0876 / 8760 = 0.05 per bar, four bars
+    assert pf.pos[0, 0, L.BORROW] == pytest.approx(4 * 0.05)
+    assert pf.equity[0] == pytest.approx(E0 - 0.2)
+
+
+def test_volatility_scaled_slippage():
+    rng = np.random.default_rng(2)
+    r = rng.normal(0, 0.01, 40)
+    close = 100 * np.cumprod(np.concatenate([[1.0], 1 + r]))
+    md = market(close)
+    t = 35
+    sigma = r[t - 1 - 30:t - 1].std(ddof=1)  # volatility up to the bar before the fill bar
+    cfg = bare(execution={"slippage": 0.0002, "volatility_slippage": 0.5},
+               sizing={"volatility_window": 30})
+    pf = book(md, cfg, start=t)
+    pf.step_signals(*signals(1, a0=(1, 1.0)))
+    assert fills(pf)[0][L.F_PRICE] == pytest.approx(close[t] * (1 + 0.0002 + 0.5 * sigma))
+
+
+# ---------------------------------------------------------------- exits
+
+
+def _exit_after_entry(bar, side=1, **risk):
+    o, h, lo, c = bar
+    md = market([100.0, c, c], open_=[100.0, o, c], high=[100.0, h, c], low=[100.0, lo, c])
+    cfg = bare(risk={"stop_loss": 0.02, "take_profit": 0.05, **risk})
+    pf = book(md, cfg)
+    pf.step_signals(*signals(1, a0=(side, 1.0)))  # fills at close[0]; bar 1 is checked
+    f = fills(pf)
+    f = f[f[:, L.F_CLOSING] == 1.0]
+    return (f[0][L.F_PRICE], int(f[0][L.F_REASON])) if len(f) else (None, None)
+
+
+@pytest.mark.parametrize("bar, expected", [
+    ((99.5, 100.5, 97.0, 99.0), (98.0, L.STOP_LOSS)),  # stop inside the bar: at the stop
+    ((96.0, 97.0, 95.0, 96.5), (96.0, L.STOP_LOSS)),  # gap below the stop: at the open
+    ((100.0, 106.0, 97.0, 101.0), (98.0, L.STOP_LOSS)),  # both inside: the stop first
+    ((106.0, 107.0, 97.0, 101.0), (106.0, L.TAKE_PROFIT)),  # opened beyond the target
+    ((100.0, 105.5, 99.0, 100.0), (105.0, L.TAKE_PROFIT)),  # target inside the bar
+    ((100.0, 101.0, 99.0, 100.0), (None, None)),  # neither
+])
+def test_long_stop_and_target_in_a_bar(bar, expected):
+    assert _exit_after_entry(bar) == expected
+
+
+@pytest.mark.parametrize("bar, expected", [
+    ((100.5, 103.0, 99.0, 101.0), (102.0, L.STOP_LOSS)),
+    ((103.0, 104.0, 99.0, 101.0), (103.0, L.STOP_LOSS)),
+    ((100.0, 103.0, 94.0, 99.0), (102.0, L.STOP_LOSS)),
+    ((94.0, 103.0, 93.0, 99.0), (94.0, L.TAKE_PROFIT)),
+    ((99.0, 100.0, 94.5, 99.0), (95.0, L.TAKE_PROFIT)),
+])
+def test_short_stop_and_target_in_a_bar(bar, expected):
+    assert _exit_after_entry(bar, side=-1) == expected
+
+
+def test_close_only_stops():
+    assert _exit_after_entry((99.5, 100.5, 97.0, 99.0), intrabar_stops=False) == (None, None)
+    assert _exit_after_entry((99.5, 100.5, 97.0, 97.5), intrabar_stops=False) == (
+        97.5, L.STOP_LOSS)
+
+
+def test_exit_pays_slippage_and_fees():
+    md = market([100.0, 99.0, 99.0], open_=[100.0, 99.5, 99.0], low=[100.0, 97.0, 99.0])
+    cfg = bare(risk={"stop_loss": 0.02}, execution={"slippage": 0.001, "fee_rate": 0.001})
+    pf = book(md, cfg)
+    pf.step_signals(*signals(1, a0=(1, 1.0)))
+    entry = 100.0 * 1.001
+    units, f = fills(pf)[0][L.F_UNITS], fills(pf)[1]
+    assert f[L.F_PRICE] == pytest.approx(entry * 0.98 * 0.999)
+    assert f[L.F_PNL] == pytest.approx(units * (entry * 0.98 * 0.999 - entry))
+    assert f[L.F_FEE] == pytest.approx(0.001 * units * entry * 0.98 * 0.999)
+
+
+def test_stops_checked_on_every_bar_between_decisions():
+    md = market([100, 100, 97, 97, 97, 97], open_=[100, 100, 100, 97, 97, 97])
+    cfg = bare(portfolio={"rebalancing_frequency": 4}, risk={"stop_loss": 0.02})
+    pf = book(md, cfg)
+    pf.step_signals(*signals(1, a0=(1, 1.0)))
+    assert pf.n_curve[0] == 4 and pf.bar[0] == 4
+    f = fills(pf)
+    assert f[-1][L.F_BAR] == 2 and f[-1][L.F_REASON] == L.STOP_LOSS
+    assert f[-1][L.F_PRICE] == 98.0
+
+
+def test_closed_market_no_orders_and_no_stops():
+    close = [100.0, 100.0, 100.0, 95.0, 95.0]
+    tradable = [True, True, False, True, True]
+    md = market(close, open_=[100.0, 100.0, 100.0, 96.0, 95.0], tradable=tradable)
+    cfg = bare(risk={"stop_loss": 0.02}, execution={"price": "next_open"})
+    pf = book(md, cfg, start=1)
+    pf.step_signals(*signals(1, a0=(1, 1.0)))  # fill bar 2 is closed
+    assert pf.units[0, 0] == 0.0 and pf.refused[0, 0] == L.R_NOT_TRADABLE
+    pf = book(md, cfg, start=0)
+    pf.step_signals(*signals(1, a0=(1, 1.0)))  # fills at open of bar 1
+    pf.step_signals(*signals(1))  # bar 2 closed: nothing fires
+    assert pf.n_fills[0] == 0
+    pf.step_signals(*signals(1))  # bar 3 gaps below the stop: fills at its open
+    f = fills(pf)[0]
+    assert f[L.F_REASON] == L.STOP_LOSS and f[L.F_PRICE] == 96.0
+
+
+# ---------------------------------------------------------------- portfolio stop and ruin
+
+
+def test_drawdown_from_peak_terminates_and_liquidates():
+    md = market([100.0, 120.0, 113.0, 113.0])
+    pf = book(md, bare(portfolio={"max_drawdown": 0.05}, sizing={"risk_per_trade": 1.0}))
+    pf.step_signals(*signals(1, a0=(1, 1.0)))  # bar 1: 12,000
+    assert pf.status[0] == L.RUNNING
+    pf.step_signals(*signals(1))  # bar 2: 11,300, 5.8% below the peak
+    assert pf.status[0] == L.STOPPED and pf.units[0, 0] == 0.0
+    f = fills(pf)[0]
+    assert f[L.F_REASON] == L.PORTFOLIO_STOP and f[L.F_PRICE] == 113.0
+    assert pf.equity[0] == pytest.approx(11_300.0)
+
+
+def test_drawdown_from_initial_does_not_fire_above_start():
+    md = market([100.0, 120.0, 113.0, 94.0, 94.0])
+    cfg = bare(portfolio={"max_drawdown": 0.05}, sizing={"risk_per_trade": 1.0},
+               risk={"drawdown_reference": "initial"})
+    pf = book(md, cfg)
+    for _ in range(2):
+        pf.step_signals(*signals(1, a0=(1, 1.0)))
+    assert pf.status[0] == L.RUNNING  # bar 2: 11,300, above the initial balance
+    pf.step_signals(*signals(1))  # bar 3: 9,400, 6% below the initial balance
+    assert pf.status[0] == L.STOPPED
+
+
+def test_portfolio_stop_flat_blocks_entries_for_cooldown():
+    md = market([100.0, 94.0] + [94.0] * 6)
+    cfg = bare(portfolio={"max_drawdown": 0.05}, sizing={"risk_per_trade": 1.0},
+               risk={"on_portfolio_stop": "flat", "cooldown_bars": 3})
+    pf = book(md, cfg)
+    pf.step_signals(*signals(1, a0=(1, 1.0)))
+    assert pf.status[0] == L.RUNNING and pf.units[0, 0] == 0.0
+    assert pf.acct[0, L.PEAK] == pytest.approx(9_400.0)  # the peak is reset
+    for _ in range(3):  # decisions at bars 1, 2, 3: cooldown 3, 2, 1 bars left
+        pf.step_signals(*signals(1, a0=(1, 1.0)))
+        assert pf.units[0, 0] == 0.0 and pf.refused[0, 0] == L.R_COOLDOWN
+    pf.step_signals(*signals(1, a0=(1, 1.0)))  # bar 4: three bars have passed
+    assert pf.units[0, 0] > 0
+    assert pf.refusals()["cooldown"] == 3
+
+
+def test_ruin_terminates():
+    md = market([100.0, 40.0, 40.0])
+    pf = book(md, bare(sizing={"risk_per_trade": 1.0}, risk={"ruin_floor": 0.5}))
+    pf.step_signals(*signals(1, a0=(1, 1.0)))
+    assert pf.status[0] == L.RUINED
+    assert pf.equity[0] == pytest.approx(4_000.0)
+
+
+def test_end_of_window_is_ended():
+    md = market(np.full(6, 100.0))
+    pf = book(md, bare(), start=1, end=3)
+    pf.step_signals(*signals(1))
+    assert not pf.done[0]
+    pf.step_signals(*signals(1))
+    assert pf.status[0] == L.ENDED and pf.bar[0] == 3
+
+
+# ---------------------------------------------------------------- weights path
+
+
+def _prices(seed=0, T=60, N=4):
+    rng = np.random.default_rng(seed)
+    return 50 * np.cumprod(1 + rng.normal(0, 0.02, (T, N)), axis=0)
+
+
+def test_weights_equal_weight_rebalanced_every_bar():
+    close = _prices()
+    md = market(close)
+    pf = book(md, bare())
+    N = close.shape[1]
+    while not pf.done[0]:
+        pf.step_weights(np.full(N, 1.0 / N))
+    relatives = (close[1:] / close[:-1]).mean(axis=1)
+    assert pf.equity[0] == pytest.approx(E0 * np.prod(relatives), rel=1e-12)
+
+
+def test_weights_buy_and_hold_over_one_long_step():
+    close = _prices(1)
+    md = market(close)
+    T, N = close.shape
+    pf = book(md, bare(portfolio={"rebalancing_frequency": T - 1}))
+    pf.step_weights(np.full(N, 1.0 / N))
+    assert pf.done[0]
+    assert pf.equity[0] == pytest.approx(E0 * (close[-1] / close[0]).mean(), rel=1e-12)
+
+
+def test_weights_nan_keeps_and_short_and_reduce():
+    md = market(np.full((5, 2), 100.0))
+    pf = book(md, bare())
+    pf.step_weights(np.array([0.5, -0.25]))
+    assert pf.units[0] == pytest.approx([50.0, -25.0])
+    pf.step_weights(np.array([np.nan, -0.1]))  # keep a0, reduce the short
+    assert pf.units[0] == pytest.approx([50.0, -10.0])
+    f = fills(pf)
+    assert len(f) == 1 and f[0][L.F_CLOSING] == 1.0
+    pf.step_weights(np.array([-0.2, 0.0]))  # flip a0, close a1
+    assert pf.units[0] == pytest.approx([-20.0, 0.0])
+
+
+def test_weights_cash_shortfall_scales_the_last_increase():
+    md = market(np.full((3, 2), 100.0))
+    pf = book(md, bare(execution={"fee_rate": 0.01}))
+    pf.step_weights(np.array([0.5, 0.5]))
+    assert pf.cash[0] >= -1e-9
+    assert pf.refusals()["scaled"] == 1
+    assert pf.units[0, 0] == pytest.approx(50.0)
+    assert pf.units[0, 1] < 50.0
+
+
+# ---------------------------------------------------------------- attribution
+
+
+def test_attribution_adds_up_and_share_is_none_when_total_is_zero():
+    md = market(np.full((3, 2), 100.0))
+    pf = book(md, bare())
+    pf.step_signals(*signals(2))
+    assert all(a.share_of_total is None for a in pf.attribution())
+    md = market([[100.0, 100.0], [110.0, 95.0], [110.0, 95.0]])
+    pf = book(md, bare(execution={"fee_rate": 0.001}))
+    pf.step_signals(*signals(2, a0=(1, 1.0), a1=(-1, 1.0)))
+    att = pf.attribution()
+    total = sum(a.pnl for a in att)
+    assert pf.equity[0] - E0 == pytest.approx(total, rel=1e-12)
+    assert sum(a.share_of_total for a in att) == pytest.approx(1.0)
+    assert att[0].unrealized == pytest.approx(50 * (110.0 - 100.0))
+    assert att[1].unrealized == pytest.approx(-50 * (95.0 - 100.0))
+    assert att[0].pnl_pct_initial == pytest.approx(att[0].pnl / E0 * 100)
+
+
+def test_win_counts_net_of_fees():
+    md = market([100.0, 100.05, 100.05])
+    pf = book(md, bare(execution={"fee_rate": 0.001}))
+    pf.step_signals(*signals(1, a0=(1, 1.0)))
+    pf.step_signals(*signals(1, a0=(-1, 1.0)))  # +0.05% gross, -0.2% in fees
+    a = pf.attribution()[0]
+    assert a.realized > 0 and a.trades == 1 and a.wins == 0 and a.win_rate == 0.0
