@@ -48,7 +48,7 @@ def _calendar(n_bars: int, weekdays_only: bool, start: str) -> pd.DatetimeIndex:
         return pd.date_range(t0, periods=n_bars, freq="h")
     # enough hours to hold n_bars weekday bars, then keep Monday..Friday
     idx = pd.date_range(t0, periods=int(n_bars * 7 / 5) + 200, freq="h")
-    return idx[idx.dayofweek < 5][:n_bars]
+    return idx[idx.day_of_week < 5][:n_bars]
 
 
 def _frames(preset: Preset, n_assets: int, n_bars: int, rng: np.random.Generator,

@@ -175,6 +175,16 @@ class Portfolio:
         self.n_curve[sel] = 0
         self.refused[sel] = 0
 
+    def get_state(self) -> dict[str, np.ndarray]:
+        """Copies of every state array (positions, account, clock, counters)."""
+        return {"pos": self.pos.copy(), "acct": self.acct.copy(), "clock": self.clock.copy(),
+                "count": self.count.copy()}
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore a state taken by :meth:`get_state` (same B and N)."""
+        for name in ("pos", "acct", "clock", "count"):
+            getattr(self, name)[...] = state[name]
+
     # ------------------------------------------------------------------ stepping
     def _run(self, scheme: int, active: np.ndarray | None) -> None:
         act = self._all if active is None else np.asarray(active, dtype=np.bool_)
