@@ -256,7 +256,7 @@ def _refuse(refused, count, b, i, reason):
 @njit(cache=True)
 def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_dec,
                fee_rate, fixed_fee, slip, borrow, p, pos, acct, clock, count,
-               curve, gross_curve, n_curve, fills, n_fills, refused):
+               curve, gross_curve, n_curve, fills, n_fills, refused, work, vwork):
     N = c.shape[1]
     n_fills[b] = 0
     n_curve[b] = 0
@@ -276,10 +276,18 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
     nf = 0
 
     # ---- 1. intents -> closing legs and opening candidates
-    close_q = np.zeros(N)
-    cand = np.zeros(N)  # signals: direction of the opening; weights: units to add
-    prio = np.full(N, -1.0)
-    units_after = pos[b, :, L.UNITS].copy()
+    # scratch rows (books are stepped one after another, so one set serves all)
+    close_q = work[0]
+    cand = work[1]  # signals: direction of the opening; weights: units to add
+    prio = work[2]
+    units_after = work[3]
+    open_q = work[4]
+    sigma = work[5]
+    close_q[:] = 0.0
+    cand[:] = 0.0
+    prio[:] = -1.0
+    open_q[:] = 0.0
+    units_after[:] = pos[b, :, L.UNITS]
     for i in range(N):
         u = pos[b, i, L.UNITS]
         if scheme == WEIGHTS:
@@ -338,11 +346,17 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
             gross += v
             if units_after[i] < 0.0:
                 short += v
-    var_on = p[L.P_MAX_VAR] < np.inf
+    any_candidate = False
+    for i in range(N):
+        if prio[i] >= 0.0:
+            any_candidate = True
+            break
+    var_on = p[L.P_MAX_VAR] < np.inf and any_candidate
     vlo = _window_start(t, int(p[L.P_VAR_WINDOW]))
     nv = t - vlo + 1 if t >= 1 else 0
-    series = np.zeros(max(nv, 1))
-    trial = np.zeros(max(nv, 1))
+    series = vwork[0]
+    trial = vwork[1]
+    series[:nv] = 0.0
     if var_on and equity > 0.0:
         for i in range(N):
             if units_after[i] != 0.0:
@@ -350,13 +364,11 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
                 for s in range(nv):
                     series[s] += w * R[vlo + s, i]
     sizer = int(p[L.P_SIZER])
-    sigma = np.zeros(N)
-    if scheme == SIGNALS and sizer >= 2:
+    if scheme == SIGNALS and sizer >= 2 and any_candidate:
         vwin = _window_start(t, int(p[L.P_VOL_WINDOW]))
         for i in range(N):
             sigma[i] = _std(R, vwin, t, i)
     order = np.argsort(-prio, kind="mergesort")
-    open_q = np.zeros(N)
     for k in range(N):
         i = order[k]
         if prio[i] < 0.0:
@@ -508,11 +520,13 @@ def step_books(active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, 
                fee_rate, fixed_fee, slip, borrow, p, pos, acct, clock, count,
                curve, gross_curve, n_curve, fills, n_fills, refused):
     """One decision step for every book b with ``active[b]``; see the module docstring."""
+    work = np.empty((6, c.shape[1]))
+    vwork = np.empty((2, max(int(p[L.P_VAR_WINDOW]), 1)))
     for b in range(pos.shape[0]):
         if active[b]:
             _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_dec,
                        fee_rate, fixed_fee, slip, borrow, p, pos, acct, clock, count,
-                       curve, gross_curve, n_curve, fills, n_fills, refused)
+                       curve, gross_curve, n_curve, fills, n_fills, refused, work, vwork)
         else:
             n_fills[b] = 0
             n_curve[b] = 0

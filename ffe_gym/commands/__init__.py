@@ -1,0 +1,1 @@
+"""Command implementations behind ``scripts/*.py`` and the ``ffe-gym`` console script."""

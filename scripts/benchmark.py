@@ -1,0 +1,8 @@
+"""Throughput figures for the engine (and, as they land, the environments and agents)."""
+
+import sys
+
+from ffe_gym.commands.benchmark import main
+
+if __name__ == "__main__":
+    sys.exit(main())
