@@ -65,7 +65,7 @@ class PortfolioConfig:
     max_positions: int | None = _bounded(5, ge=1)
     correlation_threshold: float = _bounded(0.7, ge=0, lt=1)
     correlation_window: int = _bounded(30, ge=2)
-    max_portfolio_risk: float | None = _bounded(0.02, gt=0, doc="95% VaR over one decision / equity")
+    max_portfolio_risk: float | None = _bounded(0.02, gt=0, doc="95% VaR / equity, one decision")
     max_drawdown: float | None = _bounded(0.05, gt=0, lt=1)
     position_sizing: Literal[
         "correlation_adjusted", "fixed_fraction", "inverse_volatility", "volatility_target"
@@ -121,7 +121,7 @@ class ExecutionConfig:
     fee_rate: float = _bounded(0.001, ge=0, lt=1)
     fixed_fee: float = _bounded(0.0, ge=0)
     slippage: float = _bounded(0.0001, ge=0, lt=1)
-    volatility_slippage: float = _bounded(0.0, ge=0, doc="extra slippage per unit of bar volatility")
+    volatility_slippage: float = _bounded(0.0, ge=0, doc="extra slippage per unit of volatility")
     borrow_rate: float = _bounded(0.0, ge=0, doc="per year, charged per bar on short notional")
     overrides: dict[str, AssetCosts] = field(default_factory=dict)
 
@@ -228,7 +228,7 @@ def _check_bounds(value: Any, meta: Mapping[str, Any], path: str) -> None:
         return
     checks = {"ge": (lambda v, b: v >= b, ">="), "gt": (lambda v, b: v > b, ">"),
               "le": (lambda v, b: v <= b, "<="), "lt": (lambda v, b: v < b, "<")}
-    for key, (ok, sym) in checks.items():
+    for key, (ok, _) in checks.items():
         if key in meta and not ok(value, meta[key]):
             allowed = ", ".join(f"{checks[k][1]} {meta[k]}" for k in checks if k in meta)
             raise ConfigError(f"{path}: {value!r} is out of range (allowed: {allowed})")
@@ -319,4 +319,5 @@ def coerce_config(config: Config | Mapping[str, Any] | str | Path | None) -> Con
         return load_config(config)
     if isinstance(config, Mapping):
         return from_dict(Config, config)
-    raise ConfigError(f"config: expected a Config, mapping or YAML path, got {type(config).__name__}")
+    raise ConfigError(
+        f"config: expected a Config, mapping or YAML path, got {type(config).__name__}")

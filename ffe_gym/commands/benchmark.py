@@ -1,7 +1,7 @@
 """Benchmark: throughput figures, printed (never asserted in tests).
 
-    python scripts/benchmark.py            # all sections
-    python scripts/benchmark.py --quick    # shorter timings
+    python scripts/benchmark.py                  # all figures, 2 s each
+    python scripts/benchmark.py --seconds 0.2    # quicker, noisier
 
 Engine: decision steps per second at N = 10, 100, 500 assets for B = 1 and B = 256 books, all
 rules on (correlation-adjusted sizing, VaR limit, stops and targets, drawdown stop in ``flat``
@@ -21,7 +21,7 @@ import numpy as np
 
 
 def _engine_config():
-    from ffe_gym.config import from_dict, Config
+    from ffe_gym.config import Config, from_dict
 
     return from_dict(Config, {
         "risk": {"on_portfolio_stop": "flat", "ruin_floor": 0.0},
@@ -60,18 +60,15 @@ def bench_engine(n_assets: int, n_books: int, seconds: float, seed: int = 0) -> 
             "book_steps_per_s": steps * n_books / elapsed}
 
 
-def section_engine(quick: bool) -> list[dict]:
-    seconds = 0.5 if quick else 2.0
-    rows = []
-    for n_assets in (10, 100, 500):
-        for n_books in (1, 256):
-            rows.append(bench_engine(n_assets, n_books, seconds))
-    return rows
+def section_engine(seconds: float, assets: list[int], books: list[int]) -> list[dict]:
+    return [bench_engine(n, b, seconds) for n in assets for b in books]
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ffe-gym benchmark", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="shorter timings")
+    p.add_argument("--seconds", type=float, default=2.0, help="timed seconds per figure")
+    p.add_argument("--assets", type=int, nargs="+", default=[10, 100, 500])
+    p.add_argument("--books", type=int, nargs="+", default=[1, 256])
     args = p.parse_args(argv)
     from rich.console import Console
     from rich.table import Table
@@ -82,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     t = Table(title="Engine: decision steps per second, all rules on", header_style="bold")
     for col in ("assets N", "books B", "decisions/s", "book-steps/s"):
         t.add_column(col, justify="right")
-    for r in section_engine(args.quick):
+    for r in section_engine(args.seconds, args.assets, args.books):
         t.add_row(str(r["assets"]), str(r["books"]), f"{r['decisions_per_s']:,.0f}",
                   f"{r['book_steps_per_s']:,.0f}")
     console.print(t)

@@ -10,12 +10,16 @@ from rich.table import Table
 from ffe_gym.portfolio.book import AssetAttribution
 
 
+def _missing(x: float | None) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
 def _pct(x: float | None, digits: int = 2) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x * 100:.{digits}f}%"
+    return "n/a" if _missing(x) else f"{x * 100:.{digits}f}%"
 
 
 def _num(x: float | None, fmt: str = ",.2f") -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+    return "n/a" if _missing(x) else format(x, fmt)
 
 
 def performance_table(metrics: dict, initial: float, title: str) -> Table:
@@ -33,7 +37,8 @@ def performance_table(metrics: dict, initial: float, title: str) -> Table:
         ("Sortino", _num(metrics["sortino"], ".2f")),
         ("Max drawdown", _pct(metrics["max_drawdown"])),
         ("Calmar", _num(metrics["calmar"], ".2f")),
-        ("VaR / CVaR 95% (per bar)", f"{_pct(metrics['var_95'], 3)} / {_pct(metrics['cvar_95'], 3)}"),
+        ("VaR / CVaR 95% (per bar)",
+         f"{_pct(metrics['var_95'], 3)} / {_pct(metrics['cvar_95'], 3)}"),
         ("Trades (closing fills)", str(metrics["trades"])),
         ("Win rate", _pct(metrics["win_rate"], 1)),
         ("Profit factor", _num(metrics["profit_factor"], ".2f")),

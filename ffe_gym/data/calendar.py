@@ -126,8 +126,9 @@ def align(frames: dict[str, pd.DataFrame], calendar: str = "intersection", *,
 def decision_bars(index: pd.DatetimeIndex, frequency: int | str) -> np.ndarray:
     """Next-decision table: ``out[t]`` is the first decision bar after bar ``t``.
 
-    An integer ``k`` decides every ``k`` bars from wherever a book starts (``t + k``). An offset such as ``"1D"``
-    decides on the last bar of each period (the day's close). The last bar maps to itself.
+    An integer ``k`` decides every ``k`` bars from wherever a book starts (``t + k``). An
+    offset such as ``"1D"`` decides on the last bar of each period (the day's close). The last
+    bar maps to itself.
     """
     T = len(index)
     t = np.arange(T)

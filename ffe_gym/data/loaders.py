@@ -86,8 +86,9 @@ def validate(frame: pd.DataFrame, symbol: str, *, file: str | None = None,
     lower = {c.lower(): c for c in frame.columns if isinstance(c, str)}
     missing = [c for c in PRICES if c not in lower]
     if missing:
-        raise DataError(f"missing column {missing[0]!r} (have: {', '.join(map(str, frame.columns))})",
-                        file=file, symbol=symbol)
+        have = ", ".join(map(str, frame.columns))
+        raise DataError(f"missing column {missing[0]!r} (have: {have})", file=file,
+                        symbol=symbol)
     idx = _time_index(frame, file, symbol)
     ns = idx.asi8
     if len(ns) > 1:
@@ -166,7 +167,7 @@ def _split_table(table: pd.DataFrame, file: str) -> dict[str, pd.DataFrame]:
     if "symbol" in lower:
         col = lower["symbol"]
         return {str(s): g.drop(columns=col) for s, g in table.groupby(col, sort=False)}
-    if all(c in lower for c in PRICES):
+    if any(c in lower for c in PRICES):  # one symbol's OHLC bars; validate names what is missing
         return {symbol_from_filename(file): table}
     # close-only wide table: time + one column per symbol
     idx = _time_index(table, file, None)

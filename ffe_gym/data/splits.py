@@ -41,7 +41,7 @@ def split_by_fraction(md: MarketData, fraction: float) -> tuple[Window, Window]:
     """``[0, f*T)`` and ``[f*T, T)``."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must be in (0, 1), got {fraction}")
-    cut = int(round(md.n_bars * fraction))
+    cut = round(md.n_bars * fraction)
     return Window(0, cut), Window(cut, md.n_bars)
 
 

@@ -1,0 +1,306 @@
+"""MarketData, loaders, calendars, synthetic market and splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import SHARED_DATA
+
+from ffe_gym.data import (
+    DataError,
+    decision_bars,
+    default_market,
+    from_frames,
+    infer_periods_per_year,
+    load_market,
+    split_by_date,
+    split_by_fraction,
+    synthetic_market,
+    walk_forward,
+)
+from ffe_gym.data.loaders import symbol_from_filename
+
+
+def bars(times, close, **cols):
+    close = np.asarray(close, float)
+    df = pd.DataFrame({"time": pd.to_datetime(times, utc=True), "open": close,
+                       "high": close * 1.01, "low": close * 0.99, "close": close,
+                       "volume": np.ones(len(close))})
+    for k, v in cols.items():
+        df[k] = v
+    return df
+
+
+def hours(start, n):
+    return pd.date_range(start, periods=n, freq="h", tz="UTC")
+
+
+# ---------------------------------------------------------------- DataError, one per case
+
+
+def test_unsorted_timestamps_name_file_symbol_row():
+    df = bars(hours("2024-01-01", 5), [1, 2, 3, 4, 5])
+    df.loc[3, "time"] = pd.Timestamp("2023-12-31", tz="UTC")
+    with pytest.raises(DataError) as e:
+        from_frames({"X": df}, files={"X": "x.csv"})
+    msg = str(e.value)
+    assert "file x.csv" in msg and "symbol X" in msg and "row 3" in msg and "not sorted" in msg
+
+
+def test_duplicate_timestamp():
+    df = bars(hours("2024-01-01", 5), [1, 2, 3, 4, 5])
+    df.loc[2, "time"] = df.loc[1, "time"]
+    with pytest.raises(DataError, match=r"symbol X, row 2: duplicate timestamp"):
+        from_frames({"X": df})
+
+
+@pytest.mark.parametrize("col", ["open", "high", "low", "close"])
+def test_non_positive_price(col):
+    df = bars(hours("2024-01-01", 5), [1, 2, 3, 4, 5])
+    df.loc[4, col] = 0.0 if col != "high" else -1.0
+    with pytest.raises(DataError, match=r"row 4 .*(non-positive|high|low)"):
+        from_frames({"X": df})
+
+
+def test_high_below_low():
+    df = bars(hours("2024-01-01", 5), [1, 2, 3, 4, 5])
+    df.loc[1, "high"], df.loc[1, "low"] = 1.5, 2.5
+    with pytest.raises(DataError, match=r"row 1 .*high < low"):
+        from_frames({"X": df})
+
+
+def test_high_or_low_not_enclosing_open_close():
+    df = bars(hours("2024-01-01", 5), [1, 2, 3, 4, 5])
+    df.loc[2, "open"] = 3.5
+    with pytest.raises(DataError, match=r"row 2 .*high below open or close"):
+        from_frames({"X": df})
+
+
+def test_nan_within_the_fill_limit_is_dropped_and_counted_beyond_it_raises():
+    df = bars(hours("2024-01-01", 10), np.arange(1, 11))
+    df.loc[3:4, "close"] = np.nan
+    md = from_frames({"X": df}, max_fill_bars=2)
+    assert md.n_bars == 8 and md.counts["X"]["nan_rows"] == 2
+    with pytest.raises(DataError, match=r"symbol X, row 3 .*2 consecutive rows with NaN"):
+        from_frames({"X": df}, max_fill_bars=1)
+
+
+def test_no_overlap():
+    a = bars(hours("2024-01-01", 5), [1, 2, 3, 4, 5])
+    b = bars(hours("2024-02-01", 5), [1, 2, 3, 4, 5])
+    with pytest.raises(DataError, match="no overlap"):
+        from_frames({"A": a, "B": b})
+
+
+def test_too_few_bars():
+    a = bars(hours("2024-01-01", 5), [1, 2, 3, 4, 5])
+    with pytest.raises(DataError, match="too few bars after alignment: 5 < min_bars=10"):
+        from_frames({"A": a}, min_bars=10)
+
+
+def test_unknown_symbol(tmp_path):
+    for s in ("AAA", "BBB"):
+        bars(hours("2024-01-01", 5), [1, 2, 3, 4, 5]).to_csv(tmp_path / f"{s}.csv", index=False)
+    with pytest.raises(DataError,
+                       match=r"symbol CCC.*unknown symbol 'CCC' \(available: AAA, BBB\)"):
+        load_market(tmp_path, symbols=["AAA", "CCC"])
+    with pytest.raises(DataError, match="unknown symbol"):
+        load_market(tmp_path).select(["ZZZ"])
+
+
+def test_missing_column_and_missing_file(tmp_path):
+    df = bars(hours("2024-01-01", 5), [1, 2, 3, 4, 5]).drop(columns=["low"])
+    df.to_csv(tmp_path / "X.csv", index=False)
+    with pytest.raises(DataError, match=r"file .*X\.csv, symbol X: missing column 'low'"):
+        load_market(tmp_path / "X.csv")
+    with pytest.raises(DataError, match="no such file"):
+        load_market(tmp_path / "nope.parquet")
+
+
+# ---------------------------------------------------------------- layouts
+
+
+def test_csv_parquet_long_and_close_only_layouts(tmp_path):
+    t = hours("2024-01-01", 6)
+    a = bars(t, [1, 2, 3, 4, 5, 6])
+    b = bars(t, [6, 5, 4, 3, 2, 1])
+    # one symbol per file, columns in a different order, parquet and csv
+    a[["low", "high", "open", "close", "volume", "time"]].to_parquet(
+        tmp_path / "AAA_USD_H1_2024.parquet")
+    b.to_csv(tmp_path / "BBB_USD_H1_2024.csv", index=False)
+    md = load_market(tmp_path)
+    assert md.symbols == ("AAA_USD", "BBB_USD")
+    np.testing.assert_array_equal(md.close[:, 0], a["close"])
+    np.testing.assert_array_equal(md.low[:, 1], b["low"])
+    # long format
+    long = pd.concat([a.assign(symbol="A"), b.assign(symbol="B")])
+    long.to_csv(tmp_path / "long.csv", index=False)
+    md2 = load_market(tmp_path / "long.csv")
+    assert md2.symbols == ("A", "B")
+    np.testing.assert_array_equal(md2.close, md.close)
+    # close-only wide table
+    wide = pd.DataFrame({"date": t, "A": a["close"], "B": b["close"]})
+    wide.to_csv(tmp_path / "wide.csv", index=False)
+    md3 = load_market(tmp_path / "wide.csv")
+    np.testing.assert_array_equal(md3.close, md.close)
+    np.testing.assert_array_equal(md3.open, md3.close)
+    np.testing.assert_array_equal(md3.high, md3.close)
+
+
+def test_symbol_from_filename():
+    assert symbol_from_filename("x/BTC_USD_H1_2020_2023.parquet") == "BTC_USD"
+    assert symbol_from_filename("AAPL.csv") == "AAPL"
+    assert symbol_from_filename("ES_1d.csv") == "ES"
+
+
+def test_arrays_are_read_only():
+    md = default_market()
+    with pytest.raises(ValueError):
+        md.close[0, 0] = 1.0
+
+
+# ---------------------------------------------------------------- calendars
+
+
+def test_intersection_folds_extra_bars_into_the_next_kept_bar():
+    t = hours("2024-01-05 20:00", 6)  # 20:00 .. 01:00
+    crypto = pd.DataFrame({"time": t, "open": [10, 11, 12, 13, 14, 15],
+                           "high": [11.5, 12.5, 30, 14.5, 15.5, 16.5],
+                           "low": [9.5, 10.5, 2, 12.5, 13.5, 14.5],
+                           "close": [11, 12, 13, 14, 15, 16], "volume": [1, 2, 3, 4, 5, 6]})
+    fx = bars(t[[0, 3, 5]], [1.0, 1.1, 1.2])  # fx has 20:00, 23:00, 01:00
+    md = from_frames({"C": crypto, "F": fx}, calendar="intersection")
+    assert list(md.index) == list(t[[0, 3, 5]])
+    # bar 23:00 of C absorbs 21:00 and 22:00: open of 21:00, max high, min low, sum volume
+    np.testing.assert_array_equal(md.open[:, 0], [10, 11, 14])
+    np.testing.assert_array_equal(md.high[:, 0], [11.5, 30, 16.5])
+    np.testing.assert_array_equal(md.low[:, 0], [9.5, 2, 13.5])
+    np.testing.assert_array_equal(md.close[:, 0], [11, 14, 16])
+    np.testing.assert_array_equal(md.volume[:, 0], [1, 2 + 3 + 4, 5 + 6])
+    assert md.counts["C"]["folded"] == 3 and md.counts["F"]["folded"] == 0
+    assert md.tradable.all()
+
+
+def test_union_carries_closes_forward_marks_untradable_and_counts():
+    t = hours("2024-01-05 20:00", 6)
+    crypto = bars(t, [11, 12, 13, 14, 15, 16])
+    fx = bars(t[[0, 3, 5]], [1.0, 1.1, 1.2])
+    md = from_frames({"C": crypto, "F": fx}, calendar="union", max_fill_bars=2)
+    assert md.n_bars == 6
+    np.testing.assert_array_equal(md.tradable[:, 1], [1, 0, 0, 1, 0, 1])
+    np.testing.assert_array_equal(md.close[:, 1], [1.0, 1.0, 1.0, 1.1, 1.1, 1.2])
+    np.testing.assert_array_equal(md.high[1:3, 1], [1.0, 1.0])
+    np.testing.assert_array_equal(md.volume[1:3, 1], [0.0, 0.0])
+    assert md.counts["F"]["filled"] == 3
+    with pytest.raises(DataError, match=r"symbol F, row .*max_fill_bars=1"):
+        from_frames({"C": crypto, "F": fx}, calendar="union", max_fill_bars=1)
+
+
+def test_union_trims_to_the_common_span():
+    a = bars(hours("2024-01-01 00:00", 10), np.arange(1, 11))
+    b = bars(hours("2024-01-01 03:00", 4), [1, 2, 3, 4])
+    md = from_frames({"A": a, "B": b}, calendar="union")
+    assert md.index[0] == b["time"].iloc[0] and md.index[-1] == b["time"].iloc[-1]
+    assert md.counts["A"]["trimmed"] == 6
+
+
+def test_periods_per_year_inferred_from_the_calendar():
+    assert infer_periods_per_year(pd.date_range("2024-01-01", periods=500, freq="h",
+                                                tz="UTC")) == 8760
+    wk = pd.date_range("2024-01-01", periods=3000, freq="h", tz="UTC")
+    assert infer_periods_per_year(wk[wk.day_of_week < 5]) == 6240
+    assert infer_periods_per_year(pd.bdate_range("2020-01-01", "2023-12-31", tz="UTC")) == 252
+    assert infer_periods_per_year(pd.date_range("2020-01-01", "2021-12-31", freq="D",
+                                                tz="UTC")) == 365
+
+
+def test_decision_bars_every_k_and_daily():
+    idx = hours("2024-01-01 00:00", 60)
+    np.testing.assert_array_equal(decision_bars(idx, 5)[:3], [5, 6, 7])
+    daily = decision_bars(idx, "1D")
+    assert daily[0] == 23 and daily[23] == 47 and daily[47] == 59  # last bar of each day
+    assert daily[-1] == 59
+
+
+# ---------------------------------------------------------------- the real hourly data
+
+
+needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(),
+                                  reason="../shared/data/ffe-h1-2020-2023 is absent")
+
+
+@needs_shared
+@pytest.mark.shared_data
+def test_real_hourly_data_intersection():
+    md = load_market(SHARED_DATA, calendar="intersection")
+    assert md.symbols == ("BTC_USD", "ETH_USD", "EUR_USD", "GBP_USD")
+    assert md.periods_per_year == 6240
+    assert md.tradable.all()
+    assert md.counts["BTC_USD"]["folded"] > 10_000  # the weekends, folded into Mondays
+    # folding keeps the extremes: Monday's first bar holds the weekend's low
+    btc = pd.read_parquet(SHARED_DATA / "BTC_USD_H1_2020_2023.parquet").set_index("time")
+    gaps = np.diff(md.index) > pd.Timedelta(hours=24)
+    k = int(np.flatnonzero(gaps)[0]) + 1  # first bar after a weekend
+    t, prev = md.index[k], md.index[k - 1]
+    weekend = btc.loc[(btc.index > prev) & (btc.index <= t)]
+    assert md.low[k, 0] == weekend["low"].min() and md.high[k, 0] == weekend["high"].max()
+    assert md.open[k, 0] == weekend["open"].iloc[0] and md.close[k, 0] == btc.loc[t, "close"]
+
+
+@needs_shared
+@pytest.mark.shared_data
+def test_real_hourly_data_union():
+    md = load_market(SHARED_DATA, calendar="union")
+    assert md.periods_per_year == 8760
+    fx = md.symbols.index("EUR_USD")
+    closed = ~md.tradable[:, fx]
+    assert md.counts["EUR_USD"]["filled"] == int(closed.sum()) > 10_000
+    # on a closed bar the close is the previous bar's close
+    k = int(np.flatnonzero(closed)[0])
+    assert md.close[k, fx] == md.close[k - 1, fx]
+    with pytest.raises(DataError, match=r"(EUR_USD|GBP_USD)"):
+        load_market(SHARED_DATA, calendar="union", max_fill_bars=48)
+
+
+# ---------------------------------------------------------------- synthetic and splits
+
+
+def test_synthetic_market_is_seeded_labelled_and_valid():
+    a = synthetic_market(4, 500, "crypto", seed=3)
+    b = synthetic_market(4, 500, "crypto", seed=3)
+    c = synthetic_market(4, 500, "crypto", seed=4)
+    assert a.digest() == b.digest() != c.digest()
+    assert a.is_synthetic and all(s.startswith("SYN_") for s in a.symbols)
+    assert "SYNTHETIC" in a.describe()
+    assert (a.high >= np.maximum(a.open, a.close)).all()
+    assert (a.low <= np.minimum(a.open, a.close)).all() and (a.low > 0).all()
+    r = np.diff(np.log(a.close), axis=0)
+    corr = np.corrcoef(r.T)
+    assert corr[np.triu_indices(4, 1)].min() > 0.2  # correlated through the common factor
+    fx = synthetic_market(2, 500, "fx", seed=0)
+    assert (fx.index.day_of_week < 5).all() and fx.periods_per_year == 6240
+    mixed = synthetic_market(3, 600, "mixed", seed=0)
+    assert not mixed.tradable.all() and mixed.is_synthetic
+
+
+def test_splits_and_walk_forward_with_embargo():
+    md = synthetic_market(2, 1000, seed=0)
+    tr, te = split_by_fraction(md, 0.7)
+    assert (tr.start, tr.stop, te.start, te.stop) == (0, 700, 700, 1000)
+    a, b = split_by_date(md, str(md.index[400]))
+    assert a.stop == 400 == b.start
+    with pytest.raises(DataError, match="outside the data"):
+        split_by_date(md, "1999-01-01")
+    folds = walk_forward(1000, n_folds=3, train=300, validation=100, test=100, embargo=50)
+    assert len(folds) == 3 and folds[-1].test.stop == 1000
+    for f in folds:
+        assert f.validation.start - f.train.stop == 50
+        assert f.test.start - f.validation.stop == 50
+        assert len(f.train) == 300 and len(f.test) == 100
+    assert folds[1].test.start == folds[0].test.stop
+    anchored = walk_forward(1000, n_folds=2, train=300, validation=100, test=100, embargo=50,
+                            anchored=True)
+    assert anchored[1].train.start == 0
+    with pytest.raises(DataError, match="need"):
+        walk_forward(500, n_folds=3, train=300, validation=100, test=100, embargo=50)

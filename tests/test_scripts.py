@@ -1,0 +1,98 @@
+"""Subprocess smoke runs of every script with tiny budgets, including the error exits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from helpers import SHARED_DATA
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_backtest_on_the_embedded_default(tmp_path):
+    out = tmp_path / "bt.json"
+    trades = tmp_path / "trades.csv"
+    r = run("scripts/backtest.py", "--end", "2022-03-01", "--json", str(out),
+            "--trades", str(trades))
+    assert r.returncode == 0, r.stderr
+    for title in ("Portfolio Performance", "SYNTHETIC", "Per-Asset Attribution",
+                  "Recent Trades"):
+        assert title in r.stdout
+    result = json.loads(out.read_text())
+    assert result["metrics"]["bars"] > 0
+    assert {a["symbol"] for a in result["attribution"]} == {f"SYN_C{i}" for i in range(1, 6)}
+    log = pd.read_csv(trades)
+    assert list(log.columns[:4]) == ["time", "bar", "asset", "action"]
+    assert len(log) > 0
+
+
+def test_backtest_seed_interface_flags(tmp_path):
+    r = run("scripts/backtest.py", "SYN_C1", "SYN_C2", "SYN_C3", "--start", "2022-02-01",
+            "--end", "2022-02-20", "--initial-balance", "50000", "--correlation-threshold",
+            "0.5", "--max-positions", "2", "--on-portfolio-stop", "flat", "--json",
+            str(tmp_path / "r.json"))
+    assert r.returncode == 0, r.stderr
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["config"]["portfolio"]["initial_balance"] == 50000
+    assert result["config"]["portfolio"]["max_positions"] == 2
+    assert len(result["attribution"]) == 3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "does/not/exist.csv"], "no such file"),
+    (["SYN_C1"], "two or more symbols"),
+    (["SYN_C1", "NOPE"], "unknown symbol 'NOPE'"),
+    (["--start", "2030-01-01"], "leaves no room"),
+    (["--config", "missing.yaml"], "cannot read config"),
+])
+def test_backtest_errors_exit_2_with_a_message(args, message):
+    r = run("scripts/backtest.py", *args)
+    assert r.returncode == 2
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_backtest_bad_data_file_exits_2_naming_the_row(tmp_path):
+    t = pd.date_range("2024-01-01", periods=200, freq="h", tz="UTC")
+    for sym in ("AAA", "BBB"):
+        df = pd.DataFrame({"time": t, "open": 10.0, "high": 11.0, "low": 9.0, "close": 10.0})
+        if sym == "BBB":
+            df.loc[57, "low"] = -1.0
+        df.to_csv(tmp_path / f"{sym}.csv", index=False)
+    r = run("scripts/backtest.py", "--data", str(tmp_path))
+    assert r.returncode == 2
+    assert "BBB.csv" in r.stderr and "symbol BBB" in r.stderr and "row 57" in r.stderr
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared data is absent")
+def test_backtest_on_the_real_hourly_data(tmp_path):
+    r = run("scripts/backtest.py", "BTC_USD", "ETH_USD", "EUR_USD", "--data", str(SHARED_DATA),
+            "--start", "2022-01-01", "--end", "2022-03-31", "--calendar", "union",
+            "--json", str(tmp_path / "r.json"))
+    assert r.returncode == 0, r.stderr
+    assert "SYNTHETIC" not in r.stdout
+
+
+def test_benchmark_tiny_budget():
+    r = run("scripts/benchmark.py", "--seconds", "0.05", "--assets", "10", "--books", "1", "4")
+    assert r.returncode == 0, r.stderr
+    assert "decisions/s" in r.stdout
+
+
+def test_console_script_dispatches():
+    from ffe_gym.cli import main
+
+    assert main(["--help"]) == 0
+    assert main(["nope"]) == 2
+    r = run("-m", "ffe_gym.cli", "backtest", "--help")
+    assert r.returncode == 0 and "--initial-balance" in r.stdout
