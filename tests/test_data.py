@@ -146,6 +146,14 @@ def test_csv_parquet_long_and_close_only_layouts(tmp_path):
     np.testing.assert_array_equal(md3.close, md.close)
     np.testing.assert_array_equal(md3.open, md3.close)
     np.testing.assert_array_equal(md3.high, md3.close)
+    # wide OHLCV: two column levels (field, symbol), in Parquet
+    wide = pd.concat({"A": a.set_index("time"), "B": b.set_index("time")}, axis=1)
+    wide = wide.swaplevel(axis=1).sort_index(axis=1)
+    wide.to_parquet(tmp_path / "wide.parquet")
+    md4 = load_market(tmp_path / "wide.parquet")
+    assert md4.symbols == ("A", "B")
+    for f in ("open", "high", "low", "close", "volume"):
+        np.testing.assert_array_equal(getattr(md4, f), getattr(md2, f))
 
 
 def test_symbol_from_filename():

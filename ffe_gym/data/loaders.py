@@ -5,6 +5,7 @@ Accepted layouts (columns are read by name, in any order, case-insensitive):
 * one symbol per file: ``time, open, high, low, close[, volume]``; the symbol is the file stem
   up to a timeframe token (``BTC_USD_H1_2020_2023.parquet`` -> ``BTC_USD``);
 * long: ``time, symbol, open, high, low, close[, volume]`` in one file;
+* wide: two column levels, (field, symbol) or (symbol, field), on a time index;
 * close-only wide: ``time`` plus one column of closes per symbol (open = high = low = close,
   volume 0);
 * a directory of one-symbol files.
@@ -162,7 +163,27 @@ def from_frames(frames: Mapping[str, pd.DataFrame], *, calendar: str = "intersec
     return md
 
 
+def _split_wide(table: pd.DataFrame, file: str) -> dict[str, pd.DataFrame]:
+    """Two-level columns, (field, symbol) or (symbol, field), on a time index."""
+    if not isinstance(table.index, pd.DatetimeIndex):
+        raise DataError("a wide table (two column levels) needs the time as its index", file=file)
+    idx = _time_index(table, file, None)
+    fields = {str(v).lower() for v in table.columns.get_level_values(0)}
+    level = 0 if set(PRICES) <= fields else 1
+    out = {}
+    for sym in dict.fromkeys(table.columns.get_level_values(1 - level)):
+        frame = table.xs(sym, axis=1, level=1 - level).copy()
+        frame.columns = [str(c).lower() for c in frame.columns]
+        frame.index = idx
+        out[str(sym)] = frame
+    return out
+
+
 def _split_table(table: pd.DataFrame, file: str) -> dict[str, pd.DataFrame]:
+    if isinstance(table.columns, pd.MultiIndex):
+        if table.columns.nlevels != 2:
+            raise DataError("wide tables need two column levels (field, symbol)", file=file)
+        return _split_wide(table, file)
     lower = {c.lower(): c for c in table.columns if isinstance(c, str)}
     if "symbol" in lower:
         col = lower["symbol"]
