@@ -126,6 +126,57 @@ class ExecutionConfig:
     overrides: dict[str, AssetCosts] = field(default_factory=dict)
 
 
+FEATURES = ("log_return", "range", "volatility", "rsi", "macd", "volume_z")
+
+
+@dataclass
+class FeatureConfig:
+    """Causal per-asset features, computed once per dataset (see ffe_gym.features)."""
+
+    names: list[str] = field(default_factory=lambda: list(FEATURES))
+    volatility_window: int = _bounded(24, ge=2)
+    rsi_window: int = _bounded(14, ge=2)
+    macd_fast: int = _bounded(12, ge=1)
+    macd_slow: int = _bounded(26, ge=2)
+    macd_signal: int = _bounded(9, ge=1)
+    volume_window: int = _bounded(24, ge=2)
+    clip: float = _bounded(10.0, gt=0, doc="features and other observations are clipped to +-clip")
+
+    def __post_init__(self) -> None:
+        unknown = [n for n in self.names if n not in FEATURES]
+        if unknown:
+            raise ConfigError(f"env.features.names: unknown feature {unknown[0]!r} "
+                              f"(allowed: {', '.join(FEATURES)})")
+        if not self.names:
+            raise ConfigError("env.features.names: at least one feature is needed")
+        if self.macd_fast >= self.macd_slow:
+            raise ConfigError("env.features.macd_fast: must be below macd_slow")
+
+
+@dataclass
+class RewardConfig:
+    """Reward = kind - drawdown_penalty * drawdown - turnover_penalty * traded / equity."""
+
+    kind: str = "log_return"  # log_return, differential_sharpe, or "module:callable"
+    drawdown_penalty: float = _bounded(0.0, ge=0)
+    turnover_penalty: float = _bounded(0.0, ge=0)
+    dsr_eta: float = _bounded(0.01, gt=0, lt=1, doc="adaptation rate of the differential Sharpe")
+
+
+@dataclass
+class EnvConfig:
+    """How the environment presents the engine to a policy."""
+
+    action_scheme: Literal["signals", "discrete", "weights"] = "signals"
+    dead_band: float = _bounded(0.1, ge=0, lt=1, doc="signals: |a| below it is HOLD")
+    confidence_levels: int = _bounded(1, ge=1, doc="discrete: levels per side")
+    observation: Literal["dict", "flat"] = "dict"
+    window: int = _bounded(24, ge=1, doc="bars of features in an observation")
+    episode_bars: int | None = _bounded(1000, ge=1, doc="random-start episode length; null: all")
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+
+
 @dataclass
 class Config:
     """The whole configuration of one environment / backtest."""
@@ -135,6 +186,7 @@ class Config:
     sizing: SizingConfig = field(default_factory=SizingConfig)
     risk: RiskConfig = field(default_factory=RiskConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
 
     def __post_init__(self) -> None:
         if self.sizing.base == "risk" and self.risk.stop_loss is None:

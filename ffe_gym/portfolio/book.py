@@ -15,8 +15,15 @@ import numpy as np
 from ffe_gym.config import Config
 from ffe_gym.data.calendar import decision_bars
 from ffe_gym.data.market import MarketData
-from ffe_gym.portfolio import kernel
 from ffe_gym.portfolio import layout as L
+
+
+def _compiled():
+    """The numba modules, imported on first use: decorating with ``cache=True`` touches the
+    cache directory, which ``import ffe_gym`` must not do."""
+    from ffe_gym.portfolio import kernel, summary
+
+    return kernel, summary
 
 
 def build_params(config: Config, market: MarketData) -> np.ndarray:
@@ -141,6 +148,7 @@ class Portfolio:
         self._confs = np.zeros((B, N))
         self._weights = np.zeros((B, N))
         self._all = np.ones(B, dtype=np.bool_)
+        self._series = np.zeros(max(self.config.risk.var_window, 1))
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -156,8 +164,11 @@ class Portfolio:
         end = T - 1 if end is None else end
         start_arr = np.broadcast_to(np.asarray(start, dtype=np.int64), (self.n_books,))
         end_arr = np.broadcast_to(np.asarray(end, dtype=np.int64), (self.n_books,))
-        if np.any((start_arr < 0) | (end_arr > T - 1) | (start_arr >= end_arr)):
-            raise ValueError(f"need 0 <= start < end <= {T - 1}, got start={start}, end={end}")
+        bad = sel & ((start_arr < 0) | (end_arr > T - 1) | (start_arr >= end_arr))
+        if bad.any():
+            b = int(np.argmax(bad))
+            raise ValueError(f"need 0 <= start < end <= {T - 1}, got start={start_arr[b]}, "
+                             f"end={end_arr[b]} for book {b}")
         init = self.config.portfolio.initial_balance
         self.pos[sel] = 0.0
         self.pos[sel, :, L.STOP] = np.nan
@@ -189,7 +200,7 @@ class Portfolio:
     def _run(self, scheme: int, active: np.ndarray | None) -> None:
         act = self._all if active is None else np.asarray(active, dtype=np.bool_)
         md = self.market
-        kernel.step_books(
+        _compiled()[0].step_books(
             act, scheme, self._dirs, self._confs, self._weights, md.open, md.high, md.low,
             md.close, md.tradable, self.returns, self.next_decision, self.fee_rate,
             self.fixed_fee, self.slippage, self.borrow_rate, self.params, self.pos, self.acct,
@@ -216,7 +227,16 @@ class Portfolio:
             raise ValueError("confidence must be finite and in [0, 1]")
         self._dirs[:] = d
         self._confs[:] = cf
-        self._run(kernel.SIGNALS, active)
+        self._run(L.SIGNALS, active)
+
+    def intent_buffers(self) -> tuple[np.ndarray, np.ndarray]:
+        """The (B, N) direction and confidence buffers, for callers that fill them directly
+        (already validated) and then call :meth:`step_buffered_signals`."""
+        return self._dirs, self._confs
+
+    def step_buffered_signals(self, active: np.ndarray | None = None) -> None:
+        """Step with the intents already written into :meth:`intent_buffers`."""
+        self._run(L.SIGNALS, active)
 
     def step_weights(self, weights: np.ndarray, active: np.ndarray | None = None) -> None:
         """One decision step to target weights (share of equity per asset, signed).
@@ -230,7 +250,7 @@ class Portfolio:
         if np.any(np.isinf(w)):
             raise ValueError("weights must be finite (NaN keeps a position)")
         self._weights[:] = w
-        self._run(kernel.WEIGHTS, active)
+        self._run(L.WEIGHTS, active)
 
     # ------------------------------------------------------------------ views
     @property
@@ -280,23 +300,33 @@ class Portfolio:
         """Cumulative refused openings by reason (and orders scaled down) for book b."""
         return {name: int(self.count[b, k]) for k, name in enumerate(L.REFUSAL_NAMES) if k}
 
+    def summary(self, b: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Book figures (fields ``layout.B_*``) and per-asset attribution (N, ``layout.A_*``)
+        of book b at its current bar: one compiled pass, fresh arrays."""
+        book = np.empty(L.NBOOK)
+        assets = np.empty((self.market.n_assets, L.NASSET))
+        _compiled()[1].summarize(b, self.market.close, self.returns, self.next_decision,
+                                 self.params, self.pos, self.acct, self.clock, book, assets,
+                                 self._series)
+        return book, assets
+
     def attribution(self, b: int = 0) -> list[AssetAttribution]:
         """Per-asset attribution of book b at its current bar."""
-        P = self.pos[b]
-        unreal = self.unrealized()[b]
-        pnl = P[:, L.REALIZED] + unreal - P[:, L.FEES] - P[:, L.BORROW]
-        total = float(pnl.sum())
+        book, a = self.summary(b)
+        total = book[L.B_PNL]
         init = self.config.portfolio.initial_balance
         out = []
         for j, sym in enumerate(self.market.symbols):
-            trades = int(P[j, L.TRADES])
+            trades = int(a[j, L.A_TRADES])
+            pnl = float(a[j, L.A_PNL])
             out.append(AssetAttribution(
-                symbol=sym, realized=float(P[j, L.REALIZED]), unrealized=float(unreal[j]),
-                fees=float(P[j, L.FEES]), borrow=float(P[j, L.BORROW]), trades=trades,
-                wins=int(P[j, L.WINS]), win_rate=float(P[j, L.WINS] / trades) if trades else None,
-                gross_win=float(P[j, L.GROSS_WIN]), gross_loss=float(P[j, L.GROSS_LOSS]),
-                pnl=float(pnl[j]), pnl_pct_initial=float(pnl[j] / init * 100.0),
-                share_of_total=float(pnl[j] / total) if total != 0 else None))
+                symbol=sym, realized=float(a[j, L.A_REALIZED]),
+                unrealized=float(a[j, L.A_UNREALIZED]), fees=float(a[j, L.A_FEES]),
+                borrow=float(a[j, L.A_BORROW]), trades=trades, wins=int(a[j, L.A_WINS]),
+                win_rate=float(a[j, L.A_WINS] / trades) if trades else None,
+                gross_win=float(a[j, L.A_GROSS_WIN]), gross_loss=float(a[j, L.A_GROSS_LOSS]),
+                pnl=pnl, pnl_pct_initial=pnl / init * 100.0,
+                share_of_total=pnl / float(total) if total != 0 else None))
         return out
 
     def step_fills(self, b: int = 0) -> np.ndarray:

@@ -24,8 +24,8 @@ from numba import njit
 
 from ffe_gym.portfolio import layout as L
 
-SIGNALS = 0
-WEIGHTS = 1
+SIGNALS = L.SIGNALS
+WEIGHTS = L.WEIGHTS
 
 
 @njit(cache=True)

@@ -83,6 +83,13 @@ TAKE_PROFIT = 2
 PORTFOLIO_STOP = 3
 REASON_NAMES = ("signal", "stop", "take_profit", "portfolio_stop")
 
+# --- summary of one book (summary.summarize: book[:], assets[i, :])
+B_EQUITY, B_CASH, B_DRAWDOWN, B_VAR, B_GROSS, B_NET, B_FEES, B_BORROW, B_PNL = range(9)
+NBOOK = 9
+A_WEIGHT, A_REALIZED, A_UNREALIZED, A_FEES, A_BORROW, A_PNL, A_TRADES, A_WINS = range(8)
+A_GROSS_WIN, A_GROSS_LOSS = 8, 9
+NASSET = 10
+
 # --- parameters (params[:])
 P_MAX_POSITIONS = 0
 P_CORR_THRESHOLD = 1
@@ -113,5 +120,9 @@ P_RUIN = 25  # equity floor in currency
 P_VOL_SLIPPAGE = 26
 P_PERIODS_PER_YEAR = 27
 NPARAM = 28
+
+# action schemes of the kernel
+SIGNALS = 0
+WEIGHTS = 1
 
 SIZERS = ("correlation_adjusted", "fixed_fraction", "inverse_volatility", "volatility_target")

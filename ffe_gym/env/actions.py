@@ -1,0 +1,142 @@
+"""Action schemes: how an action becomes per-asset intents or target weights for the engine.
+
+* ``signals``: float32 ``Box(-1, 1, (N,))``. Sign = direction (SELL < 0 < BUY), magnitude =
+  confidence; ``|a| < dead_band`` is HOLD. What the LLM ensemble emits.
+* ``discrete``: ``MultiDiscrete([2k + 1] * N)`` with k = ``confidence_levels``: index i means
+  level s = i - k, direction sign(s), confidence |s| / k. With k = 1: 0 SELL, 1 HOLD, 2 BUY.
+* ``weights``: float32 ``Box(-1, 1, (N + 1,))``, the last entry is cash. Target weights
+  ``w = a / sum(|a|)`` over the N + 1 entries; with shorting disabled negatives are clipped to 0
+  first; all zero means all cash. No sizing; the limits still apply.
+
+Every scheme checks the batch it is given and raises ``ValueError`` naming the problem (shape,
+dtype, NaN, out of range) before anything changes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from gymnasium import spaces
+from numba import njit
+
+from ffe_gym.portfolio import Portfolio
+
+
+def _check(a: np.ndarray, shape: tuple[int, ...], what: str) -> None:
+    if a.shape != shape:
+        raise ValueError(f"{what} action must have shape {shape[1:]} per env "
+                         f"(batch {shape}), got {a.shape}")
+
+
+class Signals:
+    """Per-asset signed confidence in [-1, 1]; a dead band around 0 is HOLD."""
+
+    name = "signals"
+
+    def __init__(self, n_assets: int, dead_band: float) -> None:
+        self.n_assets = n_assets
+        self.dead_band = dead_band
+        self.space = spaces.Box(-1.0, 1.0, (n_assets,), dtype=np.float32)
+
+    def apply(self, pf: Portfolio, actions: np.ndarray, active: np.ndarray | None) -> None:
+        a = np.asarray(actions)
+        if not np.issubdtype(a.dtype, np.floating):
+            raise ValueError(f"signals action must be a float array, got dtype {a.dtype}")
+        _check(a, (pf.n_books, self.n_assets), "signals")
+        dirs, confs = pf.intent_buffers()
+        error = _signals_into(a, self.dead_band, dirs, confs)
+        if error == 1:
+            raise ValueError("signals action contains NaN")
+        if error == 2:
+            raise ValueError(f"signals action must lie in [-1, 1], got max |a| = "
+                             f"{np.abs(a).max():.6g}")
+        pf.step_buffered_signals(active)
+
+
+@njit(cache=True)
+def _signals_into(a, dead_band, dirs, confs):
+    """Map signed confidences to intents in place; 1: NaN, 2: out of range, 0: done.
+
+    Nothing is written unless the whole batch is valid.
+    """
+    B, N = a.shape
+    for b in range(B):
+        for i in range(N):
+            x = a[b, i]
+            if np.isnan(x):
+                return 1
+            if abs(x) > 1.0 + 1e-6:
+                return 2
+    for b in range(B):
+        for i in range(N):
+            x = float(a[b, i])
+            m = min(abs(x), 1.0)
+            confs[b, i] = m
+            if m == 0.0 or m < dead_band:
+                dirs[b, i] = 0
+            else:
+                dirs[b, i] = 1 if x > 0.0 else -1
+    return 0
+
+
+class Discrete:
+    """SELL / HOLD / BUY per asset, optionally with confidence levels."""
+
+    name = "discrete"
+
+    def __init__(self, n_assets: int, levels: int) -> None:
+        self.n_assets = n_assets
+        self.levels = levels
+        self.space = spaces.MultiDiscrete([2 * levels + 1] * n_assets)
+
+    def apply(self, pf: Portfolio, actions: np.ndarray, active: np.ndarray | None) -> None:
+        a = np.asarray(actions)
+        if not np.issubdtype(a.dtype, np.integer):
+            raise ValueError(f"discrete action must be an integer array, got dtype {a.dtype}")
+        _check(a, (pf.n_books, self.n_assets), "discrete")
+        k = self.levels
+        if (a < 0).any() or (a > 2 * k).any():
+            raise ValueError(f"discrete action entries must be in 0..{2 * k}")
+        s = a.astype(np.int64) - k
+        pf.step_signals(np.sign(s).astype(np.int8), np.abs(s) / k, active)
+
+
+class Weights:
+    """Target weights over N assets plus cash."""
+
+    name = "weights"
+
+    def __init__(self, n_assets: int, allow_short: bool) -> None:
+        self.n_assets = n_assets
+        self.long_only = not allow_short
+        self.space = spaces.Box(-1.0, 1.0, (n_assets + 1,), dtype=np.float32)
+
+    def target(self, actions: np.ndarray, n_books: int) -> np.ndarray:
+        """(B, N) target weights of a batch of actions."""
+        a = np.asarray(actions)
+        if not np.issubdtype(a.dtype, np.floating):
+            raise ValueError(f"weights action must be a float array, got dtype {a.dtype}")
+        _check(a, (n_books, self.n_assets + 1), "weights")
+        if np.isnan(a).any():
+            raise ValueError("weights action contains NaN")
+        if np.abs(a).max(initial=0.0) > 1.0 + 1e-6:
+            raise ValueError("weights action must lie in [-1, 1]")
+        w = a.astype(np.float64)
+        if self.long_only:
+            w = np.maximum(w, 0.0)
+        total = np.abs(w).sum(axis=1, keepdims=True)
+        w = np.divide(w, total, out=np.zeros_like(w), where=total > 0)
+        return w[:, : self.n_assets]
+
+    def apply(self, pf: Portfolio, actions: np.ndarray, active: np.ndarray | None) -> None:
+        pf.step_weights(self.target(actions, pf.n_books), active)
+
+
+def make_scheme(name: str, n_assets: int, *, dead_band: float, levels: int,
+                allow_short: bool) -> Signals | Discrete | Weights:
+    if name == "signals":
+        return Signals(n_assets, dead_band)
+    if name == "discrete":
+        return Discrete(n_assets, levels)
+    if name == "weights":
+        return Weights(n_assets, allow_short)
+    raise ValueError(f"unknown action scheme {name!r}")

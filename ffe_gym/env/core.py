@@ -1,0 +1,185 @@
+"""EnvCore: what PortfolioEnv (B = 1) and PortfolioVectorEnv (B = n) share.
+
+One :class:`~ffe_gym.portfolio.Portfolio` of B books over one dataset, the action scheme, the
+observation builder, the reward and the episode windows. The accounting stays in the engine;
+this layer only translates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ffe_gym.config import Config, coerce_config
+from ffe_gym.data import MarketData, load_market, market_from_config
+from ffe_gym.env.actions import make_scheme
+from ffe_gym.env.observations import ObservationBuilder
+from ffe_gym.env.rewards import Reward, StepOutcome
+from ffe_gym.features import compute_features, lookback
+from ffe_gym.portfolio import Portfolio
+from ffe_gym.portfolio import layout as L
+
+
+def resolve_market(data: MarketData | str | Path | None, cfg: Config) -> MarketData:
+    """``data`` as given, loaded from a path with ``cfg.data``'s settings, or from config."""
+    if isinstance(data, MarketData):
+        return data
+    if data is None:
+        return market_from_config(cfg.data)
+    if isinstance(data, (str, Path)):
+        d = cfg.data
+        return load_market(data, symbols=d.symbols, calendar=d.calendar,
+                           max_fill_bars=d.max_fill_bars, min_bars=d.min_bars, start=d.start,
+                           end=d.end)
+    raise TypeError(f"data must be MarketData, a path or None, got {type(data).__name__}")
+
+
+class EnvCore:
+    """B books, their windows, actions, observations and rewards.
+
+    :param config: a :class:`Config`, a mapping, a YAML path or None.
+    :param data: a :class:`MarketData`, a path, or None for ``config.data``.
+    :param n_books: B.
+    """
+
+    def __init__(self, config: Config | Mapping | str | Path | None,
+                 data: MarketData | str | Path | None, n_books: int) -> None:
+        self.config = cfg = coerce_config(config)
+        self.market = md = resolve_market(data, cfg)
+        self.n_books = n_books
+        ecfg = cfg.env
+        self.portfolio = Portfolio(md, cfg, n_books=n_books)
+        self.features = compute_features(md, ecfg.features)
+        self.scheme = make_scheme(ecfg.action_scheme, md.n_assets, dead_band=ecfg.dead_band,
+                                  levels=ecfg.confidence_levels,
+                                  allow_short=cfg.risk.allow_short)
+        self.observations = ObservationBuilder(self.features, ecfg.window, ecfg.features.clip,
+                                               ecfg.observation == "flat",
+                                               cfg.risk.cooldown_bars)
+        self.reward = Reward(ecfg.reward, n_books)
+        self.first_bar = ecfg.window - 1  # the earliest decision bar an observation allows
+        self.warmup = max(self.first_bar, lookback(ecfg.features))
+        if self.warmup >= md.n_bars - 1:
+            from ffe_gym.data import DataError
+
+            raise DataError(f"{md.n_bars} bars leave no room after a warm-up of "
+                            f"{self.warmup} bars (window {ecfg.window}, features)",
+                            file=md.source)
+        self.floor = max(cfg.risk.ruin_floor, 1e-9) * cfg.portfolio.initial_balance
+        self._traded = np.zeros(n_books)
+        self._fees = np.zeros(n_books)
+        self._borrow = np.zeros(n_books)
+
+    # ------------------------------------------------------------------ windows
+    def bar_of(self, when: Any, *, end: bool = False) -> int:
+        """A bar index from an int, a date string or a Timestamp (``end``: last bar <= when)."""
+        if isinstance(when, (int, np.integer)):
+            return int(when)
+        if isinstance(when, (str, pd.Timestamp)):
+            md = self.market
+            return md.locate(when, side="right") - 1 if end else md.locate(when)
+        raise ValueError(f"a window bound must be a bar index or a date, got {when!r}")
+
+    def window(self, options: Mapping[str, Any] | None,
+               rng: np.random.Generator) -> tuple[int, int]:
+        """(start, end) of an episode: from ``options`` or drawn with ``rng``."""
+        T = self.market.n_bars
+        options = dict(options or {})
+        unknown = set(options) - {"start", "end"}
+        if unknown:
+            raise ValueError(f"unknown reset option {sorted(unknown)[0]!r} (allowed: start, end)")
+        length = self.config.env.episode_bars
+        if "start" in options:
+            start = self.bar_of(options["start"])
+        elif length is None or T - 1 - length <= self.warmup:
+            start = self.warmup
+        else:
+            start = int(rng.integers(self.warmup, T - 1 - length + 1))
+        if "end" in options:
+            end = self.bar_of(options["end"], end=True)
+        else:
+            end = T - 1 if length is None else min(start + length, T - 1)
+        if start < self.first_bar or start >= end or end > T - 1:
+            md = self.market
+            raise ValueError(
+                f"episode window start={start}, end={end} is not allowed: need "
+                f"{self.first_bar} <= start < end <= {T - 1} (window={self.config.env.window} "
+                f"bars of history; data {md.index[0]} .. {md.index[-1]})")
+        return start, end
+
+    def reset_books(self, books: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> None:
+        """Start the books in the mask ``books`` flat at ``starts``, windows ending at ``ends``."""
+        pf = self.portfolio
+        s = pf.clock[:, L.BAR].copy()
+        e = pf.clock[:, L.END].copy()
+        s[books], e[books] = starts, ends
+        pf.reset(start=s, end=e, books=books)
+        self.reward.reset(books)
+        self._traded[books] = 0.0
+        self._fees[books] = 0.0
+        self._borrow[books] = 0.0
+
+    # ------------------------------------------------------------------ stepping
+    def step(self, actions: np.ndarray, active: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Apply a batch of actions: (rewards, terminated, truncated), each (B,)."""
+        pf = self.portfolio
+        before = pf.acct[:, L.EQUITY].copy()
+        self.scheme.apply(pf, actions, active)
+        traded = pf.acct[:, L.TRADED] - self._traded
+        self._traded = pf.acct[:, L.TRADED].copy()
+        outcome = StepOutcome(before, pf.acct[:, L.EQUITY], self.floor, traded, pf.drawdown())
+        rewards = self.reward(outcome)
+        status = pf.clock[:, L.STATUS]
+        terminated = (status == L.STOPPED) | (status == L.RUINED)
+        truncated = status == L.ENDED
+        if active is not None:
+            rewards = np.where(active, rewards, 0.0)
+        return rewards, terminated, truncated
+
+    def observe(self) -> dict[str, np.ndarray] | np.ndarray:
+        return self.observations.build(self.portfolio)
+
+    # ------------------------------------------------------------------ info
+    def info(self, b: int) -> dict[str, Any]:
+        """The single-env ``info`` of book b after a reset or step."""
+        pf = self.portfolio
+        symbols = self.market.symbols
+        book, a = pf.summary(b)
+        fills = pf.fills[b, : pf.n_fills[b]]
+        fees, borrow = book[L.B_FEES], book[L.B_BORROW]
+        step_fees, step_borrow = fees - self._fees[b], borrow - self._borrow[b]
+        self._fees[b], self._borrow[b] = fees, borrow
+        refused = pf.refused[b]
+        return {
+            "bar": int(pf.clock[b, L.BAR]),
+            "equity": float(book[L.B_EQUITY]),
+            "cash": float(book[L.B_CASH]),
+            "drawdown": float(book[L.B_DRAWDOWN]),
+            "var": float(book[L.B_VAR]),
+            "gross_exposure": float(book[L.B_GROSS]),
+            "weights": a[:, L.A_WEIGHT],
+            "fills": [_fill_record(f, symbols) for f in fills] if len(fills) else [],
+            "refused": ({symbols[i]: L.REFUSAL_NAMES[r] for i, r in enumerate(refused) if r}
+                        if refused.any() else {}),
+            "stop_events": int(np.count_nonzero(fills[:, L.F_REASON] != L.SIGNAL)),
+            "costs": {"fees": float(step_fees), "borrow": float(step_borrow)},
+            "attribution": {"realized": a[:, L.A_REALIZED], "unrealized": a[:, L.A_UNREALIZED],
+                            "fees": a[:, L.A_FEES], "borrow": a[:, L.A_BORROW],
+                            "pnl": a[:, L.A_PNL], "trades": a[:, L.A_TRADES],
+                            "wins": a[:, L.A_WINS]},
+            "refusals_total": dict(zip(L.REFUSAL_NAMES[1:], pf.count[b, 1:].tolist(),
+                                       strict=True)),
+            "status": L.STATUS_NAMES[int(pf.clock[b, L.STATUS])],
+        }
+
+
+def _fill_record(f: np.ndarray, symbols: tuple[str, ...]) -> dict[str, Any]:
+    return {"bar": int(f[L.F_BAR]), "asset": symbols[int(f[L.F_ASSET])],
+            "units": float(f[L.F_UNITS]), "price": float(f[L.F_PRICE]),
+            "fee": float(f[L.F_FEE]), "pnl": float(f[L.F_PNL]),
+            "closing": bool(f[L.F_CLOSING]), "reason": L.REASON_NAMES[int(f[L.F_REASON])]}

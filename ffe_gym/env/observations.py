@@ -1,0 +1,135 @@
+"""Observations: named 1-D float32 arrays with finite bounds.
+
+``market``     W * N * F features of the last W bars (oldest first), order (bar, asset, feature):
+               ``view(obs)`` reshapes it to (W, N, F).
+``positions``  N * P, order (asset, field), fields ``POSITION_FIELDS``:
+               weight (position value / equity, signed), unrealized_return (signed return since
+               entry), stop_distance and target_distance (signed share of price left before the
+               level is hit; 0 when flat or no level).
+``account``    ``ACCOUNT_FIELDS``: equity / initial - 1, cash / equity, gross and net exposure /
+               equity, drawdown from the reference (>= 0 when below it), cooldown bars left /
+               cooldown_bars.
+
+Every value is clipped to ``+-clip``. The ``flat`` variant concatenates the three in that order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from gymnasium import spaces
+from numba import njit
+
+from ffe_gym.portfolio import Portfolio
+from ffe_gym.portfolio import layout as L
+
+POSITION_FIELDS = ("weight", "unrealized_return", "stop_distance", "target_distance")
+ACCOUNT_FIELDS = ("equity_return", "cash_share", "gross_exposure", "net_exposure", "drawdown",
+                  "cooldown")
+
+
+class ObservationBuilder:
+    """Builds a batch of observations from the engine state and the precomputed features.
+
+    :param features: (T, N, F) float32 features.
+    :param window: W bars per observation.
+    :param clip: bound of every value.
+    :param flat: one Box instead of a Dict.
+    :param cooldown_bars: to scale the cooldown field.
+    """
+
+    def __init__(self, features: np.ndarray, window: int, clip: float, flat: bool,
+                 cooldown_bars: int) -> None:
+        self.features = features
+        self.window = window
+        self.clip = float(clip)
+        self.flat = flat
+        self.cooldown_bars = max(int(cooldown_bars), 1)
+        _, N, F = features.shape
+        self.shape = (window, N, F)
+        self.sizes = {"market": window * N * F, "positions": N * len(POSITION_FIELDS),
+                      "account": len(ACCOUNT_FIELDS)}
+        self._offsets = np.arange(-window + 1, 1)
+        box = {k: spaces.Box(-self.clip, self.clip, (n,), dtype=np.float32)
+               for k, n in self.sizes.items()}
+        self.dict_space = spaces.Dict(box)
+        self.space = (spaces.Box(-self.clip, self.clip, (sum(self.sizes.values()),),
+                                 dtype=np.float32) if flat else self.dict_space)
+
+    def build(self, pf: Portfolio) -> dict[str, np.ndarray] | np.ndarray:
+        """Observations of all B books: a dict of (B, size) arrays, or (B, total); fresh
+        arrays every call."""
+        B = pf.n_books
+        total = sum(self.sizes.values())
+        out = np.empty((B, total), dtype=np.float32)
+        _fill(self.features, self.window, pf.market.close, pf.pos, pf.acct, pf.clock,
+              pf.params, 1.0 / self.cooldown_bars, self.clip, out)
+        if self.flat:
+            return out
+        m, p = self.sizes["market"], self.sizes["positions"]
+        return {"market": out[:, :m], "positions": out[:, m:m + p], "account": out[:, m + p:]}
+
+    def view(self, obs: dict | np.ndarray) -> np.ndarray:
+        """The market part of one observation (dict, flat array or market vector) as (W, N, F)."""
+        if isinstance(obs, dict):
+            market = obs["market"]
+        else:
+            market = np.asarray(obs)[..., : self.sizes["market"]]
+        return np.asarray(market).reshape(*np.shape(market)[:-1], *self.shape)
+
+
+@njit(cache=True)
+def _clip(x, c):
+    if x > c:
+        return c
+    if x < -c:
+        return -c
+    return x
+
+
+@njit(cache=True)
+def _fill(features, window, close, pos, acct, clock, p, cooldown_scale, clip, out):
+    """Write every book's observation (market, positions, account) into ``out`` (B, total)."""
+    B = pos.shape[0]
+    N = features.shape[1]
+    F = features.shape[2]
+    for b in range(B):
+        t = clock[b, L.BAR]
+        row = out[b]
+        k = 0
+        for s in range(t - window + 1, t + 1):
+            for i in range(N):
+                for f in range(F):
+                    row[k] = features[s, i, f]
+                    k += 1
+        eq = acct[b, L.EQUITY]
+        inv = 1.0 / eq if eq > 0.0 else 0.0
+        net = 0.0
+        for i in range(N):
+            u = pos[b, i, L.UNITS]
+            c = close[t, i]
+            w = u * c * inv
+            net += u * c
+            unreal = 0.0
+            stop_d = 0.0
+            target_d = 0.0
+            if u != 0.0:
+                sgn = 1.0 if u > 0.0 else -1.0
+                unreal = sgn * (c / pos[b, i, L.ENTRY] - 1.0)
+                st = pos[b, i, L.STOP]
+                tg = pos[b, i, L.TARGET]
+                if np.isfinite(st):
+                    stop_d = sgn * (c - st) / c
+                if np.isfinite(tg):
+                    target_d = sgn * (tg - c) / c
+            row[k] = _clip(w, clip)
+            row[k + 1] = _clip(unreal, clip)
+            row[k + 2] = _clip(stop_d, clip)
+            row[k + 3] = _clip(target_d, clip)
+            k += 4
+        ref = p[L.P_INITIAL] if p[L.P_DD_FROM_INITIAL] > 0.0 else acct[b, L.PEAK]
+        row[k] = _clip(eq / p[L.P_INITIAL] - 1.0, clip)
+        row[k + 1] = _clip(acct[b, L.CASH] * inv, clip)
+        row[k + 2] = _clip(acct[b, L.GROSS] * inv, clip)
+        row[k + 3] = _clip(net * inv, clip)
+        row[k + 4] = _clip(1.0 - eq / ref, clip)
+        row[k + 5] = _clip(clock[b, L.COOLDOWN] * cooldown_scale, clip)

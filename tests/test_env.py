@@ -1,0 +1,476 @@
+"""PortfolioEnv and PortfolioVectorEnv: checkers, determinism, pickling, look-ahead, equality."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from helpers import SHARED_DATA, bare, market
+
+import ffe_gym  # noqa: F401  (registers the environments)
+from ffe_gym.config import Config, from_dict
+from ffe_gym.data import MarketData, load_market, synthetic_market
+from ffe_gym.env import PortfolioEnv, PortfolioVectorEnv
+from ffe_gym.env.rewards import DifferentialSharpe, StepOutcome
+
+SCHEMES = ["signals", "discrete", "weights"]
+OBS = ["dict", "flat"]
+
+
+def cfg(**env) -> Config:
+    base = {"risk": {"on_portfolio_stop": "flat"}, "env": {"episode_bars": 300, **env}}
+    return from_dict(Config, base)
+
+
+@pytest.fixture(scope="module")
+def md() -> MarketData:
+    return synthetic_market(4, 1500, "crypto", seed=11)
+
+
+def same(a, b, path="") -> None:
+    """Exact recursive equality of observations / infos."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            same(x, y, f"{path}[{i}]")
+    elif isinstance(a, np.ndarray):
+        np.testing.assert_array_equal(a, b, err_msg=path)
+    else:
+        assert a == b or (a != a and b != b), f"{path}: {a!r} != {b!r}"
+
+
+# ---------------------------------------------------------------- checkers
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("obs", OBS)
+def test_gymnasium_and_sb3_env_checkers_pass_silently(md, scheme, obs):
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        env = gym.make("ffe/Portfolio-v0", config=cfg(action_scheme=scheme, observation=obs),
+                       data=md, render_mode="rgb_array")
+        check_env(env.unwrapped, skip_render_check=False)
+        sb3_check_env(PortfolioEnv(cfg(action_scheme=scheme, observation=obs), md), warn=True)
+
+
+def test_make_with_no_arguments_and_module_prefix():
+    env = gym.make("ffe/Portfolio-v0")
+    obs, info = env.reset(seed=0)
+    assert set(obs) == {"market", "positions", "account"}
+    assert info["equity"] == 10_000.0
+    assert env.unwrapped.market.is_synthetic
+    code = ("import gymnasium as gym; e = gym.make('ffe_gym:ffe/Portfolio-v0'); "
+            "o, i = e.reset(seed=1); print(type(e.unwrapped).__name__)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "PortfolioEnv" in r.stdout
+
+
+def test_import_has_no_side_effects():
+    # dependencies first: numpy and gymnasium add warning filters of their own on import
+    code = """
+import sys, warnings, numpy as np, pandas, numba, gymnasium, yaml, rich
+writes = []
+def hook(event, args):
+    mode = args[1] if len(args) > 1 else None
+    if event == "open" and isinstance(mode, str) and set(mode) & set("wax+"):
+        writes.append(args[0])
+sys.addaudithook(hook)
+filters = list(warnings.filters)
+state = np.random.get_state()[1].copy()
+import ffe_gym
+assert warnings.filters == filters, "warning filters changed"
+assert (np.random.get_state()[1] == state).all(), "global RNG touched"
+assert not writes, writes
+print("clean")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "clean" in r.stdout
+
+
+def test_make_vec_vector_entry_point(md):
+    venv = gym.make_vec("ffe/Portfolio-v0", num_envs=3, vectorization_mode="vector_entry_point",
+                        config=cfg(), data=md)
+    assert isinstance(venv.unwrapped, PortfolioVectorEnv)
+    obs, info = venv.reset(seed=0)
+    assert obs["market"].shape == (3, venv.unwrapped.core.observations.sizes["market"])
+    obs, r, te, tr, info = venv.step(venv.action_space.sample())
+    assert r.shape == (3,) and info["equity"].shape == (3,)
+    assert venv.metadata["autoreset_mode"] == gym.vector.AutoresetMode.NEXT_STEP
+
+
+# ---------------------------------------------------------------- spaces and actions
+
+
+def test_observation_layout_and_view(md):
+    env = PortfolioEnv(cfg(window=5), md)
+    obs, _ = env.reset(seed=0)
+    W, N, F = 5, md.n_assets, len(env.config.env.features.names)
+    view = env.view(obs)
+    assert view.shape == (W, N, F)
+    t = env.portfolio.bar[0]
+    np.testing.assert_array_equal(view, env.core.features[t - W + 1: t + 1])
+    flat = PortfolioEnv(cfg(window=5, observation="flat"), md)
+    fobs, _ = flat.reset(seed=0)
+    np.testing.assert_array_equal(flat.view(fobs), view)
+    np.testing.assert_array_equal(fobs, np.concatenate([obs["market"], obs["positions"],
+                                                        obs["account"]]))
+    assert all(np.all(np.abs(v) <= 10.0) for v in obs.values())
+
+
+def test_signals_dead_band_and_confidence(md):
+    env = PortfolioEnv(cfg(dead_band=0.2), md)
+    env.reset(seed=0)
+    env.step(np.array([0.9, -0.15, 0.0, -0.7], np.float32))
+    dirs, confs = env.portfolio.intent_buffers()
+    assert list(dirs[0]) == [1, 0, 0, -1]
+    np.testing.assert_allclose(confs[0], [0.9, 0.15, 0.0, 0.7], rtol=1e-6)
+
+
+def test_discrete_levels(md):
+    env = PortfolioEnv(cfg(action_scheme="discrete", confidence_levels=2), md)
+    env.reset(seed=0)
+    assert env.action_space.nvec.tolist() == [5, 5, 5, 5]
+    env.step(np.array([0, 1, 2, 4]))
+    dirs, confs = env.portfolio.intent_buffers()
+    assert list(dirs[0]) == [-1, -1, 0, 1]
+    np.testing.assert_allclose(confs[0], [1.0, 0.5, 0.0, 1.0])
+
+
+def test_weights_normalisation_and_long_only(md):
+    env = PortfolioEnv(cfg(action_scheme="weights"), md)
+    w = env.core.scheme.target(np.array([[0.5, -0.25, 0.0, 0.0, 0.25]]), 1)
+    np.testing.assert_allclose(w, [[0.5, -0.25, 0.0, 0.0]])
+    assert np.all(env.core.scheme.target(np.zeros((1, 5)), 1) == 0)
+    long_only = from_dict(Config, {"risk": {"allow_short": False},
+                                   "env": {"action_scheme": "weights"}})
+    env = PortfolioEnv(long_only, md)
+    w = env.core.scheme.target(np.array([[0.5, -0.5, 0.0, 0.0, 0.5]]), 1)
+    np.testing.assert_allclose(w, [[0.5, 0.0, 0.0, 0.0]])
+
+
+@pytest.mark.parametrize("action, message", [
+    (np.zeros(3, np.float32), "shape"),
+    (np.zeros((4, 1), np.float32), "shape"),
+    (np.array([np.nan, 0, 0, 0], np.float32), "NaN"),
+    (np.array([1.5, 0, 0, 0], np.float32), r"\[-1, 1\]"),
+    (np.array(["a", "b", "c", "d"]), "float"),
+])
+def test_bad_actions_raise_and_change_nothing(md, action, message):
+    env = PortfolioEnv(cfg(), md)
+    env.reset(seed=0)
+    before = env.portfolio.get_state()
+    with pytest.raises(ValueError, match=message):
+        env.step(action)
+    after = env.portfolio.get_state()
+    for k in before:
+        np.testing.assert_array_equal(before[k], after[k])
+
+
+def test_step_after_the_end_and_before_reset_raise(md):
+    env = PortfolioEnv(cfg(), md)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(np.zeros(4, np.float32))
+    env.reset(seed=0, options={"start": 100, "end": 102})
+    env.step(np.zeros(4, np.float32))
+    _, _, term, trunc, info = env.step(np.zeros(4, np.float32))
+    assert trunc and not term and info["status"] == "end_of_data"
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(np.zeros(4, np.float32))
+
+
+def test_reset_windows_dates_and_errors(md):
+    env = PortfolioEnv(cfg(), md)
+    _, info = env.reset(options={"start": str(md.index[200]), "end": str(md.index[260])})
+    assert info["bar"] == 200 and env.portfolio.clock[0, 1] == 260
+    with pytest.raises(ValueError, match="not allowed"):
+        env.reset(options={"start": 2})
+    with pytest.raises(ValueError, match="unknown reset option"):
+        env.reset(options={"begin": 10})
+    starts = {env.reset(seed=s)[1]["bar"] for s in range(5)}
+    assert len(starts) > 1  # random starts for training
+    assert env.reset(seed=3)[1]["bar"] == env.reset(seed=3)[1]["bar"]
+
+
+# ---------------------------------------------------------------- determinism, pickling
+
+
+def _rollout(env, seed, n, rng_seed=0):
+    rng = np.random.default_rng(rng_seed)
+    out = [env.reset(seed=seed)]
+    for _ in range(n):
+        a = rng.uniform(-1, 1, env.action_space.shape).astype(np.float32)
+        step = env.step(a)
+        out.append(step)
+        if step[2] or step[3]:
+            out.append(env.reset())
+    return out
+
+
+def test_same_seed_same_actions_identical_trajectories(md):
+    a = _rollout(PortfolioEnv(cfg(), md), 5, 400)
+    b = _rollout(PortfolioEnv(cfg(), md), 5, 400)
+    same(a, b)
+
+
+def test_pickle_round_trip_single_and_vector(md):
+    env = PortfolioEnv(cfg(), md)
+    env.reset(seed=2)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        env.step(rng.uniform(-1, 1, 4).astype(np.float32))
+    clone = pickle.loads(pickle.dumps(env))
+    for _ in range(30):
+        a = rng.uniform(-1, 1, 4).astype(np.float32)
+        same(env.step(a), clone.step(a))
+    venv = PortfolioVectorEnv(3, cfg(), md)
+    venv.reset(seed=1)
+    vclone = pickle.loads(pickle.dumps(venv))
+    for _ in range(30):
+        a = rng.uniform(-1, 1, (3, 4)).astype(np.float32)
+        same(venv.step(a), vclone.step(a))
+
+
+# ---------------------------------------------------------------- rewards
+
+
+def test_sum_of_log_rewards_is_log_growth(md):
+    env = PortfolioEnv(cfg(), md)
+    rng = np.random.default_rng(1)
+    for episode in range(5):
+        env.reset(seed=episode)
+        total = 0.0
+        done = False
+        while not done:
+            _, r, term, trunc, info = env.step(rng.uniform(-1, 1, 4).astype(np.float32))
+            total += r
+            done = term or trunc
+        assert info["status"] != "ruin"
+        assert total == pytest.approx(np.log(info["equity"] / 10_000.0), abs=1e-9)
+
+
+def test_ruin_gives_a_clipped_reward():
+    m = market([100.0, 100.0, 100.0, 0.5, 0.5, 0.5])
+    c = bare(sizing={"risk_per_trade": 1.0}, risk={"ruin_floor": 0.2},
+             env={"window": 1, "episode_bars": None,
+                  "features": {"names": ["log_return"], "volatility_window": 2,
+                               "rsi_window": 2, "macd_fast": 1, "macd_slow": 2,
+                               "macd_signal": 1, "volume_window": 2}})
+    env = PortfolioEnv(c, m)
+    env.reset(options={"start": 1, "end": 5})
+    env.step(np.ones(1, np.float32))
+    _, r, term, _, info = env.step(np.ones(1, np.float32))
+    assert term and info["status"] == "ruin"
+    assert r == pytest.approx(np.log(0.2 * 10_000 / 10_000))
+
+
+def test_differential_sharpe_by_hand():
+    dsr = DifferentialSharpe(1, eta=0.5)
+    eq = 100.0
+    out = []
+    for r in (0.01, -0.02, 0.03):
+        new = eq * (1 + r)
+        out.append(dsr(StepOutcome(np.array([eq]), np.array([new]), 1.0, np.zeros(1),
+                                   np.zeros(1)))[0])
+        eq = new
+    # by hand: A, B start at 0; step 1 has no variance yet
+    a, b = 0.0, 0.0
+    expected = []
+    for r in (0.01, -0.02, 0.03):
+        da, db = r - a, r * r - b
+        var = b - a * a
+        expected.append((b * da - 0.5 * a * db) / var**1.5 if var > 1e-12 else 0.0)
+        a, b = a + 0.5 * da, b + 0.5 * db
+    np.testing.assert_allclose(out, expected, rtol=1e-9)
+
+
+def test_penalties_are_subtracted(md):
+    c = from_dict(Config, {"env": {"reward": {"drawdown_penalty": 2.0,
+                                              "turnover_penalty": 0.5}}})
+    env = PortfolioEnv(c, md)
+    env.reset(seed=0)
+    before = env.portfolio.equity[0]
+    traded_before = env.portfolio.acct[0, 4]
+    _, r, *_ = env.step(np.array([0.9, 0.9, 0, 0], np.float32))
+    pf = env.portfolio
+    traded = pf.acct[0, 4] - traded_before
+    expected = (np.log(pf.equity[0] / before) - 2.0 * max(pf.drawdown()[0], 0.0)
+                - 0.5 * traded / before)
+    assert r == pytest.approx(expected, rel=1e-12)
+
+
+# ---------------------------------------------------------------- info and render
+
+
+def test_info_contents(md):
+    env = PortfolioEnv(cfg(), md)
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(np.array([0.9, -0.8, 0, 0], np.float32))
+    for key in ("equity", "cash", "weights", "fills", "refused", "stop_events", "costs",
+                "drawdown", "var", "attribution", "status"):
+        assert key in info
+    assert len(info["fills"]) >= 1 and info["fills"][0]["reason"] == "signal"
+    assert info["costs"]["fees"] > 0
+    att = info["attribution"]
+    assert att["pnl"].sum() == pytest.approx(info["equity"] - 10_000, abs=1e-6)
+    assert info["var"] > 0
+    assert info["weights"][0] > 0 and info["weights"][1] < 0
+
+
+def test_render_modes(md):
+    env = PortfolioEnv(cfg(), md, render_mode="ansi")
+    env.reset(seed=0)
+    env.step(np.array([0.9, 0, 0, 0], np.float32))
+    text = env.render()
+    assert "equity" in text and "SYN_C1" in text and "SYNTHETIC" in text
+    env = PortfolioEnv(cfg(), md, render_mode="rgb_array")
+    env.reset(seed=0)
+    for _ in range(10):
+        env.step(np.array([0.9, -0.5, 0, 0], np.float32))
+    img = env.render()
+    assert img.dtype == np.uint8 and img.shape == (480, 640, 3)
+    assert img.std() > 0
+    with pytest.raises(ValueError, match="render_mode"):
+        PortfolioEnv(cfg(), md, render_mode="human")
+
+
+def test_sb3_make_vec_env_asks_for_rgb_array_without_warning(md):
+    from stable_baselines3.common.env_util import make_vec_env
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        venv = make_vec_env("ffe/Portfolio-v0", n_envs=2,
+                            env_kwargs={"config": cfg(), "data": md})
+        venv.reset()
+        venv.step(np.zeros((2, 4), np.float32))
+
+
+# ---------------------------------------------------------------- vector env
+
+
+def test_vector_env_equals_single_envs(md):
+    n = 4
+    c = cfg()
+    c.env.episode_bars = 60  # several autoresets within the run
+    venv = PortfolioVectorEnv(n, c, md)
+    envs = [PortfolioEnv(c, md) for _ in range(n)]
+    vobs, _ = venv.reset(seed=7)
+    for i, e in enumerate(envs):
+        e.reset(seed=7 + i)
+    pending = [False] * n
+    rng = np.random.default_rng(3)
+    for _ in range(250):
+        actions = rng.uniform(-1, 1, (n, 4)).astype(np.float32)
+        vobs, vr, vte, vtr, vinfo = venv.step(actions)
+        for i, e in enumerate(envs):
+            if pending[i]:
+                o, _ = e.reset()
+                r, te, tr = 0.0, False, False
+            else:
+                o, r, te, tr, info = e.step(actions[i])
+            pending[i] = te or tr
+            for k in o:
+                np.testing.assert_array_equal(vobs[k][i], o[k])
+            assert vr[i] == pytest.approx(r, rel=1e-12, abs=1e-15)
+            assert (vte[i], vtr[i]) == (te, tr)
+            assert vinfo["equity"][i] == pytest.approx(e.portfolio.equity[0], rel=1e-12)
+
+
+def test_vector_env_same_step_autoreset(md):
+    c = cfg()
+    c.env.episode_bars = 10
+    venv = PortfolioVectorEnv(2, c, md, autoreset_mode="SameStep")
+    venv.reset(seed=0)
+    for _ in range(10):
+        obs, r, te, tr, info = venv.step(np.zeros((2, 4), np.float32))
+    assert tr.all()
+    assert "final_obs" in info and info["_final_obs"].all()
+    assert (info["bar"] != info["final_info"]["bar"]).all()  # already reset
+
+
+def test_sb3_vec_env_adapter(md):
+    from ffe_gym.env import SB3VecEnv
+
+    c = cfg()
+    c.env.episode_bars = 8
+    venv = SB3VecEnv(3, c, md)
+    venv.seed(5)
+    obs = venv.reset()
+    assert obs["market"].shape[0] == 3
+    for _ in range(8):
+        obs, rewards, dones, infos = venv.step(np.zeros((3, 4), np.float32))
+    assert dones.all() and rewards.dtype == np.float32
+    for info in infos:
+        assert info["TimeLimit.truncated"] is True
+        assert set(info["terminal_observation"]) == {"market", "positions", "account"}
+
+
+# ---------------------------------------------------------------- look-ahead
+
+
+def _perturb_after(md: MarketData, t: int, seed: int) -> MarketData:
+    """The same panel with every open, high, low, close and volume after bar t changed."""
+    rng = np.random.default_rng(seed)
+    T, N = md.close.shape
+    f = np.ones((T, N))
+    f[t + 1:] = np.exp(rng.normal(0, 0.05, (T - t - 1, N)))
+    vol = md.volume.copy()
+    vol[t + 1:] *= rng.uniform(0.1, 10, (T - t - 1, N))
+    return MarketData(md.symbols, md.index, md.open * f, md.high * f, md.low * f,
+                      md.close * f, vol, md.tradable, md.periods_per_year, md.source)
+
+
+def _trajectory_until(env: PortfolioEnv, t: int, start: int, seed: int) -> list:
+    rng = np.random.default_rng(seed)
+    out = [env.reset(seed=0, options={"start": start, "end": env.market.n_bars - 1})]
+    n = env.action_space.shape[0]
+    while env.portfolio.bar[0] < t:
+        step = env.step(rng.uniform(-1, 1, n).astype(np.float32))
+        if env.portfolio.bar[0] > t:
+            break
+        out.append(step)
+        if step[2] or step[3]:
+            break
+    return out
+
+
+def _check_no_lookahead(md: MarketData, c: Config, times: list[int]) -> None:
+    base = PortfolioEnv(c, md)
+    start = base.core.first_bar
+    for k, t in enumerate(times):
+        changed = PortfolioEnv(c, _perturb_after(md, t, k))
+        same(_trajectory_until(base, t, start, k), _trajectory_until(changed, t, start, k))
+
+
+@pytest.mark.parametrize("execution", ["next_open", "close"])
+@pytest.mark.parametrize("frequency", [1, 3])
+def test_no_lookahead_synthetic(execution, frequency):
+    md = synthetic_market(3, 400, "mixed", seed=5)
+    c = from_dict(Config, {"execution": {"price": execution},
+                           "portfolio": {"rebalancing_frequency": frequency},
+                           "risk": {"on_portfolio_stop": "flat"},
+                           "env": {"window": 8, "episode_bars": None}})
+    rng = np.random.default_rng(frequency)
+    times = [10, 20] + sorted(rng.integers(40, 390, 4).tolist())  # 10, 20: inside warm-up
+    _check_no_lookahead(md, c, times)
+
+
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared data is absent")
+def test_no_lookahead_real_hourly_data():
+    md = load_market(SHARED_DATA, calendar="union", start="2021-03-01", end="2021-04-15")
+    c = from_dict(Config, {"risk": {"on_portfolio_stop": "flat"},
+                           "env": {"episode_bars": None}})
+    _check_no_lookahead(md, c, [30, 300, 700])
