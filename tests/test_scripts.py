@@ -84,9 +84,13 @@ def test_backtest_on_the_real_hourly_data(tmp_path):
 
 
 def test_benchmark_tiny_budget():
-    r = run("scripts/benchmark.py", "--seconds", "0.05", "--assets", "10", "--books", "1", "4")
+    r = run("scripts/benchmark.py", "--seconds", "0.05", "--assets", "10", "--books", "1", "4",
+            "--sections", "engine", "env", "peers", "--vector-envs", "4")
     assert r.returncode == 0, r.stderr
     assert "decisions/s" in r.stdout
+    assert "PortfolioVectorEnv" in r.stdout
+    for peer in ("gym-anytrading", "Gym-Trading-Env", "FinRL"):
+        assert peer in r.stdout  # a figure, or "could not run" when not installed
 
 
 def test_console_script_dispatches():

@@ -1,23 +1,36 @@
 """Benchmark: throughput figures, printed (never asserted in tests).
 
-    python scripts/benchmark.py                  # all figures, 2 s each
+    python scripts/benchmark.py                  # all sections, 2 s per figure
     python scripts/benchmark.py --seconds 0.2    # quicker, noisier
+    python scripts/benchmark.py --sections env peers
 
 Engine: decision steps per second at N = 10, 100, 500 assets for B = 1 and B = 256 books, all
 rules on (correlation-adjusted sizing, VaR limit, stops and targets, drawdown stop in ``flat``
 mode so that books keep trading, next-open fills, fees, slippage, borrow), random signals on the
 synthetic market. A book that ends is restarted, outside the timed kernel call.
+
+Env: ``PortfolioEnv`` steps per second at N = 10 and 100 and ``PortfolioVectorEnv`` env-steps
+per second at n = 256, N = 10, with the same rules, random actions and full ``info``; episode
+resets are inside the timing. Peers on comparable synthetic data with random actions:
+gym-anytrading (``stocks-v0``, one asset), Gym-Trading-Env (one asset) and FinRL's
+``StockTradingEnv`` (N = 10). A peer that is not installed or fails is reported as such.
+Install them with ``pip install gym-anytrading`` and
+``pip install --no-deps gym-trading-env finrl`` (both pin old dependencies).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import platform
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 
 def _engine_config():
@@ -64,11 +77,151 @@ def section_engine(seconds: float, assets: list[int], books: list[int]) -> list[
     return [bench_engine(n, b, seconds) for n in assets for b in books]
 
 
+def _timed(step, reset, seconds: float) -> float:
+    """Steps per second of ``step()`` (returns True when an episode ends; ``reset`` is timed)."""
+    reset()
+    for _ in range(50):
+        if step():
+            reset()
+    n = 0
+    t0 = time.perf_counter()
+    while True:
+        if step():
+            reset()
+        n += 1
+        if n % 256 == 0 and time.perf_counter() - t0 >= seconds:
+            break
+    return n / (time.perf_counter() - t0)
+
+
+def bench_env(n_assets: int, seconds: float) -> float:
+    from ffe_gym.data import synthetic_market
+    from ffe_gym.env import PortfolioEnv
+
+    md = synthetic_market(n_assets, 5000, "crypto", seed=0)
+    env = PortfolioEnv(_engine_config(), md)
+    actions = np.random.default_rng(0).uniform(-1, 1, (1024, n_assets)).astype(np.float32)
+    k = [0]
+
+    def step() -> bool:
+        k[0] += 1
+        _, _, term, trunc, _ = env.step(actions[k[0] % 1024])
+        return term or trunc
+
+    return _timed(step, lambda: env.reset(seed=k[0]), seconds)
+
+
+def bench_vector_env(n_envs: int, n_assets: int, seconds: float) -> float:
+    from ffe_gym.data import synthetic_market
+    from ffe_gym.env import PortfolioVectorEnv
+
+    md = synthetic_market(n_assets, 5000, "crypto", seed=0)
+    env = PortfolioVectorEnv(n_envs, _engine_config(), md)
+    actions = np.random.default_rng(0).uniform(-1, 1, (64, n_envs, n_assets)).astype(np.float32)
+    k = [0]
+
+    def step() -> bool:
+        k[0] += 1
+        env.step(actions[k[0] % 64])  # autoresets inside
+        return False
+
+    return _timed(step, lambda: env.reset(seed=0), seconds) * n_envs
+
+
+def _peer_frame(n_bars: int, seed: int = 0) -> pd.DataFrame:
+    md = _synthetic(1, n_bars, seed)
+    return pd.DataFrame({"Open": md.open[:, 0], "High": md.high[:, 0], "Low": md.low[:, 0],
+                         "Close": md.close[:, 0], "Volume": md.volume[:, 0]},
+                        index=md.index.tz_convert(None))
+
+
+def _synthetic(n: int, n_bars: int, seed: int):
+    from ffe_gym.data import synthetic_market
+
+    return synthetic_market(n, n_bars, "crypto", seed=seed)
+
+
+def peer_anytrading(seconds: float) -> float:
+    import gym_anytrading  # noqa: F401  (registers stocks-v0)
+    import gymnasium as gym
+
+    df = _peer_frame(5000)
+    env = gym.make("stocks-v0", df=df, window_size=24, frame_bound=(24, len(df))).unwrapped
+    rng = np.random.default_rng(0)
+
+    def step() -> bool:
+        _, _, term, trunc, _ = env.step(int(rng.integers(2)))
+        return term or trunc
+
+    return _timed(step, lambda: env.reset(seed=0), seconds)
+
+
+def peer_gym_trading_env(seconds: float) -> float:
+    from gym_trading_env.environments import TradingEnv
+
+    df = _peer_frame(5000).rename(columns=str.lower)
+    df["feature_close"] = df["close"].pct_change().fillna(0.0)
+    df["feature_range"] = (df["high"] / df["low"] - 1.0)
+    env = TradingEnv(df=df, positions=[-1, 0, 1], trading_fees=0.001, verbose=0)
+    rng = np.random.default_rng(0)
+
+    def step() -> bool:
+        _, _, term, trunc, _ = env.step(int(rng.integers(3)))
+        return term or trunc
+
+    return _timed(step, lambda: env.reset(seed=0), seconds)
+
+
+def _load_finrl_env():
+    import importlib.util
+
+    spec = importlib.util.find_spec("finrl")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("finrl is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / "meta" / \
+        "env_stock_trading" / "env_stocktrading.py"
+    module_spec = importlib.util.spec_from_file_location("finrl_env_stocktrading", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.StockTradingEnv
+
+
+def peer_finrl(n_assets: int, seconds: float) -> float:
+    StockTradingEnv = _load_finrl_env()
+    md = _synthetic(n_assets, 2000, 0)
+    tech = ["macd", "rsi_30"]
+    rows = []
+    for d in range(md.n_bars):
+        date = str(md.index[d].date())
+        for j in range(n_assets):
+            rows.append((d, date, f"T{j}", md.close[d, j], 0.0, 50.0))
+    df = pd.DataFrame(rows, columns=["day", "date", "tic", "close", "macd", "rsi_30"])
+    df = df.set_index("day")
+    state = 1 + 2 * n_assets + len(tech) * n_assets
+    env = StockTradingEnv(df=df, stock_dim=n_assets, hmax=100, initial_amount=1_000_000,
+                          num_stock_shares=[0] * n_assets, buy_cost_pct=[0.001] * n_assets,
+                          sell_cost_pct=[0.001] * n_assets, reward_scaling=1e-4,
+                          state_space=state, action_space=n_assets, tech_indicator_list=tech,
+                          print_verbosity=10**9)
+    rng = np.random.default_rng(0)
+
+    def step() -> bool:
+        _, _, term, trunc, _ = env.step(rng.uniform(-1, 1, n_assets))
+        return term or trunc
+
+    return _timed(step, lambda: env.reset(seed=0), seconds)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ffe-gym benchmark", description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=2.0, help="timed seconds per figure")
-    p.add_argument("--assets", type=int, nargs="+", default=[10, 100, 500])
-    p.add_argument("--books", type=int, nargs="+", default=[1, 256])
+    p.add_argument("--assets", type=int, nargs="+", default=[10, 100, 500],
+                   help="engine section: numbers of assets")
+    p.add_argument("--books", type=int, nargs="+", default=[1, 256],
+                   help="engine section: numbers of books")
+    p.add_argument("--sections", nargs="+", default=["engine", "env", "peers"],
+                   choices=["engine", "env", "peers"])
+    p.add_argument("--vector-envs", type=int, default=256, help="env section: n books")
     args = p.parse_args(argv)
     from rich.console import Console
     from rich.table import Table
@@ -76,11 +229,43 @@ def main(argv: list[str] | None = None) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=110)
     console.print(f"python {platform.python_version()}, numpy {np.__version__}, "
                   f"{os.cpu_count()} cpus, {platform.machine()}")
-    t = Table(title="Engine: decision steps per second, all rules on", header_style="bold")
-    for col in ("assets N", "books B", "decisions/s", "book-steps/s"):
-        t.add_column(col, justify="right")
-    for r in section_engine(args.seconds, args.assets, args.books):
-        t.add_row(str(r["assets"]), str(r["books"]), f"{r['decisions_per_s']:,.0f}",
-                  f"{r['book_steps_per_s']:,.0f}")
-    console.print(t)
+    if "engine" in args.sections:
+        t = Table(title="Engine: decision steps per second, all rules on", header_style="bold")
+        for col in ("assets N", "books B", "decisions/s", "book-steps/s"):
+            t.add_column(col, justify="right")
+        for r in section_engine(args.seconds, args.assets, args.books):
+            t.add_row(str(r["assets"]), str(r["books"]), f"{r['decisions_per_s']:,.0f}",
+                      f"{r['book_steps_per_s']:,.0f}")
+        console.print(t)
+    ours = None
+    if "env" in args.sections or "peers" in args.sections:
+        t = Table(title="Environments: steps per second, random actions", header_style="bold")
+        for col in ("environment", "assets", "steps/s", "PortfolioEnv N=10 / peer"):
+            t.add_column(col, justify="right" if col != "environment" else "left")
+        ours = bench_env(10, args.seconds)
+        rows = [("ffe-gym PortfolioEnv (all rules on)", "10", ours)]
+        if "env" in args.sections:
+            rows.append(("ffe-gym PortfolioEnv (all rules on)", "100",
+                         bench_env(100, args.seconds)))
+            n = args.vector_envs
+            rows.append((f"ffe-gym PortfolioVectorEnv n={n} (env-steps)", "10",
+                         bench_vector_env(n, 10, args.seconds)))
+        if "peers" in args.sections:
+            for name, assets, fn in (
+                ("gym-anytrading stocks-v0", "1", lambda: peer_anytrading(args.seconds)),
+                ("Gym-Trading-Env TradingEnv", "1", lambda: peer_gym_trading_env(args.seconds)),
+                ("FinRL StockTradingEnv", "10", lambda: peer_finrl(10, args.seconds)),
+            ):
+                try:
+                    with contextlib.redirect_stdout(io.StringIO()):
+                        rows.append((name, assets, fn()))
+                except Exception as exc:  # a peer that cannot run is reported, not dropped
+                    rows.append((name, assets, f"could not run: {type(exc).__name__}: {exc}"))
+        for name, assets, value in rows:
+            if isinstance(value, str):
+                t.add_row(name, assets, value[:60], "")
+            else:
+                ratio = "" if name.startswith("ffe-gym") else f"{ours / value:.2f}x"
+                t.add_row(name, assets, f"{value:,.0f}", ratio)
+        console.print(t)
     return 0

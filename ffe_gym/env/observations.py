@@ -40,6 +40,7 @@ class ObservationBuilder:
     def __init__(self, features: np.ndarray, window: int, clip: float, flat: bool,
                  cooldown_bars: int) -> None:
         self.features = features
+        self._flat = np.ascontiguousarray(features).reshape(-1)  # a view: bars are contiguous
         self.window = window
         self.clip = float(clip)
         self.flat = flat
@@ -61,7 +62,7 @@ class ObservationBuilder:
         B = pf.n_books
         total = sum(self.sizes.values())
         out = np.empty((B, total), dtype=np.float32)
-        _fill(self.features, self.window, pf.market.close, pf.pos, pf.acct, pf.clock,
+        _fill(self._flat, self.window, pf.market.close, pf.pos, pf.acct, pf.clock,
               pf.params, 1.0 / self.cooldown_bars, self.clip, out)
         if self.flat:
             return out
@@ -87,20 +88,20 @@ def _clip(x, c):
 
 
 @njit(cache=True)
-def _fill(features, window, close, pos, acct, clock, p, cooldown_scale, clip, out):
-    """Write every book's observation (market, positions, account) into ``out`` (B, total)."""
+def _fill(flat, window, close, pos, acct, clock, p, cooldown_scale, clip, out):
+    """Write every book's observation (market, positions, account) into ``out`` (B, total).
+
+    ``flat`` is the (T * N * F,) feature array: one bar's N * F values are contiguous.
+    """
     B = pos.shape[0]
-    N = features.shape[1]
-    F = features.shape[2]
+    N = close.shape[1]
+    per_bar = flat.shape[0] // close.shape[0]
+    m = window * per_bar
     for b in range(B):
         t = clock[b, L.BAR]
         row = out[b]
-        k = 0
-        for s in range(t - window + 1, t + 1):
-            for i in range(N):
-                for f in range(F):
-                    row[k] = features[s, i, f]
-                    k += 1
+        row[:m] = flat[(t - window + 1) * per_bar: (t + 1) * per_bar]
+        k = m
         eq = acct[b, L.EQUITY]
         inv = 1.0 / eq if eq > 0.0 else 0.0
         net = 0.0

@@ -107,6 +107,23 @@ def _var(series, n, p, horizon):
 
 
 @njit(cache=True)
+def _parametric_trial(series, n, R, lo, i, w, z, horizon):
+    """Parametric VaR of ``series + w * R[lo:lo+n, i]`` in one pass (sums of x and x^2)."""
+    if n < 2:
+        return 0.0
+    sx = 0.0
+    sxx = 0.0
+    for s in range(n):
+        x = series[s] + w * R[lo + s, i]
+        sx += x
+        sxx += x * x
+    var = (sxx - sx * sx / n) / (n - 1)
+    if var <= 0.0:
+        return 0.0
+    return z * np.sqrt(var * horizon)
+
+
+@njit(cache=True)
 def _slippage(R, bar, i, slip, p):
     """Adverse slippage fraction of asset i for a fill in ``bar`` (volatility up to bar-1)."""
     s = slip[i]
@@ -354,15 +371,9 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
     var_on = p[L.P_MAX_VAR] < np.inf and any_candidate
     vlo = _window_start(t, int(p[L.P_VAR_WINDOW]))
     nv = t - vlo + 1 if t >= 1 else 0
-    series = vwork[0]
+    series = vwork[0]  # per-bar returns of the shadow book over the VaR window, built lazily
     trial = vwork[1]
-    series[:nv] = 0.0
-    if var_on and equity > 0.0:
-        for i in range(N):
-            if units_after[i] != 0.0:
-                w = units_after[i] * c[t, i] / equity
-                for s in range(nv):
-                    series[s] += w * R[vlo + s, i]
+    series_ready = False
     sizer = int(p[L.P_SIZER])
     if scheme == SIGNALS and sizer >= 2 and any_candidate:
         vwin = _window_start(t, int(p[L.P_VOL_WINDOW]))
@@ -407,13 +418,26 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
             _refuse(refused, count, b, i, L.R_GROSS_CAP)
             continue
         if var_on:
+            if not series_ready:
+                series[:nv] = 0.0
+                for j in range(N):
+                    if units_after[j] != 0.0:
+                        wj = units_after[j] * c[t, j] / equity
+                        for s in range(nv):
+                            series[s] += wj * R[vlo + s, j]
+                series_ready = True
             w = q * c[t, i] / equity
-            for s in range(nv):
-                trial[s] = series[s] + w * R[vlo + s, i]
-            if _var(trial, nv, p, horizon) > p[L.P_MAX_VAR]:
+            if p[L.P_VAR_HISTORICAL] > 0.0:
+                for s in range(nv):
+                    trial[s] = series[s] + w * R[vlo + s, i]
+                v = _var(trial, nv, p, horizon)
+            else:  # parametric: one pass over the window
+                v = _parametric_trial(series, nv, R, vlo, i, w, p[L.P_VAR_Z], horizon)
+            if v > p[L.P_MAX_VAR]:
                 _refuse(refused, count, b, i, L.R_VAR)
                 continue
-            series[:nv] = trial[:nv]
+            for s in range(nv):
+                series[s] += w * R[vlo + s, i]
         open_q[i] = q
         units_after[i] += q
         held += 1 if new else 0
