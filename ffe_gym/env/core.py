@@ -17,7 +17,7 @@ import pandas as pd
 from ffe_gym.config import Config, coerce_config
 from ffe_gym.data import MarketData, load_market, market_from_config
 from ffe_gym.env.actions import make_scheme
-from ffe_gym.env.observations import ObservationBuilder
+from ffe_gym.env.observations import ObservationBuilder, ObservationLayout
 from ffe_gym.env.rewards import Reward, StepOutcome
 from ffe_gym.features import compute_features, lookback
 from ffe_gym.portfolio import Portfolio
@@ -61,6 +61,8 @@ class EnvCore:
                                                ecfg.observation == "flat",
                                                cfg.risk.cooldown_bars)
         self.reward = Reward(ecfg.reward, n_books)
+        self.layout = ObservationLayout(ecfg.window, md.symbols, tuple(ecfg.features.names),
+                                        ecfg.observation == "flat", ecfg.action_scheme)
         self.first_bar = ecfg.window - 1  # the earliest decision bar an observation allows
         self.warmup = max(self.first_bar, lookback(ecfg.features))
         if self.warmup >= md.n_bars - 1:

@@ -15,6 +15,9 @@ Every value is clipped to ``+-clip``. The ``flat`` variant concatenates the thre
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 from gymnasium import spaces
 from numba import njit
@@ -25,6 +28,60 @@ from ffe_gym.portfolio import layout as L
 POSITION_FIELDS = ("weight", "unrealized_return", "stop_distance", "target_distance")
 ACCOUNT_FIELDS = ("equity_return", "cash_share", "gross_exposure", "net_exposure", "drawdown",
                   "cooldown")
+
+
+@dataclass(frozen=True)
+class ObservationLayout:
+    """How to read one observation by name: what policies (rule-based, LLM) are given.
+
+    :param window: W bars.
+    :param symbols: the N asset names, in order (policies that must not see them use indices).
+    :param features: the F feature names, in order.
+    :param flat: observations are one flat array rather than a dict.
+    :param action_scheme: the env's action scheme.
+    :param n_assets: N.
+    """
+
+    window: int
+    symbols: tuple[str, ...]
+    features: tuple[str, ...]
+    flat: bool
+    action_scheme: str
+    position_fields: tuple[str, ...] = POSITION_FIELDS
+    account_fields: tuple[str, ...] = ACCOUNT_FIELDS
+
+    @property
+    def n_assets(self) -> int:
+        return len(self.symbols)
+
+    def _parts(self, obs: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if isinstance(obs, dict):
+            return (np.asarray(obs["market"]), np.asarray(obs["positions"]),
+                    np.asarray(obs["account"]))
+        o = np.asarray(obs)
+        m = self.window * self.n_assets * len(self.features)
+        p = self.n_assets * len(self.position_fields)
+        return o[..., :m], o[..., m:m + p], o[..., m + p:]
+
+    def market(self, obs: Any) -> np.ndarray:
+        """(W, N, F) features, oldest bar first."""
+        return self._parts(obs)[0].reshape(self.window, self.n_assets, len(self.features))
+
+    def feature(self, obs: Any, name: str) -> np.ndarray:
+        """(W, N) history of one feature."""
+        if name not in self.features:
+            raise KeyError(f"feature {name!r} is not in this env's observation "
+                           f"(features: {', '.join(self.features)})")
+        return self.market(obs)[:, :, self.features.index(name)]
+
+    def positions(self, obs: Any) -> dict[str, np.ndarray]:
+        """Per-asset position fields, each (N,)."""
+        p = self._parts(obs)[1].reshape(self.n_assets, len(self.position_fields))
+        return {name: p[:, k] for k, name in enumerate(self.position_fields)}
+
+    def account(self, obs: Any) -> dict[str, float]:
+        a = self._parts(obs)[2]
+        return {name: float(a[k]) for k, name in enumerate(self.account_fields)}
 
 
 class ObservationBuilder:

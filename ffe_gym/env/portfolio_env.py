@@ -128,6 +128,7 @@ class PortfolioEnv(gym.Env):
         self.core = EnvCore(config, data, 1)
         self.config = self.core.config
         self.market = self.core.market
+        self.layout = self.core.layout
         self.action_space = self.core.scheme.space
         self.observation_space = self.core.observations.space
         self.render_mode = render_mode

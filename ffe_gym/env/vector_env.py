@@ -56,6 +56,7 @@ class PortfolioVectorEnv(VectorEnv):
         self.num_envs = int(num_envs)
         self.config = self.core.config
         self.market = self.core.market
+        self.layout = self.core.layout
         self.metadata = {**self.metadata, "autoreset_mode": mode}
         self.render_mode = None
         self.single_action_space = self.core.scheme.space

@@ -312,8 +312,8 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
             if np.isnan(wt):
                 continue
             tu = wt * equity / c[t, i]
-            if tu == u:
-                continue
+            if abs(tu - u) <= 1e-9 * max(abs(tu), abs(u)):
+                continue  # already there, up to rounding: no dust trades
             if not tradable[fb, i]:
                 _refuse(refused, count, b, i, L.R_NOT_TRADABLE)
                 continue

@@ -1,0 +1,130 @@
+"""rollout: one policy, one env, one window -> an EpisodeResult."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ffe_gym.config import Config, coerce_config, from_dict, merge, to_dict
+from ffe_gym.data import MarketData
+from ffe_gym.env import PortfolioEnv
+from ffe_gym.evaluation.policy import Policy, env_overrides
+from ffe_gym.portfolio.book import AssetAttribution
+from ffe_gym.portfolio.journal import Journal
+
+
+@dataclass
+class EpisodeResult:
+    """Everything one evaluation episode produced.
+
+    ``equity`` and ``gross_exposure`` are per bar (the first value is the start);
+    ``trades`` is the trade log (one row per fill); ``metrics`` follow
+    :mod:`ffe_gym.metrics`; ``policy_stats`` is what the policy reports about itself (calls,
+    cache hits and latency for the LLM ensemble).
+    """
+
+    policy: str
+    equity: pd.Series
+    gross_exposure: pd.Series
+    trades: pd.DataFrame
+    metrics: dict[str, Any]
+    attribution: list[AssetAttribution]
+    refusals: dict[str, int]
+    steps: int
+    status: str
+    data: str
+    synthetic: bool
+    policy_stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def start(self) -> pd.Timestamp:
+        return self.equity.index[0]
+
+    @property
+    def end(self) -> pd.Timestamp:
+        return self.equity.index[-1]
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready summary (no per-bar series)."""
+        return {"policy": self.policy, "start": str(self.start), "end": str(self.end),
+                "steps": self.steps, "status": self.status, "data": self.data,
+                "synthetic": self.synthetic, "metrics": self.metrics,
+                "attribution": [asdict(a) for a in self.attribution],
+                "refusals": self.refusals, "policy_stats": self.policy_stats}
+
+
+def _options(window: Any) -> dict[str, Any] | None:
+    if window is None:
+        return None
+    if isinstance(window, Mapping):
+        return dict(window)
+    start, end = window
+    return {"start": start, "end": end}
+
+
+def env_for(policy: Any, config: Config | Mapping | str | Path | None = None,
+            data: MarketData | str | Path | None = None, **kwargs: Any) -> PortfolioEnv:
+    """A PortfolioEnv for ``policy``: the given config with the policy's ``env`` keys applied.
+
+    Costs, limits and data stay as configured; only how the policy talks to the env (action
+    scheme, observation layout) is the policy's.
+    """
+    cfg = coerce_config(config)
+    overrides = env_overrides(policy)
+    if overrides:
+        cfg = from_dict(Config, merge(to_dict(cfg), {"env": overrides}))
+    else:
+        cfg = copy.deepcopy(cfg)
+    return PortfolioEnv(cfg, data, **kwargs)
+
+
+def rollout(policy: Policy, env: Any, window: Any = None, seed: int | None = None
+            ) -> EpisodeResult:
+    """Run ``policy`` on ``env`` for one episode.
+
+    :param policy: any :class:`~ffe_gym.evaluation.policy.Policy`.
+    :param env: a :class:`PortfolioEnv` (wrappers allowed) whose action scheme is the policy's.
+    :param window: ``(start, end)`` or ``{"start": ..., "end": ...}`` (bars or dates); None
+        uses the env's own episode rule.
+    :param seed: seeds the policy and the env reset.
+    :raises ValueError: when the policy's action scheme is not the env's.
+    """
+    base = env.unwrapped
+    wanted = env_overrides(policy).get("action_scheme")
+    have = base.config.env.action_scheme
+    if wanted is not None and wanted != have:
+        raise ValueError(f"policy {policy.name!r} acts with action_scheme {wanted!r}, the env "
+                         f"uses {have!r}; build the env with ffe_gym.evaluation.env_for")
+    bind = getattr(policy, "bind", None)
+    if bind is not None:
+        bind(base.layout)
+    policy.reset(seed)
+    obs, info = env.reset(seed=seed, options=_options(window))
+    journal = Journal(base.portfolio)
+    journal.start()
+    steps = 0
+    done = False
+    while not done:
+        action = policy.act(obs, info)
+        obs, _, terminated, truncated, info = env.step(action)
+        journal.record()
+        steps += 1
+        done = terminated or truncated
+    pf = base.portfolio
+    md = base.market
+    index = md.index[journal.bars]
+    stats = getattr(policy, "stats", None)
+    return EpisodeResult(
+        policy=policy.name,
+        equity=pd.Series(journal.equity, index=index, name="equity"),
+        gross_exposure=pd.Series(journal.gross, index=index, name="gross_exposure"),
+        trades=journal.trades(), metrics=journal.metrics(), attribution=pf.attribution(0),
+        refusals=pf.refusals(0), steps=steps, status=info["status"], data=md.describe(),
+        synthetic=md.is_synthetic, policy_stats=dict(stats()) if stats is not None else {},
+    )
+
