@@ -178,6 +178,25 @@ class EnvConfig:
 
 
 @dataclass
+class TrainConfig:
+    """How agents are trained: threads, data splits, evaluation and checkpoints."""
+
+    torch_threads: int = _bounded(1, ge=1, doc="torch.set_num_threads; 1 is fastest for small nets")
+    device: str = "cpu"
+    train_fraction: float = _bounded(0.7, gt=0, lt=1)
+    validation_fraction: float = _bounded(0.15, gt=0, lt=1)
+    embargo_bars: int | None = _bounded(None, ge=0, doc="null: the longest lookback")
+    eval_freq: int = _bounded(10_000, ge=1, doc="environment steps between validations")
+    eval_episodes: int = _bounded(1, ge=1)
+    checkpoint_freq: int = _bounded(50_000, ge=1, doc="environment steps between checkpoints")
+
+    def __post_init__(self) -> None:
+        if self.train_fraction + self.validation_fraction >= 1.0:
+            raise ConfigError("train.validation_fraction: train_fraction + validation_fraction "
+                              "must leave a test window (< 1)")
+
+
+@dataclass
 class Config:
     """The whole configuration of one environment / backtest."""
 
@@ -187,6 +206,7 @@ class Config:
     risk: RiskConfig = field(default_factory=RiskConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
         if self.sizing.base == "risk" and self.risk.stop_loss is None:

@@ -85,10 +85,12 @@ def test_backtest_on_the_real_hourly_data(tmp_path):
 
 def test_benchmark_tiny_budget():
     r = run("scripts/benchmark.py", "--seconds", "0.05", "--assets", "10", "--books", "1", "4",
-            "--sections", "engine", "env", "peers", "--vector-envs", "4")
+            "--sections", "engine", "env", "peers", "ppo", "--vector-envs", "4",
+            "--ppo-timesteps", "256")
     assert r.returncode == 0, r.stderr
     assert "decisions/s" in r.stdout
     assert "PortfolioVectorEnv" in r.stdout
+    assert "PPO training" in r.stdout and "time inside the env" in r.stdout
     for peer in ("gym-anytrading", "Gym-Trading-Env", "FinRL"):
         assert peer in r.stdout  # a figure, or "could not run" when not installed
 
@@ -100,3 +102,53 @@ def test_console_script_dispatches():
     assert main(["nope"]) == 2
     r = run("-m", "ffe_gym.cli", "backtest", "--help")
     assert r.returncode == 0 and "--initial-balance" in r.stdout
+
+
+def test_train_then_evaluate_subprocess(tmp_path):
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text("data:\n  synthetic: {n_assets: 3, n_bars: 1500}\n"
+                   "env: {window: 8, episode_bars: 200}\n"
+                   "train: {eval_freq: 256, checkpoint_freq: 256, embargo_bars: 40}\n")
+    agent = tmp_path / "ppo.yaml"
+    agent.write_text("ffe/Portfolio-v0:\n  n_timesteps: 256\n  policy: MultiInputPolicy\n"
+                     "  n_envs: 2\n  normalize: true\n  n_steps: 64\n  batch_size: 64\n"
+                     "  n_epochs: 1\n  policy_kwargs: {net_arch: [16]}\n")
+    out = tmp_path / "run"
+    r = run("scripts/train.py", "--agent", "ppo", "--agent-config", str(agent), "--config",
+            str(cfg), "--out", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert (out / "model.zip").exists() and (out / "checkpoints").is_dir()
+    r = run("scripts/evaluate.py", "--policy", str(out), "--config", str(cfg), "--json",
+            str(tmp_path / "eval.json"), "--trades", str(tmp_path / "trades.csv"))
+    assert r.returncode == 0, r.stderr
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["policy"].startswith("ppo") and result["metrics"]["bars"] > 0
+    # the default window is the model's own test window
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert result["start"] == manifest["window_times"]["test"][0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--agent", "dqn", "--out", "x"], "configs/agents/dqn.yaml"),
+    (["--agent", "ppo", "--out", "x", "--data", "nope.csv"], "no such file"),
+    (["--agent", "ppo", "--out", "x", "--config", "missing.yaml"], "cannot read config"),
+])
+def test_train_errors_exit_2(args, message, tmp_path):
+    r = run("scripts/train.py", *args, cwd=ROOT)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--policy", "nope"], "unknown policy"),
+    (["--policy", "cash", "--start", "2030-01-01"], "not allowed"),
+    (["--policy", "cash", "--data", "nope.csv"], "no such file"),
+])
+def test_evaluate_errors_exit_2(args, message):
+    r = run("scripts/evaluate.py", *args)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_evaluate_baseline_prints_metrics():
+    r = run("scripts/evaluate.py", "--policy", "equal-weight", "--end", "2022-02-01")
+    assert r.returncode == 0, r.stderr
+    assert "Metrics [SYNTHETIC DATA]" in r.stdout and "Sharpe" in r.stdout

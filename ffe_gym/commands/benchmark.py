@@ -16,6 +16,9 @@ gym-anytrading (``stocks-v0``, one asset), Gym-Trading-Env (one asset) and FinRL
 ``StockTradingEnv`` (N = 10). A peer that is not installed or fails is reported as such.
 Install them with ``pip install gym-anytrading`` and
 ``pip install --no-deps gym-trading-env finrl`` (both pin old dependencies).
+
+PPO: training steps per second on ``ffe/Portfolio-v0`` with N = 10 and the share of the
+wall time spent inside the env (target: under 10%).
 """
 
 from __future__ import annotations
@@ -212,6 +215,52 @@ def peer_finrl(n_assets: int, seconds: float) -> float:
     return _timed(step, lambda: env.reset(seed=0), seconds)
 
 
+def bench_ppo(n_assets: int, timesteps: int) -> dict:
+    """PPO training steps per second and the share of the time spent inside the env.
+
+    Hyperparameters from ``configs/agents/ppo.yaml`` (8 envs, 256 steps, 5 epochs, 64x64),
+    ``torch.set_num_threads(1)``. The env time is measured around ``SB3VecEnv`` (reset and
+    step); normalisation, the policy and the updates count as training.
+    """
+    import torch
+    from ffe_agents.sb3 import default_agent_config, load_agent_spec
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import VecEnvWrapper, VecMonitor, VecNormalize
+
+    from ffe_gym.env import SB3VecEnv
+
+    class Timed(VecEnvWrapper):
+        seconds = 0.0
+
+        def reset(self):
+            t0 = time.perf_counter()
+            out = self.venv.reset()
+            Timed.seconds += time.perf_counter() - t0
+            return out
+
+        def step_wait(self):
+            t0 = time.perf_counter()
+            out = self.venv.step_wait()
+            Timed.seconds += time.perf_counter() - t0
+            return out
+
+    torch.set_num_threads(1)
+    spec = load_agent_spec(default_agent_config("ppo"), algo="ppo")
+    md = _synthetic(n_assets, 5000, 0)
+    inner = SB3VecEnv(spec.n_envs, _engine_config(), md)
+    inner.reset()  # load the compiled kernels (once per process) outside the timing
+    inner.step(np.zeros((spec.n_envs, n_assets), np.float32))
+    env = VecNormalize(VecMonitor(Timed(inner)), **spec.normalize)
+    model = PPO(spec.policy, env, seed=0, verbose=0, device="cpu",
+                policy_kwargs=spec.policy_kwargs, **spec.kwargs)
+    Timed.seconds = 0.0
+    t0 = time.perf_counter()
+    model.learn(total_timesteps=timesteps)
+    total = time.perf_counter() - t0
+    return {"steps_per_s": model.num_timesteps / total, "env_share": Timed.seconds / total,
+            "timesteps": model.num_timesteps, "n_envs": spec.n_envs}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ffe-gym benchmark", description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=2.0, help="timed seconds per figure")
@@ -219,8 +268,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="engine section: numbers of assets")
     p.add_argument("--books", type=int, nargs="+", default=[1, 256],
                    help="engine section: numbers of books")
-    p.add_argument("--sections", nargs="+", default=["engine", "env", "peers"],
-                   choices=["engine", "env", "peers"])
+    p.add_argument("--sections", nargs="+", default=["engine", "env", "peers", "ppo"],
+                   choices=["engine", "env", "peers", "ppo"])
+    p.add_argument("--ppo-timesteps", type=int, default=16_384)
     p.add_argument("--vector-envs", type=int, default=256, help="env section: n books")
     args = p.parse_args(argv)
     from rich.console import Console
@@ -267,5 +317,14 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 ratio = "" if name.startswith("ffe-gym") else f"{ours / value:.2f}x"
                 t.add_row(name, assets, f"{value:,.0f}", ratio)
+        console.print(t)
+    if "ppo" in args.sections:
+        r = bench_ppo(10, args.ppo_timesteps)
+        t = Table(title="PPO training on ffe/Portfolio-v0, N = 10 (configs/agents/ppo.yaml)",
+                  header_style="bold")
+        for col in ("timesteps", "envs", "training steps/s", "time inside the env"):
+            t.add_column(col, justify="right")
+        t.add_row(f"{r['timesteps']:,}", str(r["n_envs"]), f"{r['steps_per_s']:,.0f}",
+                  f"{r['env_share']:.1%}")
         console.print(t)
     return 0

@@ -85,3 +85,23 @@ def refusals_table(refusals: dict[str, int]) -> Table:
     if not any(refusals.values()):
         t.add_row("none", "0")
     return t
+
+
+def stats_table(stats: dict) -> Table:
+    """A policy's own figures: one row per member or counter."""
+    t = Table(title="Policy statistics", header_style="bold")
+    rows = stats.get("members") if isinstance(stats.get("members"), dict) else None
+    if rows:
+        cols = sorted({k for r in rows.values() for k in r})
+        t.add_column("member")
+        for c in cols:
+            t.add_column(c, justify="right")
+        for name, r in rows.items():
+            t.add_row(name, *[_num(r.get(c), ",.4g") if isinstance(r.get(c), float)
+                              else str(r.get(c, "")) for c in cols])
+        return t
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    for k, v in stats.items():
+        t.add_row(str(k), str(v))
+    return t

@@ -75,6 +75,13 @@ class EnvCore:
         self._traded = np.zeros(n_books)
         self._fees = np.zeros(n_books)
         self._borrow = np.zeros(n_books)
+        # running episode statistics per book (decision-step granularity)
+        self._ep_steps = np.zeros(n_books)
+        self._ep_bars = np.zeros(n_books)
+        self._ep_sum = np.zeros(n_books)
+        self._ep_sum2 = np.zeros(n_books)
+        self._ep_peak = np.zeros(n_books)
+        self._ep_maxdd = np.zeros(n_books)
 
     # ------------------------------------------------------------------ windows
     def bar_of(self, when: Any, *, end: bool = False) -> int:
@@ -124,6 +131,9 @@ class EnvCore:
         self._traded[books] = 0.0
         self._fees[books] = 0.0
         self._borrow[books] = 0.0
+        for arr in (self._ep_steps, self._ep_bars, self._ep_sum, self._ep_sum2, self._ep_maxdd):
+            arr[books] = 0.0
+        self._ep_peak[books] = pf.acct[books, L.EQUITY]
 
     # ------------------------------------------------------------------ stepping
     def step(self, actions: np.ndarray, active: np.ndarray | None = None
@@ -136,12 +146,46 @@ class EnvCore:
         self._traded = pf.acct[:, L.TRADED].copy()
         outcome = StepOutcome(before, pf.acct[:, L.EQUITY], self.floor, traded, pf.drawdown())
         rewards = self.reward(outcome)
+        stepped = np.ones(self.n_books, bool) if active is None else np.asarray(active, bool)
+        self._track(before, pf.acct[:, L.EQUITY], stepped)
         status = pf.clock[:, L.STATUS]
         terminated = (status == L.STOPPED) | (status == L.RUINED)
         truncated = status == L.ENDED
         if active is not None:
             rewards = np.where(active, rewards, 0.0)
         return rewards, terminated, truncated
+
+    def _track(self, before: np.ndarray, after: np.ndarray, stepped: np.ndarray) -> None:
+        r = np.where(stepped, np.log(np.maximum(after, self.floor) / before), 0.0)
+        self._ep_steps += stepped
+        self._ep_bars += np.where(stepped, self.portfolio.n_curve, 0)
+        self._ep_sum += r
+        self._ep_sum2 += r * r
+        np.maximum(self._ep_peak, after, out=self._ep_peak)
+        np.maximum(self._ep_maxdd, 1.0 - after / self._ep_peak, out=self._ep_maxdd)
+
+    def episode_stats(self) -> dict[str, np.ndarray]:
+        """Per-book statistics of the running episodes (arrays of shape (B,)).
+
+        ``return`` is equity / initial - 1; ``sharpe`` is annualised from the decision-step log
+        returns; ``max_drawdown`` is measured on step-end equity (>= 0); ``turnover`` is traded
+        notional / initial balance; ``costs`` are fees plus borrow.
+        """
+        pf = self.portfolio
+        init = pf.params[L.P_INITIAL]
+        n = np.maximum(self._ep_steps, 1.0)
+        mean = self._ep_sum / n
+        var = np.maximum(self._ep_sum2 / n - mean**2, 0.0) * n / np.maximum(n - 1.0, 1.0)
+        bars_per_step = np.maximum(self._ep_bars / n, 1.0)
+        scale = np.sqrt(pf.params[L.P_PERIODS_PER_YEAR] / bars_per_step)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sharpe = np.where(var > 0, mean / np.sqrt(var) * scale, 0.0)
+        P = pf.pos
+        return {"equity": pf.acct[:, L.EQUITY].copy(),
+                "return": pf.acct[:, L.EQUITY] / init - 1.0, "sharpe": sharpe,
+                "max_drawdown": self._ep_maxdd.copy(), "turnover": pf.acct[:, L.TRADED] / init,
+                "costs": (P[:, :, L.FEES] + P[:, :, L.BORROW]).sum(axis=1),
+                "steps": self._ep_steps.copy()}
 
     def observe(self) -> dict[str, np.ndarray] | np.ndarray:
         return self.observations.build(self.portfolio)

@@ -27,19 +27,25 @@ class SB3VecEnv(VecEnv):
     :param num_envs: n.
     :param config: as for :class:`~ffe_gym.env.PortfolioEnv`.
     :param data: as for :class:`~ffe_gym.env.PortfolioEnv`.
+    :param options: reset options used for every reset and autoreset (e.g. a fixed
+        validation window ``{"start": ..., "end": ...}``); SB3's ``set_options`` applies to
+        the next reset only.
     """
 
     def __init__(self, num_envs: int = 1, config: Config | Mapping | str | Path | None = None,
-                 data: MarketData | str | Path | None = None) -> None:
+                 data: MarketData | str | Path | None = None,
+                 options: Mapping[str, Any] | None = None) -> None:
         self.venv = PortfolioVectorEnv(num_envs, config, data,
-                                       autoreset_mode=AutoresetMode.SAME_STEP)
+                                       autoreset_mode=AutoresetMode.SAME_STEP,
+                                       step_info=False)
+        self.default_options = dict(options) if options else None
         super().__init__(num_envs, self.venv.single_observation_space,
                          self.venv.single_action_space)
         self._actions: np.ndarray | None = None
 
     def reset(self) -> Any:
-        seeds = [s if s is not None else None for s in self._seeds]
-        options = [o or None for o in self._options]
+        seeds = list(self._seeds)
+        options = [o or self.default_options for o in self._options]
         obs, info = self.venv.reset(seed=seeds if any(s is not None for s in seeds) else None,
                                     options=options)
         self.reset_infos = [{} for _ in range(self.num_envs)]
@@ -59,7 +65,7 @@ class SB3VecEnv(VecEnv):
             infos[i]["terminal_observation"] = (
                 {k: v[i] for k, v in final.items()} if isinstance(final, dict) else final[i])
             infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
-            infos[i]["equity"] = float(info["final_info"]["equity"][i])
+            infos[i]["portfolio"] = {k: float(v[i]) for k, v in info["episode"].items()}
         return obs, rewards.astype(np.float32), dones, infos
 
     def close(self) -> None:

@@ -31,12 +31,16 @@ class PortfolioVectorEnv(VectorEnv):
 
     ``info`` holds batched arrays: ``bar``, ``equity``, ``cash``, ``drawdown``, ``weights``
     (n, N), ``n_fills``, ``refused`` (n, N reason codes, ``layout.REFUSAL_NAMES``) and
-    ``status`` (codes, ``layout.STATUS_NAMES``), each with its ``_key`` mask.
+    ``status`` (codes, ``layout.STATUS_NAMES``), each with its ``_key`` mask; when episodes
+    end, ``episode`` holds their portfolio statistics (equity, return, sharpe, max_drawdown,
+    turnover, costs, steps; see ``EnvCore.episode_stats``) with the mask ``_episode``.
 
     :param num_envs: n, the number of books.
     :param config: as for :class:`PortfolioEnv`.
     :param data: as for :class:`PortfolioEnv`.
     :param autoreset_mode: ``AutoresetMode.NEXT_STEP`` or ``AutoresetMode.SAME_STEP``.
+    :param step_info: build the per-step ``info`` arrays (``False`` leaves only ``episode``
+        and, in same-step mode, ``final_obs``: what a trainer needs, faster).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": [],
@@ -45,7 +49,7 @@ class PortfolioVectorEnv(VectorEnv):
     def __init__(self, num_envs: int = 1, config: Config | Mapping | str | Path | None = None,
                  data: MarketData | str | Path | None = None,
                  autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
-                 render_mode: str | None = None) -> None:
+                 render_mode: str | None = None, step_info: bool = True) -> None:
         mode = AutoresetMode(autoreset_mode)
         if mode == AutoresetMode.DISABLED:
             raise ValueError("autoreset_mode DISABLED is not supported; use NEXT_STEP or "
@@ -68,6 +72,7 @@ class PortfolioVectorEnv(VectorEnv):
         self._options: list[dict[str, Any] | None] = [None] * self.num_envs
         self._pending = np.zeros(self.num_envs, dtype=bool)  # NEXT_STEP: reset on next step
         self._ones = np.ones(self.num_envs, dtype=bool)
+        self.step_info = step_info
 
     @property
     def portfolio(self):
@@ -127,17 +132,22 @@ class PortfolioVectorEnv(VectorEnv):
         else:
             rewards, terminated, truncated = core.step(actions)
         done = terminated | truncated
+        episode = core.episode_stats() if done.any() else None
         if self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP and done.any():
             final_obs = core.observe()
-            final_info = self._info()
+            final_info = self._info() if self.step_info else {}
             self._reset(done)
-            info = self._info()
+            info = self._info() if self.step_info else {}
+            info["episode"], info["_episode"] = episode, done.copy()
             info["final_obs"] = final_obs
             info["final_info"] = final_info
             info["_final_obs"] = info["_final_info"] = done.copy()
             return core.observe(), rewards, terminated, truncated, info
         self._pending = done
-        return core.observe(), rewards, terminated, truncated, self._info()
+        info = self._info() if self.step_info else {}
+        if episode is not None:
+            info["episode"], info["_episode"] = episode, done.copy()
+        return core.observe(), rewards, terminated, truncated, info
 
     def _info(self) -> dict[str, Any]:
         pf = self.core.portfolio

@@ -1,0 +1,414 @@
+"""stable-baselines3 agents on ffe/Portfolio-v0: hyperparameters, training, and the policy.
+
+Hyperparameters use the rl-baselines3-zoo format (``configs/agents/<algo>.yaml``), so the same
+file works with ``rl_zoo3`` where it is installed::
+
+    ffe/Portfolio-v0:
+      n_timesteps: 200000
+      policy: MultiInputPolicy      # MlpPolicy switches the env to the flat observation
+      n_envs: 8
+      normalize: true               # or a mapping of VecNormalize arguments
+      learning_rate: lin_3e-4       # linear schedule from 3e-4 to 0
+      policy_kwargs: {net_arch: [64, 64], activation_fn: tanh}
+
+Training runs on :class:`ffe_gym.env.SB3VecEnv` (n books, one engine call per step), with
+``VecNormalize`` (statistics saved beside the model and loaded frozen for evaluation), an
+``EvalCallback`` on a validation window apart from training and test, checkpoints, and
+TensorBoard logs with portfolio scalars per episode beside SB3's own.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from ffe_gym.config import Config, ConfigError, from_dict, merge, to_dict
+from ffe_gym.data import MarketData
+from ffe_gym.data.splits import Window
+from ffe_gym.features import lookback
+from ffe_gym.manifest import manifest, write_json, write_yaml
+
+ENV_ID = "ffe/Portfolio-v0"
+ALGOS = {
+    "ppo": "stable_baselines3:PPO",
+    "a2c": "stable_baselines3:A2C",
+    "sac": "stable_baselines3:SAC",
+    "td3": "stable_baselines3:TD3",
+    "recurrent_ppo": "sb3_contrib:RecurrentPPO",
+}
+CONTINUOUS_ONLY = {"sac", "td3"}
+ZOO_UNSUPPORTED = ("env_wrapper", "frame_stack", "callback", "vec_env_wrapper")
+ACTIVATIONS = {"tanh": "Tanh", "relu": "ReLU", "elu": "ELU", "leaky_relu": "LeakyReLU",
+               "gelu": "GELU", "silu": "SiLU"}
+
+
+class LinearSchedule:
+    """rl-zoo's ``lin_<x>``: ``x * progress_remaining`` (from x down to 0); picklable."""
+
+    def __init__(self, initial: float) -> None:
+        self.initial = float(initial)
+
+    def __call__(self, progress_remaining: float) -> float:
+        return progress_remaining * self.initial
+
+    def __repr__(self) -> str:
+        return f"lin_{self.initial:g}"
+
+
+@dataclass
+class AgentSpec:
+    """One agent's hyperparameters, read from a zoo-format YAML."""
+
+    algo: str
+    n_timesteps: int
+    policy: str
+    n_envs: int = 1
+    normalize: dict[str, Any] | None = None
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def algo_class(algo: str) -> type:
+    if algo not in ALGOS:
+        raise ConfigError(f"unknown agent {algo!r} (allowed: {', '.join(ALGOS)})")
+    module, _, name = ALGOS[algo].partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        raise ConfigError(f"agent {algo!r} needs the package {module!r} ({exc}); "
+                          f"pip install {module.replace('_', '-')}") from None
+
+
+def _schedules(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith("lin_"):
+        return LinearSchedule(float(value[4:]))
+    return value
+
+
+def _policy_kwargs(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        raise ConfigError(f"{where}.policy_kwargs: give a mapping, e.g. "
+                          "{net_arch: [64, 64], activation_fn: tanh}, not a Python string")
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}.policy_kwargs: expected a mapping")
+    out = dict(value)
+    act = out.get("activation_fn")
+    if isinstance(act, str):
+        import torch.nn as nn
+
+        name = ACTIVATIONS.get(act.lower().removeprefix("nn."), act.removeprefix("nn."))
+        if not hasattr(nn, name):
+            raise ConfigError(f"{where}.policy_kwargs.activation_fn: unknown {act!r} "
+                              f"(allowed: {', '.join(ACTIVATIONS)})")
+        out["activation_fn"] = getattr(nn, name)
+    return out
+
+
+def load_agent_spec(path: str | Path, algo: str | None = None,
+                    env_id: str = ENV_ID) -> AgentSpec:
+    """Read the hyperparameters for ``env_id`` from a zoo-format YAML file.
+
+    :param path: e.g. ``configs/agents/ppo.yaml``.
+    :param algo: the algorithm; default the file's stem.
+    :raises ConfigError: naming the file and key.
+    """
+    path = Path(path)
+    algo = algo or path.stem
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read agent config ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, Mapping) or env_id not in data:
+        raise ConfigError(f"{path}: no section for {env_id!r} (the zoo format keys "
+                          "hyperparameters by env id)")
+    raw = dict(data[env_id])
+    where = f"{path}: {env_id}"
+    for key in ZOO_UNSUPPORTED:
+        if key in raw:
+            raise ConfigError(f"{where}.{key}: not supported by ffe-gym's trainer")
+    try:
+        n_timesteps = int(float(raw.pop("n_timesteps")))
+        policy = str(raw.pop("policy"))
+    except KeyError as exc:
+        raise ConfigError(f"{where}: missing key {exc.args[0]!r}") from None
+    n_envs = int(raw.pop("n_envs", 1))
+    normalize = raw.pop("normalize", False)
+    if isinstance(normalize, str):
+        raise ConfigError(f"{where}.normalize: give true/false or a mapping of VecNormalize "
+                          "arguments, not a Python string")
+    norm = (dict(normalize) if isinstance(normalize, Mapping) else {}) if normalize else None
+    policy_kwargs = _policy_kwargs(raw.pop("policy_kwargs", None), where)
+    kwargs = {k: _schedules(v) for k, v in raw.items()}
+    if "train_freq" in kwargs and isinstance(kwargs["train_freq"], list):
+        kwargs["train_freq"] = tuple(kwargs["train_freq"])
+    return AgentSpec(algo=algo, n_timesteps=n_timesteps, policy=policy, n_envs=n_envs,
+                     normalize=norm, policy_kwargs=policy_kwargs, kwargs=kwargs,
+                     source=str(path), raw=dict(data[env_id]))
+
+
+def default_agent_config(algo: str) -> Path:
+    """``configs/agents/<algo>.yaml`` in the working directory or the source tree."""
+    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        p = base / "configs" / "agents" / f"{algo}.yaml"
+        if p.exists():
+            return p
+    raise ConfigError(f"no configs/agents/{algo}.yaml here or in the source tree; "
+                      "pass --agent-config PATH")
+
+
+# -------------------------------------------------------------------------- data windows
+
+
+def embargo_bars(cfg: Config) -> int:
+    """The longest lookback: observation window, features, correlation and VaR windows."""
+    if cfg.train.embargo_bars is not None:
+        return cfg.train.embargo_bars
+    return max(cfg.env.window, lookback(cfg.env.features), cfg.portfolio.correlation_window,
+               cfg.risk.var_window, cfg.sizing.volatility_window)
+
+
+def split_windows(md: MarketData, cfg: Config) -> dict[str, Window]:
+    """Train | embargo | validation | embargo | test, in time, by the ``train`` fractions."""
+    T = md.n_bars
+    gap = embargo_bars(cfg)
+    a = int(T * cfg.train.train_fraction)
+    b = a + gap + int(T * cfg.train.validation_fraction)
+    windows = {"train": Window(0, a), "validation": Window(a + gap, b),
+               "test": Window(b + gap, T)}
+    short = [k for k, w in windows.items() if len(w) < 2 * cfg.env.window + 2]
+    if short:
+        from ffe_gym.data import DataError
+
+        raise DataError(f"{T} bars are too few for train/validation/test windows with an "
+                        f"embargo of {gap} bars ({short[0]} would hold "
+                        f"{max(len(windows[short[0]]), 0)} bars)", file=md.source)
+    return windows
+
+
+# -------------------------------------------------------------------------- training
+
+
+def training_config(cfg: Config, spec: AgentSpec) -> Config:
+    """The env config an agent trains (and is later evaluated) with."""
+    env: dict[str, Any] = {}
+    if spec.policy == "MlpPolicy" and cfg.env.observation != "flat":
+        env["observation"] = "flat"
+    if spec.algo in CONTINUOUS_ONLY and cfg.env.action_scheme == "discrete":
+        raise ConfigError(f"{spec.algo} needs a continuous action space; set "
+                          "env.action_scheme to signals or weights")
+    return from_dict(Config, merge(to_dict(cfg), {"env": env})) if env else copy.deepcopy(cfg)
+
+
+def _make_callback():
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class PortfolioScalars(BaseCallback):
+        """Logs each finished episode's portfolio statistics as ``portfolio/*`` scalars."""
+
+        def _on_step(self) -> bool:
+            for info in self.locals.get("infos", ()):
+                stats = info.get("portfolio")
+                if stats:
+                    for key, value in stats.items():
+                        self.logger.record_mean(f"portfolio/{key}", value)
+            return True
+
+    return PortfolioScalars()
+
+
+def _vec_env(cfg: Config, md: MarketData, n: int, options: dict | None, seed: int):
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from ffe_gym.env import SB3VecEnv
+
+    venv = SB3VecEnv(n, cfg, md, options=options)
+    venv.seed(seed)
+    return VecMonitor(venv)
+
+
+def latest_checkpoint(folder: Path) -> Path:
+    """The checkpoint with the most steps in ``folder`` (or its ``checkpoints/``)."""
+    folder = Path(folder)
+    if folder.is_file():
+        return folder
+    ckpt = folder / "checkpoints" if (folder / "checkpoints").is_dir() else folder
+    found = sorted(ckpt.glob("model_*_steps.zip"),
+                   key=lambda p: int(re.findall(r"_(\d+)_steps", p.name)[0]))
+    if not found:
+        raise ConfigError(f"{folder}: no checkpoint (model_<n>_steps.zip) to resume from")
+    return found[-1]
+
+
+def train(spec: AgentSpec, cfg: Config, md: MarketData, out: str | Path, *, seed: int = 0,
+          timesteps: int | None = None, resume: str | Path | None = None,
+          progress: bool = True) -> Any:
+    """Train ``spec`` on the training window of ``md``, write the run folder ``out``, return the
+    model.
+
+    Writes ``model.zip``, ``vecnormalize.pkl`` (when normalising), ``config.yaml`` (the
+    resolved env config), ``agent.yaml`` (the hyperparameters), ``manifest.json``,
+    ``tb/`` (TensorBoard), ``checkpoints/`` and ``best/`` (best validation model).
+
+    :param resume: a checkpoint file or a run folder: training continues from the latest
+        checkpoint to ``timesteps`` in total, on the same TensorBoard curve.
+    """
+    import torch
+    from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.train.torch_threads)
+    cfg = training_config(cfg, spec)
+    total = int(timesteps if timesteps is not None else spec.n_timesteps)
+    windows = split_windows(md, cfg)
+    train_md = windows["train"].of(md)
+    val = windows["validation"]
+    eval_cfg = from_dict(Config, merge(to_dict(cfg), {"env": {"episode_bars": None}}))
+    env = _vec_env(cfg, train_md, spec.n_envs, None, seed)
+    eval_env = _vec_env(eval_cfg, md.slice(0, val.stop), 1,
+                        {"start": val.start, "end": val.stop - 1}, seed + 10_000)
+    Algo = algo_class(spec.algo)
+    norm_path = out / "vecnormalize.pkl"
+    if resume is not None:
+        ckpt = latest_checkpoint(Path(resume))
+        if spec.normalize is not None:
+            stats = ckpt.with_name(ckpt.name.replace("model_", "model_vecnormalize_")
+                                   .replace(".zip", ".pkl"))
+            env = VecNormalize.load(str(stats), env)
+            eval_env = VecNormalize(eval_env, training=False, norm_reward=False,
+                                    **_eval_norm_kwargs(spec.normalize))
+        model = Algo.load(str(ckpt), env=env, device=cfg.train.device,
+                          tensorboard_log=str(out / "tb"))
+    else:
+        if spec.normalize is not None:
+            env = VecNormalize(env, **spec.normalize)
+            eval_env = VecNormalize(eval_env, training=False, norm_reward=False,
+                                    **_eval_norm_kwargs(spec.normalize))
+        try:
+            model = Algo(spec.policy, env, seed=seed, verbose=0, device=cfg.train.device,
+                         tensorboard_log=str(out / "tb"), policy_kwargs=spec.policy_kwargs,
+                         **spec.kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"{spec.source}: {exc}") from None
+    n_envs = spec.n_envs
+    callbacks = [
+        EvalCallback(eval_env, eval_freq=max(cfg.train.eval_freq // n_envs, 1),
+                     n_eval_episodes=cfg.train.eval_episodes,
+                     best_model_save_path=str(out / "best"), log_path=str(out / "eval"),
+                     deterministic=True, verbose=0),
+        CheckpointCallback(save_freq=max(cfg.train.checkpoint_freq // n_envs, 1),
+                           save_path=str(out / "checkpoints"), name_prefix="model",
+                           save_vecnormalize=spec.normalize is not None),
+        _make_callback(),
+    ]
+    remaining = total - (model.num_timesteps if resume is not None else 0)
+    if remaining > 0:
+        model.learn(total_timesteps=remaining, callback=callbacks, progress_bar=progress,
+                    tb_log_name=spec.algo, reset_num_timesteps=resume is None)
+    model.save(str(out / "model.zip"))
+    if spec.normalize is not None:
+        model.get_env().save(str(norm_path))
+    write_yaml(out / "config.yaml", to_dict(cfg))
+    write_yaml(out / "agent.yaml", {ENV_ID: spec.raw})
+    write_json(out / "manifest.json", manifest(
+        config=to_dict(cfg), data_hash=md.digest(), data=md.describe(),
+        seeds={"seed": seed},
+        extra={"algo": spec.algo, "agent_config": spec.source, "timesteps": model.num_timesteps,
+               "normalize": spec.normalize is not None,
+               "windows": {k: [w.start, w.stop] for k, w in windows.items()},
+               "window_times": {k: [str(md.index[w.start]), str(md.index[w.stop - 1])]
+                                for k, w in windows.items()}}))
+    env.close()
+    eval_env.close()
+    return model
+
+
+def _eval_norm_kwargs(normalize: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in normalize.items() if k not in ("norm_reward", "training")}
+
+
+# -------------------------------------------------------------------------- the policy
+
+
+class SB3Policy:
+    """A trained SB3 model as a :class:`ffe_gym.evaluation.Policy`.
+
+    Observations are normalised with the saved ``VecNormalize`` statistics, frozen. Actions
+    are deterministic. A recurrent policy keeps its hidden state across one episode.
+
+    :param model: the loaded SB3 model.
+    :param env_config: the ``env`` section it was trained with (its observation layout).
+    :param normalizer: the frozen ``VecNormalize`` or None.
+    """
+
+    def __init__(self, model: Any, env_config: dict[str, Any], normalizer: Any = None,
+                 name: str = "sb3") -> None:
+        self.model = model
+        self.env_config = env_config
+        self.normalizer = normalizer
+        self.name = name
+        self._state = None
+        self._start = np.ones(1, dtype=bool)
+
+    def env_overrides(self) -> dict[str, Any]:
+        return dict(self.env_config)
+
+    def reset(self, seed: int | None = None) -> None:
+        self._state = None
+        self._start = np.ones(1, dtype=bool)
+
+    def _batch(self, observation: Any) -> Any:
+        if isinstance(observation, Mapping):
+            obs = {k: np.asarray(v)[None] for k, v in observation.items()}
+        else:
+            obs = np.asarray(observation)[None]
+        if self.normalizer is not None:
+            obs = self.normalizer.normalize_obs(obs)
+        return obs
+
+    def act(self, observation: Any, info: dict[str, Any]) -> np.ndarray:
+        action, self._state = self.model.predict(self._batch(observation), state=self._state,
+                                                 episode_start=self._start,
+                                                 deterministic=True)
+        self._start = np.zeros(1, dtype=bool)
+        return action[0]
+
+
+def load_policy(path: str | Path, **kwargs: Any) -> SB3Policy:
+    """Load a run folder written by :func:`train` (or a ``model.zip`` inside one)."""
+    import pickle
+
+    path = Path(path)
+    folder = path.parent if path.is_file() else path
+    model_file = path if path.is_file() else folder / "model.zip"
+    man_file = folder / "manifest.json"
+    if not model_file.exists() or not man_file.exists():
+        raise ConfigError(f"{path}: not a trained run (needs model.zip and manifest.json)")
+    import json
+
+    man = json.loads(man_file.read_text())
+    Algo = algo_class(man["algo"])
+    model = Algo.load(str(model_file), device="cpu")
+    normalizer = None
+    if man.get("normalize"):
+        with open(folder / "vecnormalize.pkl", "rb") as fh:
+            normalizer = pickle.load(fh)
+        normalizer.training = False
+        normalizer.norm_reward = False
+    return SB3Policy(model, man["config"]["env"], normalizer,
+                     name=kwargs.get("name", f"{man['algo']}:{folder.name}"))

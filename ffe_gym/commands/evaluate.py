@@ -1,0 +1,106 @@
+"""Evaluate any policy on a window and print its metrics.
+
+    python scripts/evaluate.py --policy equal-weight
+    python scripts/evaluate.py --policy runs/ppo-s0 --json runs/ppo-s0/test.json
+    python scripts/evaluate.py --policy momentum --data ../shared/data/ffe-h1-2020-2023 \\
+        --start 2023-01-01 --end 2023-06-30 --trades runs/momentum-trades.csv
+
+``--policy`` is a baseline name (cash, buy-and-hold, equal-weight, random, momentum), a trained
+run folder, ``module:Class``, or ``llm-ensemble`` (with ``--llm-config``). A trained model is
+evaluated on its own test window when the data is the data it was trained on, unless
+``--start`` / ``--end`` say otherwise. Costs and limits come from ``--config``, the same for
+every policy; a trained model brings only its observation layout and action scheme.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ffe_gym.config import ConfigError, load_config
+from ffe_gym.data import DataError, market_from_config
+from ffe_gym.evaluation import PolicyError, env_for, resolve_policy, rollout
+from ffe_gym.manifest import write_json
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ffe-gym evaluate", description=__doc__.split("\n")[0])
+    p.add_argument("--policy", required=True, help="baseline name, run folder, module:Class")
+    p.add_argument("--config", help="YAML config: data, costs, limits")
+    p.add_argument("--data", help="market data file or folder (default: SYNTHETIC market)")
+    p.add_argument("--llm-config", type=Path, help="LLM ensemble config (llm-ensemble)")
+    p.add_argument("--start", help="first decision date (or bar index)")
+    p.add_argument("--end", help="last date (or bar index)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, help="write the result summary here")
+    p.add_argument("--trades", type=Path, help="write the trade log (CSV) here")
+    return p
+
+
+def _bound(value: str | None):
+    if value is None:
+        return None
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def default_window(policy_spec: str, md, env) -> tuple:
+    """A trained run's test window on its own data; otherwise the data after the warm-up."""
+    man = Path(policy_spec) / "manifest.json"
+    if man.exists():
+        m = json.loads(man.read_text())
+        if m.get("data_hash") == md.digest() and "windows" in m:
+            start, stop = m["windows"]["test"]
+            return max(start, env.core.first_bar), stop - 1
+    return env.core.warmup, md.n_bars - 1
+
+
+def run(args: argparse.Namespace) -> dict:
+    from rich.console import Console
+
+    from ffe_gym.commands import tables
+
+    cfg = load_config(args.config, {"data": {"source": args.data}} if args.data else None)
+    md = market_from_config(cfg.data)
+    kwargs = {"config": args.llm_config} if args.llm_config else {}
+    policy = resolve_policy(args.policy, **kwargs)
+    env = env_for(policy, cfg, md)
+    start, end = default_window(args.policy, md, env)
+    if args.start is not None:
+        start = env.core.bar_of(_bound(args.start))
+    if args.end is not None:
+        end = env.core.bar_of(_bound(args.end), end=True)
+    try:
+        result = rollout(policy, env, window=(start, end), seed=args.seed)
+    except ValueError as exc:
+        raise DataError(str(exc), file=md.source) from None
+    console = Console() if sys.stdout.isatty() else Console(width=110)
+    console.print(f"[bold]Data:[/bold] {md.describe()}")
+    console.print(f"[bold]Policy:[/bold] {result.policy}  [bold]Window:[/bold] {result.start}"
+                  f" .. {result.end} ({result.metrics['bars']} bars, {result.steps} decisions, "
+                  f"ended: {result.status})")
+    title = "Metrics" + (" [SYNTHETIC DATA]" if md.is_synthetic else "")
+    console.print(tables.performance_table(result.metrics, cfg.portfolio.initial_balance,
+                                           title))
+    console.print(tables.attribution_table(result.attribution))
+    console.print(tables.refusals_table(result.refusals))
+    if result.policy_stats:
+        console.print(tables.stats_table(result.policy_stats))
+    out = result.summary() | {"data_hash": md.digest()}
+    if args.json:
+        write_json(args.json, out)
+    if args.trades:
+        args.trades.parent.mkdir(parents=True, exist_ok=True)
+        result.trades.to_csv(args.trades, index=False)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (DataError, ConfigError, PolicyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,150 @@
+"""stable-baselines3 agents: zoo-format specs, training, saving, exact reloads, TensorBoard."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ffe_agents import sb3
+
+from ffe_gym.config import Config, ConfigError, from_dict
+from ffe_gym.data import synthetic_market
+from ffe_gym.evaluation import env_for, rollout
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"n_steps": 32, "batch_size": 32, "n_epochs": 1}
+
+
+@pytest.fixture(scope="module")
+def md():
+    return synthetic_market(3, 1200, "crypto", seed=2)
+
+
+def cfg() -> Config:
+    return from_dict(Config, {"risk": {"on_portfolio_stop": "flat"},
+                              "env": {"window": 8, "episode_bars": 100},
+                              "train": {"eval_freq": 128, "checkpoint_freq": 128,
+                                        "embargo_bars": 40}})
+
+
+def spec(algo: str, **override) -> sb3.AgentSpec:
+    s = sb3.load_agent_spec(ROOT / "configs" / "agents" / f"{algo}.yaml")
+    s.n_envs = 2
+    s.kwargs.update(override)
+    s.policy_kwargs = {**s.policy_kwargs, "net_arch": [16]} if algo != "recurrent_ppo" else \
+        {"net_arch": [16], "lstm_hidden_size": 8}
+    return s
+
+
+def scalars(folder: Path) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags: set[str] = set()
+    for run in glob.glob(str(folder / "tb" / "*")):
+        ea = EventAccumulator(run)
+        ea.Reload()
+        tags |= set(ea.Tags()["scalars"])
+    return tags
+
+
+def test_every_agent_file_loads_in_zoo_format():
+    for algo in sb3.ALGOS:
+        s = sb3.load_agent_spec(ROOT / "configs" / "agents" / f"{algo}.yaml")
+        assert s.algo == algo and s.n_timesteps > 0 and s.normalize is not None
+    s = sb3.load_agent_spec(ROOT / "configs" / "agents" / "ppo.yaml")
+    lr = s.kwargs["learning_rate"]
+    assert lr(1.0) == pytest.approx(3e-4) and lr(0.5) == pytest.approx(1.5e-4)
+
+
+def test_spec_errors_name_the_file_and_key(tmp_path):
+    bad = tmp_path / "ppo.yaml"
+    bad.write_text("other/Env-v0:\n  policy: MlpPolicy\n")
+    with pytest.raises(ConfigError, match="no section for 'ffe/Portfolio-v0'"):
+        sb3.load_agent_spec(bad)
+    bad.write_text("ffe/Portfolio-v0:\n  policy: MlpPolicy\n")
+    with pytest.raises(ConfigError, match="missing key 'n_timesteps'"):
+        sb3.load_agent_spec(bad)
+    bad.write_text("ffe/Portfolio-v0:\n  n_timesteps: 10\n  policy: MlpPolicy\n"
+                   "  policy_kwargs: \"dict(net_arch=[8])\"\n")
+    with pytest.raises(ConfigError, match="policy_kwargs: give a mapping"):
+        sb3.load_agent_spec(bad)
+    with pytest.raises(ConfigError, match="unknown agent"):
+        sb3.algo_class("dqn")
+
+
+@pytest.mark.parametrize("algo", ["ppo", "sac"])
+def test_trained_saved_loaded_model_acts_exactly_as_trained(tmp_path, md, algo):
+    override = TINY if algo == "ppo" else {"learning_starts": 32, "buffer_size": 1000,
+                                           "batch_size": 32}
+    model = sb3.train(spec(algo, **override), cfg(), md, tmp_path, seed=1, timesteps=256,
+                      progress=False)
+    policy = sb3.load_policy(tmp_path)
+    env = env_for(policy, cfg(), md)
+    obs, info = env.reset(seed=0, options={"start": 500, "end": 560})
+    normalizer = policy.normalizer
+    for _ in range(40):
+        batch = normalizer.normalize_obs({k: v[None] for k, v in obs.items()})
+        expected, _ = model.predict(batch, deterministic=True)
+        action = policy.act(obs, info)
+        np.testing.assert_array_equal(action, expected[0])
+        obs, _, term, trunc, info = env.step(action)
+        if term or trunc:
+            break
+    for name in ("model.zip", "vecnormalize.pkl", "config.yaml", "agent.yaml",
+                 "manifest.json"):
+        assert (tmp_path / name).exists(), name
+    tags = scalars(tmp_path)
+    for key in ("equity", "return", "sharpe", "max_drawdown", "turnover", "costs"):
+        assert f"portfolio/{key}" in tags
+    result = rollout(policy, env, window=(900, 1000), seed=0)
+    assert result.metrics["bars"] == 100
+
+
+@pytest.mark.parametrize("algo", ["a2c", "td3", "recurrent_ppo"])
+def test_other_agents_train_and_evaluate(tmp_path, md, algo):
+    override = {"a2c": {"n_steps": 8},
+                "td3": {"learning_starts": 32, "buffer_size": 1000, "batch_size": 32},
+                "recurrent_ppo": TINY}[algo]
+    sb3.train(spec(algo, **override), cfg(), md, tmp_path, seed=0, timesteps=128,
+              progress=False)
+    policy = sb3.load_policy(tmp_path)
+    r = rollout(policy, env_for(policy, cfg(), md), window=(900, 960), seed=0)
+    assert r.steps == 60
+
+
+def test_resume_continues_the_same_tensorboard_run(tmp_path, md):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    s = spec("ppo", **TINY)
+    sb3.train(s, cfg(), md, tmp_path, seed=0, timesteps=256, progress=False)
+    sb3.train(s, cfg(), md, tmp_path, seed=0, timesteps=512, resume=tmp_path, progress=False)
+    runs = glob.glob(str(tmp_path / "tb" / "*"))
+    assert len(runs) == 1
+    steps = []
+    for f in sorted(glob.glob(runs[0] + "/events*")):
+        ea = EventAccumulator(f)
+        ea.Reload()
+        steps += [e.step for e in ea.Scalars("time/fps")]
+    assert max(steps) >= 512 and min(steps) <= 256
+    import json
+
+    assert json.loads((tmp_path / "manifest.json").read_text())["timesteps"] >= 512
+
+
+def test_mlp_policy_switches_to_the_flat_observation(md):
+    s = spec("ppo")
+    s.policy = "MlpPolicy"
+    assert sb3.training_config(cfg(), s).env.observation == "flat"
+    c = cfg()
+    c.env.action_scheme = "discrete"
+    with pytest.raises(ConfigError, match="continuous"):
+        sb3.training_config(c, spec("sac"))
+
+
+def test_windows_are_apart(md):
+    w = sb3.split_windows(md, cfg())
+    assert w["train"].stop + 40 == w["validation"].start
+    assert w["validation"].stop + 40 == w["test"].start
+    assert w["test"].stop == md.n_bars
