@@ -7,7 +7,7 @@ import sys
 
 COMMANDS = {
     "backtest": "ffe_gym.commands.backtest",
-    "benchmark": "ffe_gym.commands.benchmark",
+    "benchmark": "ffe_agents.commands.benchmark",
     "evaluate": "ffe_gym.commands.evaluate",
     "train": "ffe_agents.commands.train",  # named, not imported: ffe_gym never imports agents
 }

@@ -2,7 +2,7 @@
 
 import sys
 
-from ffe_gym.commands.benchmark import main
+from ffe_agents.commands.benchmark import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ffe_agents import sb3
 
+from ffe_agents import sb3
 from ffe_gym.config import Config, ConfigError, from_dict
 from ffe_gym.data import synthetic_market
 from ffe_gym.evaluation import env_for, rollout

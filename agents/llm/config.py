@@ -1,0 +1,127 @@
+"""Typed configuration of the LLM ensemble (YAML -> dataclasses, checked like ffe_gym.config)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ffe_gym.config import ConfigError, from_dict
+
+
+@dataclass
+class MemberConfig:
+    """One model of the ensemble.
+
+    ``backend``: ``ollama`` (``POST /api/chat``), ``openai`` (any OpenAI-compatible server:
+    llama.cpp's, vLLM, LM Studio, hosted APIs) or ``embedded`` (llama.cpp in-process; ``model``
+    is ``smollm2-135m``, ``gemma3-270m`` or a path to a GGUF file).
+    """
+
+    name: str
+    backend: Literal["ollama", "openai", "embedded"]
+    model: str
+    base_url: str | None = None
+    api_key_env: str | None = None  # the NAME of an environment variable, never the key
+    local: bool = True  # local members answer first; the others only on escalation
+    weight: float = 1.0
+    temperature: float = 0.0
+    seed: int = 0
+    max_tokens: int = 256
+    context: int = 2048  # num_ctx (Ollama) / n_ctx (embedded)
+    keep_alive: str | None = "5m"
+    threads: int = 1  # embedded only
+
+
+@dataclass
+class VotingConfig:
+    """How member decisions become one decision per asset."""
+
+    method: Literal["confidence_weighted", "majority"] = "confidence_weighted"
+    quorum: float = 0.5  # share of asked members that must give a readable answer
+    local_weight: float = 1.0  # multiplies the weight of local members
+    remote_weight: float = 1.0
+    missing_penalty: float = 0.5  # confidence *= 1 - penalty * share of members missing
+    fallback: list[str] = field(default_factory=lambda: ["strategy", "majority",
+                                                         "most_confident", "hold"])
+
+    def __post_init__(self) -> None:
+        allowed = {"strategy", "majority", "most_confident", "hold"}
+        bad = [f for f in self.fallback if f not in allowed]
+        if bad:
+            raise ConfigError(f"voting.fallback: unknown tier {bad[0]!r} "
+                              f"(allowed: {', '.join(sorted(allowed))})")
+
+
+@dataclass
+class EscalationConfig:
+    """Two phases: remote members are asked only when the local vote is weak."""
+
+    min_confidence: float = 0.6
+    min_agreement: float = 0.6
+    call_budget: int = 200  # remote calls per run
+
+
+@dataclass
+class AdaptiveConfig:
+    """Member weights from realised P&L (the seed's accuracy and return score)."""
+
+    enabled: bool = False
+    rate: float = 0.05  # EMA rate of accuracy and return score
+    load: str | None = None  # JSON of weights to start from
+    save: str | None = None  # write the weights here at the end of each episode
+
+
+@dataclass
+class LLMConfig:
+    """The ensemble: members, prompts, voting, deadline, cache."""
+
+    members: list[MemberConfig] = field(default_factory=list)
+    prompt_mode: Literal["joint", "per_asset"] = "joint"
+    prompt_version: str = "v1"
+    leakage_guard: bool = True
+    history_bars: int = 8
+    deadline_seconds: float = 30.0  # per decision, retries and backoff included
+    retries: int = 1
+    backoff_seconds: float = 0.2
+    concurrency: int = 16  # calls in flight at once, over all members and assets
+    cache_path: str | None = "runs/llm-cache.sqlite"
+    cache_mode: Literal["read_write", "read_only", "off"] = "read_write"
+    model_dir: str = "runs/models"  # where embedded models are assembled
+    voting: VotingConfig = field(default_factory=VotingConfig)
+    escalation: EscalationConfig = field(default_factory=EscalationConfig)
+    adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise ConfigError("members: the ensemble needs at least one member")
+        names = [m.name for m in self.members]
+        if len(set(names)) != len(names):
+            raise ConfigError("members: member names must be unique")
+        for m in self.members:
+            if m.backend == "openai" and not m.base_url:
+                raise ConfigError(f"members.{m.name}.base_url: required for backend openai")
+
+
+def load_llm_config(config: LLMConfig | Mapping[str, Any] | str | Path | None) -> LLMConfig:
+    """An :class:`LLMConfig` from a YAML path, a mapping, or itself."""
+    if isinstance(config, LLMConfig):
+        return config
+    if config is None:
+        from ffe_agents.llm import EMBEDDED_PROFILE
+
+        config = EMBEDDED_PROFILE
+    if isinstance(config, (str, Path)):
+        path = Path(config)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read LLM config ({exc.strerror})") from None
+        try:
+            return from_dict(LLMConfig, data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    return from_dict(LLMConfig, config)

@@ -1,0 +1,314 @@
+"""LLMEnsemble: several language models voting, as one policy on ffe/Portfolio-v0.
+
+One decision: prompts from the observation (joint or per asset) -> replies from the cache, or
+from the models, all concurrently (bounded) under one deadline that covers retries and backoff
+-> parsed decisions -> one vote per asset -> the ``signals`` action (BUY = +confidence,
+SELL = -confidence, HOLD = 0). Local members answer first; remote members are asked only when
+the local vote is weak, within a call budget. A member that is slow, dead or unreadable never
+holds the step past the deadline: it counts as missing, and the decision is recorded as a
+fallback for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ffe_agents.llm.backends import BackendError, make_backend
+from ffe_agents.llm.cache import ReplyCache, cache_key
+from ffe_agents.llm.config import LLMConfig, load_llm_config
+from ffe_agents.llm.parser import Decision, parse_decision, parse_joint
+from ffe_agents.llm.prompts import Prompt, asset_labels, build_prompts
+from ffe_agents.llm.voting import AdaptiveWeights, Vote, vote
+from ffe_gym.env.observations import ObservationLayout
+
+ERROR = Decision("HOLD", 0.0, "", "error")
+
+
+class MemberStats:
+    """Counters of one member over an episode."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.cache_hits = 0
+        self.answers = 0
+        self.parse_failures = 0
+        self.fallbacks = 0
+        self.errors: dict[str, int] = defaultdict(int)
+        self.latency: list[float] = []
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        lat = np.asarray(self.latency) if self.latency else np.zeros(0)
+        return {"calls": self.calls, "cache_hits": self.cache_hits, "answers": self.answers,
+                "parse_failures": self.parse_failures, "fallbacks": self.fallbacks,
+                "errors": sum(self.errors.values()),
+                "error_kinds": dict(self.errors),
+                "latency_mean_s": float(lat.mean()) if len(lat) else None,
+                "latency_max_s": float(lat.max()) if len(lat) else None,
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens}
+
+
+class LLMEnsemble:
+    """An ensemble of language models as one :class:`ffe_gym.evaluation.Policy`.
+
+    :param config: an :class:`LLMConfig`, a mapping, a YAML path, or None for the embedded
+        profile (two tiny in-process models: the plumbing, not trading skill).
+    """
+
+    action_scheme = "signals"
+
+    def __init__(self, config: LLMConfig | Mapping[str, Any] | str | Path | None = None,
+                 name: str = "llm-ensemble") -> None:
+        self.config = cfg = load_llm_config(config)
+        self.name = name
+        self.members = {m.name: m for m in cfg.members}
+        self.backends = {m.name: make_backend(m, cfg.model_dir) for m in cfg.members}
+        self.cache = ReplyCache(cfg.cache_path, cfg.cache_mode)
+        self.layout: ObservationLayout | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._checked: dict[str, str | None] = {}  # member -> digest, after a health check
+        self._dead: dict[str, str] = {}  # member -> why it is skipped for the run
+        self.reset()
+
+    # ------------------------------------------------------------------ policy protocol
+    def env_overrides(self) -> dict[str, Any]:
+        return {"action_scheme": "signals"}
+
+    def bind(self, layout: ObservationLayout) -> None:
+        self.layout = layout
+
+    def reset(self, seed: int | None = None) -> None:
+        cfg = self.config
+        if getattr(self, "adaptive", None) is not None and cfg.adaptive.save:
+            self.adaptive.save(cfg.adaptive.save)
+        self.adaptive = AdaptiveWeights(list(self.members), cfg.adaptive)
+        self.member_stats = {m: MemberStats() for m in self.members}
+        self.tiers: dict[str, int] = defaultdict(int)
+        self.decisions = 0
+        self.escalations = 0
+        self.remote_calls = 0
+        self.deadline_misses = 0
+        self.decision_seconds: list[float] = []
+        self._prev: tuple[int, dict[str, np.ndarray]] | None = None
+
+    def act(self, observation: Any, info: dict[str, Any]) -> np.ndarray:
+        if self.layout is None:
+            raise RuntimeError("LLMEnsemble.act before bind(layout); use "
+                               "ffe_gym.evaluation.rollout")
+        t0 = time.perf_counter()
+        deadline = t0 + self.config.deadline_seconds
+        self._learn(observation, info)
+        cfg = self.config
+        prompts = build_prompts(self.layout, observation, mode=cfg.prompt_mode,
+                                guard=cfg.leakage_guard, history=cfg.history_bars)
+        local = [m for m, c in self.members.items() if c.local]
+        remote = [m for m, c in self.members.items() if not c.local]
+        first = local or remote
+        answers = self._ask(first, prompts, deadline)
+        votes = self._votes(answers)
+        if local and remote and self._weak(votes) and \
+                self.remote_calls + len(remote) * len(prompts) <= cfg.escalation.call_budget:
+            self.escalations += 1
+            self.remote_calls += len(remote) * len(prompts)
+            answers |= self._ask(remote, prompts, deadline)
+            votes = self._votes(answers)
+        for v in votes:
+            self.tiers[v.tier] += 1
+        self.decisions += 1
+        elapsed = time.perf_counter() - t0
+        self.decision_seconds.append(elapsed)
+        if elapsed > cfg.deadline_seconds * 1.05:
+            self.deadline_misses += 1
+        signals = np.array([v.signal for v in votes], dtype=np.float32)
+        self._prev = (int(info.get("bar", 0)), {m: np.array(
+            [d.signal if d is not None and d.origin not in ("fallback", "error") else np.nan
+             for d in ds]) for m, ds in answers.items()})
+        return signals
+
+    def stats(self) -> dict[str, Any]:
+        """Per-member calls, cache hits, latency, tokens, parse failures, fallbacks; votes."""
+        sec = np.asarray(self.decision_seconds) if self.decision_seconds else np.zeros(1)
+        return {"members": {m: s.as_dict() for m, s in self.member_stats.items()},
+                "decisions": self.decisions, "escalations": self.escalations,
+                "remote_calls": self.remote_calls, "tiers": dict(self.tiers),
+                "deadline_misses": self.deadline_misses,
+                "decision_seconds_mean": float(sec.mean()),
+                "decision_seconds_max": float(sec.max()),
+                "cache_errors": self.cache.errors, "cache_disabled": self.cache.disabled,
+                "skipped_members": dict(self._dead),
+                "digests": dict(self._checked),
+                "adaptive": self.adaptive.to_dict() if self.config.adaptive.enabled else None}
+
+    def close(self) -> None:
+        if self.config.adaptive.save:
+            self.adaptive.save(self.config.adaptive.save)
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.run_until_complete(self._close_backends())
+            self._loop.close()
+        self._loop = None
+        self.cache.close()
+
+    async def _close_backends(self) -> None:
+        for b in self.backends.values():
+            await b.aclose()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_loop"] = None
+        return state
+
+    # ------------------------------------------------------------------ internals
+    def _weights(self, members) -> dict[str, float]:
+        v = self.config.voting
+        return {m: self.members[m].weight * (v.local_weight if self.members[m].local
+                                             else v.remote_weight) * self.adaptive.factor(m)
+                for m in members}
+
+    def _votes(self, answers: dict[str, list[Decision | None]]) -> list[Vote]:
+        weights = self._weights(answers)
+        n = self.layout.n_assets
+        return [vote({m: ds[j] for m, ds in answers.items()}, weights, self.config.voting)
+                for j in range(n)]
+
+    def _weak(self, votes: list[Vote]) -> bool:
+        e = self.config.escalation
+        return any(v.confidence < e.min_confidence or v.agreement < e.min_agreement
+                   for v in votes)
+
+    def _learn(self, observation: Any, info: dict[str, Any]) -> None:
+        """Adaptive weights: score the previous decisions against what happened since."""
+        if self._prev is None or not self.config.adaptive.enabled:
+            return
+        bar, signals = self._prev
+        k = max(1, int(info.get("bar", bar + 1)) - bar)
+        names = self.layout.features
+        if "log_return" not in names:
+            return
+        r = self.layout.feature(observation, "log_return")[-k:].sum(axis=0).astype(float)
+        self.adaptive.update(signals, r)
+
+    def _key(self, member: str, prompt: Prompt) -> str:
+        b = self.backends[member]
+        return cache_key(backend=b.kind, model=self.members[member].model, options=b.options(),
+                         schema=prompt.schema, messages=prompt.messages,
+                         prompt_version=self.config.prompt_version)
+
+    def _parse(self, text: str, prompt: Prompt) -> list[Decision]:
+        if len(prompt.assets) == 1 and self.config.prompt_mode == "per_asset":
+            return [parse_decision(text)]
+        labels = asset_labels(self.layout, self.config.leakage_guard)
+        return parse_joint(text, [labels[j] for j in prompt.assets])
+
+    def _record(self, member: str, decisions: list[Decision]) -> None:
+        s = self.member_stats[member]
+        for d in decisions:
+            if d.origin == "fallback":
+                s.parse_failures += 1
+                s.fallbacks += 1
+            elif d.origin == "error":
+                s.fallbacks += 1
+            else:
+                s.answers += 1
+
+    def _ask(self, members: list[str], prompts: list[Prompt],
+             deadline: float) -> dict[str, list[Decision | None]]:
+        """Decisions of ``members`` for every asset: cache first, then the models."""
+        n = self.layout.n_assets
+        out: dict[str, list[Decision | None]] = {m: [ERROR] * n for m in members}
+        todo: list[tuple[str, Prompt, str]] = []
+        for m in members:
+            for p in prompts:
+                key = self._key(m, p)
+                hit = self.cache.get(key)
+                if hit is not None:
+                    self.member_stats[m].cache_hits += 1
+                    ds = self._parse(hit["text"], p)
+                    self._record(m, ds)
+                    for j, d in zip(p.assets, ds, strict=True):
+                        out[m][j] = d
+                elif m in self._dead:
+                    self.member_stats[m].errors[self._dead[m]] += 1
+                    self._record(m, [ERROR] * len(p.assets))
+                else:
+                    todo.append((m, p, key))
+        if todo:
+            if self._loop is None or self._loop.is_closed():
+                self._loop = asyncio.new_event_loop()
+            results = self._loop.run_until_complete(self._call_all(todo, deadline))
+            for (m, p, _), ds in zip(todo, results, strict=True):
+                self._record(m, ds)
+                for j, d in zip(p.assets, ds, strict=True):
+                    out[m][j] = d
+        return out
+
+    async def _call_all(self, todo, deadline: float) -> list[list[Decision]]:
+        sem = asyncio.Semaphore(self.config.concurrency)
+        tasks = [asyncio.ensure_future(self._call(m, p, key, deadline, sem))
+                 for m, p, key in todo]
+        remaining = max(0.0, deadline - time.perf_counter())
+        done, pending = await asyncio.wait(tasks, timeout=remaining)
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        results = []
+        for (m, p, _), t in zip(todo, tasks, strict=True):
+            if t in done and not t.cancelled() and t.exception() is None:
+                results.append(t.result())
+            else:
+                self.member_stats[m].errors["timeout"] += 1
+                results.append([ERROR] * len(p.assets))
+        return results
+
+    async def _call(self, member: str, prompt: Prompt, key: str, deadline: float,
+                    sem: asyncio.Semaphore) -> list[Decision]:
+        cfg = self.config
+        backend = self.backends[member]
+        stats = self.member_stats[member]
+        async with sem:
+            if member not in self._checked:
+                try:
+                    self._checked[member] = await backend.health(
+                        max(0.1, deadline - time.perf_counter()))
+                except BackendError as exc:
+                    stats.errors[exc.kind] += 1
+                    if exc.kind in ("model_not_found", "unavailable"):
+                        self._dead[member] = exc.kind
+                        return [ERROR] * len(prompt.assets)
+            for attempt in range(cfg.retries + 1):
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    stats.errors["timeout"] += 1
+                    return [ERROR] * len(prompt.assets)
+                stats.calls += 1
+                try:
+                    reply = await backend.chat(list(prompt.messages), prompt.schema, remaining)
+                except (BackendError, TimeoutError) as exc:
+                    kind = exc.kind if isinstance(exc, BackendError) else "timeout"
+                    stats.errors[kind] += 1
+                    if kind in ("model_not_found", "unavailable"):
+                        self._dead[member] = kind
+                        break
+                    pause = min(cfg.backoff_seconds * 2**attempt,
+                                max(0.0, deadline - time.perf_counter()))
+                    if attempt < cfg.retries and pause > 0:
+                        await asyncio.sleep(pause)
+                    continue
+                stats.latency.append(reply.latency)
+                stats.prompt_tokens += reply.prompt_tokens or 0
+                stats.completion_tokens += reply.completion_tokens or 0
+                self.cache.put(key, backend=backend.kind, model=self.members[member].model,
+                               digest=self._checked.get(member),
+                               reply={"text": reply.text, "prompt_tokens": reply.prompt_tokens,
+                                      "completion_tokens": reply.completion_tokens})
+                return self._parse(reply.text, prompt)
+        return [ERROR] * len(prompt.assets)

@@ -1,0 +1,148 @@
+"""A loopback server speaking Ollama's and OpenAI's wire formats, for tests and benchmarks.
+
+It answers ``POST /api/chat`` and ``GET /api/tags`` as Ollama documents them (``message``,
+``done``, ``done_reason``, ``prompt_eval_count``, ``eval_count``, durations in ns; errors as
+``{"error": "..."}``, 404 for a model that is not pulled), and ``POST /v1/chat/completions`` /
+``GET /v1/models`` as OpenAI-compatible servers do. Each model has a behaviour: a reply (text or
+a function of the request), a delay, or a fault (``http500``, ``malformed``, ``empty``,
+``hang``). It listens on 127.0.0.1 only and stops with the context manager.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+def decide_all(request: dict[str, Any], action: str = "BUY", confidence: float = 0.7) -> str:
+    """A valid reply for the request's schema: the same decision for every asset asked."""
+    schema = request.get("format") or {}
+    rf = request.get("response_format") or {}
+    schema = schema or rf.get("schema") or (rf.get("json_schema") or {}).get("schema") or {}
+    items = schema.get("properties", {}).get("decisions")
+    if items is not None:
+        assets = items["items"]["properties"]["asset"]["enum"]
+        return json.dumps({"decisions": [{"asset": a, "action": action,
+                                          "confidence": confidence,
+                                          "reasoning": "stub"} for a in assets]})
+    return json.dumps({"action": action, "confidence": confidence, "reasoning": "stub"})
+
+
+@dataclass
+class Behaviour:
+    reply: str | Callable[[dict[str, Any]], str] = decide_all
+    delay: float = 0.0
+    fault: str | None = None  # http500, malformed, empty, hang
+    digest: str = "sha256:stub"
+    reject_formats: tuple[str, ...] = ()  # response_format types answered with HTTP 500
+
+
+@dataclass
+class StubServer:
+    """``with StubServer({"llama3.2:3b": Behaviour()}) as s: s.url``"""
+
+    models: dict[str, Behaviour] = field(default_factory=dict)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+    def __enter__(self) -> StubServer:
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            wbufsize = 1 << 16  # headers and body leave in one write (no delayed-ACK stalls)
+            disable_nagle_algorithm = True
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _send(self, status: int, body: Any, raw: bool = False) -> None:
+                data = body.encode() if raw else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if self.path == "/api/tags":
+                    self._send(200, {"models": [
+                        {"name": m, "model": m, "modified_at": "2026-01-01T00:00:00Z",
+                         "size": 1, "digest": b.digest, "details": {"format": "gguf"}}
+                        for m, b in stub.models.items()]})
+                elif self.path == "/v1/models":
+                    self._send(200, {"object": "list", "data": [
+                        {"id": m, "object": "model", "owned_by": "stub"} for m in stub.models]})
+                else:
+                    self._send(404, {"error": "not found"})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                try:
+                    req = json.loads(self.rfile.read(length) or b"{}")
+                except ValueError:
+                    self._send(400, {"error": "invalid JSON"})
+                    return
+                stub.requests.append({"path": self.path, "body": req,
+                                      "auth": self.headers.get("Authorization")})
+                model = req.get("model")
+                b = stub.models.get(model)
+                ollama = self.path == "/api/chat"
+                if b is None:
+                    msg = f'model "{model}" not found, try pulling it first'
+                    self._send(404, {"error": msg} if ollama else
+                               {"error": {"message": msg, "type": "not_found"}})
+                    return
+                fmt = (req.get("response_format") or {}).get("type")
+                if fmt in b.reject_formats:  # as llama.cpp's server does for json_schema
+                    self._send(500, {"error": {"message": f"1 validation error: ('body', "
+                                                          f"'response_format', 'type') {fmt}",
+                                               "type": "internal_server_error"}})
+                    return
+                if b.fault == "hang":
+                    time.sleep(60)
+                time.sleep(b.delay)
+                if b.fault == "http500":
+                    self._send(500, {"error": "internal error"})
+                    return
+                if b.fault == "malformed":
+                    self._send(200, "{not json", raw=True)
+                    return
+                text = "" if b.fault == "empty" else (
+                    b.reply(req) if callable(b.reply) else b.reply)
+                if ollama:
+                    self._send(200, {
+                        "model": model, "created_at": "2026-01-01T00:00:00Z",
+                        "message": {"role": "assistant", "content": text}, "done": True,
+                        "done_reason": "stop", "total_duration": int(b.delay * 1e9),
+                        "load_duration": 0, "prompt_eval_count": 42,
+                        "prompt_eval_duration": 1, "eval_count": 17, "eval_duration": 1})
+                elif self.path == "/v1/chat/completions":
+                    self._send(200, {
+                        "id": "stub", "object": "chat.completion", "created": 0,
+                        "model": model, "choices": [{"index": 0, "finish_reason": "stop",
+                                                     "message": {"role": "assistant",
+                                                                 "content": text}}],
+                        "usage": {"prompt_tokens": 42, "completion_tokens": 17,
+                                  "total_tokens": 59}})
+                else:
+                    self._send(404, {"error": "not found"})
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __exit__(self, *exc: Any) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,351 @@
+"""The LLM ensemble without a compiled backend: parser, votes, prompts, cache, every fault.
+
+Servers here are loopback stubs speaking Ollama's and OpenAI's documented wire formats
+(ffe_agents.llm.stub); tests against llama.cpp itself are in test_llm_llama.py.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import sqlite3
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ffe_agents.llm import LLMEnsemble, parse_decision, parse_joint
+from ffe_agents.llm.cache import ReplyCache, cache_key
+from ffe_agents.llm.config import VotingConfig
+from ffe_agents.llm.parser import Decision
+from ffe_agents.llm.prompts import build_prompts
+from ffe_agents.llm.stub import Behaviour, StubServer, decide_all
+from ffe_agents.llm.voting import vote
+from ffe_gym.config import ConfigError
+from ffe_gym.data import synthetic_market
+from ffe_gym.evaluation import env_for, rollout
+
+MD = synthetic_market(3, 800, "crypto", seed=4)
+WINDOW = (300, 306)
+
+
+def members(url, *names, backend="ollama", **extra):
+    return [{"name": n, "backend": backend, "model": n, "base_url": url, **extra}
+            for n in names]
+
+
+def run(cfg, window=WINDOW):
+    ens = LLMEnsemble(cfg)
+    try:
+        return rollout(ens, env_for(ens, None, MD), window=window, seed=0), ens
+    finally:
+        ens.close()
+
+
+# ---------------------------------------------------------------- parser
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('{"action": "BUY", "confidence": 0.8, "reasoning": "up"}', ("BUY", 0.8, "schema")),
+    ('<think>hmm {"action": "SELL"}</think>```json\n{"action": "SELL", "confidence": 70}\n```',
+     ("SELL", 0.7, "extracted")),
+    ("I would HOLD here, confidence: 40%", ("HOLD", 0.4, "keyword")),
+    ("Definitely sell. Confidence 0.9", ("SELL", 0.9, "keyword")),
+    ('{"action": "BUY", "confidence": 250}', ("BUY", 0.5, "keyword")),  # no usable number
+    ("", ("HOLD", 0.0, "fallback")),
+    ("no idea", ("HOLD", 0.0, "fallback")),
+    (None, ("HOLD", 0.0, "fallback")),
+])
+def test_parse_decision(text, expected):
+    d = parse_decision(text)
+    assert (d.action, pytest.approx(d.confidence), d.origin) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(), st.binary().map(lambda b: b.decode("latin-1")),
+                 st.dictionaries(st.text(), st.text()).map(json.dumps)))
+def test_parsers_never_raise(text):
+    d = parse_decision(text)
+    assert d.action in ("BUY", "SELL", "HOLD") and 0.0 <= d.confidence <= 1.0
+    assert len(parse_joint(text, ["ASSET_1", "ASSET_2"])) == 2
+
+
+def test_parse_joint_in_asset_order_missing_is_fallback():
+    text = json.dumps({"decisions": [{"asset": "ASSET_2", "action": "SELL", "confidence": 0.6},
+                                     {"asset": "ASSET_1", "action": "BUY", "confidence": 0.9}]})
+    ds = parse_joint(text, ["ASSET_1", "ASSET_2", "ASSET_3"])
+    assert [(d.action, d.confidence) for d in ds] == [("BUY", 0.9), ("SELL", 0.6), ("HOLD", 0.0)]
+    assert ds[2].origin == "fallback"
+
+
+# ---------------------------------------------------------------- voting
+
+
+def D(action, conf):
+    return Decision(action, conf, "", "schema")
+
+
+def test_confidence_weighted_vote_by_hand():
+    ds = {"a": D("BUY", 0.9), "b": D("BUY", 0.5), "c": D("SELL", 0.8)}
+    v = vote(ds, {"a": 1.0, "b": 1.0, "c": 2.0}, VotingConfig())
+    # BUY scores 0.9 + 0.5 = 1.4; SELL 2 * 0.8 = 1.6: SELL wins with 1.6 / 4 = 0.4
+    assert (v.action, v.tier) == ("SELL", "strategy")
+    assert v.confidence == pytest.approx(0.4) and v.agreement == pytest.approx(0.5)
+
+
+def test_majority_vote_and_missing_penalty():
+    cfg = VotingConfig(method="majority", missing_penalty=0.5, quorum=0.5)
+    ds = {"a": D("BUY", 0.8), "b": D("BUY", 0.6), "c": D("SELL", 0.9), "d": None}
+    v = vote(ds, dict.fromkeys("abcd", 1.0), cfg)
+    assert v.action == "BUY" and v.confidence == pytest.approx(0.7 * (1 - 0.5 * 0.25))
+
+
+def test_fallback_tiers_when_quorum_is_not_met():
+    fb = Decision("HOLD", 0.0, "", "fallback")
+    ds = {"a": D("SELL", 0.9), "b": fb, "c": fb, "d": None}
+    v = vote(ds, dict.fromkeys("abcd", 1.0), VotingConfig(quorum=0.5, missing_penalty=0.0))
+    assert (v.tier, v.action) == ("majority", "SELL")  # 1 of 1 readable
+    ds = {"a": D("SELL", 0.9), "b": D("BUY", 0.4), "c": fb, "d": fb, "e": fb}
+    v = vote(ds, dict.fromkeys("abcde", 1.0), VotingConfig(quorum=0.5, missing_penalty=0.0))
+    assert (v.tier, v.action, v.confidence) == ("most_confident", "SELL", 0.9)
+    v = vote({"a": fb}, {"a": 1.0}, VotingConfig())
+    assert (v.tier, v.action) == ("hold", "HOLD")
+
+
+def test_score_tie_goes_to_the_next_tier():
+    ds = {"a": D("BUY", 0.5), "b": D("SELL", 0.5)}
+    v = vote(ds, {"a": 1.0, "b": 1.0}, VotingConfig())
+    assert v.tier == "most_confident"
+
+
+# ---------------------------------------------------------------- prompts
+
+
+def test_leakage_guard_hides_symbols_and_dates():
+    from ffe_gym.env import PortfolioEnv
+
+    env = PortfolioEnv(None, MD)
+    obs, _ = env.reset(options={"start": 300, "end": 400})
+    text = json.dumps([p.messages for p in build_prompts(env.layout, obs, mode="joint",
+                                                          guard=True, history=8)])
+    for sym in MD.symbols:
+        assert sym not in text
+    assert "ASSET_1" in text and "2022" not in text and "t-7" in text
+    body = json.loads(build_prompts(env.layout, obs, mode="joint", guard=True,
+                                    history=8)[0].messages[1]["content"])
+    assert all(50 < p < 200 for a in body["assets"] for p in a["price_index"])
+    off = json.dumps([p.messages for p in build_prompts(env.layout, obs, mode="per_asset",
+                                                         guard=False, history=8)])
+    assert MD.symbols[0] in off
+    assert len(build_prompts(env.layout, obs, mode="per_asset", guard=True, history=8)) == 3
+
+
+# ---------------------------------------------------------------- cache
+
+
+def test_cache_key_leaves_out_the_base_url_and_key():
+    k = dict(backend="ollama", model="m", options={"t": 0}, schema={}, messages=[],
+             prompt_version="v1")
+    assert cache_key(**k) == cache_key(**k)
+    assert cache_key(**k) != cache_key(**{**k, "model": "n"})
+
+
+def _writer(path, offset):
+    c = ReplyCache(path)
+    for i in range(100):
+        c.put(f"k{offset + i}", backend="b", model="m", digest=None, reply={"text": str(i)})
+    c.close()
+    return c.errors
+
+
+def test_cache_is_safe_under_concurrent_writers(tmp_path):
+    path = tmp_path / "c.sqlite"
+    ReplyCache(path).put("seed", backend="b", model="m", digest=None, reply={"text": ""})
+    with mp.get_context("spawn").Pool(4) as pool:
+        errors = pool.starmap(_writer, [(str(path), k * 1000) for k in range(4)])
+    assert errors == [0, 0, 0, 0]
+    n = sqlite3.connect(path).execute("SELECT COUNT(*) FROM replies").fetchone()[0]
+    assert n == 401
+
+
+def test_corrupt_or_locked_cache_is_counted_and_the_evaluation_completes(tmp_path):
+    corrupt = tmp_path / "corrupt.sqlite"
+    corrupt.write_bytes(b"this is not a database" * 100)
+    locked = tmp_path / "locked.sqlite"
+    seed = ReplyCache(locked)
+    seed.put("x", backend="b", model="m", digest=None, reply={"text": ""})
+    seed.close()
+    holder = sqlite3.connect(locked, isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with StubServer({"m1": Behaviour()}) as s:
+            for path in (corrupt, locked):
+                cfg = {"members": members(s.url, "m1"), "cache_path": str(path),
+                       "deadline_seconds": 5}
+                ens = LLMEnsemble(cfg)
+                r = rollout(ens, env_for(ens, None, MD), window=WINDOW, seed=0)
+                assert r.steps == WINDOW[1] - WINDOW[0]
+                assert r.policy_stats["cache_errors"] == 1  # then the cache is off
+                assert r.policy_stats["cache_disabled"]
+                assert r.policy_stats["members"]["m1"]["answers"] > 0
+                ens.close()
+    finally:
+        holder.close()
+
+
+# ---------------------------------------------------------------- the ensemble on loopback
+
+
+def test_ollama_wire_format_decisions_latency_tokens_and_exact_replay(tmp_path):
+    cache = tmp_path / "c.sqlite"
+    with StubServer({"llama3.2:3b": Behaviour(digest="sha256:abc"),
+                     "mistral:7b": Behaviour(reply=lambda r: decide_all(r, "SELL", 0.4))}) as s:
+        cfg = {"members": members(s.url, "llama3.2:3b", "mistral:7b"),
+               "cache_path": str(cache), "deadline_seconds": 5}
+        live, ens = run(cfg)
+        req = s.requests[0]["body"]
+        assert req["stream"] is False and "format" in req and "options" in req
+        assert set(req["options"]) == {"temperature", "seed", "num_predict", "num_ctx"}
+    m = live.policy_stats["members"]["llama3.2:3b"]
+    assert m["calls"] == 6 and m["answers"] == 18 and m["prompt_tokens"] == 6 * 42
+    assert m["completion_tokens"] == 6 * 17 and m["latency_mean_s"] > 0
+    digests = {r[0] for r in sqlite3.connect(cache).execute("SELECT digest FROM replies")}
+    assert "sha256:abc" in digests
+    replay, _ = run(cfg | {"cache_mode": "read_only"})  # the server is gone now
+    assert replay.metrics == live.metrics
+    assert replay.trades.equals(live.trades)
+    assert replay.policy_stats["members"]["llama3.2:3b"]["cache_hits"] == 6
+    assert replay.policy_stats["members"]["llama3.2:3b"]["calls"] == 0
+
+
+@pytest.mark.parametrize("fault, kind", [
+    (Behaviour(fault="http500"), "http"),
+    (Behaviour(fault="malformed"), "bad_reply"),
+    (Behaviour(fault="empty"), None),
+    (None, "model_not_found"),
+])
+def test_faults_end_in_recorded_fallbacks(fault, kind):
+    models = {"good": Behaviour()}
+    if fault is not None:
+        models["bad"] = fault
+    with StubServer(models) as s:
+        cfg = {"members": members(s.url, "good", "bad"), "cache_mode": "off",
+               "deadline_seconds": 5, "retries": 1, "backoff_seconds": 0.01}
+        r, _ = run(cfg)
+    bad = r.policy_stats["members"]["bad"]
+    assert r.steps == WINDOW[1] - WINDOW[0]
+    assert bad["fallbacks"] == 3 * r.steps  # every asset of every decision
+    if kind is None:
+        assert bad["parse_failures"] == 3 * r.steps
+    else:
+        assert bad["error_kinds"].get(kind, 0) >= 1
+    if kind == "model_not_found":
+        assert r.policy_stats["skipped_members"] == {"bad": "model_not_found"}
+    assert r.policy_stats["members"]["good"]["answers"] == 3 * r.steps
+
+
+def test_server_down_and_a_hanging_member_respect_the_deadline():
+    with StubServer({"good": Behaviour(), "slow": Behaviour(fault="hang")}) as s:
+        cfg = {"members": members(s.url, "good", "slow")
+               + members("http://127.0.0.1:9", "down"),
+               "cache_mode": "off", "deadline_seconds": 0.5, "retries": 0}
+        t0 = time.perf_counter()
+        r, ens = run(cfg, window=(300, 303))
+        elapsed = time.perf_counter() - t0
+    assert elapsed < 3 * 0.5 + 2.0
+    assert max(ens.decision_seconds) < 0.5 + 0.3
+    st = r.policy_stats["members"]
+    assert st["slow"]["error_kinds"].get("timeout", 0) >= 1
+    assert st["down"]["error_kinds"].get("unreachable", 0) >= 1
+    assert st["good"]["answers"] == 9
+
+
+def test_quorum_not_met_uses_the_fallback_tiers():
+    with StubServer({"good": Behaviour(), "bad1": Behaviour(fault="http500"),
+                     "bad2": Behaviour(fault="http500")}) as s:
+        cfg = {"members": members(s.url, "good", "bad1", "bad2"), "cache_mode": "off",
+               "retries": 0, "voting": {"quorum": 0.6}}
+        r, _ = run(cfg)
+    assert "strategy" not in r.policy_stats["tiers"]
+    assert r.policy_stats["tiers"]["majority"] == 3 * r.steps
+
+
+def test_openai_structured_output_is_negotiated_remembered_and_the_key_stays_private(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("FFE_TEST_KEY", "sk-secret-123")
+    cache = tmp_path / "c.sqlite"
+    with StubServer({"smol": Behaviour(reject_formats=("json_schema",))}) as s:
+        cfg = {"members": members(s.url, "smol", backend="openai", api_key_env="FFE_TEST_KEY"),
+               "cache_path": str(cache)}
+        r, ens = run(cfg)
+        formats = [(q["body"].get("response_format") or {}).get("type") for q in s.requests]
+        auth = {q["auth"] for q in s.requests}
+    assert formats[0] == "json_schema" and set(formats[1:]) == {"json_object"}
+    assert formats.count("json_schema") == 1  # remembered after the first refusal
+    assert ens.backends["smol"].mode == "json_object"
+    assert auth == {"Bearer sk-secret-123"}
+    assert r.policy_stats["members"]["smol"]["answers"] == 3 * r.steps
+    assert b"sk-secret-123" not in cache.read_bytes()
+    assert "sk-secret-123" not in json.dumps(r.summary(), default=str)
+
+
+def test_remote_members_are_asked_only_when_the_local_vote_is_weak():
+    with StubServer({"local": Behaviour(reply=lambda r: decide_all(r, "BUY", 0.3)),
+                     "remote": Behaviour(reply=lambda r: decide_all(r, "BUY", 0.9))}) as s:
+        cfg = {"members": members(s.url, "local") + [
+            {"name": "remote", "backend": "ollama", "model": "remote", "base_url": s.url,
+             "local": False}], "cache_mode": "off",
+            "escalation": {"min_confidence": 0.5, "call_budget": 4}}
+        r, _ = run(cfg)
+    st = r.policy_stats
+    assert st["escalations"] == 4 and st["remote_calls"] == 4  # budget: 4 calls
+    assert st["members"]["remote"]["calls"] == 4
+    with StubServer({"local": Behaviour(reply=lambda r: decide_all(r, "BUY", 0.9)),
+                     "remote": Behaviour()}) as s:
+        cfg["members"][0]["base_url"] = cfg["members"][1]["base_url"] = s.url
+        r, _ = run(cfg)
+    assert r.policy_stats["escalations"] == 0
+    assert r.policy_stats["members"]["remote"]["calls"] == 0
+
+
+def test_adaptive_weights_by_hand(tmp_path):
+    from ffe_agents.llm.config import AdaptiveConfig
+    from ffe_agents.llm.voting import AdaptiveWeights
+
+    w = AdaptiveWeights(["bull", "bear"], AdaptiveConfig(enabled=True, rate=0.5))
+    signals = {"bull": np.array([0.8, 0.8]), "bear": np.array([-0.8, np.nan])}
+    w.update(signals, np.array([1.0, 0.5]))  # both assets rose (percent)
+    assert w.accuracy["bull"] == pytest.approx(0.5 + 0.5 * (1.0 - 0.5))
+    assert w.accuracy["bear"] == pytest.approx(0.5 + 0.5 * (0.0 - 0.5))
+    assert w.score["bull"] == pytest.approx(0.5 * np.mean([0.8, 0.4]))
+    assert w.score["bear"] == pytest.approx(0.5 * -0.8)
+    assert w.factor("bull") == pytest.approx((0.5 + 0.75) * np.exp(0.3))
+    assert w.factor("bull") > 1.0 > w.factor("bear")
+    path = tmp_path / "w.json"
+    w.save(path)
+    loaded = AdaptiveWeights(["bull", "bear"], AdaptiveConfig(enabled=True, load=str(path)))
+    assert loaded.factor("bull") == pytest.approx(w.factor("bull"))
+
+
+def test_adaptive_weights_in_a_run_are_reported_and_saved(tmp_path):
+    with StubServer({"bull": Behaviour(reply=lambda r: decide_all(r, "BUY", 0.8)),
+                     "bear": Behaviour(reply=lambda r: decide_all(r, "SELL", 0.8))}) as s:
+        save = tmp_path / "weights.json"
+        cfg = {"members": members(s.url, "bull", "bear"), "cache_mode": "off",
+               "adaptive": {"enabled": True, "rate": 0.5, "save": str(save)}}
+        r, _ = run(cfg, window=(300, 320))
+    w = r.policy_stats["adaptive"]
+    assert w["bull"]["factor"] != w["bear"]["factor"]
+    assert json.loads(save.read_text())["bull"]["factor"] == pytest.approx(w["bull"]["factor"])
+
+
+def test_config_errors_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"members\[0\]\.backend: .grpc. is not one of"):
+        LLMEnsemble({"members": [{"name": "a", "backend": "grpc", "model": "m"}]})
+    with pytest.raises(ConfigError, match="base_url"):
+        LLMEnsemble({"members": [{"name": "a", "backend": "openai", "model": "m"}]})
+    with pytest.raises(ConfigError, match="at least one member"):
+        LLMEnsemble({"members": []})
