@@ -73,11 +73,22 @@ def test_parsers_never_raise(text):
 
 
 def test_parse_joint_in_asset_order_missing_is_fallback():
-    text = json.dumps({"decisions": [{"asset": "ASSET_2", "action": "SELL", "confidence": 0.6},
-                                     {"asset": "ASSET_1", "action": "BUY", "confidence": 0.9}]})
-    ds = parse_joint(text, ["ASSET_1", "ASSET_2", "ASSET_3"])
+    assets = ["ASSET_1", "ASSET_2", "ASSET_3"]
+    text = json.dumps({"ASSET_2": {"action": "SELL", "confidence": 0.6},
+                       "ASSET_1": {"action": "BUY", "confidence": 0.9}})
+    ds = parse_joint(text, assets)
     assert [(d.action, d.confidence) for d in ds] == [("BUY", 0.9), ("SELL", 0.6), ("HOLD", 0.0)]
-    assert ds[2].origin == "fallback"
+    assert ds[0].origin == "schema" and ds[2].origin == "fallback"
+    listed = json.dumps({"decisions": [{"asset": "ASSET_3", "action": "BUY", "confidence": 1}]})
+    assert parse_joint(listed, assets)[2].action == "BUY"
+
+
+def test_parse_joint_salvages_a_reply_cut_off_mid_way():
+    cut = ('{"decisions":[{"asset":"ASSET_1","action":"BUY","confidence":0.9},'
+           '{"asset":"ASSET_2","action":"SELL","confidence":0.8},{"asset":"ASSET_1","act')
+    ds = parse_joint(cut, ["ASSET_1", "ASSET_2", "ASSET_3"])
+    assert [(d.action, d.origin) for d in ds] == [("BUY", "extracted"), ("SELL", "extracted"),
+                                                  ("HOLD", "fallback")]
 
 
 # ---------------------------------------------------------------- voting

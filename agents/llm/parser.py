@@ -29,14 +29,11 @@ DECISION_SCHEMA: dict[str, Any] = {
 
 
 def joint_schema(assets: list[str]) -> dict[str, Any]:
-    """Schema of one reply answering for every asset."""
-    item = {"type": "object",
-            "properties": {"asset": {"type": "string", "enum": list(assets)},
-                           **DECISION_SCHEMA["properties"]},
-            "required": ["asset", "action", "confidence"]}
+    """Schema of one reply answering for every asset: one required property per asset, so a
+    grammar-constrained model covers each asset exactly once and stops."""
     return {"type": "object",
-            "properties": {"decisions": {"type": "array", "items": item}},
-            "required": ["decisions"]}
+            "properties": {a: DECISION_SCHEMA for a in assets},
+            "required": list(assets), "additionalProperties": False}
 
 
 @dataclass(frozen=True)
@@ -135,8 +132,16 @@ def parse_decision(text: Any) -> Decision:
     return HOLD_FALLBACK
 
 
+_OBJECT = re.compile(r"\{[^{}]*\}")
+
+
 def parse_joint(text: Any, assets: list[str]) -> list[Decision]:
-    """One decision per asset (in ``assets`` order) from a joint reply; never raises."""
+    """One decision per asset (in ``assets`` order) from a joint reply; never raises.
+
+    Accepts ``{"ASSET_1": {"action", "confidence"}, ...}`` (the schema), a list of
+    ``{"asset", "action", "confidence"}`` items (bare or under ``"decisions"``), and salvages
+    the complete items of a reply cut off mid-way. Assets not answered are fallbacks.
+    """
     out = [HOLD_FALLBACK] * len(assets)
     try:
         if not isinstance(text, str) or not text.strip():
@@ -147,20 +152,43 @@ def parse_joint(text: Any, assets: list[str]) -> list[Decision]:
             candidates.append((json.loads(text), "schema"))
         except ValueError:
             pass
-        candidates += [(obj, "extracted") for obj in _json_objects(_clean(text))]
+        cleaned = _clean(text)
+        candidates += [(obj, "extracted") for obj in _json_objects(cleaned)]
         for obj, origin in candidates:
+            if isinstance(obj, dict) and any(a in obj for a in assets):
+                got = False
+                for a, item in obj.items():
+                    d = _from_obj(item, origin)
+                    if d is not None and a in index:
+                        out[index[a]] = d
+                        got = True
+                if got:
+                    return out
             items = obj.get("decisions") if isinstance(obj, dict) else obj
-            if not isinstance(items, list):
-                continue
-            got = False
-            for item in items:
-                d = _from_obj(item, origin)
-                key = str(item.get("asset", "")).strip() if isinstance(item, dict) else ""
-                if d is not None and key in index:
-                    out[index[key]] = d
-                    got = True
-            if got:
+            if isinstance(items, list) and _fill(out, items, index, origin):
                 return out
+        # a reply cut off mid-way: keep its complete {"asset", "action", "confidence"} items
+        salvaged = []
+        for span in _OBJECT.findall(cleaned):
+            try:
+                salvaged.append(json.loads(span))
+            except ValueError:
+                continue
+        _fill(out, salvaged, index, "extracted")
     except Exception:  # never raises
         return [HOLD_FALLBACK] * len(assets)
     return out
+
+
+def _fill(out: list[Decision], items: list[Any], index: dict[str, int], origin: str) -> bool:
+    """Write list items' decisions into ``out``; the first answer for an asset counts."""
+    got = False
+    seen: set[str] = set()
+    for item in items:
+        d = _from_obj(item, origin)
+        key = str(item.get("asset", "")).strip() if isinstance(item, dict) else ""
+        if d is not None and key in index and key not in seen:
+            out[index[key]] = d
+            seen.add(key)
+            got = True
+    return got

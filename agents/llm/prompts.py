@@ -85,8 +85,8 @@ def build_prompts(layout: ObservationLayout, obs: Any, *, mode: str, guard: bool
     if mode == "joint":
         schema = joint_schema(labels)
         body = {"bars": times, "assets": blocks, "portfolio": portfolio,
-                "answer": "one decision per asset: "
-                          '{"decisions": [{"asset", "action", "confidence", "reasoning"}]}'}
+                "answer": 'one decision per asset: {"ASSET": {"action": "BUY"|"SELL"|"HOLD", '
+                          '"confidence": 0..1}, ...}'}
         return [Prompt(({"role": "system", "content": SYSTEM},
                         {"role": "user", "content": json.dumps(body, separators=(",", ":"))}),
                        schema, tuple(range(layout.n_assets)))]

@@ -24,13 +24,10 @@ def decide_all(request: dict[str, Any], action: str = "BUY", confidence: float =
     schema = request.get("format") or {}
     rf = request.get("response_format") or {}
     schema = schema or rf.get("schema") or (rf.get("json_schema") or {}).get("schema") or {}
-    items = schema.get("properties", {}).get("decisions")
-    if items is not None:
-        assets = items["items"]["properties"]["asset"]["enum"]
-        return json.dumps({"decisions": [{"asset": a, "action": action,
-                                          "confidence": confidence,
-                                          "reasoning": "stub"} for a in assets]})
-    return json.dumps({"action": action, "confidence": confidence, "reasoning": "stub"})
+    one = {"action": action, "confidence": confidence, "reasoning": "stub"}
+    if "action" in schema.get("properties", {}):
+        return json.dumps(one)
+    return json.dumps({asset: one for asset in schema.get("required", [])})
 
 
 @dataclass
