@@ -156,11 +156,17 @@ def test_leakage_guard_hides_symbols_and_dates():
 # ---------------------------------------------------------------- cache
 
 
-def test_cache_key_leaves_out_the_base_url_and_key():
-    k = dict(backend="ollama", model="m", options={"t": 0}, schema={}, messages=[],
-             prompt_version="v1")
+def test_cache_key_covers_member_options_prompt_and_version_only():
+    from ffe_agents.llm.cache import prompt_digest
+
+    p = prompt_digest({"type": "object"}, [{"role": "user", "content": "x"}])
+    k = dict(backend="ollama", model="m", options={"t": 0}, prompt=p, prompt_version="v1")
     assert cache_key(**k) == cache_key(**k)
-    assert cache_key(**k) != cache_key(**{**k, "model": "n"})
+    for change in ({"model": "n"}, {"options": {"t": 1}}, {"prompt_version": "v2"},
+                   {"prompt": prompt_digest({}, [])}, {"backend": "openai"}):
+        assert cache_key(**k) != cache_key(**{**k, **change})
+    # nothing else goes in: the base URL and API key cannot change it
+    assert set(k) == {"backend", "model", "options", "prompt", "prompt_version"}
 
 
 def _writer(path, offset):

@@ -85,12 +85,13 @@ def test_backtest_on_the_real_hourly_data(tmp_path):
 
 def test_benchmark_tiny_budget():
     r = run("scripts/benchmark.py", "--seconds", "0.05", "--assets", "10", "--books", "1", "4",
-            "--sections", "engine", "env", "peers", "ppo", "--vector-envs", "4",
-            "--ppo-timesteps", "256")
+            "--sections", "engine", "env", "peers", "ppo", "llm", "--vector-envs", "4",
+            "--ppo-timesteps", "256", "--llm-decisions", "5")
     assert r.returncode == 0, r.stderr
     assert "decisions/s" in r.stdout
     assert "PortfolioVectorEnv" in r.stdout
     assert "PPO training" in r.stdout and "time inside the env" in r.stdout
+    assert "cached replay decisions/s" in r.stdout
     for peer in ("gym-anytrading", "Gym-Trading-Env", "FinRL"):
         assert peer in r.stdout  # a figure, or "could not run" when not installed
 
@@ -152,3 +153,37 @@ def test_evaluate_baseline_prints_metrics():
     r = run("scripts/evaluate.py", "--policy", "equal-weight", "--end", "2022-02-01")
     assert r.returncode == 0, r.stderr
     assert "Metrics [SYNTHETIC DATA]" in r.stdout and "Sharpe" in r.stdout
+
+
+def test_evaluate_llm_ensemble_subprocess_and_offline_replay(tmp_path):
+    from ffe_agents.llm.stub import Behaviour, StubServer
+
+    cfg = tmp_path / "llm.yaml"
+    cache = tmp_path / "cache.sqlite"
+    with StubServer({"llama3.2:3b": Behaviour(), "qwen2.5:7b": Behaviour()}) as s:
+        cfg.write_text(
+            "members:\n"
+            f"  - {{name: llama, backend: ollama, model: 'llama3.2:3b', base_url: '{s.url}'}}\n"
+            f"  - {{name: qwen, backend: ollama, model: 'qwen2.5:7b', base_url: '{s.url}'}}\n"
+            f"cache_path: '{cache}'\n")
+        args = ["scripts/evaluate.py", "--policy", "llm-ensemble", "--llm-config", str(cfg),
+                "--start", "2022-03-01", "--end", "2022-03-02"]
+        live = run(*args, "--json", str(tmp_path / "live.json"))
+    assert live.returncode == 0, live.stderr
+    assert "Policy statistics" in live.stdout and "cache_hits" in live.stdout
+    replay = run(*args, "--json", str(tmp_path / "replay.json"))  # the server is gone
+    assert replay.returncode == 0, replay.stderr
+    a = json.loads((tmp_path / "live.json").read_text())
+    b = json.loads((tmp_path / "replay.json").read_text())
+    assert a["metrics"] == b["metrics"]
+    assert b["policy_stats"]["members"]["llama"]["calls"] == 0
+    assert b["policy_stats"]["members"]["llama"]["cache_hits"] == a["steps"]
+
+
+def test_ffe_gym_never_imports_ffe_agents():
+    import re
+
+    pattern = re.compile(r"^\s*(from|import)\s+ffe_agents\b", re.MULTILINE)
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "ffe_gym").rglob("*.py")
+                 if pattern.search(p.read_text())]
+    assert offenders == []

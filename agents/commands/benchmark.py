@@ -19,6 +19,10 @@ Install them with ``pip install gym-anytrading`` and
 
 PPO: training steps per second on ``ffe/Portfolio-v0`` with N = 10 and the share of the
 wall time spent inside the env (target: under 10%).
+
+LLM: the ensemble's wall time per decision against its slowest member, members served on
+loopback after fixed delays (target: at most 1.3x, from concurrency), and cached replay
+decisions per second (target: at least 1,000).
 """
 
 from __future__ import annotations
@@ -261,6 +265,41 @@ def bench_ppo(n_assets: int, timesteps: int) -> dict:
             "timesteps": model.num_timesteps, "n_envs": spec.n_envs}
 
 
+def bench_llm(decisions: int, tmp: Path) -> dict:
+    """LLM ensemble: wall time per decision against its slowest member, and cached replays.
+
+    Three members on a loopback server speaking Ollama's wire format, answering after 50, 100
+    and 200 ms; one joint prompt per member; N = 5. Then the same window replayed from the
+    SQLite cache with no server (read-only): decisions per second through ``rollout`` (the
+    env step included).
+    """
+    from ffe_agents.llm import LLMEnsemble
+    from ffe_agents.llm.stub import Behaviour, StubServer
+    from ffe_gym.evaluation import env_for, rollout
+
+    md = _synthetic(5, 3000, 0)
+    delays = {"fast": 0.05, "mid": 0.1, "slow": 0.2}
+    cache = tmp / "llm-bench.sqlite"
+    with StubServer({m: Behaviour(delay=d) for m, d in delays.items()}) as server:
+        cfg = {"members": [{"name": m, "backend": "ollama", "model": m, "base_url": server.url}
+                           for m in delays], "cache_path": str(cache), "deadline_seconds": 10}
+        ens = LLMEnsemble(cfg)
+        env_cfg = {"risk": {"on_portfolio_stop": "flat"}}  # keep deciding to the window's end
+        rollout(ens, env_for(ens, env_cfg, md), window=(500, 500 + decisions + 1), seed=0)
+        live = np.median(ens.decision_seconds[1:])  # the first decision opens connections
+        ens.close()
+    replay = LLMEnsemble(cfg | {"cache_mode": "read_only"})
+    env = env_for(replay, env_cfg, md)
+    t0 = time.perf_counter()
+    r = rollout(replay, env, window=(500, 500 + decisions + 1), seed=0)
+    per_s = r.steps / (time.perf_counter() - t0)
+    replay.close()
+    slowest = max(delays.values())
+    return {"decision_s": live, "slowest_s": slowest, "ratio": live / slowest,
+            "replay_per_s": per_s, "decisions": r.steps,
+            "hits": sum(m["cache_hits"] for m in r.policy_stats["members"].values())}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ffe-gym benchmark", description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=2.0, help="timed seconds per figure")
@@ -268,8 +307,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="engine section: numbers of assets")
     p.add_argument("--books", type=int, nargs="+", default=[1, 256],
                    help="engine section: numbers of books")
-    p.add_argument("--sections", nargs="+", default=["engine", "env", "peers", "ppo"],
-                   choices=["engine", "env", "peers", "ppo"])
+    p.add_argument("--sections", nargs="+", default=["engine", "env", "peers", "ppo", "llm"],
+                   choices=["engine", "env", "peers", "ppo", "llm"])
+    p.add_argument("--llm-decisions", type=int, default=200)
     p.add_argument("--ppo-timesteps", type=int, default=16_384)
     p.add_argument("--vector-envs", type=int, default=256, help="env section: n books")
     args = p.parse_args(argv)
@@ -326,5 +366,18 @@ def main(argv: list[str] | None = None) -> int:
             t.add_column(col, justify="right")
         t.add_row(f"{r['timesteps']:,}", str(r["n_envs"]), f"{r['steps_per_s']:,.0f}",
                   f"{r['env_share']:.1%}")
+        console.print(t)
+    if "llm" in args.sections:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            r = bench_llm(args.llm_decisions, Path(tmp))
+        t = Table(title="LLM ensemble: 3 members on loopback (50/100/200 ms), joint prompts, "
+                        "N = 5", header_style="bold")
+        for col in ("decision wall time (median)", "slowest member", "ratio (target <= 1.3)",
+                    "cached replay decisions/s (target >= 1,000)"):
+            t.add_column(col, justify="right")
+        t.add_row(f"{r['decision_s'] * 1000:.0f} ms", f"{r['slowest_s'] * 1000:.0f} ms",
+                  f"{r['ratio']:.2f}x", f"{r['replay_per_s']:,.0f} ({r['decisions']} decisions)")
         console.print(t)
     return 0

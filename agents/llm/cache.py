@@ -20,11 +20,18 @@ from pathlib import Path
 from typing import Any
 
 
-def cache_key(*, backend: str, model: str, options: dict[str, Any], schema: dict[str, Any],
-              messages: Any, prompt_version: str) -> str:
+def prompt_digest(schema: dict[str, Any], messages: Any) -> str:
+    """SHA-256 of a prompt's schema and messages (computed once per prompt)."""
+    blob = json.dumps({"schema": schema, "messages": list(messages)}, sort_keys=True,
+                      separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def cache_key(*, backend: str, model: str, options: dict[str, Any], prompt: str,
+              prompt_version: str) -> str:
+    """The key of one member's reply to one prompt (``prompt`` = :func:`prompt_digest`)."""
     blob = json.dumps({"backend": backend, "model": model, "options": options,
-                       "schema": schema, "messages": list(messages),
-                       "prompt_version": prompt_version}, sort_keys=True,
+                       "prompt": prompt, "prompt_version": prompt_version}, sort_keys=True,
                       separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 

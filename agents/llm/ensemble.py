@@ -199,8 +199,7 @@ class LLMEnsemble:
     def _key(self, member: str, prompt: Prompt) -> str:
         b = self.backends[member]
         return cache_key(backend=b.kind, model=self.members[member].model, options=b.options(),
-                         schema=prompt.schema, messages=prompt.messages,
-                         prompt_version=self.config.prompt_version)
+                         prompt=prompt.digest, prompt_version=self.config.prompt_version)
 
     def _parse(self, text: str, prompt: Prompt) -> list[Decision]:
         if len(prompt.assets) == 1 and self.config.prompt_mode == "per_asset":

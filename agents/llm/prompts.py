@@ -13,7 +13,7 @@ in any prompt in either mode: the observation holds none.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,12 @@ class Prompt:
     messages: tuple[dict[str, str], ...]
     schema: dict[str, Any]
     assets: tuple[int, ...]  # asset indices covered, in the order the reply is parsed
+    digest: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        from ffe_agents.llm.cache import prompt_digest
+
+        object.__setattr__(self, "digest", prompt_digest(self.schema, self.messages))
 
 
 def asset_labels(layout: ObservationLayout, guard: bool) -> list[str]:
@@ -43,16 +49,15 @@ def asset_labels(layout: ObservationLayout, guard: bool) -> list[str]:
             else list(layout.symbols))
 
 
-def _asset_block(layout: ObservationLayout, obs: Any, j: int, label: str,
-                 history: int) -> dict[str, Any]:
-    feats = layout.market(obs)  # (W, N, F)
+def _asset_block(layout: ObservationLayout, feats: np.ndarray, pos: dict[str, np.ndarray],
+                 j: int, label: str, history: int) -> dict[str, Any]:
     names = layout.features
     h = min(history, layout.window)
     block: dict[str, Any] = {"asset": label}
     if "log_return" in names:
-        r = feats[-h:, j, names.index("log_return")].astype(np.float64)
+        r = feats[-h:, j, names.index("log_return")]
         block["returns_pct"] = [round(float(x), 3) for x in r]
-        rall = feats[:, j, names.index("log_return")].astype(np.float64) / 100.0
+        rall = feats[:, j, names.index("log_return")] / 100.0
         index = 100.0 * np.exp(np.cumsum(rall))
         block["price_index"] = [round(float(x), 2) for x in index[-h:]]
     for name, key, digits in (("range", "range_pct", 3), ("volatility", "volatility_pct", 3),
@@ -60,7 +65,6 @@ def _asset_block(layout: ObservationLayout, obs: Any, j: int, label: str,
                               ("volume_z", "volume_z", 2)):
         if name in names:
             block[key] = round(float(feats[-1, j, names.index(name)]), digits)
-    pos = layout.positions(obs)
     block["position_weight"] = round(float(pos["weight"][j]), 4)
     block["unrealized_return"] = round(float(pos["unrealized_return"][j]), 4)
     return block
@@ -81,7 +85,10 @@ def build_prompts(layout: ObservationLayout, obs: Any, *, mode: str, guard: bool
     h = min(history, layout.window)
     times = [f"t-{k}" if k else "t" for k in range(h - 1, -1, -1)]
     portfolio = _portfolio_block(layout, obs)
-    blocks = [_asset_block(layout, obs, j, labels[j], history) for j in range(layout.n_assets)]
+    feats = layout.market(obs).astype(np.float64)  # (W, N, F), read once per decision
+    pos = layout.positions(obs)
+    blocks = [_asset_block(layout, feats, pos, j, labels[j], history)
+              for j in range(layout.n_assets)]
     if mode == "joint":
         schema = joint_schema(labels)
         body = {"bars": times, "assets": blocks, "portfolio": portfolio,

@@ -88,20 +88,26 @@ def refusals_table(refusals: dict[str, int]) -> Table:
 
 
 def stats_table(stats: dict) -> Table:
-    """A policy's own figures: one row per member or counter."""
+    """A policy's own figures. For an ensemble: one column per member, one row per figure,
+    then the ensemble-wide counters."""
+    members = stats.get("members") if isinstance(stats.get("members"), dict) else None
     t = Table(title="Policy statistics", header_style="bold")
-    rows = stats.get("members") if isinstance(stats.get("members"), dict) else None
-    if rows:
-        cols = sorted({k for r in rows.values() for k in r})
-        t.add_column("member")
-        for c in cols:
-            t.add_column(c, justify="right")
-        for name, r in rows.items():
-            t.add_row(name, *[_num(r.get(c), ",.4g") if isinstance(r.get(c), float)
-                              else str(r.get(c, "")) for c in cols])
-        return t
     t.add_column("figure")
-    t.add_column("value", justify="right")
-    for k, v in stats.items():
-        t.add_row(str(k), str(v))
+    if members:
+        for name in members:
+            t.add_column(name, justify="right")
+        figures = [k for k in next(iter(members.values())) if k != "error_kinds"]
+        for k in figures:
+            t.add_row(k, *[_num(r.get(k), ",.3g") if isinstance(r.get(k), float)
+                           else str(r.get(k)) for r in members.values()])
+        kinds = sorted({k for r in members.values() for k in r.get("error_kinds", {})})
+        for kind in kinds:
+            t.add_row(f"errors: {kind}",
+                      *[str(r.get("error_kinds", {}).get(kind, 0)) for r in members.values()])
+    rest = {k: v for k, v in stats.items() if k != "members" and v not in (None, {}, [])}
+    if rest:
+        width = len(members) if members else 1
+        for k, v in rest.items():
+            text = _num(v, ",.3g") if isinstance(v, float) else str(v)
+            t.add_row(k, text, *[""] * (width - 1))
     return t
