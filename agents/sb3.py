@@ -255,7 +255,7 @@ def latest_checkpoint(folder: Path) -> Path:
 
 def train(spec: AgentSpec, cfg: Config, md: MarketData, out: str | Path, *, seed: int = 0,
           timesteps: int | None = None, resume: str | Path | None = None,
-          progress: bool = True) -> Any:
+          progress: bool = True, windows: dict[str, Window] | None = None) -> Any:
     """Train ``spec`` on the training window of ``md``, write the run folder ``out``, return the
     model.
 
@@ -265,6 +265,8 @@ def train(spec: AgentSpec, cfg: Config, md: MarketData, out: str | Path, *, seed
 
     :param resume: a checkpoint file or a run folder: training continues from the latest
         checkpoint to ``timesteps`` in total, on the same TensorBoard curve.
+    :param windows: explicit train / validation / test windows (a walk-forward fold); default
+        :func:`split_windows`.
     """
     import torch
     from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
@@ -275,7 +277,7 @@ def train(spec: AgentSpec, cfg: Config, md: MarketData, out: str | Path, *, seed
     torch.set_num_threads(cfg.train.torch_threads)
     cfg = training_config(cfg, spec)
     total = int(timesteps if timesteps is not None else spec.n_timesteps)
-    windows = split_windows(md, cfg)
+    windows = windows or split_windows(md, cfg)
     train_md = windows["train"].of(md)
     val = windows["validation"]
     eval_cfg = from_dict(Config, merge(to_dict(cfg), {"env": {"episode_bars": None}}))

@@ -8,6 +8,7 @@ import sys
 COMMANDS = {
     "backtest": "ffe_gym.commands.backtest",
     "benchmark": "ffe_agents.commands.benchmark",
+    "compare": "ffe_gym.commands.compare",
     "evaluate": "ffe_gym.commands.evaluate",
     "train": "ffe_agents.commands.train",  # named, not imported: ffe_gym never imports agents
 }

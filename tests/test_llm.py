@@ -83,6 +83,12 @@ def test_parse_joint_in_asset_order_missing_is_fallback():
     assert parse_joint(listed, assets)[2].action == "BUY"
 
 
+def test_parse_joint_salvages_keyed_pairs_of_a_cut_reply():
+    cut = '{"ASSET_1": {"action": "SELL", "confidence": 0.7}, "ASSET_2": {"action": "BU'
+    ds = parse_joint(cut, ["ASSET_1", "ASSET_2"])
+    assert [(d.action, d.origin) for d in ds] == [("SELL", "extracted"), ("HOLD", "fallback")]
+
+
 def test_parse_joint_salvages_a_reply_cut_off_mid_way():
     cut = ('{"decisions":[{"asset":"ASSET_1","action":"BUY","confidence":0.9},'
            '{"asset":"ASSET_2","action":"SELL","confidence":0.8},{"asset":"ASSET_1","act')

@@ -28,11 +28,19 @@ DECISION_SCHEMA: dict[str, Any] = {
 }
 
 
+COMPACT_DECISION: dict[str, Any] = {
+    "type": "object",
+    "properties": {k: DECISION_SCHEMA["properties"][k] for k in ("action", "confidence")},
+    "required": ["action", "confidence"], "additionalProperties": False,
+}
+
+
 def joint_schema(assets: list[str]) -> dict[str, Any]:
-    """Schema of one reply answering for every asset: one required property per asset, so a
-    grammar-constrained model covers each asset exactly once and stops."""
+    """Schema of one reply answering for every asset: one required property per asset with
+    only action and confidence, so a grammar-constrained model covers each asset exactly once,
+    briefly, and stops."""
     return {"type": "object",
-            "properties": {a: DECISION_SCHEMA for a in assets},
+            "properties": {a: COMPACT_DECISION for a in assets},
             "required": list(assets), "additionalProperties": False}
 
 
@@ -133,6 +141,7 @@ def parse_decision(text: Any) -> Decision:
 
 
 _OBJECT = re.compile(r"\{[^{}]*\}")
+_KEYED = re.compile(r'"([^"]+)"\s*:\s*(\{[^{}]*\})')
 
 
 def parse_joint(text: Any, assets: list[str]) -> list[Decision]:
@@ -167,7 +176,15 @@ def parse_joint(text: Any, assets: list[str]) -> list[Decision]:
             items = obj.get("decisions") if isinstance(obj, dict) else obj
             if isinstance(items, list) and _fill(out, items, index, origin):
                 return out
-        # a reply cut off mid-way: keep its complete {"asset", "action", "confidence"} items
+        # a reply cut off mid-way: keep its complete "ASSET": {...} pairs and {"asset", ...}
+        for key, span in _KEYED.findall(cleaned):
+            if key in index and out[index[key]].origin == "fallback":
+                try:
+                    d = _from_obj(json.loads(span), "extracted")
+                except ValueError:
+                    d = None
+                if d is not None:
+                    out[index[key]] = d
         salvaged = []
         for span in _OBJECT.findall(cleaned):
             try:

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ffe_gym.config import Config, coerce_config, from_dict, merge, to_dict
@@ -40,6 +41,7 @@ class EpisodeResult:
     data: str
     synthetic: bool
     policy_stats: dict[str, Any] = field(default_factory=dict)
+    weights: pd.DataFrame | None = None  # per decision: signed position value / equity
 
     @property
     def start(self) -> pd.Timestamp:
@@ -109,10 +111,14 @@ def rollout(policy: Policy, env: Any, window: Any = None, seed: int | None = Non
     journal.start()
     steps = 0
     done = False
+    bars = [info["bar"]]
+    weights = [np.asarray(info["weights"], dtype=np.float64).copy()]
     while not done:
         action = policy.act(obs, info)
         obs, _, terminated, truncated, info = env.step(action)
         journal.record()
+        bars.append(info["bar"])
+        weights.append(np.asarray(info["weights"], dtype=np.float64).copy())
         steps += 1
         done = terminated or truncated
     pf = base.portfolio
@@ -126,5 +132,6 @@ def rollout(policy: Policy, env: Any, window: Any = None, seed: int | None = Non
         trades=journal.trades(), metrics=journal.metrics(), attribution=pf.attribution(0),
         refusals=pf.refusals(0), steps=steps, status=info["status"], data=md.describe(),
         synthetic=md.is_synthetic, policy_stats=dict(stats()) if stats is not None else {},
+        weights=pd.DataFrame(np.array(weights), index=md.index[bars], columns=list(md.symbols)),
     )
 
