@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up .venv with ffe-gym, its test tools and the LLM extra. Safe to run again.
+# Set up .venv with ffe-gym, its test tools, the LLM extra and Ray. Safe to run again.
 #
 # torch==2.13.0 first: a CPU wheel (another version may pull several GB of CUDA).
 # llama-cpp-python is compiled from source once per machine, with portable CPU flags
@@ -23,4 +23,4 @@ if ! ls "$WHEELS"/llama_cpp_python-*.whl > /dev/null 2>&1; then
     pip wheel -q --no-cache-dir --no-deps -w "$WHEELS" "llama-cpp-python==$LLAMA_VERSION"
 fi
 pip install -q "$(ls "$WHEELS"/llama_cpp_python-*.whl | head -n 1)[server]"
-pip install -q -e ".[dev,llm]"
+pip install -q -e ".[dev,llm,ray]"
