@@ -351,6 +351,24 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
+def load_yaml_as(cls: type, path: str | Path, what: str = "config") -> Any:
+    """A dataclass ``cls`` from a YAML file; errors name the file (and key path).
+
+    :param what: what the file is, for the message ("experiment", "LLM config", ...).
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read {what} ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    try:
+        return from_dict(cls, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
 def load_config(path: str | Path | None = None,
                 overrides: Mapping[str, Any] | None = None) -> Config:
     """Load a YAML config (or the defaults when ``path`` is None) and apply ``overrides``.

@@ -19,6 +19,7 @@ bad_reply, unavailable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import threading
@@ -257,6 +258,24 @@ def file_digest(path: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Point file descriptor 2 at /dev/null for the block (C libraries write there directly)."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class EmbeddedBackend:
     """llama.cpp in this process. One model instance, one call at a time."""
 
@@ -278,9 +297,10 @@ class EmbeddedBackend:
                                                   "(pip install 'ffe-gym[llm]')") from None
             path = embedded_model_path(self.member.model, self.model_dir)
             self.digest = file_digest(path)
-            self._llm = Llama(model_path=str(path), n_ctx=self.member.context,
-                              n_threads=self.member.threads, seed=self.member.seed,
-                              verbose=False)
+            with _native_stderr_silenced():  # llama.cpp logs context set-up even when quiet
+                self._llm = Llama(model_path=str(path), n_ctx=self.member.context,
+                                  n_threads=self.member.threads, seed=self.member.seed,
+                                  verbose=False)
         return self._llm
 
     async def health(self, timeout: float = 5.0) -> str | None:

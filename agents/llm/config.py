@@ -7,9 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from ffe_gym.config import ConfigError, from_dict
+from ffe_gym.config import ConfigError, from_dict, load_yaml_as
 
 
 @dataclass
@@ -115,13 +113,5 @@ def load_llm_config(config: LLMConfig | Mapping[str, Any] | str | Path | None) -
 
         config = EMBEDDED_PROFILE
     if isinstance(config, (str, Path)):
-        path = Path(config)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read LLM config ({exc.strerror})") from None
-        try:
-            return from_dict(LLMConfig, data)
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
+        return load_yaml_as(LLMConfig, config, "LLM config")
     return from_dict(LLMConfig, config)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ffe_gym.config import ConfigError, load_config, to_dict
 from ffe_gym.data import DataError, market_from_config
-from ffe_gym.evaluation import PolicyError, env_for, resolve_policy, rollout
+from ffe_gym.evaluation import env_for, resolve_policy, rollout
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,10 +123,6 @@ def _ending(status: int, cfg, end: int, bar: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (DataError, ConfigError, PolicyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    from ffe_gym.commands import run_command
+
+    return run_command(run, build_parser().parse_args(argv))

@@ -16,8 +16,6 @@ import sys
 from pathlib import Path
 
 from ffe_gym.config import ConfigError, to_dict
-from ffe_gym.data import DataError
-from ffe_gym.evaluation.policy import PolicyError
 
 
 def default_experiment() -> Path:
@@ -72,10 +70,6 @@ def run(args: argparse.Namespace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (ConfigError, DataError, PolicyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    from ffe_gym.commands import run_command
+
+    return run_command(run, build_parser().parse_args(argv))

@@ -19,9 +19,9 @@ import json
 import sys
 from pathlib import Path
 
-from ffe_gym.config import ConfigError, load_config
+from ffe_gym.config import load_config
 from ffe_gym.data import DataError, market_from_config
-from ffe_gym.evaluation import PolicyError, env_for, resolve_policy, rollout
+from ffe_gym.evaluation import env_for, resolve_policy, rollout
 from ffe_gym.manifest import write_json
 
 
@@ -97,10 +97,6 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (DataError, ConfigError, PolicyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    from ffe_gym.commands import run_command
+
+    return run_command(run, build_parser().parse_args(argv))

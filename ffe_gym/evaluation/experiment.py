@@ -36,9 +36,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from ffe_gym.config import Config, ConfigError, from_dict, merge, to_dict
+from ffe_gym.config import Config, ConfigError, from_dict, load_yaml_as, merge, to_dict
 from ffe_gym.data import MarketData, market_from_config
 from ffe_gym.data.splits import Fold, Window, walk_forward
 from ffe_gym.features import lookback
@@ -104,15 +103,7 @@ class ExperimentConfig:
 
 
 def load_experiment(path: str | Path) -> ExperimentConfig:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read experiment ({exc.strerror})") from None
-    try:
-        exp = from_dict(ExperimentConfig, data)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    exp = load_yaml_as(ExperimentConfig, path, "experiment")
     for d in exp.datasets:  # check every dataset's config now, not in a worker later
         dataset_config(exp, d)
     return exp

@@ -137,11 +137,9 @@ def aggregate(df: pd.DataFrame, exp: ExperimentConfig, reps: int = 2000) -> dict
             dsr = deflated_sharpe_ratio(eq[1:] / eq[:-1] - 1.0, n_trials=len(df),
                                         sharpe_variance=sr_var)
         table.append({"agent": a, "iqm": point, "iqm_low": lo, "iqm_high": hi,
-                      "sharpe": float(sub["sharpe"].astype(float).mean()),
-                      "total_return": float(sub["total_return"].astype(float).mean()),
-                      "max_drawdown": float(sub["max_drawdown"].astype(float).mean()),
-                      "turnover": float(sub["turnover"].astype(float).mean()),
-                      "trades": float(sub["trades"].astype(float).mean()),
+                      **{col: _mean(sub, col) for col in ("sharpe", "total_return",
+                                                          "max_drawdown", "turnover",
+                                                          "trades")},
                       "runs": len(sub), "deflated_sharpe_best": dsr})
     poi = {}
     for a in agents:
@@ -154,6 +152,12 @@ def aggregate(df: pd.DataFrame, exp: ExperimentConfig, reps: int = 2000) -> dict
             "profiles": profiles, "score": f"{exp.score} minus {exp.baseline}'s",
             "tasks": int(df.groupby(["dataset", "fold"]).ngroups),
             "seeds": sorted(int(s) for s in df["seed"].unique())}
+
+
+def _mean(sub: pd.DataFrame, col: str) -> float | None:
+    """Mean over runs; None when the metric is undefined for every run."""
+    v = sub[col].astype(float)
+    return float(v.mean()) if v.notna().any() else None
 
 
 def _ppy(df: pd.DataFrame) -> float:

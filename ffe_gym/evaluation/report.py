@@ -29,10 +29,14 @@ def terminal_table(agg: dict[str, Any], title: str):
     for col in ("agent", f"IQM score ({agg['score']}) [95% CI]", "Sharpe", "return",
                 "max DD", "turnover", "trades"):
         t.add_column(col, justify="left" if col == "agent" else "right")
+    def fmt(v: float | None, spec: str) -> str:
+        return "n/a" if v is None or not np.isfinite(v) else format(v, spec)
+
     for r in sorted(agg["table"], key=lambda r: -r["iqm"]):
         t.add_row(r["agent"], f"{r['iqm']:+.2f} [{r['iqm_low']:+.2f}, {r['iqm_high']:+.2f}]",
-                  f"{r['sharpe']:.2f}", f"{r['total_return']:+.2%}", f"{r['max_drawdown']:.2%}",
-                  f"{r['turnover']:.1f}", f"{r['trades']:.0f}")
+                  fmt(r["sharpe"], ".2f"), fmt(r["total_return"], "+.2%"),
+                  fmt(r["max_drawdown"], ".2%"), fmt(r["turnover"], ".1f"),
+                  fmt(r["trades"], ".0f"))
     return t
 
 
@@ -129,6 +133,7 @@ def _equity_plots(df: pd.DataFrame) -> list[tuple[str, str]]:
         ax_eq.set_ylabel("equity (median, band: min-max over seeds)")
         ax_dd.set_ylabel("drawdown (median)")
         ax_eq.legend(fontsize=7, ncol=3)
+        fig.autofmt_xdate()
         figs.append((f"{dataset}, fold {fold}", _png(fig)))
     return figs
 
@@ -145,6 +150,7 @@ def _weights_plot(df: pd.DataFrame) -> str:
         ax.set_ylabel(row.agent, fontsize=7)
     axes[0].legend(fontsize=6, ncol=6, loc="upper left")
     axes[0].set_title("weights per decision (first fold, first seed)")
+    fig.autofmt_xdate()
     return _png(fig)
 
 
