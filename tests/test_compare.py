@@ -136,6 +136,15 @@ def test_grid_jobs_folders_and_baseline_added(serial_run):
             for s in specs} == {ex._market(ex.dataset_config(exp, exp.datasets[0])).digest()}
 
 
+def test_parallel_backends_chain_the_seeds_of_each_agent_and_fold(serial_run):
+    _, _, specs, _ = serial_run
+    groups = grid.chains(specs)
+    assert sum(len(g) for g in groups) == len(specs) and len(groups) == 2 * 4
+    for g in groups:
+        keys = {(specs[i].fold, specs[i].agent["name"]) for i in g}
+        assert len(keys) == 1 and [specs[i].seed for i in g] == [0, 1]
+
+
 def test_process_and_ray_backends_give_the_serial_results(serial_run, tmp_path):
     _, exp, _, rows = serial_run
     process = grid.run_jobs(ex.jobs(exp, tmp_path / "p"), "process", workers=2,

@@ -3,7 +3,9 @@
 Backends: ``serial``; ``process`` (a process pool on this machine); ``ray`` (``pip install
 'ffe-gym[ray]'``; ``address`` connects to a cluster, None starts a local one; usage stats and the
 dashboard are off; workers import the packages themselves). Jobs already done are read back,
-not recomputed, whichever backend runs them.
+not recomputed, whichever backend runs them. In parallel backends the seeds of one agent on one
+fold run one after another in the same worker (a chain), so that an agent whose replies are
+cached (the LLM ensemble) computes them once instead of racing itself; chains run in parallel.
 """
 
 from __future__ import annotations
@@ -55,12 +57,27 @@ def run_jobs(specs: Sequence[JobSpec], backend: str = "serial", workers: int | N
         elif backend == "process":
             n = workers or max(1, (os.cpu_count() or 1))
             with ProcessPoolExecutor(max_workers=n, mp_context=get_context("spawn")) as pool:
-                futures = {pool.submit(run_job, s): i for i, s in enumerate(specs)}
+                futures = {pool.submit(run_chain, [specs[i] for i in chain]): chain
+                           for chain in chains(specs)}
                 for f in as_completed(futures):
-                    done(futures[f], f.result())
+                    for i, row in zip(futures[f], f.result(), strict=True):
+                        done(i, row)
         else:
             _run_ray(specs, address, workers, done)
     return [r for r in results if r is not None]
+
+
+def chains(specs: Sequence[JobSpec]) -> list[list[int]]:
+    """Indices of ``specs`` grouped by (dataset, fold, agent), seeds in order."""
+    groups: dict[tuple, list[int]] = {}
+    for i, s in enumerate(specs):
+        groups.setdefault((s.dataset, s.fold, s.agent["name"]), []).append(i)
+    return list(groups.values())
+
+
+def run_chain(specs: Sequence[JobSpec]) -> list[dict[str, Any]]:
+    """Run jobs one after another (see the module docstring)."""
+    return [run_job(s) for s in specs]
 
 
 def _run_ray(specs, address, workers, done) -> None:
@@ -77,13 +94,14 @@ def _run_ray(specs, address, workers, done) -> None:
             kwargs["num_cpus"] = workers
         ray.init(address=address, **kwargs)
     try:
-        remote = ray.remote(num_cpus=1)(run_job)
-        refs = {remote.remote(s): i for i, s in enumerate(specs)}
+        remote = ray.remote(num_cpus=1)(run_chain)
+        refs = {remote.remote([specs[i] for i in chain]): chain for chain in chains(specs)}
         pending = list(refs)
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             for ref in ready:
-                done(refs[ref], ray.get(ref))
+                for i, row in zip(refs[ref], ray.get(ref), strict=True):
+                    done(i, row)
     finally:
         if started:
             ray.shutdown()
