@@ -28,9 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from ffe_gym.config import Config, ConfigError, from_dict, merge, to_dict
+from ffe_gym.config import Config, ConfigError, from_dict, merge, read_yaml, to_dict
 from ffe_gym.data import MarketData
 from ffe_gym.data.splits import Window
 from ffe_gym.features import lookback
@@ -126,12 +125,7 @@ def load_agent_spec(path: str | Path, algo: str | None = None,
     """
     path = Path(path)
     algo = algo or path.stem
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read agent config ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    data = read_yaml(path, "agent config")
     if not isinstance(data, Mapping) or env_id not in data:
         raise ConfigError(f"{path}: no section for {env_id!r} (the zoo format keys "
                           "hyperparameters by env id)")

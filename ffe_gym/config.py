@@ -351,18 +351,26 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
-def load_yaml_as(cls: type, path: str | Path, what: str = "config") -> Any:
-    """A dataclass ``cls`` from a YAML file; errors name the file (and key path).
+def read_yaml(path: str | Path, what: str = "config") -> Any:
+    """The parsed content of a YAML file; an unreadable file or bad YAML raises
+    :class:`ConfigError` naming the file.
 
     :param what: what the file is, for the message ("experiment", "LLM config", ...).
     """
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read {what} ({exc.strerror})") from None
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+
+
+def load_yaml_as(cls: type, path: str | Path, what: str = "config") -> Any:
+    """A dataclass ``cls`` from a YAML file; errors name the file (and key path)."""
+    data = read_yaml(path, what)
     try:
         return from_dict(cls, data)
     except ConfigError as exc:
@@ -380,14 +388,7 @@ def load_config(path: str | Path | None = None,
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        loaded = read_yaml(path)
         if loaded is not None and not isinstance(loaded, Mapping):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         data = dict(loaded or {})
