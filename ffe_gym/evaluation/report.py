@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +211,3 @@ def html_report(path: Path, *, title: str, df: pd.DataFrame, rows: list[dict[str
     atomic_write(path, doc)
     return path
 
-
-def summary_json(agg: dict[str, Any]) -> str:
-    return json.dumps(agg, indent=2, default=str)

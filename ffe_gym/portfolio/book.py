@@ -332,8 +332,3 @@ class Portfolio:
     def step_fills(self, b: int = 0) -> np.ndarray:
         """(n, NFILL) fills of the last step of book b (a copy)."""
         return self.fills[b, : self.n_fills[b]].copy()
-
-    def step_curve(self, b: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Per-bar equity and gross exposure of the last step of book b (copies)."""
-        n = self.n_curve[b]
-        return self.curve[b, :n].copy(), self.gross_curve[b, :n].copy()

@@ -96,8 +96,3 @@ class Journal:
         return compute_metrics(np.asarray(self.equity), self.portfolio.market.periods_per_year,
                                trade_pnls=f[closing, L.F_NET], traded_notional=traded,
                                gross_exposure=np.asarray(self.gross))
-
-    def equity_frame(self) -> pd.DataFrame:
-        md = self.portfolio.market
-        return pd.DataFrame({"equity": self.equity, "gross_exposure": self.gross},
-                            index=md.index[self.bars])
