@@ -22,6 +22,7 @@ from ffe_gym.env.observations import ObservationLayout
 class _Baseline:
     name = "baseline"
     action_scheme = "weights"
+    deterministic = True  # the same inputs give the same actions: one run per test window
 
     def env_overrides(self) -> dict[str, Any]:
         return {"action_scheme": self.action_scheme}
@@ -84,6 +85,7 @@ class RandomPolicy(_Baseline):
 
     name = "random"
     action_scheme = "signals"
+    deterministic = False
 
     def __init__(self, seed: int | None = None) -> None:
         self._rng = np.random.default_rng(seed)

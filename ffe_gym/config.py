@@ -47,7 +47,7 @@ class SyntheticConfig:
 class DataConfig:
     """Where the market comes from and how calendars are aligned."""
 
-    source: str = "synthetic"  # "synthetic", a file, or a directory of files named by symbol
+    source: str = "synthetic"  # "synthetic", "arch" (packaged real data), a file or a directory
     symbols: list[str] | None = None  # None: every symbol found
     calendar: Literal["intersection", "union"] = "intersection"
     max_fill_bars: int = _bounded(120, ge=0, doc="longest run of carried-forward bars allowed")
@@ -63,7 +63,7 @@ class PortfolioConfig:
 
     initial_balance: float = _bounded(10_000.0, gt=0)
     max_positions: int | None = _bounded(5, ge=1)
-    correlation_threshold: float = _bounded(0.7, ge=0, lt=1)
+    correlation_threshold: float | None = _bounded(0.7, ge=0, lt=1, doc="null: no adjustment")
     correlation_window: int = _bounded(30, ge=2)
     max_portfolio_risk: float | None = _bounded(0.02, gt=0, doc="95% VaR / equity, one decision")
     max_drawdown: float | None = _bounded(0.05, gt=0, lt=1)
@@ -86,10 +86,22 @@ class SizingConfig:
 
 @dataclass
 class RiskConfig:
-    """Per-asset exits, exposure caps, VaR limit and the portfolio stop."""
+    """Per-asset exits, exposure caps, VaR limit and the portfolio stop.
 
-    stop_loss: float | None = _bounded(0.02, gt=0, lt=1)
-    take_profit: float | None = _bounded(0.05, gt=0)
+    ``stop_mode: fraction`` puts the stop at ``entry * (1 - stop_loss)`` (longs); ``volatility``
+    at ``entry * (1 - stop_loss * sigma * sqrt(h))``, with sigma the asset's per-bar return
+    volatility over ``sizing.volatility_window`` bars up to the decision and h the median bars
+    per decision, fixed at entry (take_profit likewise), so one config means the same on daily
+    and hourly bars. After a stop-loss or take-profit exit the asset cannot be opened again for
+    ``reentry_bars`` bars (``null``: the longest decision interval, so the decision right after
+    the exit cannot undo it).
+    """
+
+    stop_loss: float | None = _bounded(0.02, gt=0, doc="fraction of entry, or k (volatility)")
+    take_profit: float | None = _bounded(0.05, gt=0, doc="fraction of entry, or k (volatility)")
+    stop_mode: Literal["fraction", "volatility"] = "fraction"
+    reentry_bars: int | None = _bounded(
+        None, ge=0, doc="bars an asset stays blocked after its stop or target; null: one decision")
     intrabar_stops: bool = True
     allow_short: bool = True
     max_short_exposure: float | None = _bounded(2.0, ge=0, doc="x equity")
@@ -209,6 +221,9 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        if self.risk.stop_mode == "fraction" and (self.risk.stop_loss or 0.0) >= 1.0:
+            raise ConfigError(f"risk.stop_loss: {self.risk.stop_loss!r} is a fraction of the entry "
+                              "price with stop_mode 'fraction' and must be < 1")
         if self.sizing.base == "risk" and self.risk.stop_loss is None:
             raise ConfigError(
                 "sizing.base: 'risk' sizes on risk_per_trade / stop_loss, so risk.stop_loss "

@@ -4,11 +4,14 @@ Conventions (the same as empyrical's, which the tests compare against):
 
 * ``equity`` is the per-bar curve including the starting value: ``equity[0]`` is the equity at
   the first decision bar, ``equity[k]`` at the close of the k-th bar after it.
-* Returns are simple per-bar returns ``r_k = equity[k] / equity[k-1] - 1``; risk-free rate 0.
+* Returns are simple per-bar returns ``r_k = equity[k] / equity[k-1] - 1``. The risk-free rate
+  (``risk_free``, a constant annual rate, default 0) enters the Sharpe and Sortino ratios as a
+  per-bar rate ``(1 + risk_free) ** (1 / ppy) - 1`` subtracted from every return.
 * Annualisation uses ``periods_per_year`` of the data (8760 for 24/7 hourly, 252 for daily
   stocks, ...): ``years = len(r) / periods_per_year``.
-* ``volatility = std(r, ddof=1) * sqrt(ppy)``; ``sharpe = mean(r) / std(r, ddof=1) * sqrt(ppy)``;
-  ``sortino = mean(r) * ppy / (sqrt(mean(min(r, 0)^2)) * sqrt(ppy))``.
+* ``volatility = std(r, ddof=1) * sqrt(ppy)``; with ``x = r - rf_bar``:
+  ``sharpe = mean(x) / std(x, ddof=1) * sqrt(ppy)``;
+  ``sortino = mean(x) * ppy / (sqrt(mean(min(x, 0)^2)) * sqrt(ppy))``.
 * ``cagr = (equity[-1] / equity[0]) ** (1 / years) - 1``.
 * ``max_drawdown`` is the most negative ``equity / running peak - 1`` (a number <= 0);
   ``calmar = cagr / |max_drawdown|``.
@@ -66,6 +69,7 @@ def compute_metrics(equity: Sequence[float] | np.ndarray, periods_per_year: floa
                     trade_pnls: Sequence[float] | np.ndarray | None = None,
                     traded_notional: float | None = None,
                     gross_exposure: Sequence[float] | np.ndarray | None = None,
+                    risk_free: float = 0.0,
                     ) -> dict[str, float | int | None]:
     """All metrics of one run.
 
@@ -74,6 +78,7 @@ def compute_metrics(equity: Sequence[float] | np.ndarray, periods_per_year: floa
     :param trade_pnls: net P&L of each closing fill.
     :param traded_notional: sum of |units * price| over all fills.
     :param gross_exposure: per-bar gross exposure aligned with ``equity``.
+    :param risk_free: constant annual risk-free rate for the Sharpe and Sortino ratios.
     """
     e = np.asarray(equity, dtype=np.float64)
     if e.ndim != 1 or len(e) < 1:
@@ -91,9 +96,10 @@ def compute_metrics(equity: Sequence[float] | np.ndarray, periods_per_year: floa
     if n >= 2:
         sd = r.std(ddof=1)
         out["volatility"] = float(sd * math.sqrt(periods_per_year))
-        out["sharpe"] = sharpe_ratio(r, periods_per_year)
-        downside = math.sqrt(np.mean(np.minimum(r, 0.0) ** 2)) * math.sqrt(periods_per_year)
-        out["sortino"] = _ratio(r.mean() * periods_per_year, downside)
+        x = r - ((1.0 + risk_free) ** (1.0 / periods_per_year) - 1.0) if risk_free else r
+        out["sharpe"] = sharpe_ratio(x, periods_per_year)
+        downside = math.sqrt(np.mean(np.minimum(x, 0.0) ** 2)) * math.sqrt(periods_per_year)
+        out["sortino"] = _ratio(x.mean() * periods_per_year, downside)
     out["max_drawdown"] = max_drawdown(e)
     if out["cagr"] is not None and out["max_drawdown"] != 0:
         out["calmar"] = _ratio(out["cagr"], abs(out["max_drawdown"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import shutil
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -51,6 +53,7 @@ def test_probability_of_improvement_by_hand():
 def test_performance_profile_by_hand():
     prof = S.performance_profile(np.array([[-1.0, 0.5], [2.0, 0.0]]), np.array([-2, 0, 1, 3]))
     assert prof.tolist() == [1.0, 0.5, 0.25, 0.0]
+    assert S.performance_profile(np.array([1.0, np.nan]), np.array([0.0])).tolist() == [1.0]
 
 
 def test_block_bootstrap_sharpe_interval():
@@ -81,6 +84,65 @@ def test_deflated_sharpe_ratio_by_hand():
     assert S.deflated_sharpe_ratio(r, 100, 0.001) < S.deflated_sharpe_ratio(r, 10, 0.001)
 
 
+def test_two_stage_bootstrap_by_hand():
+    # two windows, one run each: the resampled pairs {0,0}, {0,10}, {10,10} have IQM 0, 5, 10
+    # with probabilities 1/4, 1/2, 1/4, so the 95% interval spans [0, 10]
+    x = np.array([[0.0, 10.0]])
+    assert S.two_stage_bootstrap_ci(x, reps=4000) == pytest.approx((5.0, 0.0, 10.0))
+    # the stratified interval (runs within windows only) has zero width here
+    assert S.stratified_bootstrap_ci(x, reps=500) == pytest.approx((5.0, 5.0, 5.0))
+    # one window, two runs: the runs are resampled: means of {1,1}, {1,3}, {3,3}
+    assert S.two_stage_bootstrap_ci(np.array([[1.0], [3.0]]), reps=4000) == pytest.approx(
+        (2.0, 1.0, 3.0))
+    # NaN cells are left out; a window with none left is dropped
+    y = np.array([[0.0, np.nan, 10.0], [np.nan, np.nan, np.nan]])
+    assert S.two_stage_bootstrap_ci(y, reps=4000) == pytest.approx((5.0, 0.0, 10.0))
+    assert np.isnan(S.two_stage_bootstrap_ci(np.full((2, 2), np.nan))[0])
+
+
+def test_two_stage_bootstrap_vectorised_equals_the_loop():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 7))
+    fast = S.two_stage_bootstrap_ci(x, S.iqm, reps=3000, seed=1)
+    slow = S.two_stage_bootstrap_ci(x, lambda v: S.iqm(v), reps=3000, seed=1)
+    assert fast[0] == slow[0]
+    assert fast[1] == pytest.approx(slow[1], abs=0.1) and fast[2] == pytest.approx(slow[2],
+                                                                                  abs=0.1)
+
+
+def test_probability_of_improvement_two_stage_interval():
+    x = np.array([[1.0, 0.0]])
+    y = np.array([[0.0, 1.0]])
+    point, lo, hi = S.probability_of_improvement_ci(x, y, reps=2000)
+    assert point == 0.5 and lo == 0.0 and hi == 1.0  # windows resampled: 0, 1/2 or 1
+    assert np.isnan(S.probability_of_improvement(np.full((1, 2), np.nan), y))
+
+
+def test_paired_ratio_by_hand():
+    a = np.array([[2.0, 4.0]])
+    b = np.array([[1.0, 1.0]])
+    point, lo, hi = S.paired_ratio_ci(a, b, lambda p, q: p.mean(1) / q.mean(1), reps=2000)
+    assert point == pytest.approx(3.0) and lo == pytest.approx(2.0) and hi == pytest.approx(4.0)
+
+
+def test_spa_and_stepm_find_the_known_winner():
+    pytest.importorskip("arch")
+    rng = np.random.default_rng(0)
+    bench = rng.normal(0.0, 0.01, 2000)
+    models = {"better": bench - 0.002 + rng.normal(0.0, 0.002, 2000),
+              "same": bench + rng.normal(0.0, 0.002, 2000),
+              "worse": bench + 0.002, "copy": bench.copy()}
+    out = S.superiority_tests(bench, models, reps=500, seed=1)
+    assert out["superior"] == ["better"]
+    assert out["spa"]["consistent"] < 0.05
+    assert out["identical"] == ["copy"] and out["block_size"] >= 1
+    assert out["mean_gain"]["better"] > 0 > out["mean_gain"]["worse"]
+    none = S.superiority_tests(bench, {"worse": bench + 0.002,
+                                       "same": bench + rng.normal(0, 0.002, 2000)},
+                               reps=500, seed=1)
+    assert none["superior"] == [] and none["spa"]["consistent"] > 0.05
+
+
 # ---------------------------------------------------------------- a tiny grid
 
 
@@ -99,13 +161,13 @@ def tiny_experiment(tmp_path: Path, **extra) -> Path:
         **extra,
     }
     path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(exp))
+    path.write_text(yaml.safe_dump(exp, sort_keys=False))
     return path
 
 
 def comparable(rows):
-    return sorted((r["dataset"], r["fold"], r["agent"], r["seed"], r["final_equity"],
-                   r["trades"]) for r in rows)
+    return sorted((r["dataset"], r["variant"], r["fold"], r["agent"], r["seed"],
+                   r["final_equity"], r["trades"]) for r in rows)
 
 
 @pytest.fixture(scope="module")
@@ -117,23 +179,91 @@ def serial_run(tmp_path_factory):
     return tmp, exp, specs, rows
 
 
-def test_grid_jobs_folders_and_baseline_added(serial_run):
+def test_grid_jobs_folders_reference_and_deterministic_agents_once(serial_run):
     tmp, exp, specs, rows = serial_run
-    assert [a.name for a in exp.agents][-1] == "equal-weight"  # the baseline joins the grid
-    assert len(specs) == 4 * 2 * 2
+    # per fold: the reference, cash and momentum once (deterministic), random on both seeds
+    assert len(specs) == 2 * (1 + 1 + 2 + 1)
+    assert sorted((s.agent["name"], s.seed) for s in specs if s.fold == 0) == [
+        ("cash", 0), ("market", 0), ("momentum", 0), ("random", 0), ("random", 1)]
     for spec, row in zip(specs, rows, strict=True):
         folder = spec.folder
-        assert folder == tmp / "runs" / "tiny" / "syn" / f"fold{spec.fold}" / \
+        variant = "reference" if spec.is_reference else "rules"
+        assert folder == tmp / "runs" / "tiny" / "syn" / variant / f"fold{spec.fold}" / \
             spec.agent["name"] / f"seed{spec.seed}"
         for name in ("metrics.json", "equity.csv", "trades.csv", "weights.csv",
                      "manifest.json"):
             assert (folder / name).exists()
-        assert row["skipped"] is False
+        assert row["reuse"] == "new" and row["identity"] == spec.identity
+    assert len({s.identity for s in specs}) == len(specs)
     # every policy met the same test windows and the same starting capital
-    windows = {(r["fold"], r["start"], r["end"]) for r in rows}
-    assert len(windows) == 2
+    assert len({(r["fold"], r["start"], r["end"]) for r in rows}) == 2
     assert {json.loads((s.folder / "manifest.json").read_text())["data_hash"]
             for s in specs} == {ex._market(ex.dataset_config(exp, exp.datasets[0])).digest()}
+
+
+def test_the_reference_has_no_risk_rules(serial_run):
+    _, exp, specs, _ = serial_run
+    ref = next(s for s in specs if s.is_reference)
+    cfg = ref.config
+    assert ref.agent["policy"] == "buy-and-hold" and ref.deterministic
+    assert cfg["risk"]["stop_loss"] is None and cfg["risk"]["take_profit"] is None
+    assert cfg["portfolio"]["max_drawdown"] is None
+    assert cfg["portfolio"]["max_portfolio_risk"] is None
+    assert cfg["portfolio"]["max_positions"] is None
+    assert cfg["execution"] == ex.dataset_config(exp, exp.datasets[0]).execution.__dict__ | {
+        "overrides": {}}
+
+
+def hand_market(tmp_path: Path) -> Path:
+    """A falls 6% (a 2% stop fires) then climbs to 120; B doubles: closes only, 50 bars."""
+    a = np.concatenate([[100.0, 99.0, 97.0, 94.0], np.linspace(95.0, 120.0, 46)])
+    b = np.linspace(50.0, 100.0, 50)
+    frame = pd.DataFrame({"time": pd.date_range("2020-01-01", periods=50, freq="D"),
+                          "A": a, "B": b})
+    frame.to_csv(tmp_path / "hand.csv", index=False)
+    return tmp_path / "hand.csv"
+
+
+def hand_experiment(tmp_path: Path, reference: str, fee: float) -> ex.ExperimentConfig:
+    data = {"source": str(hand_market(tmp_path)), "min_bars": 10}
+    path = tiny_experiment(
+        tmp_path, reference=reference,
+        config={"data": data, "env": {"window": 1}, "risk": {"var_window": 2},
+         "portfolio": {"correlation_window": 2}, "sizing": {"volatility_window": 2},
+         "execution": {"price": "close", "fee_rate": fee, "slippage": 0.0}},
+        datasets=[{"name": "hand", "data": data}],
+        folds={"n_folds": 1, "train": 5, "validation": 5, "test": 30, "embargo": 2},
+        seeds=[0], agents=[{"name": "buy-and-hold", "policy": "buy-and-hold"}])
+    return ex.load_experiment(path)
+
+
+def test_market_reference_by_hand(tmp_path):
+    f = 0.001
+    exp = hand_experiment(tmp_path, "market", f)
+    specs = ex.jobs(exp, tmp_path / "runs")
+    rows = {r["role"]: r for r in grid.run_jobs(specs, "serial", progress=False)}
+    md = ex._market(ex.dataset_config(exp, exp.datasets[0]))
+    t0, t1 = specs[0].windows["test"][0], specs[0].windows["test"][1] - 1
+    p0, p1 = md.close[t0], md.close[t1]
+    e0 = 10_000.0
+    units_a = 0.5 * e0 / p0[0]  # A first (ties by index); B takes the cash that is left
+    units_b = (e0 - 0.5 * e0 * (1 + f)) / (p0[1] * (1 + f))
+    assert rows["reference"]["final_equity"] == pytest.approx(
+        units_a * p1[0] + units_b * p1[1], rel=1e-9)
+    # under the rules buy-and-hold is stopped out of A in the first bars: another number
+    assert rows["agent"]["trades"] >= 1
+    assert rows["agent"]["final_equity"] != pytest.approx(rows["reference"]["final_equity"])
+
+
+def test_ucrp_reference_by_hand(tmp_path):
+    exp = hand_experiment(tmp_path, "ucrp", 0.0)
+    specs = ex.jobs(exp, tmp_path / "runs")
+    ref = next(r for r in grid.run_jobs(specs, "serial", progress=False)
+               if r["role"] == "reference")
+    md = ex._market(ex.dataset_config(exp, exp.datasets[0]))
+    t0, t1 = specs[0].windows["test"][0], specs[0].windows["test"][1] - 1
+    rel = md.close[t0 + 1: t1 + 1] / md.close[t0: t1]
+    assert ref["final_equity"] == pytest.approx(10_000.0 * np.prod(rel.mean(axis=1)), rel=1e-9)
 
 
 def test_parallel_backends_chain_the_seeds_of_each_agent_and_fold(serial_run):
@@ -141,8 +271,9 @@ def test_parallel_backends_chain_the_seeds_of_each_agent_and_fold(serial_run):
     groups = grid.chains(specs)
     assert sum(len(g) for g in groups) == len(specs) and len(groups) == 2 * 4
     for g in groups:
-        keys = {(specs[i].fold, specs[i].agent["name"]) for i in g}
-        assert len(keys) == 1 and [specs[i].seed for i in g] == [0, 1]
+        keys = {(specs[i].fold, specs[i].variant, specs[i].agent["name"]) for i in g}
+        assert len(keys) == 1
+        assert [specs[i].seed for i in g] in ([0], [0, 1])
 
 
 def test_process_and_ray_backends_give_the_serial_results(serial_run, tmp_path):
@@ -155,42 +286,84 @@ def test_process_and_ray_backends_give_the_serial_results(serial_run, tmp_path):
     assert comparable(ray_rows) == comparable(rows)
 
 
-def test_resume_finishes_only_what_is_missing(serial_run, tmp_path):
+def test_resume_recomputes_missing_killed_and_damaged_jobs_only(serial_run, tmp_path):
     src, exp, _, _ = serial_run
     root = tmp_path / "runs"
     shutil.copytree(src / "runs", root)
     specs = ex.jobs(exp, root)
-    lost, partial = specs[3].folder, specs[7].folder
+    lost, partial, broken, gone = (specs[i].folder for i in (1, 3, 6, 8))
     shutil.rmtree(lost)  # never ran
     (partial / "metrics.json").unlink()  # killed before it finished
     (partial.parent / f".tmp-{partial.name}-999").mkdir()  # a killed job's temporary folder
+    (broken / "metrics.json").write_text('{"experiment": "tin')  # truncated
+    (gone / "equity.csv").unlink()  # a result file lost
     before = {s.folder: (s.folder / "metrics.json").stat().st_mtime_ns
-              for s in specs if (s.folder / "metrics.json").exists()}
+              for s in specs if s.folder not in (lost, partial, broken, gone)}
     rows = grid.run_jobs(specs, "serial", progress=False)
-    recomputed = {Path(r["folder"]) for r in rows if not r["skipped"]}
-    assert recomputed == {lost, partial}
+    state = {Path(r["folder"]): r["reuse"] for r in rows}
+    assert {f for f, s in state.items() if s != "reused"} == {lost, partial, broken, gone}
+    assert state[lost] == state[partial] == "new"
+    assert state[broken] == state[gone] == "damaged"
     for folder, mtime in before.items():
         assert (folder / "metrics.json").stat().st_mtime_ns == mtime
 
 
-def test_aggregate_and_report_name_every_agent(serial_run, tmp_path):
-    _, exp, _, rows = serial_run
+def test_a_changed_variant_or_fee_recomputes_exactly_the_changed_jobs(tmp_path):
+    variants = {"rules": {}, "no_var": {"portfolio": {"max_portfolio_risk": None}}}
+    agents = [{"name": "momentum", "policy": "momentum"}]
+    first = ex.load_experiment(tiny_experiment(tmp_path, variants=variants, agents=agents))
+    rows = grid.run_jobs(ex.jobs(first, tmp_path / "runs"), "serial", progress=False)
+    assert {r["variant"] for r in rows} == {"reference", "rules", "no_var"}
+    changed = {"rules": {}, "no_var": {"portfolio": {"max_portfolio_risk": 0.5}}}
+    second = ex.load_experiment(tiny_experiment(tmp_path, variants=changed, agents=agents))
+    again = grid.run_jobs(ex.jobs(second, tmp_path / "runs"), "serial", progress=False)
+    assert {(r["variant"], r["reuse"]) for r in again} == {
+        ("reference", "reused"), ("rules", "reused"), ("no_var", "stale")}
+    fee = ex.load_experiment(tiny_experiment(
+        tmp_path, variants=changed, agents=agents,
+        config={"risk": {"on_portfolio_stop": "flat", "var_window": 20},
+                "env": {"window": 8}, "execution": {"fee_rate": 0.05}}))
+    third = grid.run_jobs(ex.jobs(fee, tmp_path / "runs"), "serial", progress=False)
+    assert {r["reuse"] for r in third} == {"stale"}
+    assert all(json.loads((Path(r["folder"]) / "manifest.json").read_text())["config"]
+               ["execution"]["fee_rate"] == 0.05 for r in third)
+
+
+def test_aggregate_and_report_with_variants(tmp_path):
+    variants = {"rules": {}, "no_stops": {"risk": {"stop_loss": None, "take_profit": None},
+                                          "sizing": {"base": "notional",
+                                                     "risk_per_trade": 0.5}}}
+    exp = ex.load_experiment(tiny_experiment(tmp_path, variants=variants))
+    rows = grid.run_jobs(ex.jobs(exp, tmp_path / "runs"), "serial", progress=False)
     df = grid.results_frame(rows, exp)
-    assert (df[df["agent"] == "equal-weight"]["score"] == 0).all()
+    ref = df[df["role"] == "reference"].set_index("fold")["sharpe"]
+    agents = df[df["role"] == "agent"]
+    assert np.allclose(agents["score"], agents["sharpe"] - agents["fold"].map(ref),
+                       equal_nan=True)
     agg = grid.aggregate(df, exp, reps=200)
-    agents = {"cash", "random", "momentum", "equal-weight"}
-    assert {r["agent"] for r in agg["table"]} == agents
-    assert len(agg["probability_of_improvement"]) == 4 * 3
-    eq = next(r for r in agg["table"] if r["agent"] == "equal-weight")
-    assert eq["iqm"] == 0.0 and eq["iqm_low"] == 0.0
+    keys = {(r["agent"], r["variant"]) for r in agg["table"]}
+    assert keys == {(a, v) for a in ("cash", "random", "momentum") for v in variants}
+    cash = next(r for r in agg["table"] if r["agent"] == "cash")
+    assert math.isnan(cash["iqm"]) and cash["windows"] == 0  # a flat curve has no Sharpe
+    assert any("undefined score left out" in f for f in cash["flags"])
+    momentum = next(r for r in agg["table"] if r["agent"] == "momentum")
+    assert momentum["deterministic"] and momentum["windows"] == 2
+    assert any("too few" in f for f in momentum["flags"])
+    assert len(agg["probability_of_improvement"]) == 6 * 5
+    assert {(e["agent"], e["variant"]) for e in agg["effects"]} >= {("momentum", "no_stops")}
+    assert agg["tests"]["block_size"] >= 1 and len(agg["windows"]) == 2
     report.write_files(tmp_path, df, agg)
     path = report.html_report(tmp_path / "report.html", title="tiny", df=df, rows=rows,
                               agg=agg, config={"x": 1}, synthetic=True)
     text = path.read_text()
-    assert "SYNTHETIC DATA" in text and text.count("data:image/png;base64,") >= 6
-    for a in agents:
+    assert "SYNTHETIC DATA" in text and text.count("data:image/png;base64,") >= 5
+    assert "reference: market" in text and "Rule variants: effects" in text
+    for a in ("cash", "random", "momentum", "no_stops"):
         assert a in text
     assert (tmp_path / "results.csv").exists() and (tmp_path / "summary.json").exists()
+    lines = report.notes(agg, "syn data")
+    assert any("two-stage bootstrap" in x for x in lines)
+    assert any("Only 2 test windows" in x for x in lines)
 
 
 def test_bad_experiments_name_the_problem(tmp_path):
@@ -198,18 +371,30 @@ def test_bad_experiments_name_the_problem(tmp_path):
         ex.load_experiment(tiny_experiment(tmp_path, agents=[{"name": "x"}]))
     with pytest.raises(ConfigError, match=r"datasets\.syn: .*max_postions"):
         ex.load_experiment(tiny_experiment(tmp_path, config={"portfolio": {"max_postions": 1}}))
+    with pytest.raises(ConfigError, match=r"variants\.cheap: changes 'execution'"):
+        ex.load_experiment(tiny_experiment(
+            tmp_path, variants={"cheap": {"execution": {"fee_rate": 0.0}}}))
+    with pytest.raises(ConfigError, match="not a safe name"):
+        ex.load_experiment(tiny_experiment(tmp_path, name="../../x"))
+    with pytest.raises(ConfigError, match="not a safe name"):
+        ex.load_experiment(tiny_experiment(tmp_path, agents=[{"name": "a/b", "policy": "cash"}]))
+    with pytest.raises(ConfigError, match="score: 'profit'"):
+        ex.load_experiment(tiny_experiment(tmp_path, score="profit"))
 
 
 def test_compare_command_end_to_end(tmp_path):
-    path = tiny_experiment(tmp_path, agents=[{"name": "cash", "policy": "cash"}])
+    path = tiny_experiment(tmp_path, agents=[{"name": "cash", "policy": "cash"},
+                                             {"name": "momentum", "policy": "momentum"}])
     cmd = [sys.executable, "scripts/compare.py", "--experiment", str(path), "--out",
            str(tmp_path / "runs"), "--reps", "100", "--no-progress"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    assert "IQM score" in r.stdout and "report:" in r.stdout
+    out = " ".join(r.stdout.split())
+    assert "reference: market" in out and "windows x runs" in out and "report:" in out
+    assert "6 computed, 0 reused" in out and "Only 2 test windows" in out
     assert (tmp_path / "runs" / "tiny" / "report.html").exists()
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and "8 jobs were already done" in again.stdout
+    assert again.returncode == 0 and "0 computed, 6 reused" in " ".join(again.stdout.split())
     bad = subprocess.run([sys.executable, "scripts/compare.py", "--experiment", "nope.yaml"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "cannot read experiment" in bad.stderr
@@ -218,10 +403,21 @@ def test_compare_command_end_to_end(tmp_path):
 def test_shipped_experiments_load():
     from helpers import SHARED_DATA
 
+    pytest.importorskip("arch")
     exp = ex.load_experiment(ROOT / "configs" / "experiments" / "default.yaml")
     assert {a.name for a in exp.agents} >= {"cash", "buy-and-hold", "equal-weight", "random",
                                             "momentum", "ppo", "a2c", "llm-ensemble"}
-    assert exp.folds.n_folds >= 2 and len(exp.seeds) >= 3
+    assert exp.folds.n_folds >= 12 and exp.folds.test == 252 and exp.reference == "market"
+    cfg = ex.dataset_config(exp, exp.datasets[0])
+    assert cfg.data.source == "arch" and cfg.risk.on_portfolio_stop == "flat"
+    md = ex._market(cfg)
+    folds = ex.folds_for(exp, cfg, md)
+    assert len(folds) == 12 and ex.embargo_for(cfg) >= cfg.risk.var_window
+    for a, b in itertools.pairwise(folds):
+        assert a.test.stop == b.test.start  # test windows tile the end of the data
+    risk = ex.load_experiment(ROOT / "configs" / "experiments" / "risk_rules.yaml")
+    assert {"seed_rules", "no_correlation_sizing", "no_var", "no_stops",
+            "no_drawdown_stop"} <= set(risk.variants)
     if SHARED_DATA.is_dir():
         real = ex.load_experiment(ROOT / "configs" / "experiments" / "real_h1.yaml")
         cfg = ex.dataset_config(real, real.datasets[0])

@@ -312,3 +312,39 @@ def test_splits_and_walk_forward_with_embargo():
     assert anchored[1].train.start == 0
     with pytest.raises(DataError, match="need"):
         walk_forward(500, n_folds=3, train=300, validation=100, test=100, embargo=50)
+
+
+# ---------------------------------------------------------------- packaged real data (arch)
+
+
+def test_packaged_arch_intersection():
+    wti_module = pytest.importorskip("arch.data.wti")
+    from arch.data import sp500
+
+    md = load_market("arch", calendar="intersection")
+    assert md.symbols == ("SPX", "IXIC", "WTI")
+    assert md.source == "packaged:arch" and not md.is_synthetic
+    assert md.close_only == ("WTI",) and "close-only: WTI" in md.describe()
+    assert md.periods_per_year == 252.0
+    assert md.index[0] == pd.Timestamp("1999-01-04", tz="UTC")
+    assert md.index[-1] == pd.Timestamp("2018-12-28", tz="UTC")  # WTI's last day
+    assert md.n_bars == 5012
+    wti = wti_module.load()["DCOILWTICO"]
+    assert int(wti.isna().sum()) == 290 == md.counts["WTI"]["nan_rows"]
+    spx = sp500.load()
+    # a day SPX traded but WTI has no price (NaN in FRED's file) is not a common bar
+    gaps = [d for d in wti.index[wti.isna()] if d in spx.index]
+    assert gaps and all(pd.Timestamp(d, tz="UTC") not in md.index for d in gaps)
+    day = pd.Timestamp("2008-10-15")
+    assert md.close[md.locate(day), 0] == pytest.approx(float(spx.loc[day, "Close"]))
+    assert md.close[md.locate(day), 2] == pytest.approx(float(wti.loc[day]))
+
+
+def test_packaged_arch_union_and_symbols():
+    pytest.importorskip("arch")
+    md = load_market("arch", calendar="union", symbols=["WTI", "SPX"])
+    assert md.symbols == ("WTI", "SPX")
+    assert md.n_bars > 5012 and not md.tradable.all()
+    assert md.counts["SPX"]["filled"] == int((~md.tradable[:, 1]).sum()) > 0
+    with pytest.raises(DataError, match="unknown symbol 'NDX'"):
+        load_market("arch", symbols=["NDX"])

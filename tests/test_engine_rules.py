@@ -549,3 +549,124 @@ def test_win_counts_net_of_fees():
     pf.step_signals(*signals(1, a0=(-1, 1.0)))  # +0.05% gross, -0.2% in fees
     a = pf.attribution()[0]
     assert a.realized > 0 and a.trades == 1 and a.wins == 0 and a.win_rate == 0.0
+
+
+# ---------------------------------------------------------------- re-entry after an exit
+
+
+def _stopped_then_signals(n_decisions, reentry, freq=1, scheme="signals"):
+    """Entry at bar 0 (close 100), stop at 98 inside bar 1, then BUY (or weight 1) again."""
+    close = [100.0, 99.0] + [99.0] * 8
+    md = market(close, open_=[100.0, 99.5] + [99.0] * 8, low=[100.0, 97.0] + [99.0] * 8)
+    cfg = bare(portfolio={"rebalancing_frequency": freq},
+               risk={"stop_loss": 0.02, "reentry_bars": reentry})
+    pf = book(md, cfg)
+    seen = []
+    for _ in range(n_decisions):
+        if scheme == "signals":
+            pf.step_signals(*signals(1, a0=(1, 1.0)))
+        else:
+            pf.step_weights(np.array([0.5]))
+        seen.append((int(pf.bar[0]), float(pf.units[0, 0]), int(pf.refused[0, 0])))
+    return pf, seen
+
+
+def test_reentry_blocked_for_reentry_bars_after_a_stop():
+    # decision 1 at bar 0 opens; the stop fires in bar 1 (exit bar s = 1): openings at decision
+    # bars t < s + 3 = 4 are refused (bars 1, 2, 3), bar 4 opens again
+    pf, seen = _stopped_then_signals(5, reentry=3)
+    assert seen[0][1] == 0.0  # stopped out within the first step
+    assert [s[2] for s in seen[1:4]] == [L.R_REENTRY] * 3
+    assert [s[1] for s in seen[1:4]] == [0.0] * 3
+    assert seen[4][1] > 0 and seen[4][2] == 0
+    assert pf.refusals()["reentry"] == 3
+
+
+def test_reentry_zero_allows_the_next_decision_and_weights_are_blocked_too():
+    _, seen = _stopped_then_signals(2, reentry=0)
+    assert seen[1][1] > 0
+    _, seen = _stopped_then_signals(4, reentry=2, scheme="weights")  # blocked at bars 1, 2
+    assert [s[2] for s in seen[1:4]] == [L.R_REENTRY, L.R_REENTRY, L.R_NONE]
+    assert seen[2][1] == 0.0 and seen[3][1] > 0
+
+
+def test_reentry_default_is_one_decision_interval():
+    cfg = bare(risk={"stop_loss": 0.02})
+    md = market([100.0] * 12)
+    assert cfg.risk.reentry_bars is None
+    assert Portfolio(md, cfg).params[L.P_REENTRY] == 1
+    every3 = bare(portfolio={"rebalancing_frequency": 3}, risk={"stop_loss": 0.02})
+    assert Portfolio(md, every3).params[L.P_REENTRY] == 3
+    # deciding every bar: the decision right after the stop (bar 1) is refused, bar 2 opens
+    _, seen = _stopped_then_signals(3, reentry=None)
+    assert seen[1][2] == L.R_REENTRY and seen[2][1] > 0
+
+
+def test_portfolio_stop_does_not_set_reentry():
+    md = market([100.0, 94.0] + [94.0] * 6)
+    cfg = bare(portfolio={"max_drawdown": 0.05}, sizing={"risk_per_trade": 1.0},
+               risk={"on_portfolio_stop": "flat", "cooldown_bars": 0, "reentry_bars": 5})
+    pf = book(md, cfg)
+    pf.step_signals(*signals(1, a0=(1, 1.0)))
+    assert pf.units[0, 0] == 0.0
+    pf.step_signals(*signals(1, a0=(1, 1.0)))
+    assert pf.units[0, 0] > 0
+
+
+# ---------------------------------------------------------------- volatility stops
+
+
+def test_volatility_stop_and_target_levels_fixed_at_entry():
+    # returns alternate +1% / -1%: per-bar sigma over the window by hand; 4 bars per decision
+    close = [100.0]
+    for k in range(12):
+        close.append(close[-1] * (1.01 if k % 2 == 0 else 0.99))
+    close += [close[-1]] * 8
+    md = market(close)
+    cfg = bare(portfolio={"rebalancing_frequency": 4},
+               sizing={"volatility_window": 10},
+               risk={"stop_mode": "volatility", "stop_loss": 2.0, "take_profit": 3.0})
+    pf = book(md, cfg, start=12)
+    pf.step_signals(*signals(1, a0=(1, 1.0)))
+    r = np.asarray(close[1:]) / np.asarray(close[:-1]) - 1.0
+    sigma = r[12 - 10: 12].std(ddof=1)  # returns of bars 3..12, ending at the decision bar
+    entry = close[12]
+    scale = sigma * np.sqrt(4.0)
+    assert pf.pos[0, 0, L.STOP] == pytest.approx(entry * (1 - 2.0 * scale), rel=1e-12)
+    assert pf.pos[0, 0, L.TARGET] == pytest.approx(entry * (1 + 3.0 * scale), rel=1e-12)
+
+
+def test_volatility_stop_sizes_risk_on_the_stop_distance():
+    close = [100.0]
+    for k in range(12):
+        close.append(close[-1] * (1.02 if k % 2 == 0 else 0.98))
+    md = market(close + [close[-1]] * 4)
+    cfg = bare(sizing={"base": "risk", "risk_per_trade": 0.01, "volatility_window": 10},
+               risk={"stop_mode": "volatility", "stop_loss": 2.0})
+    pf = book(md, cfg, start=12)
+    pf.step_signals(*signals(1, a0=(1, 1.0)))
+    r = np.diff(close) / np.asarray(close[:-1])
+    dist = 2.0 * r[2:12].std(ddof=1)  # one bar per decision
+    notional = pf.units[0, 0] * close[12]
+    assert notional == pytest.approx(E0 * 0.01 / dist, rel=1e-9)
+    # one stop distance lost = 1% of equity
+    assert pf.units[0, 0] * close[12] * dist == pytest.approx(0.01 * E0, rel=1e-9)
+
+
+def test_fraction_stop_must_be_below_one_volatility_multiple_may_not():
+    from ffe_gym.config import ConfigError
+
+    with pytest.raises(ConfigError, match="stop_loss"):
+        bare(risk={"stop_loss": 1.5})
+    assert bare(risk={"stop_loss": 1.5, "stop_mode": "volatility"}).risk.stop_loss == 1.5
+
+
+def test_correlation_threshold_null_turns_the_adjustment_off():
+    md = _market_with_correlation(0.85)
+    on = book(md, bare(portfolio={"correlation_window": 30}), start=30)
+    off = book(md, bare(portfolio={"correlation_window": 30, "correlation_threshold": None}),
+               start=30)
+    for pf in (on, off):
+        pf.step_signals(*signals(2, a0=(1, 1.0), a1=(1, 1.0)))
+    assert on.units[0, 1] * md.close[30, 1] == pytest.approx(0.5 * E0 * 0.75, rel=1e-9)
+    assert off.units[0, 1] * md.close[30, 1] == pytest.approx(0.5 * E0, rel=1e-12)

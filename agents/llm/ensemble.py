@@ -62,9 +62,15 @@ class LLMEnsemble:
 
     :param config: an :class:`LLMConfig`, a mapping, a YAML path, or None for the embedded
         profile (two tiny in-process models: the plumbing, not trading skill).
+
+    Deterministic for the comparison grid (one run per test window): greedy decoding with a
+    fixed seed, or a read-only cache replay, gives the same replies for the same prompts. A
+    member that misses the deadline breaks that; ``stats()["deadline_misses"]`` says so and the
+    comparison's table flags the run.
     """
 
     action_scheme = "signals"
+    deterministic = True
 
     def __init__(self, config: LLMConfig | Mapping[str, Any] | str | Path | None = None,
                  name: str = "llm-ensemble") -> None:

@@ -4,9 +4,10 @@
     python scripts/compare.py --experiment configs/experiments/real_h1.yaml --backend process
     python scripts/compare.py --backend ray --address auto      # the same grid on a Ray cluster
 
-Jobs land in ``<out>/<experiment>/...``; finished jobs are skipped, so running the same command
-again after an interruption finishes only what is missing. Exit code 2 with a one-line message
-for a bad experiment, config or data.
+Jobs land in ``<out>/<experiment>/...``; a finished job is reused when its stored identity
+(config, data, agent, window, seed, version) matches, so running the same command again after an
+interruption finishes only what is missing, and a changed experiment recomputes what changed.
+Exit code 2 with a one-line message for a bad experiment, config or data.
 """
 
 from __future__ import annotations
@@ -39,6 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def data_note(md) -> str:
+    """What a dataset is, in one line: its series, what is synthetic or close-only."""
+    from ffe_gym.data.packaged import describe_packaged
+
+    parts = [md.describe()]
+    series = describe_packaged(md)
+    if series:
+        parts.append(series)
+    return "; ".join(parts)
+
+
 def run(args: argparse.Namespace) -> Path:
     from rich.console import Console
 
@@ -48,23 +60,33 @@ def run(args: argparse.Namespace) -> Path:
     exp = ex.load_experiment(args.experiment or default_experiment())
     specs = ex.jobs(exp, args.out)
     console = Console() if sys.stdout.isatty() else Console(width=120)
-    console.print(f"[bold]{exp.name}[/bold]: {len(specs)} jobs = {len(exp.agents)} agents x "
-                  f"{len(exp.seeds)} seeds x {len(exp.datasets)} datasets x "
-                  f"{exp.folds.n_folds} folds ({args.backend})")
+    agents = sum(1 for s in specs if not s.is_reference)
+    console.print(f"[bold]{exp.name}[/bold]: {len(specs)} jobs = {agents} agent runs "
+                  f"({len(exp.agents)} agents x {len(exp.variants)} rule variant(s) x "
+                  f"{len(exp.datasets)} dataset(s) x {exp.folds.n_folds} windows; "
+                  f"deterministic agents once per window, the others x {len(exp.seeds)} "
+                  f"seeds) + {len(specs) - agents} reference runs ({args.backend})")
     rows = grid.run_jobs(specs, args.backend, args.workers, args.address,
                          progress=not args.no_progress)
-    skipped = sum(r.get("skipped", False) for r in rows)
-    if skipped:
-        console.print(f"{skipped} jobs were already done and were read back")
+    states = {k: sum(r["reuse"] == k for r in rows) for k in ("reused", "new", "stale",
+                                                                "damaged")}
+    console.print(f"jobs: {states['new']} computed, {states['reused']} reused (identity "
+                  f"matched), {states['stale']} recomputed because stale (the experiment, "
+                  f"data or code changed), {states['damaged']} recomputed because damaged")
     df = grid.results_frame(rows, exp)
     agg = grid.aggregate(df, exp, reps=args.reps)
     out = Path(args.out) / exp.name
     report.write_files(out, df, agg)
     synthetic = bool(df["synthetic"].any())
+    data = " | ".join(f"{d.name}: {data_note(ex._market(ex.dataset_config(exp, d)))}"
+                      for d in exp.datasets)
     title = f"ffe-gym comparison: {exp.name}" + (" [SYNTHETIC DATA]" if synthetic else "")
     console.print(report.terminal_table(agg, title))
+    for line in report.notes(agg, data) + report.flag_lines(agg) + report.effect_lines(agg):
+        console.print(line, highlight=False, markup=False)
     path = report.html_report(out / "report.html", title=title, df=df, rows=rows, agg=agg,
-                              config={"experiment": to_dict(exp)}, synthetic=synthetic)
+                              config={"experiment": to_dict(exp)}, synthetic=synthetic,
+                              data=data)
     console.print(f"report: {path}\nresults: {out / 'results.csv'}, {out / 'summary.json'}")
     return path
 

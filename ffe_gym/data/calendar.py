@@ -45,7 +45,7 @@ def _fold(frame: pd.DataFrame, kept: np.ndarray) -> tuple[np.ndarray, int]:
 
 def align(frames: dict[str, pd.DataFrame], calendar: str = "intersection", *,
           max_fill_bars: int = 120, min_bars: int = 2, files: dict[str, str] | None = None,
-          source: str = "memory") -> MarketData:
+          source: str = "memory", close_only: tuple[str, ...] = ()) -> MarketData:
     """Align validated per-symbol frames (UTC index, OHLCV columns) into a :class:`MarketData`.
 
     :param frames: symbol -> frame, already validated by :func:`ffe_gym.data.loaders.validate`.
@@ -119,7 +119,7 @@ def align(frames: dict[str, pd.DataFrame], calendar: str = "intersection", *,
         symbols=tuple(symbols), index=pd.DatetimeIndex(index), open=panel[..., 0],
         high=panel[..., 1], low=panel[..., 2], close=panel[..., 3], volume=panel[..., 4],
         tradable=tradable, periods_per_year=infer_periods_per_year(pd.DatetimeIndex(index)),
-        source=source, counts=counts,
+        source=source, counts=counts, close_only=close_only,
     )
 
 

@@ -25,6 +25,7 @@ import pandas as pd
 
 from ffe_gym.data.calendar import align
 from ffe_gym.data.market import DataError, MarketData
+from ffe_gym.data.packaged import is_packaged, packaged_frames
 
 PRICES = ("open", "high", "low", "close")
 TIME_COLUMNS = ("time", "timestamp", "date", "datetime")
@@ -147,7 +148,8 @@ def from_frames(frames: Mapping[str, pd.DataFrame], *, calendar: str = "intersec
                 max_fill_bars: int = 120, min_bars: int = 2,
                 files: Mapping[str, str] | None = None, source: str = "memory") -> MarketData:
     """Validate and align per-symbol frames (see :func:`validate` and
-    :func:`ffe_gym.data.calendar.align`)."""
+    :func:`ffe_gym.data.calendar.align`). A symbol whose open, high and low equal its close on
+    every row is marked close-only (``MarketData.close_only``)."""
     files = dict(files or {})
     clean = {}
     dropped = {}
@@ -156,8 +158,11 @@ def from_frames(frames: Mapping[str, pd.DataFrame], *, calendar: str = "intersec
                                             max_fill_bars=max_fill_bars)
         if len(clean[sym]) == 0:
             raise DataError("no bars", file=files.get(sym), symbol=sym)
+    close_only = tuple(s for s, f in clean.items()
+                       if all(np.array_equal(f[c].to_numpy(), f["close"].to_numpy())
+                              for c in ("open", "high", "low")))
     md = align(clean, calendar, max_fill_bars=max_fill_bars, min_bars=min_bars, files=files,
-               source=source)
+               source=source, close_only=close_only)
     for sym, n in dropped.items():
         md.counts[sym]["nan_rows"] = n
     return md
@@ -211,14 +216,20 @@ def load_market(source: str | Path, *, symbols: Iterable[str] | None = None,
                 start: str | None = None, end: str | None = None) -> MarketData:
     """Load a file or a directory of files into an aligned :class:`MarketData`.
 
-    :param source: a CSV/Parquet file or a directory of them.
+    :param source: a CSV/Parquet file, a directory of them, or a packaged source (``arch``:
+        see :mod:`ffe_gym.data.packaged`).
     :param symbols: keep these (in this order); an unknown one raises :class:`DataError`.
     :param calendar: ``intersection`` or ``union``.
     :param start, end: optional inclusive date bounds applied after alignment.
     """
+    if is_packaged(str(source)):
+        frames, files, _ = packaged_frames(str(source), symbols)
+        md = from_frames(frames, calendar=calendar, max_fill_bars=max_fill_bars,
+                         min_bars=min_bars, files=files, source=f"packaged:{source}")
+        return restrict_dates(md, start, end, min_bars=min_bars)
     path = Path(source)
-    frames: dict[str, pd.DataFrame] = {}
-    files: dict[str, str] = {}
+    frames = {}
+    files = {}
     if path.is_dir():
         paths = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES)
         if not paths:

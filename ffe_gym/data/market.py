@@ -45,6 +45,8 @@ class MarketData:
     :param periods_per_year: bars per year for annualisation (8760 for 24/7 hourly, ...).
     :param source: where the panel came from; synthetic panels say so here.
     :param counts: what alignment did (folded bars, filled bars, trimmed rows), per symbol.
+    :param close_only: symbols whose source had closes only (open = high = low = close): under
+        ``next_open`` fills they fill at the next close and their stops act on closes.
     """
 
     symbols: tuple[str, ...]
@@ -58,6 +60,7 @@ class MarketData:
     periods_per_year: float
     source: str = "memory"
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    close_only: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         T, N = len(self.index), len(self.symbols)
@@ -71,6 +74,8 @@ class MarketData:
             raise DataError(f"tradable has shape {tr.shape}, expected {(T, N)}")
         object.__setattr__(self, "tradable", tr)
         object.__setattr__(self, "symbols", tuple(self.symbols))
+        object.__setattr__(self, "close_only",
+                           tuple(s for s in self.symbols if s in set(self.close_only)))
         if self.index.tz is None or str(self.index.tz) != "UTC":
             raise DataError("index must be tz-aware UTC")
 
@@ -93,7 +98,7 @@ class MarketData:
             symbols=self.symbols, index=self.index[sl], open=self.open[sl], high=self.high[sl],
             low=self.low[sl], close=self.close[sl], volume=self.volume[sl],
             tradable=self.tradable[sl], periods_per_year=self.periods_per_year,
-            source=self.source, counts=self.counts,
+            source=self.source, counts=self.counts, close_only=self.close_only,
         )
 
     def select(self, symbols: list[str] | tuple[str, ...]) -> MarketData:
@@ -109,6 +114,7 @@ class MarketData:
             volume=self.volume[:, cols], tradable=self.tradable[:, cols],
             periods_per_year=self.periods_per_year, source=self.source,
             counts={s: self.counts[s] for s in symbols if s in self.counts},
+            close_only=self.close_only,
         )
 
     def locate(self, when: str | pd.Timestamp, side: str = "left") -> int:
@@ -129,8 +135,10 @@ class MarketData:
     def describe(self) -> str:
         span = f"{self.index[0]:%Y-%m-%d %H:%M} .. {self.index[-1]:%Y-%m-%d %H:%M}"
         label = " [SYNTHETIC]" if self.is_synthetic else ""
+        closes = (f"; close-only: {', '.join(self.close_only)} (a next_open order fills at the "
+                  "next close; stops act on closes)" if self.close_only else "")
         return (f"{self.n_assets} assets x {self.n_bars} bars, {span} UTC, "
-                f"{self.periods_per_year:g} bars/year, source {self.source}{label}")
+                f"{self.periods_per_year:g} bars/year, source {self.source}{label}{closes}")
 
 
 def infer_periods_per_year(index: pd.DatetimeIndex) -> float:

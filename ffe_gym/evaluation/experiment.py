@@ -1,38 +1,54 @@
-"""Experiments: agents x seeds x datasets x walk-forward folds, as independent jobs.
+"""Experiments: agents x variants x seeds x datasets x walk-forward folds, as independent jobs.
 
 An experiment YAML (``configs/experiments/*.yaml``)::
 
     name: default
     config: {risk: {on_portfolio_stop: flat}}      # the same data, costs and limits for all
-    datasets: [{name: synthetic, data: {source: synthetic}}]
-    folds: {n_folds: 2, train: 3000, validation: 600, test: 600}   # bars; embargo: longest lookback
-    seeds: [0, 1, 2]
-    baseline: equal-weight                          # scores are normalised against it
+    datasets: [{name: indices, data: {source: arch, symbols: [SPX, IXIC, WTI]}}]
+    folds: {n_folds: 12, train: 1000, validation: 252, test: 252}  # embargo: longest lookback
+    seeds: [0, 1]                  # deterministic agents run once per window, on the first seed
+    reference: market              # or ucrp; scores are the agent's metric minus the reference's
+    score: sharpe
+    risk_free: 0.0                 # constant annual rate for Sharpe and Sortino
+    rules: seed rules              # what the base rule set is called in tables
+    variants: {seed_rules: {}, no_var: {portfolio: {max_portfolio_risk: null}}}
     agents:
       - {name: momentum, policy: momentum}
       - {name: ppo, train: {agent: ppo, timesteps: 8000, n_envs: 4}}
       - {name: llm, policy: llm-ensemble, kwargs: {config: configs/agents/llm_embedded.yaml},
-         decide_every: 24}
+         decide_every: 63}
 
 Each job is a pure function of a picklable :class:`JobSpec`: it builds its data, trains its
 agent where one is trained (on the fold's train window, validated on its validation window),
 evaluates on the fold's test window, and writes
-``<root>/<experiment>/<dataset>/fold<k>/<agent>/seed<s>/`` (metrics.json, equity.csv,
+``<root>/<experiment>/<dataset>/<variant>/fold<k>/<agent>/seed<s>/`` (metrics.json, equity.csv,
 trades.csv, weights.csv, manifest.json, the model) atomically: into a temporary folder, renamed
-when complete. A job whose metrics.json exists is skipped, so a killed comparison resumes and
-loses nothing finished. Agents are named by strings (``ffe_gym`` never imports ``ffe_agents``).
+when complete. The reference runs once per dataset and fold under
+``<dataset>/reference/fold<k>/<market|ucrp>/``: the same window, data, fills and costs, and no
+risk or portfolio limit at all (the same reference for every variant, so variants may change
+rules but not ``data`` or ``execution``).
+
+A job's identity is a hash of everything that determines its result: the resolved config
+(variant and ``decide_every`` included), the data hash, the agent entry with the content of
+every file it names (agent YAML, LLM config), the windows, the seed, the risk-free rate and the
+package version. A finished job is reused only when its stored identity matches and its files
+are there; otherwise it is computed again. Agents are named by strings (``ffe_gym`` never
+imports ``ffe_agents``).
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib
 import json
+import math
 import os
+import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -42,12 +58,40 @@ from ffe_gym.data import MarketData, market_from_config
 from ffe_gym.data.splits import Fold, Window, walk_forward
 from ffe_gym.features import lookback
 from ffe_gym.manifest import manifest, write_json
+from ffe_gym.metrics import METRIC_NAMES
+
+REFERENCES = {"market": "buy-and-hold", "ucrp": "equal-weight"}
+REFERENCE_TEXT = {
+    "market": "market: equal weights bought once and held (the OLPS literature's 'Market')",
+    "ucrp": "ucrp: equal weights rebalanced at every decision",
+}
+# every risk and portfolio limit off; fills, costs, capital and cadence stay the experiment's
+RULES_OFF: dict[str, Any] = {
+    "portfolio": {"max_positions": None, "max_portfolio_risk": None, "max_drawdown": None,
+                  "correlation_threshold": None},
+    "sizing": {"base": "notional"},
+    "risk": {"stop_loss": None, "take_profit": None, "max_short_exposure": None,
+             "max_gross_exposure": None, "reentry_bars": 0},
+}
+SCORES = tuple(m for m in METRIC_NAMES if m not in ("bars", "trades"))
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def check_name(name: str, where: str) -> str:
+    """A name used as a folder: letters, digits, ``_ . + -``; no separators, no ``..``."""
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+        raise ConfigError(f"{where}: {name!r} is not a safe name (letters, digits and _ . + -, "
+                          "starting with a letter or digit; no '/' or '..')")
+    return name
 
 
 @dataclass
 class DatasetSpec:
     name: str
     data: dict[str, Any] = field(default_factory=dict)  # the ``data`` section for this dataset
+
+    def __post_init__(self) -> None:
+        check_name(self.name, "datasets.name")
 
 
 @dataclass
@@ -76,8 +120,11 @@ class AgentEntry:
     kwargs: dict[str, Any] = field(default_factory=dict)
     train: TrainSpec | None = None
     decide_every: Any = None  # bars or an offset: how often this agent decides (stops: every bar)
+    deterministic: bool | None = None  # None: as the policy class declares
+    hindsight: bool = False  # sees its test window: a labelled bound, never a contender
 
     def __post_init__(self) -> None:
+        check_name(self.name, "agents.name")
         if (self.policy is None) == (self.train is None):
             raise ConfigError(f"agents.{self.name}: give exactly one of policy or train")
 
@@ -91,21 +138,42 @@ class ExperimentConfig:
     config: dict[str, Any] = field(default_factory=dict)
     folds: FoldSpec = field(default_factory=FoldSpec)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    baseline: str = "equal-weight"
+    reference: Literal["market", "ucrp"] = "market"
     score: str = "sharpe"
+    risk_free: float = 0.0
+    rules: str = "the experiment's rules"
+    variants: dict[str, dict[str, Any]] = field(default_factory=lambda: {"rules": {}})
 
     def __post_init__(self) -> None:
+        check_name(self.name, "name")
         names = [a.name for a in self.agents]
         if len(set(names)) != len(names):
             raise ConfigError("agents: names must be unique")
-        if self.baseline not in names:
-            self.agents.append(AgentEntry(name=self.baseline, policy=self.baseline))
+        if "reference" in names:
+            raise ConfigError("agents: 'reference' is reserved for the reference run")
+        if not self.seeds:
+            raise ConfigError("seeds: give at least one seed")
+        if self.score not in SCORES:
+            raise ConfigError(f"score: {self.score!r} is not a metric (allowed: "
+                              f"{', '.join(SCORES)})")
+        if not self.variants:
+            raise ConfigError("variants: give at least one (an empty override is the base rules)")
+        for v, over in self.variants.items():
+            check_name(v, "variants")
+            if v == "reference":
+                raise ConfigError("variants: 'reference' is reserved for the reference run")
+            touched = sorted({"data", "execution"} & set(over or {}))
+            if touched:
+                raise ConfigError(f"variants.{v}: changes {touched[0]!r}; a variant changes "
+                                  "rules only (every variant is scored against one reference "
+                                  "with the experiment's data, fills and costs)")
 
 
 def load_experiment(path: str | Path) -> ExperimentConfig:
     exp = load_yaml_as(ExperimentConfig, path, "experiment")
-    for d in exp.datasets:  # check every dataset's config now, not in a worker later
-        dataset_config(exp, d)
+    for d in exp.datasets:  # check every dataset's and variant's config now, not in a worker
+        for v in exp.variants:
+            variant_config(exp, d, v)
     return exp
 
 
@@ -116,6 +184,19 @@ def dataset_config(exp: ExperimentConfig, dataset: DatasetSpec) -> Config:
         raise ConfigError(f"datasets.{dataset.name}: {exc}") from None
 
 
+def variant_config(exp: ExperimentConfig, dataset: DatasetSpec, variant: str) -> Config:
+    base = to_dict(dataset_config(exp, dataset))
+    try:
+        return from_dict(Config, merge(base, exp.variants[variant] or {}))
+    except ConfigError as exc:
+        raise ConfigError(f"variants.{variant} (dataset {dataset.name}): {exc}") from None
+
+
+def reference_config(cfg: Config) -> Config:
+    """``cfg`` with every risk and portfolio limit off (fills, costs and cadence kept)."""
+    return from_dict(Config, merge(to_dict(cfg), RULES_OFF))
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """Everything one job needs; picklable, so any backend can run it."""
@@ -123,16 +204,25 @@ class JobSpec:
     root: str
     experiment: str
     dataset: str
+    variant: str  # "reference" for the reference run
     config: dict[str, Any]  # the resolved Config as a dict
     fold: int
     windows: dict[str, tuple[int, int]]
     agent: dict[str, Any]  # an AgentEntry as a dict
     seed: int
+    risk_free: float = 0.0
+    data_hash: str = ""
+    identity: str = ""
+    deterministic: bool = False
 
     @property
     def folder(self) -> Path:
-        return (Path(self.root) / self.experiment / self.dataset / f"fold{self.fold}"
-                / self.agent["name"] / f"seed{self.seed}")
+        return (Path(self.root) / self.experiment / self.dataset / self.variant
+                / f"fold{self.fold}" / self.agent["name"] / f"seed{self.seed}")
+
+    @property
+    def is_reference(self) -> bool:
+        return self.variant == "reference"
 
 
 def embargo_for(cfg: Config) -> int:
@@ -157,30 +247,101 @@ def folds_for(exp: ExperimentConfig, cfg: Config, md: MarketData) -> list[Fold]:
                         test=f.test, embargo=gap, anchored=f.anchored)
 
 
+def _policy_class(spec: str) -> Any:
+    from ffe_gym.evaluation.policy import REGISTRY, _load
+
+    target = REGISTRY.get(spec, spec)
+    if ":" in target and not Path(spec).exists():
+        return _load(target)
+    return None  # a saved model's folder
+
+
+def is_deterministic(agent: AgentEntry) -> bool:
+    """Whether an agent's result is a function of its inputs alone (one run per window).
+
+    The entry's ``deterministic`` wins; a trained agent is stochastic (its seed changes the
+    training); a saved model evaluated greedily is deterministic; otherwise the policy class's
+    ``deterministic`` attribute (False when it has none)."""
+    if agent.deterministic is not None:
+        return agent.deterministic
+    if agent.train is not None:
+        return False
+    cls = _policy_class(agent.policy)
+    return True if cls is None else bool(getattr(cls, "deterministic", False))
+
+
+def _file_digests(agent: AgentEntry) -> dict[str, str]:
+    """sha256 of every file an agent entry names: its agent YAML, file-valued kwargs."""
+    paths: list[Path] = []
+    if agent.train is not None:
+        if agent.train.agent_config:
+            paths.append(Path(agent.train.agent_config))
+        else:
+            sb3 = importlib.import_module("ffe_agents.sb3")
+            paths.append(Path(sb3.default_agent_config(agent.train.agent)))
+    for v in agent.kwargs.values():
+        if isinstance(v, str) and len(v) < 4096 and Path(v).is_file():
+            paths.append(Path(v))
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+
+
+def job_identity(config: dict[str, Any], data_hash: str, agent: AgentEntry,
+                 windows: dict[str, tuple[int, int]], seed: int, risk_free: float,
+                 digests: dict[str, str]) -> str:
+    """sha256 over everything that determines a job's result (see the module docstring)."""
+    from ffe_gym import __version__
+
+    payload = {"version": __version__, "config": config, "data": data_hash,
+               "agent": asdict(agent), "files": digests, "windows": windows, "seed": seed,
+               "risk_free": risk_free}
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _agent_config(cfg: Config, agent: AgentEntry) -> Config:
+    if agent.decide_every is None:
+        return cfg
+    try:
+        return from_dict(Config, merge(to_dict(cfg), {
+            "portfolio": {"rebalancing_frequency": agent.decide_every}}))
+    except ConfigError as exc:
+        raise ConfigError(f"agents.{agent.name}.decide_every: {exc}") from None
+
+
 def jobs(exp: ExperimentConfig, root: str | Path) -> list[JobSpec]:
-    """Every job of the experiment, in a stable order."""
+    """Every job of the experiment, in a stable order: per dataset and fold the reference,
+    then every variant x agent x seed (one seed for a deterministic agent)."""
     out = []
+    ref_agent = AgentEntry(name=exp.reference, policy=REFERENCES[exp.reference],
+                           deterministic=True)
+    digests = {a.name: _file_digests(a) for a in exp.agents}
     for d in exp.datasets:
-        cfg = dataset_config(exp, d)
-        md = _market(cfg)
-        for fold in folds_for(exp, cfg, md):
+        base = dataset_config(exp, d)
+        md = _market(base)
+        data_hash = md.digest()
+        ref_cfg = to_dict(reference_config(base))
+        variants = {v: variant_config(exp, d, v) for v in exp.variants}
+        for fold in folds_for(exp, base, md):
             windows = {k: (w.start, w.stop) for k, w in
                        (("train", fold.train), ("validation", fold.validation),
                         ("test", fold.test))}
-            for agent in exp.agents:
-                for seed in exp.seeds:
-                    out.append(JobSpec(str(root), exp.name, d.name, to_dict(cfg), fold.index,
-                                       windows, asdict(agent), int(seed)))
+            seed0 = int(exp.seeds[0])
+            out.append(JobSpec(
+                str(root), exp.name, d.name, "reference", ref_cfg, fold.index, windows,
+                asdict(ref_agent), seed0, exp.risk_free, data_hash,
+                job_identity(ref_cfg, data_hash, ref_agent, windows, seed0, exp.risk_free, {}),
+                True))
+            for v, vcfg in variants.items():
+                for agent in exp.agents:
+                    cfg = to_dict(_agent_config(vcfg, agent))
+                    det = is_deterministic(agent)
+                    for seed in exp.seeds[:1] if det else exp.seeds:
+                        ident = job_identity(cfg, data_hash, agent, windows, int(seed),
+                                             exp.risk_free, digests[agent.name])
+                        out.append(JobSpec(str(root), exp.name, d.name, v, cfg, fold.index,
+                                           windows, asdict(agent), int(seed), exp.risk_free,
+                                           data_hash, ident, det))
     return out
-
-
-def _agent_config(spec: JobSpec) -> Config:
-    cfg = from_dict(Config, copy.deepcopy(spec.config))
-    every = spec.agent.get("decide_every")
-    if every is not None:
-        cfg.portfolio.rebalancing_frequency = every
-        cfg = from_dict(Config, to_dict(cfg))  # re-check
-    return cfg
 
 
 def _policy(spec: JobSpec, cfg: Config, md: MarketData, work: Path):
@@ -202,27 +363,51 @@ def _policy(spec: JobSpec, cfg: Config, md: MarketData, work: Path):
     return sb3.load_policy(work / "model", name=agent["name"])
 
 
+def finished(spec: JobSpec) -> tuple[dict[str, Any] | None, str]:
+    """(row, state) of a job's folder: ``reused`` with its row when the stored identity matches
+    and its files are there; otherwise None with ``new``, ``stale`` (another identity) or
+    ``damaged`` (unreadable metrics.json or a missing file)."""
+    folder = spec.folder
+    done = folder / "metrics.json"
+    if not done.exists():
+        return None, "new"
+    try:
+        row = json.loads(done.read_text())
+    except (OSError, ValueError):
+        return None, "damaged"
+    if not isinstance(row, dict) or row.get("identity") != spec.identity:
+        return None, "stale"
+    if not (folder / "equity.csv").is_file():
+        return None, "damaged"
+    return row, "reused"
+
+
 def run_job(spec: JobSpec) -> dict[str, Any]:
-    """Run one job (or read its finished result) and return its summary row."""
+    """Run one job (or read its finished result) and return its summary row; ``reuse`` says
+    which (``reused``, or ``new`` / ``stale`` / ``damaged`` for a computed job)."""
     from ffe_gym.evaluation.rollout import env_for, rollout
     from ffe_gym.evaluation.statistics import block_bootstrap_sharpe_ci, sharpe
 
+    row, state = finished(spec)
+    if row is not None:
+        return row | {"reuse": state}
     folder = spec.folder
-    done = folder / "metrics.json"
-    if done.exists():
-        return json.loads(done.read_text()) | {"skipped": True}
     if folder.exists():
-        shutil.rmtree(folder)  # an unfinished folder from a killed run
+        shutil.rmtree(folder)  # an unfinished or stale folder
     work = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    cfg = _agent_config(spec)
+    cfg = from_dict(Config, copy.deepcopy(spec.config))
     md = _market(cfg)
+    if md.digest() != spec.data_hash:
+        raise RuntimeError(f"the data of {spec.dataset} changed while the experiment ran "
+                           f"(hash {md.digest()[:12]} != {spec.data_hash[:12]})")
     policy = _policy(spec, cfg, md, work)
     env = env_for(policy, cfg, md)
     start, stop = spec.windows["test"]
-    result = rollout(policy, env, window=(start, stop - 1), seed=spec.seed)
+    result = rollout(policy, env, window=(start, stop - 1), seed=spec.seed,
+                     risk_free=spec.risk_free)
     close = getattr(policy, "close", None)
     if close is not None:
         close()
@@ -235,17 +420,25 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
         work / "equity.csv", index_label="time")
     result.trades.to_csv(work / "trades.csv", index=False)
     result.weights.to_csv(work / "weights.csv", index_label="time")
-    row = {"experiment": spec.experiment, "dataset": spec.dataset, "fold": spec.fold,
-           "agent": spec.agent["name"], "seed": spec.seed, "start": str(result.start),
-           "end": str(result.end), "steps": result.steps, "status": result.status,
-           "synthetic": result.synthetic, **result.metrics,
+    test = (str(md.index[start]), str(md.index[stop - 1]))
+    row = {"experiment": spec.experiment, "dataset": spec.dataset, "variant": spec.variant,
+           "fold": spec.fold, "agent": spec.agent["name"], "seed": spec.seed,
+           "role": "reference" if spec.is_reference else "agent",
+           "deterministic": spec.deterministic, "hindsight": bool(spec.agent["hindsight"]),
+           "decide_every": spec.config["portfolio"]["rebalancing_frequency"],
+           "window_start": test[0], "window_end": test[1],
+           "start": str(result.start), "end": str(result.end), "steps": result.steps,
+           "status": result.status, "synthetic": result.synthetic,
+           "close_only": list(md.close_only), **result.metrics,
            "sharpe_ci_low": ci[1], "sharpe_ci_high": ci[2],
            "attribution": [asdict(a) for a in result.attribution],
            "refusals": result.refusals, "policy_stats": result.policy_stats,
-           "folder": str(folder)}
+           "identity": spec.identity, "folder": str(folder)}
+    row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+           for k, v in row.items()}
     write_json(work / "manifest.json", manifest(
         config=to_dict(cfg), data_hash=md.digest(), data=md.describe(),
         seeds={"seed": spec.seed}, extra={"job": asdict(spec) | {"config": None}}))
     write_json(work / "metrics.json", row)  # last: its presence marks the job done
     os.replace(work, folder)
-    return row | {"skipped": False}
+    return row | {"reuse": state}

@@ -19,13 +19,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ffe_gym.evaluation.experiment import ExperimentConfig, JobSpec, run_job
+from ffe_gym.evaluation.experiment import REFERENCE_TEXT, ExperimentConfig, JobSpec, run_job
 from ffe_gym.evaluation.statistics import (
     deflated_sharpe_ratio,
     iqm,
+    paired_ratio_ci,
     performance_profile,
     probability_of_improvement_ci,
-    stratified_bootstrap_ci,
+    superiority_tests,
+    two_stage_bootstrap_ci,
 )
 
 BACKENDS = ("serial", "process", "ray")
@@ -68,10 +70,10 @@ def run_jobs(specs: Sequence[JobSpec], backend: str = "serial", workers: int | N
 
 
 def chains(specs: Sequence[JobSpec]) -> list[list[int]]:
-    """Indices of ``specs`` grouped by (dataset, fold, agent), seeds in order."""
+    """Indices of ``specs`` grouped by (dataset, variant, fold, agent), seeds in order."""
     groups: dict[tuple, list[int]] = {}
     for i, s in enumerate(specs):
-        groups.setdefault((s.dataset, s.fold, s.agent["name"]), []).append(i)
+        groups.setdefault((s.dataset, s.variant, s.fold, s.agent["name"]), []).append(i)
     return list(groups.values())
 
 
@@ -109,72 +111,208 @@ def _run_ray(specs, address, workers, done) -> None:
 
 # ------------------------------------------------------------------------------- aggregation
 
+MIN_WINDOWS = 8  # fewer test windows: the table says an interval cannot mean much
+
 
 def results_frame(rows: list[dict[str, Any]], exp: ExperimentConfig) -> pd.DataFrame:
-    """One row per job with ``score``: the agent's score minus the baseline's on the same
-    dataset, fold and seed (so folds and datasets pool). A metric that is undefined for a run
-    (the Sharpe ratio of a run that never moved) counts as 0 in the score."""
-    keep = [k for k in rows[0] if k not in ("attribution", "refusals", "policy_stats")]
-    df = pd.DataFrame([{k: r.get(k) for k in keep} for r in rows])
-    metric = df[exp.score].astype(float).fillna(0.0)
-    base = metric[df["agent"] == exp.baseline]
-    base.index = pd.MultiIndex.from_frame(df.loc[base.index, ["dataset", "fold", "seed"]])
-    ref = base.reindex(pd.MultiIndex.from_frame(df[["dataset", "fold", "seed"]])).to_numpy()
-    df["score"] = metric.to_numpy() - ref
+    """One row per job. Agent rows get ``score``: the agent's score metric minus the
+    reference's on the same dataset and fold (the same reference for every variant and seed).
+    A score is NaN where either metric is undefined (a flat curve's Sharpe): left out of every
+    aggregate and counted, never a silent 0."""
+    drop = ("attribution", "refusals", "policy_stats")
+    df = pd.DataFrame([{k: v for k, v in r.items() if k not in drop} for r in rows])
+    df["deadline_misses"] = [(r.get("policy_stats") or {}).get("deadline_misses")
+                             for r in rows]
+    metric = pd.to_numeric(df[exp.score], errors="coerce").astype(float)
+    is_ref = (df["role"] == "reference").to_numpy()
+    ref = pd.Series(metric[is_ref].to_numpy(),
+                    index=pd.MultiIndex.from_frame(df.loc[is_ref, ["dataset", "fold"]]))
+    df["reference_metric"] = ref.reindex(
+        pd.MultiIndex.from_frame(df[["dataset", "fold"]])).to_numpy()
+    df["score"] = np.where(is_ref, np.nan, metric.to_numpy() - df["reference_metric"])
     return df
 
 
-def score_matrix(df: pd.DataFrame, agent: str) -> np.ndarray:
-    """(runs, tasks): seeds x (dataset, fold) of one agent's normalised scores."""
-    sub = df[df["agent"] == agent].pivot(index="seed", columns=["dataset", "fold"],
-                                         values="score")
-    return sub.to_numpy(dtype=float)
+def _tasks(df: pd.DataFrame) -> list[tuple[str, int]]:
+    ref = df[df["role"] == "reference"]
+    return list(dict.fromkeys(zip(ref["dataset"], ref["fold"].astype(int), strict=True)))
+
+
+def matrix(df: pd.DataFrame, agent: str, variant: str, column: str,
+           tasks: list[tuple[str, int]]) -> np.ndarray:
+    """(runs, tasks): seeds x (dataset, fold) of one agent's ``column`` under one variant;
+    NaN where a run is missing or its value undefined."""
+    sub = df[(df["agent"] == agent) & (df["variant"] == variant) & (df["role"] == "agent")]
+    wide = sub.pivot(index="seed", columns=["dataset", "fold"], values=column)
+    wide = wide.reindex(columns=pd.MultiIndex.from_tuples(tasks, names=["dataset", "fold"]))
+    return wide.to_numpy(dtype=float)
+
+
+def _log_returns(folder: str, bars: int) -> np.ndarray:
+    eq = pd.read_csv(os.path.join(folder, "equity.csv"))["equity"].to_numpy(dtype=float)
+    r = np.log(eq[1:] / eq[:-1])
+    out = np.zeros(bars)  # a run that ended early (ruin, terminating stop) is flat after it
+    out[: min(bars, len(r))] = r[:bars]
+    return out
+
+
+def _returns_by_task(df: pd.DataFrame, tasks: list[tuple[str, int]]
+                     ) -> tuple[np.ndarray, dict[tuple[str, str], np.ndarray]]:
+    """Per-bar log returns concatenated over the test windows: the reference's, and each
+    non-hindsight (agent, variant)'s, averaged over its seeds."""
+    ref = df[df["role"] == "reference"].set_index(["dataset", "fold"])
+    lengths = {t: int(ref.loc[t, "bars"]) for t in tasks}
+    bench = np.concatenate([_log_returns(ref.loc[t, "folder"], lengths[t]) for t in tasks])
+    models = {}
+    agents = df[(df["role"] == "agent") & ~df["hindsight"].astype(bool)]
+    for (agent, variant), sub in agents.groupby(["agent", "variant"], sort=False):
+        parts = []
+        for t in tasks:
+            runs = sub[(sub["dataset"] == t[0]) & (sub["fold"] == t[1])]
+            if runs.empty:
+                break
+            parts.append(np.mean([_log_returns(f, lengths[t]) for f in runs["folder"]],
+                                 axis=0))
+        else:
+            models[(agent, variant)] = np.concatenate(parts)
+    return bench, models
+
+
+def _flags(sub: pd.DataFrame, m: np.ndarray, lo: float, hi: float, windows: int) -> list[str]:
+    out = []
+    det = bool(sub["deterministic"].iloc[0])
+    if det:
+        out.append("deterministic: one run per window, interval from windows alone")
+    else:
+        multi = m[:, np.isfinite(m).sum(axis=0) >= 2]
+        if multi.size and np.all(np.nanstd(multi, axis=0) == 0):
+            out.append("FLAG: stochastic, yet every seed gave the same result")
+    undefined = int(sub["score"].isna().sum())
+    if undefined:
+        out.append(f"{undefined} run(s) with an undefined score left out")
+    if windows < MIN_WINDOWS:
+        out.append(f"only {windows} window(s): too few for the interval to mean much")
+    if np.isfinite(lo) and lo == hi:
+        out.append("zero-width interval: every resample gave the same IQM (equal scores)")
+    misses = pd.to_numeric(sub["deadline_misses"], errors="coerce").fillna(0).sum()
+    if misses:
+        out.append(f"{int(misses)} deadline miss(es): replies not reproducible")
+    every = sub["decide_every"].iloc[0]
+    if every not in (None, 1) and not (isinstance(every, float) and np.isnan(every)):
+        out.append(f"decides every {every} bars (stops every bar)")
+    if bool(sub["hindsight"].iloc[0]):
+        out.append("HINDSIGHT: sees its test window; a bound, not a contender")
+    return out
 
 
 def aggregate(df: pd.DataFrame, exp: ExperimentConfig, reps: int = 2000) -> dict[str, Any]:
-    """IQM with stratified bootstrap intervals, probability of improvement for every pair,
-    performance profiles, means of the raw metrics, and the deflated Sharpe ratio of each
-    agent's best run given every run the experiment tried."""
-    agents = list(dict.fromkeys(df["agent"]))
-    mats = {a: score_matrix(df, a) for a in agents}
-    table = []
-    all_scores = np.concatenate([m.ravel() for m in mats.values()])
-    finite = all_scores[np.isfinite(all_scores)]
+    """Scores against the reference: IQM with two-stage bootstrap intervals (windows, then runs
+    within windows), probability of improvement for every pair, performance profiles, means of
+    the raw metrics, the deflated Sharpe ratio of each agent's best run, Hansen's SPA and
+    StepM against the reference, and the effects of each rule variant."""
+    tasks = _tasks(df)
+    agents = df[df["role"] == "agent"]
+    keys = list(dict.fromkeys(zip(agents["agent"], agents["variant"], strict=True)))
+    mats = {k: matrix(df, *k, "score", tasks) for k in keys}
+    finite = np.concatenate([m[np.isfinite(m)] for m in mats.values()] or [np.zeros(0)])
     taus = np.linspace(finite.min(), finite.max(), 41) if len(finite) else np.zeros(1)
-    per_period = df["sharpe"].astype(float) / np.sqrt(_ppy(df))
-    sr_var = float(np.nanvar(per_period, ddof=1)) if len(df) > 1 else 0.0
-    for a in agents:
-        m = np.nan_to_num(mats[a], nan=0.0)
-        point, lo, hi = stratified_bootstrap_ci(m, iqm, reps=reps)
-        sub = df[df["agent"] == a]
-        best = sub.loc[sub["sharpe"].astype(float).idxmax()] if sub["sharpe"].notna().any() \
-            else None
+    ppy = _ppy(df)
+    per_period = pd.to_numeric(agents["sharpe"], errors="coerce") / np.sqrt(ppy)
+    sr_var = float(np.nanvar(per_period, ddof=1)) if per_period.notna().sum() > 1 else 0.0
+    n_trials = len(agents)
+    table = []
+    for k in keys:
+        m = mats[k]
+        sub = agents[(agents["agent"] == k[0]) & (agents["variant"] == k[1])]
+        point, lo, hi = two_stage_bootstrap_ci(m, iqm, reps=reps)
+        windows = int((np.isfinite(m).sum(axis=0) > 0).sum())
+        sharpe_values = pd.to_numeric(sub["sharpe"], errors="coerce")
         dsr = None
-        if best is not None and sr_var > 0:
+        if sharpe_values.notna().any() and sr_var > 0:
+            best = sub.loc[sharpe_values.idxmax()]
             eq = pd.read_csv(os.path.join(best["folder"], "equity.csv"))["equity"].to_numpy()
-            dsr = deflated_sharpe_ratio(eq[1:] / eq[:-1] - 1.0, n_trials=len(df),
+            dsr = deflated_sharpe_ratio(eq[1:] / eq[:-1] - 1.0, n_trials=n_trials,
                                         sharpe_variance=sr_var)
-        table.append({"agent": a, "iqm": point, "iqm_low": lo, "iqm_high": hi,
-                      **{col: _mean(sub, col) for col in ("sharpe", "total_return",
-                                                          "max_drawdown", "turnover",
-                                                          "trades")},
-                      "runs": len(sub), "deflated_sharpe_best": dsr})
+        table.append({"agent": k[0], "variant": k[1], "iqm": point, "iqm_low": lo,
+                      "iqm_high": hi, "windows": windows, "runs": int(np.isfinite(m).sum()),
+                      "runs_per_window": int(np.isfinite(m).sum(axis=0).max(initial=0)),
+                      "deterministic": bool(sub["deterministic"].iloc[0]),
+                      "hindsight": bool(sub["hindsight"].iloc[0]),
+                      **{c: _mean(sub, c) for c in SUMMARY_METRICS},
+                      "deflated_sharpe_best": dsr,
+                      "flags": _flags(sub, m, lo, hi, windows)})
+    ref = df[df["role"] == "reference"]
+    reference = {"name": exp.reference, "text": REFERENCE_TEXT[exp.reference],
+                 "windows": len(ref), **{c: _mean(ref, c) for c in SUMMARY_METRICS}}
+    label = {k: f"{k[0]} [{k[1]}]" if len(exp.variants) > 1 else k[0] for k in keys}
     poi = {}
-    for a in agents:
-        for b in agents:
+    for a in keys:
+        for b in keys:
             if a != b:
-                poi[f"{a} > {b}"] = probability_of_improvement_ci(
-                    np.nan_to_num(mats[a]), np.nan_to_num(mats[b]), reps=max(200, reps // 4))
-    profiles = {a: performance_profile(np.nan_to_num(mats[a]), taus).tolist() for a in agents}
-    return {"table": table, "probability_of_improvement": poi, "taus": taus.tolist(),
-            "profiles": profiles, "score": f"{exp.score} minus {exp.baseline}'s",
-            "tasks": int(df.groupby(["dataset", "fold"]).ngroups),
-            "seeds": sorted(int(s) for s in df["seed"].unique())}
+                poi[f"{label[a]} > {label[b]}"] = probability_of_improvement_ci(
+                    mats[a], mats[b], reps=max(200, reps // 4))
+    profiles = {label[k]: performance_profile(mats[k], taus).tolist() for k in keys}
+    bench, models = _returns_by_task(df, tasks)
+    tests = superiority_tests(-bench, {label[k]: -v for k, v in models.items()},
+                              reps=max(200, reps // 2))
+    for row in table:
+        name = label[(row["agent"], row["variant"])]
+        row["beats_reference"] = (None if name not in tests["mean_gain"]
+                                  else name in tests["superior"])
+    windows = [{"dataset": d, "fold": int(f), "start": r["window_start"], "end": r["window_end"],
+                "bars": int(r["bars"])}
+               for (d, f), r in ref.set_index(["dataset", "fold"]).iterrows()]
+    return {"table": table, "reference": reference, "probability_of_improvement": poi,
+            "labels": [label[k] for k in keys], "taus": taus.tolist(), "profiles": profiles,
+            "score": f"{exp.score} minus the reference's", "metric": exp.score,
+            "tasks": len(tasks), "windows": windows, "seeds": [int(s) for s in exp.seeds],
+            "reps": reps, "tests": tests, "n_trials": n_trials,
+            "effects": variant_effects(df, exp, tasks, reps),
+            "rules": exp.rules, "variants": list(exp.variants), "risk_free": exp.risk_free}
+
+
+SUMMARY_METRICS = ("sharpe", "total_return", "max_drawdown", "turnover", "trades", "exposure",
+                   "win_rate")
+
+
+def variant_effects(df: pd.DataFrame, exp: ExperimentConfig, tasks: list[tuple[str, int]],
+                    reps: int = 2000) -> list[dict[str, Any]]:
+    """For each agent and each variant after the first (the base rules): the base's mean total
+    return over the variant's, the drawdown reduction ``1 - mean|DD base| / mean|DD variant|``
+    and the mean return difference, each with a paired two-stage interval."""
+    names = list(exp.variants)
+    if len(names) < 2:
+        return []
+    base = names[0]
+    agents = df[df["role"] == "agent"]
+    out = []
+    for v in names[1:]:
+        for agent in dict.fromkeys(agents["agent"]):
+            cols = {}
+            for c in ("total_return", "max_drawdown"):
+                cols[c] = (matrix(df, agent, base, c, tasks), matrix(df, agent, v, c, tasks))
+            if not np.isfinite(cols["total_return"][1]).any():
+                continue
+            r_base, r_var = cols["total_return"]
+            d_base, d_var = cols["max_drawdown"]
+            out.append({
+                "agent": agent, "variant": v, "base": base,
+                "return_ratio": paired_ratio_ci(
+                    r_base, r_var, lambda x, y: x.mean(1) / y.mean(1), reps=reps),
+                "return_difference": paired_ratio_ci(
+                    r_base, r_var, lambda x, y: x.mean(1) - y.mean(1), reps=reps),
+                "drawdown_reduction": paired_ratio_ci(
+                    d_base, d_var,
+                    lambda x, y: 1.0 - np.abs(x).mean(1) / np.abs(y).mean(1), reps=reps),
+                "mean_return": [float(np.nanmean(r_base)), float(np.nanmean(r_var))],
+                "mean_drawdown": [float(np.nanmean(d_base)), float(np.nanmean(d_var))],
+            })
+    return out
 
 
 def _mean(sub: pd.DataFrame, col: str) -> float | None:
     """Mean over runs; None when the metric is undefined for every run."""
-    v = sub[col].astype(float)
+    v = pd.to_numeric(sub[col], errors="coerce").astype(float)
     return float(v.mean()) if v.notna().any() else None
 
 

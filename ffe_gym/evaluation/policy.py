@@ -7,6 +7,10 @@ how observations are laid out (:class:`ffe_gym.env.observations.ObservationLayou
 trained model the observation it was trained on). Costs, limits and data are never a policy's
 to choose: every policy meets the same ones.
 
+A policy class may declare ``deterministic = True`` when its actions are a function of its
+inputs alone: the comparison then runs it once per test window instead of once per seed (seeds
+multiply only stochastic policies). An experiment entry can override it.
+
 ``ffe_gym`` never imports ``ffe_agents``: policies are named as ``"module:Class"`` strings (or a
 registered short name for one) and resolved with importlib.
 """

@@ -1,9 +1,10 @@
 """Reports of a comparison: a terminal table, CSV / JSON files, one self-contained HTML file.
 
-The HTML embeds its plots as PNG data (no other file is needed to read it): IQM scores with
-their intervals, probability of improvement, performance profiles, equity curves per fold with
-bands across seeds, drawdowns, weights over time, per-asset attribution, and the experiment's
-config. Matplotlib draws on its own Agg canvases here; the global backend is left alone.
+Every table says what stands behind it: the reference, the rule set, the data (and what is
+synthetic, close-only or hindsight), the windows with their dates, how many windows and runs
+stand behind each interval, and how the intervals and tests were computed
+(:func:`notes`). The HTML embeds its plots as PNG data (no other file is needed to read it).
+Matplotlib draws on its own Agg canvases here; the global backend is left alone.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from pathlib import Path
 from typing import Any
 
@@ -21,28 +23,127 @@ import yaml
 from ffe_gym.manifest import atomic_write, write_json
 
 
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and not math.isfinite(v))
+
+
+def num(v: Any, spec: str = ".2f") -> str:
+    return "n/a" if _missing(v) else format(v, spec)
+
+
+def pct(v: Any, digits: int = 1, sign: bool = False) -> str:
+    return "n/a" if _missing(v) else f"{v * 100:{'+' if sign else ''}.{digits}f}%"
+
+
+def ordered(agg: dict[str, Any]) -> list[dict[str, Any]]:
+    """Table rows best first by IQM score (undefined last): the one order used everywhere."""
+    return sorted(agg["table"], key=lambda r: (_missing(r["iqm"]),
+                                               -(r["iqm"] if not _missing(r["iqm"]) else 0)))
+
+
+def label(agg: dict[str, Any], row: dict[str, Any]) -> str:
+    return f"{row['agent']} [{row['variant']}]" if len(agg["variants"]) > 1 else row["agent"]
+
+
+def _interval(r: dict[str, Any]) -> str:
+    if _missing(r["iqm"]):
+        return "n/a (no defined score)"
+    return f"{r['iqm']:+.2f} [{num(r['iqm_low'], '+.2f')}, {num(r['iqm_high'], '+.2f')}]"
+
+
+def _verdict(r: dict[str, Any]) -> str:
+    if r["hindsight"]:
+        return "hindsight"
+    return {None: "not tested", True: "yes", False: "no"}[r.get("beats_reference")]
+
+
+def notes(agg: dict[str, Any], data: str = "") -> list[str]:
+    """The lines that say what a table can and cannot show."""
+    ref = agg["reference"]
+    w = agg["windows"]
+    span = f"{w[0]['start'][:10]} .. {w[-1]['end'][:10]}" if w else "none"
+    lengths = sorted({x["bars"] for x in w})
+    tests = agg["tests"]
+    out = [
+        f"Score: {agg['score']} on the same test window. Reference: {ref['text']}; no stop, "
+        f"cap, VaR or drawdown rule; the same fills and costs (mean over its {ref['windows']} "
+        f"windows: Sharpe {num(ref['sharpe'])}, return {pct(ref['total_return'], sign=True)}, "
+        f"max drawdown {pct(ref['max_drawdown'])}).",
+        f"Rules: {agg['rules']}. Every agent, baselines included, trades under them (so "
+        "'buy-and-hold' is buy-and-hold under these rules); only the reference has none.",
+    ]
+    if data:
+        out.append(f"Data: {data}. Risk-free rate {agg['risk_free'] * 100:.2f}% a year.")
+    out.append(
+        f"Windows: {len(w)} walk-forward test windows of {'/'.join(map(str, lengths))} bars, "
+        f"{span}. Intervals: 95% two-stage bootstrap ({agg['reps']} resamples: windows drawn "
+        "with replacement, then runs within each window), so a deterministic agent's interval "
+        "comes from its windows; 'windows x runs' says what stands behind each.")
+    if len(w) < 8:
+        out.append(f"Only {len(w)} test windows: too few for any interval here to mean much.")
+    if tests.get("spa") is not None:
+        sup = ", ".join(tests["superior"]) or "none"
+        out.append(
+            f"Beats the reference (Romano-Wolf StepM, 5% family-wise, over every non-hindsight "
+            f"agent and variant): {sup}. Hansen's SPA p-value that none does: "
+            f"{tests['spa']['consistent']:.3f} (consistent). Per-bar log returns (mean over "
+            f"seeds), {tests['bars']} bars over all windows, loss = minus the return, "
+            f"stationary bootstrap with mean block {tests['block_size']} bars, "
+            f"{tests['reps']} resamples (arch.bootstrap).")
+    out.append(f"Deflated Sharpe (DSR): the probability that an agent's best run beats the best "
+               f"Sharpe expected from {agg['n_trials']} unskilled runs (every run tried).")
+    return out
+
+
 def terminal_table(agg: dict[str, Any], title: str):
     from rich.table import Table
 
     t = Table(title=title, header_style="bold")
-    for col in ("agent", f"IQM score ({agg['score']}) [95% CI]", "Sharpe", "return",
-                "max DD", "turnover", "trades"):
-        t.add_column(col, justify="left" if col == "agent" else "right")
-    def fmt(v: float | None, spec: str) -> str:
-        return "n/a" if v is None or not np.isfinite(v) else format(v, spec)
-
-    for r in sorted(agg["table"], key=lambda r: -r["iqm"]):
-        t.add_row(r["agent"], f"{r['iqm']:+.2f} [{r['iqm_low']:+.2f}, {r['iqm_high']:+.2f}]",
-                  fmt(r["sharpe"], ".2f"), fmt(r["total_return"], "+.2%"),
-                  fmt(r["max_drawdown"], ".2%"), fmt(r["turnover"], ".1f"),
-                  fmt(r["trades"], ".0f"))
+    cols = ["agent"] + (["rules"] if len(agg["variants"]) > 1 else []) + [
+        f"IQM {agg['metric']} - reference [95% CI]", "windows x runs", "Sharpe", "return",
+        "max DD", "trades", "beats ref", "DSR"]
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("agent", "rules") else "right")
+    for r in ordered(agg):
+        per = "1" if r["deterministic"] else str(r["runs_per_window"])
+        cells = [r["agent"]] + ([r["variant"]] if len(agg["variants"]) > 1 else []) + [
+            _interval(r), f"{r['windows']} x {per}", num(r["sharpe"]),
+            pct(r["total_return"], sign=True), pct(r["max_drawdown"]), num(r["trades"], ".0f"),
+            _verdict(r), num(r["deflated_sharpe_best"])]
+        t.add_row(*cells)
+    ref = agg["reference"]
+    t.add_section()
+    t.add_row(*([f"reference: {ref['name']}"] + ([""] if len(agg["variants"]) > 1 else [])
+                + ["0 by definition", f"{ref['windows']} x 1", num(ref["sharpe"]),
+                   pct(ref["total_return"], sign=True), pct(ref["max_drawdown"]),
+                   num(ref["trades"], ".0f"), "", ""]))
     return t
+
+
+def flag_lines(agg: dict[str, Any]) -> list[str]:
+    return [f"{label(agg, r)}: " + "; ".join(r["flags"]) for r in ordered(agg) if r["flags"]]
+
+
+def effect_lines(agg: dict[str, Any]) -> list[str]:
+    out = []
+    for e in agg["effects"]:
+        rr, dd = e["return_ratio"], e["drawdown_reduction"]
+        out.append(
+            f"{e['agent']}: {e['base']} vs {e['variant']}: mean return "
+            f"{pct(e['mean_return'][0], sign=True)} vs {pct(e['mean_return'][1], sign=True)} "
+            f"(ratio {num(rr[0])} [{num(rr[1])}, {num(rr[2])}]); mean max drawdown "
+            f"{pct(e['mean_drawdown'][0])} vs {pct(e['mean_drawdown'][1])} (reduction "
+            f"{pct(dd[0], 0)} [{pct(dd[1], 0)}, {pct(dd[2], 0)}])")
+    return out
 
 
 def write_files(out: Path, df: pd.DataFrame, agg: dict[str, Any]) -> None:
     atomic_write(out / "results.csv", df.to_csv(index=False))
-    atomic_write(out / "summary.csv", pd.DataFrame(agg["table"]).to_csv(index=False))
+    atomic_write(out / "summary.csv", pd.DataFrame(ordered(agg)).to_csv(index=False))
     write_json(out / "summary.json", agg)
+
+
+# ------------------------------------------------------------------------------------ plots
 
 
 def _png(fig) -> str:
@@ -55,43 +156,46 @@ def _figure(w: float = 8, h: float = 4):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(w, h))
+    fig = Figure(figsize=(w, h), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
 
 def _interval_plot(agg: dict[str, Any]) -> str:
-    rows = sorted(agg["table"], key=lambda r: r["iqm"])
-    fig = _figure(8, 0.5 * len(rows) + 1.2)
+    rows = [r for r in reversed(ordered(agg)) if not _missing(r["iqm"])]
+    fig = _figure(8, 0.45 * len(rows) + 1.2)
     ax = fig.subplots()
     y = np.arange(len(rows))
-    ax.errorbar([r["iqm"] for r in rows], y,
-                xerr=[[r["iqm"] - r["iqm_low"] for r in rows],
-                      [r["iqm_high"] - r["iqm"] for r in rows]], fmt="o", capsize=4)
-    ax.set_yticks(y, [r["agent"] for r in rows])
-    ax.axvline(0.0, color="grey", lw=0.8)
-    ax.set_xlabel(f"IQM of {agg['score']} (95% stratified bootstrap CI)")
+    lo = [r["iqm"] - r["iqm_low"] if not _missing(r["iqm_low"]) else 0 for r in rows]
+    hi = [r["iqm_high"] - r["iqm"] if not _missing(r["iqm_high"]) else 0 for r in rows]
+    ax.errorbar([r["iqm"] for r in rows], y, xerr=[lo, hi], fmt="o", capsize=4)
+    ax.set_yticks(y, [f"{label(agg, r)} ({r['windows']}x"
+                      f"{1 if r['deterministic'] else r['runs_per_window']})" for r in rows])
+    ax.axvline(0.0, color="black", lw=0.8, ls="--")
+    ax.set_xlabel(f"IQM of {agg['score']} (95% two-stage bootstrap; windows x runs)")
     return _png(fig)
 
 
 def _poi_plot(agg: dict[str, Any]) -> str:
-    agents = [r["agent"] for r in agg["table"]]
-    n = len(agents)
+    names = [label(agg, r) for r in ordered(agg)]
+    n = len(names)
     m = np.full((n, n), np.nan)
-    for i, a in enumerate(agents):
-        for j, b in enumerate(agents):
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
             if a != b:
                 m[i, j] = agg["probability_of_improvement"][f"{a} > {b}"][0]
-    fig = _figure(1.0 + 0.7 * n, 0.8 + 0.6 * n)
+    fig = _figure(1.5 + 0.75 * n, 1.0 + 0.6 * n)
     ax = fig.subplots()
     im = ax.imshow(m, vmin=0, vmax=1, cmap="RdBu")
-    ax.set_xticks(range(n), agents, rotation=45, ha="right")
-    ax.set_yticks(range(n), agents)
+    ax.set_xticks(range(n), names, rotation=45, ha="right")
+    ax.set_yticks(range(n), names)
     for i in range(n):
         for j in range(n):
-            if i != j:
-                ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7)
-    ax.set_title("P(row > column)")
+            if i != j and np.isfinite(m[i, j]):
+                dark = abs(m[i, j] - 0.5) > 0.3
+                ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=9,
+                        color="white" if dark else "black")
+    ax.set_title("P(row > column), same windows")
     fig.colorbar(im, ax=ax)
     return _png(fig)
 
@@ -99,65 +203,59 @@ def _poi_plot(agg: dict[str, Any]) -> str:
 def _profile_plot(agg: dict[str, Any]) -> str:
     fig = _figure()
     ax = fig.subplots()
-    for a, prof in agg["profiles"].items():
-        ax.plot(agg["taus"], prof, label=a)
+    for name in [label(agg, r) for r in ordered(agg)]:
+        ax.plot(agg["taus"], agg["profiles"][name], label=name)
     ax.set_xlabel(f"threshold tau on {agg['score']}")
     ax.set_ylabel("share of runs with score > tau")
     ax.legend(fontsize=7)
     return _png(fig)
 
 
-def _curves(df: pd.DataFrame) -> dict[tuple[str, int], dict[str, list[pd.Series]]]:
-    out: dict[tuple[str, int], dict[str, list[pd.Series]]] = {}
-    for row in df.itertuples():
-        eq = pd.read_csv(Path(row.folder) / "equity.csv", index_col="time",
-                         parse_dates=True)["equity"]
-        out.setdefault((row.dataset, row.fold), {}).setdefault(row.agent, []).append(eq)
-    return out
-
-
-def _equity_plots(df: pd.DataFrame) -> list[tuple[str, str]]:
+def _equity_plots(df: pd.DataFrame, agg: dict[str, Any]) -> list[tuple[str, str]]:
+    base = agg["variants"][0]
+    order = [r["agent"] for r in ordered(agg) if r["variant"] == base]
     figs = []
-    for (dataset, fold), agents in _curves(df).items():
-        fig = _figure(9, 6)
+    ref = df[df["role"] == "reference"]
+    for (dataset, fold), runs in df[df["role"] == "agent"].groupby(["dataset", "fold"]):
+        fig = _figure(9, 5.5)
         ax_eq, ax_dd = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1]})
-        for agent, curves in agents.items():
-            frame = pd.concat(curves, axis=1).ffill()
+        for agent in order:
+            sub = runs[(runs["agent"] == agent) & (runs["variant"] == base)]
+            if sub.empty:
+                continue
+            frame = pd.concat([_equity(f) for f in sub["folder"]], axis=1).ffill()
             mid = frame.median(axis=1)
             line, = ax_eq.plot(mid.index, mid, lw=1.0, label=agent)
-            ax_eq.fill_between(mid.index, frame.min(axis=1), frame.max(axis=1), alpha=0.15,
-                               color=line.get_color())
-            dd = (frame / frame.cummax() - 1.0).median(axis=1)
-            ax_dd.plot(dd.index, dd, lw=0.8, color=line.get_color())
-        ax_eq.set_ylabel("equity (median, band: min-max over seeds)")
-        ax_dd.set_ylabel("drawdown (median)")
+            if frame.shape[1] > 1:
+                ax_eq.fill_between(mid.index, frame.min(axis=1), frame.max(axis=1), alpha=0.12,
+                                   color=line.get_color())
+            ax_dd.plot(mid.index, mid / mid.cummax() - 1.0, lw=0.8, color=line.get_color())
+        r = ref[(ref["dataset"] == dataset) & (ref["fold"] == fold)]
+        if not r.empty:
+            eq = _equity(r["folder"].iloc[0])
+            ax_eq.plot(eq.index, eq, color="black", lw=1.6, ls="--",
+                       label=f"reference: {agg['reference']['name']}")
+            ax_dd.plot(eq.index, eq / eq.cummax() - 1.0, color="black", lw=1.2, ls="--")
+        ax_eq.set_ylabel("equity (median over seeds)")
+        ax_dd.set_ylabel("drawdown")
         ax_eq.legend(fontsize=7, ncol=3)
-        fig.autofmt_xdate()
-        figs.append((f"{dataset}, fold {fold}", _png(fig)))
+        for label_ in ax_dd.get_xticklabels():
+            label_.set_rotation(30)
+            label_.set_ha("right")
+        figs.append((f"{dataset}, window {fold}", _png(fig)))
     return figs
 
 
-def _weights_plot(df: pd.DataFrame) -> str:
-    first = df.sort_values(["dataset", "fold", "seed"]).groupby("agent").head(1)
-    n = len(first)
-    fig = _figure(9, 1.6 * n + 0.5)
-    axes = np.atleast_1d(fig.subplots(n, 1, sharex=True))
-    for ax, row in zip(axes, first.itertuples(), strict=True):
-        w = pd.read_csv(Path(row.folder) / "weights.csv", index_col="time", parse_dates=True)
-        for col in w.columns:
-            ax.step(w.index, w[col], where="post", lw=0.7, label=col)
-        ax.set_ylabel(row.agent, fontsize=7)
-    axes[0].legend(fontsize=6, ncol=6, loc="upper left")
-    axes[0].set_title("weights per decision (first fold, first seed)")
-    fig.autofmt_xdate()
-    return _png(fig)
+def _equity(folder: str) -> pd.Series:
+    return pd.read_csv(Path(folder) / "equity.csv", index_col="time", parse_dates=True)["equity"]
 
 
 def _attribution_plot(rows: list[dict[str, Any]]) -> str:
     per: dict[str, dict[str, list[float]]] = {}
     for r in rows:
+        name = r["agent"] if r.get("role") != "reference" else f"reference: {r['agent']}"
         for a in r["attribution"]:
-            per.setdefault(r["agent"], {}).setdefault(a["symbol"], []).append(a["pnl"])
+            per.setdefault(name, {}).setdefault(a["symbol"], []).append(a["pnl"])
     agents = list(per)
     symbols = list(dict.fromkeys(s for a in agents for s in per[a]))
     fig = _figure(9, 4)
@@ -166,48 +264,93 @@ def _attribution_plot(rows: list[dict[str, Any]]) -> str:
     x = np.arange(len(symbols))
     for k, a in enumerate(agents):
         ax.bar(x + k * width, [np.mean(per[a].get(s, [0.0])) for s in symbols], width, label=a)
-    ax.set_xticks(x + 0.4 - width / 2, symbols, rotation=30, ha="right")
+    ax.set_xticks(x + 0.4 - width / 2, symbols)
     ax.set_ylabel("mean P&L per run (net of costs)")
     ax.axhline(0.0, color="grey", lw=0.8)
     ax.legend(fontsize=7, ncol=3)
     return _png(fig)
 
 
+# ------------------------------------------------------------------------------------- HTML
+
+
+def _table_html(rows: list[list[str]], header: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>"
+                   for r in rows)
+    return f"<div class=scroll><table><tr>{head}</tr>{body}</table></div>"
+
+
 def html_report(path: Path, *, title: str, df: pd.DataFrame, rows: list[dict[str, Any]],
-                agg: dict[str, Any], config: dict[str, Any], synthetic: bool) -> Path:
+                agg: dict[str, Any], config: dict[str, Any], synthetic: bool,
+                data: str = "") -> Path:
     """Write one self-contained HTML report and return its path."""
     img = '<img src="data:image/png;base64,{}" alt="{}">'
-    table = pd.DataFrame(agg["table"]).sort_values("iqm", ascending=False)
-    poi = pd.DataFrame([{"pair": k, "P": v[0], "low": v[1], "high": v[2]}
-                        for k, v in agg["probability_of_improvement"].items()])
+    multi = len(agg["variants"]) > 1
+    main = [[label(agg, r), _interval(r),
+             f"{r['windows']} x {1 if r['deterministic'] else r['runs_per_window']}",
+             num(r["sharpe"]), pct(r["total_return"], sign=True), pct(r["max_drawdown"]),
+             num(r["turnover"], ".1f"), pct(r["exposure"]), num(r["trades"], ".0f"),
+             pct(r["win_rate"]), _verdict(r), num(r["deflated_sharpe_best"]),
+             "; ".join(r["flags"])] for r in ordered(agg)]
+    ref = agg["reference"]
+    main.append([f"reference: {ref['name']}", "0 by definition", f"{ref['windows']} x 1",
+                 num(ref["sharpe"]), pct(ref["total_return"], sign=True),
+                 pct(ref["max_drawdown"]), num(ref["turnover"], ".1f"), pct(ref["exposure"]),
+                 num(ref["trades"], ".0f"), pct(ref["win_rate"]), "", "", ref["text"]])
+    header = ["agent" + (" [rules]" if multi else ""), f"IQM {agg['metric']} - ref [95% CI]",
+              "windows x runs", "Sharpe", "return", "max DD", "turnover", "exposure", "trades",
+              "win rate", "beats ref", "DSR", "notes"]
+    poi = [[k, num(v[0]), f"[{num(v[1])}, {num(v[2])}]"]
+           for k, v in agg["probability_of_improvement"].items()]
+    windows = [[w["dataset"], w["fold"], w["start"][:10], w["end"][:10], w["bars"]]
+               for w in agg["windows"]]
+    effects = [[e["agent"], f"{e['base']} vs {e['variant']}",
+                f"{pct(e['mean_return'][0], sign=True)} vs {pct(e['mean_return'][1], sign=True)}",
+                f"{num(e['return_ratio'][0])} [{num(e['return_ratio'][1])}, "
+                f"{num(e['return_ratio'][2])}]",
+                f"{pct(e['mean_drawdown'][0])} vs {pct(e['mean_drawdown'][1])}",
+                f"{pct(e['drawdown_reduction'][0], 0)} [{pct(e['drawdown_reduction'][1], 0)}, "
+                f"{pct(e['drawdown_reduction'][2], 0)}]"] for e in agg["effects"]]
+    runs = df.drop(columns=[c for c in ("folder", "identity") if c in df.columns])
     parts = [
         f"<h1>{html.escape(title)}</h1>",
         "<p class=warn>SYNTHETIC DATA: these figures show the machinery, not a market.</p>"
         if synthetic else "",
-        f"<p>Score: {html.escape(agg['score'])}, per test window; {agg['tasks']} tasks "
-        f"(dataset x fold) x seeds {agg['seeds']}. IQM = interquartile mean; intervals are "
-        "95% stratified bootstrap (runs resampled within each task).</p>",
-        "<h2>Aggregates</h2>", table.to_html(index=False, float_format=lambda v: f"{v:.4g}"),
+        "".join(f"<p>{html.escape(line)}</p>" for line in notes(agg, data)),
+        "<h2>Aggregates</h2>", _table_html(main, header),
         img.format(_interval_plot(agg), "IQM intervals"),
+        "<h2>Test windows</h2>",
+        _table_html(windows, ["dataset", "window", "first bar", "last bar", "bars"]),
+    ]
+    if effects:
+        parts += ["<h2>Rule variants: effects</h2>",
+                  "<p>Paired by window and seed; intervals are two-stage bootstrap. Return "
+                  "ratio = mean total return under the base rules / under the variant; "
+                  "drawdown reduction = 1 - mean |max DD| base / variant.</p>",
+                  _table_html(effects, ["agent", "variants", "mean return", "return ratio",
+                                        "mean max DD", "drawdown reduction"])]
+    parts += [
         "<h2>Probability of improvement</h2>", img.format(_poi_plot(agg), "P(improvement)"),
-        poi.to_html(index=False, float_format=lambda v: f"{v:.3f}"),
+        _table_html(poi, ["pair", "P", "95% CI"]),
         "<h2>Performance profiles</h2>", img.format(_profile_plot(agg), "profiles"),
-        "<h2>Equity and drawdown per fold</h2>",
+        "<h2>Equity and drawdown per window (reference dashed)</h2>",
         *[f"<h3>{html.escape(name)}</h3>" + img.format(png, name)
-          for name, png in _equity_plots(df)],
-        "<h2>Weights over time</h2>", img.format(_weights_plot(df), "weights"),
+          for name, png in _equity_plots(df, agg)],
         "<h2>Per-asset attribution</h2>", img.format(_attribution_plot(rows), "attribution"),
-        "<h2>All runs</h2>", df.drop(columns=["folder"]).to_html(
-            index=False, float_format=lambda v: f"{v:.4g}"),
+        "<h2>All runs</h2>",
+        f"<div class=scroll>{runs.to_html(index=False, float_format=lambda v: f'{v:.4g}')}"
+        "</div>",
         "<h2>Config</h2>",
         f"<pre>{html.escape(yaml.safe_dump(config, sort_keys=False))}</pre>",
     ]
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;}"
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;}"
              "table{border-collapse:collapse;font-size:12px;margin:1em 0;}"
              "td,th{border:1px solid #ccc;padding:2px 6px;} img{max-width:100%;}"
-             ".warn{color:#a00;font-weight:bold;} pre{background:#f6f6f6;padding:1em;}")
+             ".scroll{overflow-x:auto;max-width:100%;}"
+             ".warn{color:#a00;font-weight:bold;} pre{background:#f6f6f6;padding:1em;"
+             "overflow-x:auto;}")
     doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
            f"</title><style>{style}</style></head><body>{''.join(parts)}</body></html>")
     atomic_write(path, doc)
     return path
-

@@ -85,8 +85,8 @@ def env_for(policy: Any, config: Config | Mapping | str | Path | None = None,
     return PortfolioEnv(cfg, data, **kwargs)
 
 
-def rollout(policy: Policy, env: Any, window: Any = None, seed: int | None = None
-            ) -> EpisodeResult:
+def rollout(policy: Policy, env: Any, window: Any = None, seed: int | None = None,
+            risk_free: float = 0.0) -> EpisodeResult:
     """Run ``policy`` on ``env`` for one episode.
 
     :param policy: any :class:`~ffe_gym.evaluation.policy.Policy`.
@@ -94,6 +94,7 @@ def rollout(policy: Policy, env: Any, window: Any = None, seed: int | None = Non
     :param window: ``(start, end)`` or ``{"start": ..., "end": ...}`` (bars or dates); None
         uses the env's own episode rule.
     :param seed: seeds the policy and the env reset.
+    :param risk_free: constant annual risk-free rate for the Sharpe and Sortino ratios.
     :raises ValueError: when the policy's action scheme is not the env's.
     """
     base = env.unwrapped
@@ -129,7 +130,7 @@ def rollout(policy: Policy, env: Any, window: Any = None, seed: int | None = Non
         policy=policy.name,
         equity=pd.Series(journal.equity, index=index, name="equity"),
         gross_exposure=pd.Series(journal.gross, index=index, name="gross_exposure"),
-        trades=journal.trades(), metrics=journal.metrics(), attribution=pf.attribution(0),
+        trades=journal.trades(), metrics=journal.metrics(risk_free), attribution=pf.attribution(0),
         refusals=pf.refusals(0), steps=steps, status=info["status"], data=md.describe(),
         synthetic=md.is_synthetic, policy_stats=dict(stats()) if stats is not None else {},
         weights=pd.DataFrame(np.array(weights), index=md.index[bars], columns=list(md.symbols)),

@@ -26,13 +26,22 @@ def _compiled():
     return kernel, summary
 
 
-def build_params(config: Config, market: MarketData) -> np.ndarray:
-    """The kernel's parameter vector (indices ``layout.P_*``) from a config."""
+def build_params(config: Config, market: MarketData,
+                 next_decision: np.ndarray | None = None) -> np.ndarray:
+    """The kernel's parameter vector (indices ``layout.P_*``) from a config.
+
+    :param next_decision: the decision table (:func:`decision_bars`); computed when None.
+    """
     pf, sz, rk, ex = config.portfolio, config.sizing, config.risk, config.execution
+    if next_decision is None:
+        next_decision = decision_bars(market.index, pf.rebalancing_frequency)
+    steps = next_decision - np.arange(market.n_bars)
+    steps = steps[steps > 0]
+    longest = int(steps.max()) if steps.size else 1
     p = np.zeros(L.NPARAM)
     off = np.inf
     p[L.P_MAX_POSITIONS] = off if pf.max_positions is None else pf.max_positions
-    p[L.P_CORR_THRESHOLD] = pf.correlation_threshold
+    p[L.P_CORR_THRESHOLD] = off if pf.correlation_threshold is None else pf.correlation_threshold
     p[L.P_CORR_WINDOW] = pf.correlation_window
     p[L.P_MAX_VAR] = off if pf.max_portfolio_risk is None else pf.max_portfolio_risk
     p[L.P_MAX_DRAWDOWN] = off if pf.max_drawdown is None else pf.max_drawdown
@@ -60,6 +69,11 @@ def build_params(config: Config, market: MarketData) -> np.ndarray:
     p[L.P_RUIN] = rk.ruin_floor * pf.initial_balance
     p[L.P_VOL_SLIPPAGE] = ex.volatility_slippage
     p[L.P_PERIODS_PER_YEAR] = market.periods_per_year
+    p[L.P_REENTRY] = longest if rk.reentry_bars is None else rk.reentry_bars
+    p[L.P_STOP_VOL] = float(rk.stop_mode == "volatility")
+    p[L.P_STOP_HORIZON] = float(np.median(steps)) if steps.size else 1.0
+    p[L.P_RISK_PER_TRADE] = sz.risk_per_trade
+    p[L.P_BASE_RISK] = float(sz.base == "risk")
     return p
 
 
@@ -126,13 +140,13 @@ class Portfolio:
         self.config = config if config is not None else Config()
         self.n_books = B = int(n_books)
         N = market.n_assets
-        self.params = build_params(self.config, market)
+        freq = self.config.portfolio.rebalancing_frequency
+        self.next_decision = decision_bars(market.index, freq)
+        self.params = build_params(self.config, market, self.next_decision)
         costs = build_costs(self.config, market)
         self.fee_rate, self.fixed_fee = costs["fee_rate"], costs["fixed_fee"]
         self.slippage, self.borrow_rate = costs["slippage"], costs["borrow_rate"]
         self.returns = simple_returns(market.close)
-        freq = self.config.portfolio.rebalancing_frequency
-        self.next_decision = decision_bars(market.index, freq)
         self.max_step_bars = int(np.max(self.next_decision - np.arange(market.n_bars))) or 1
         self.pos = np.zeros((B, N, L.NPOS))
         self.acct = np.zeros((B, L.NACCT))

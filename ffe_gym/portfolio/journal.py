@@ -88,11 +88,11 @@ class Journal:
             "reason": [L.REASON_NAMES[int(k)] for k in f[:, L.F_REASON]],
         }, columns=list(TRADE_COLUMNS))
 
-    def metrics(self) -> dict[str, float | int | None]:
-        """:func:`ffe_gym.metrics.compute_metrics` of this run."""
+    def metrics(self, risk_free: float = 0.0) -> dict[str, float | int | None]:
+        """:func:`ffe_gym.metrics.compute_metrics` of this run (``risk_free``: annual rate)."""
         f = self.fills
         closing = f[:, L.F_CLOSING] == 1.0
         traded = float(np.abs(f[:, L.F_UNITS] * f[:, L.F_PRICE]).sum())
         return compute_metrics(np.asarray(self.equity), self.portfolio.market.periods_per_year,
                                trade_pnls=f[closing, L.F_NET], traded_notional=traded,
-                               gross_exposure=np.asarray(self.gross))
+                               gross_exposure=np.asarray(self.gross), risk_free=risk_free)

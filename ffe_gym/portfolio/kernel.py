@@ -6,12 +6,13 @@ refer to the design's "one decision step"):
 
 1-2. Intents become closing legs (never refused) and opening candidates, ordered by descending
      confidence, ties by asset index. Limits are checked at the decision bar's close, in the
-     order cooldown, max_positions, size, cash, short cap, gross cap, VaR; a refusal is counted
-     with its reason and changes nothing.
+     order cooldown, re-entry after a stop or target exit, max_positions, size, cash, short
+     cap, gross cap, VaR; a refusal is counted with its reason and changes nothing.
 3.   Opening notional = equity * base * factors (see ``_opening_notional``).
 5.   Fills at close[t] or open[t+1] with adverse slippage and fees; with next_open the cash
      check is repeated at the fill and a long opening is scaled down rather than overdrawing.
-6.   Each bar after the fill: stop-loss / take-profit (intrabar or on the close).
+6.   Each bar after the fill: stop-loss / take-profit (intrabar or on the close); levels are
+     fractions of the entry, or multiples of the asset's volatility fixed at entry.
 7.   Mark to market, borrow on shorts, portfolio drawdown stop, ruin.
 
 Windows of returns end at the decision bar t (inclusive): only bars <= t are used.
@@ -139,8 +140,11 @@ def _fee(q, px, fee_rate, fixed_fee):
 
 
 @njit(cache=True)
-def _fill(pos, acct, fills, b, nf, bar, i, q, px, fee_rate, fixed_fee, reason, p):
-    """Trade ``q`` units (signed, + buy) of asset i at ``px``; ``q`` never crosses zero."""
+def _fill(pos, acct, fills, b, nf, bar, i, q, px, fee_rate, fixed_fee, reason, sl, tp):
+    """Trade ``q`` units (signed, + buy) of asset i at ``px``; ``q`` never crosses zero.
+
+    An opening (or an increase) sets the stop and target at ``sl`` and ``tp`` (fractions of
+    the average entry; NaN: none) from the entry."""
     u = pos[b, i, L.UNITS]
     fee = _fee(q, px, fee_rate, fixed_fee)
     acct[b, L.CASH] -= q * px + fee
@@ -178,8 +182,8 @@ def _fill(pos, acct, fills, b, nf, bar, i, q, px, fee_rate, fixed_fee, reason, p
         pos[b, i, L.UNITS] = new_u
         pos[b, i, L.ENTRY] = entry
         pos[b, i, L.OPEN_FEES] += fee
-        pos[b, i, L.STOP] = entry * (1.0 - sgn * p[L.P_STOP_LOSS])
-        pos[b, i, L.TARGET] = entry * (1.0 + sgn * p[L.P_TAKE_PROFIT])
+        pos[b, i, L.STOP] = entry * (1.0 - sgn * sl)
+        pos[b, i, L.TARGET] = entry * (1.0 + sgn * tp)
     row = fills[b, nf]
     row[L.F_BAR] = bar
     row[L.F_ASSET] = i
@@ -230,14 +234,15 @@ def _exit_level(u, stop, target, o, h, lo, c, intrabar):
 
 
 @njit(cache=True)
-def _opening_notional(equity, i, conf, t, R, units_after, sigma, p):
+def _opening_notional(equity, i, conf, t, R, units_after, sigma, base, p):
     """Notional of an opening of asset i at decision bar t (see the design, point 3)."""
-    base = p[L.P_BASE]
     conf_f = max(p[L.P_MIN_CONF], conf)
     sizer = int(p[L.P_SIZER])
     if sizer == 1:  # fixed fraction
         return equity * base
     if sizer == 0:  # correlation adjusted
+        if p[L.P_CORR_THRESHOLD] == np.inf:  # adjustment off
+            return equity * base * conf_f
         lo = _window_start(t, int(p[L.P_CORR_WINDOW]))
         m = 0.0
         for j in range(units_after.shape[0]):
@@ -300,6 +305,8 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
     units_after = work[3]
     open_q = work[4]
     sigma = work[5]
+    sl_d = work[6]  # stop distance of an opening, fraction of entry (NaN: none)
+    tp_d = work[7]
     close_q[:] = 0.0
     cand[:] = 0.0
     prio[:] = -1.0
@@ -379,6 +386,17 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
         vwin = _window_start(t, int(p[L.P_VOL_WINDOW]))
         for i in range(N):
             sigma[i] = _std(R, vwin, t, i)
+    stop_vol = p[L.P_STOP_VOL] > 0.0
+    if stop_vol and any_candidate:
+        vwin = _window_start(t, int(p[L.P_VOL_WINDOW]))
+        for i in range(N):
+            if prio[i] >= 0.0:
+                scale = _std(R, vwin, t, i) * np.sqrt(p[L.P_STOP_HORIZON])
+                sl_d[i] = p[L.P_STOP_LOSS] * scale if scale > 0.0 else np.nan
+                tp_d[i] = p[L.P_TAKE_PROFIT] * scale if scale > 0.0 else np.nan
+    else:
+        sl_d[:] = p[L.P_STOP_LOSS]
+        tp_d[:] = p[L.P_TAKE_PROFIT]
     order = np.argsort(-prio, kind="mergesort")
     for k in range(N):
         i = order[k]
@@ -388,13 +406,20 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
         if clock[b, L.COOLDOWN] > 0:
             _refuse(refused, count, b, i, L.R_COOLDOWN)
             continue
+        if new and t < pos[b, i, L.REENTRY]:
+            _refuse(refused, count, b, i, L.R_REENTRY)
+            continue
         if new and held >= p[L.P_MAX_POSITIONS]:
             _refuse(refused, count, b, i, L.R_MAX_POSITIONS)
             continue
         if scheme == WEIGHTS:
             q = cand[i]
         else:
-            notional = _opening_notional(equity, i, confs[b, i], t, R, units_after, sigma, p)
+            base = p[L.P_BASE]
+            if stop_vol and p[L.P_BASE_RISK] > 0.0:
+                base = p[L.P_RISK_PER_TRADE] / sl_d[i]  # NaN without volatility: zero_size
+            notional = _opening_notional(equity, i, confs[b, i], t, R, units_after, sigma,
+                                         base, p)
             q = cand[i] * notional / c[t, i]
         if not (abs(q) > 0.0 and np.isfinite(q)) or equity <= 0.0:
             _refuse(refused, count, b, i, L.R_ZERO_SIZE)
@@ -453,7 +478,7 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
             ref = o[fb, i] if next_open else c[t, i]
             px = ref * (1.0 + np.sign(q) * _slippage(R, fb, i, slip, p))
             nf = _fill(pos, acct, fills, b, nf, fb, i, q, px, fee_rate[i], fixed_fee[i],
-                       L.SIGNAL, p)
+                       L.SIGNAL, np.nan, np.nan)
     for k in range(N):
         i = order[k]
         q = open_q[i]
@@ -474,7 +499,7 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
                 q = room
                 count[b, L.C_SCALED] += 1
         nf = _fill(pos, acct, fills, b, nf, fb, i, q, px, fee_rate[i], fixed_fee[i],
-                   L.SIGNAL, p)
+                   L.SIGNAL, sl_d[i], tp_d[i])
 
     # ---- 4. the bars up to the next decision: exits, marking, portfolio stop, ruin
     intrabar = p[L.P_INTRABAR] > 0.0
@@ -490,7 +515,8 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
             if why >= 0:
                 px = level * (1.0 - np.sign(u) * _slippage(R, s, i, slip, p))
                 nf = _fill(pos, acct, fills, b, nf, s, i, -u, px, fee_rate[i], fixed_fee[i],
-                           why, p)
+                           why, np.nan, np.nan)
+                pos[b, i, L.REENTRY] = s + p[L.P_REENTRY]
         eq = acct[b, L.CASH]
         gross = 0.0
         for i in range(N):
@@ -515,7 +541,7 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
                 if u != 0.0:
                     px = c[s, i] * (1.0 - np.sign(u) * _slippage(R, s, i, slip, p))
                     nf = _fill(pos, acct, fills, b, nf, s, i, -u, px, fee_rate[i],
-                               fixed_fee[i], L.PORTFOLIO_STOP, p)
+                               fixed_fee[i], L.PORTFOLIO_STOP, np.nan, np.nan)
             eq = acct[b, L.CASH]
             gross = 0.0
             if p[L.P_STOP_FLAT] > 0.0:
@@ -544,7 +570,7 @@ def step_books(active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, 
                fee_rate, fixed_fee, slip, borrow, p, pos, acct, clock, count,
                curve, gross_curve, n_curve, fills, n_fills, refused):
     """One decision step for every book b with ``active[b]``; see the module docstring."""
-    work = np.empty((6, c.shape[1]))
+    work = np.empty((8, c.shape[1]))
     vwork = np.empty((2, max(int(p[L.P_VAR_WINDOW]), 1)))
     for b in range(pos.shape[0]):
         if active[b]:

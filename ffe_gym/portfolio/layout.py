@@ -23,7 +23,8 @@ WINS = 8  # closing fills whose P&L net of their fees is > 0
 OPEN_FEES = 9  # entry fees of the open position not yet attributed to a closing fill
 GROSS_WIN = 10  # sum of net P&L of winning closing fills
 GROSS_LOSS = 11  # sum of -net P&L of losing closing fills
-NPOS = 12
+REENTRY = 12  # openings of this asset are refused at decision bars t < REENTRY (after an exit)
+NPOS = 13
 
 # --- per book (acct[b, :])
 CASH = 0
@@ -59,10 +60,11 @@ R_NOT_TRADABLE = 7
 R_NO_SHORTING = 8
 R_CASH_AT_FILL = 9
 R_ZERO_SIZE = 10
-C_SCALED = 11  # orders scaled down (count only)
-NCOUNT = 12
+R_REENTRY = 11  # the asset left through its stop-loss or take-profit less than reentry_bars ago
+C_SCALED = 12  # orders scaled down (count only)
+NCOUNT = 13
 REFUSAL_NAMES = ("", "max_positions", "cash", "short_cap", "gross_cap", "var", "cooldown",
-                 "not_tradable", "no_shorting", "cash_at_fill", "zero_size", "scaled")
+                 "not_tradable", "no_shorting", "cash_at_fill", "zero_size", "reentry", "scaled")
 
 # --- fills (fills[b, k, :])
 F_BAR = 0
@@ -119,7 +121,12 @@ P_INITIAL = 24
 P_RUIN = 25  # equity floor in currency
 P_VOL_SLIPPAGE = 26
 P_PERIODS_PER_YEAR = 27
-NPARAM = 28
+P_REENTRY = 28  # bars an asset stays blocked after its own stop-loss / take-profit exit
+P_STOP_VOL = 29  # 1: stop_loss / take_profit are multiples of sigma_bar * sqrt(P_STOP_HORIZON)
+P_STOP_HORIZON = 30  # median bars per decision
+P_RISK_PER_TRADE = 31
+P_BASE_RISK = 32  # 1: sizing base is risk_per_trade / stop distance
+NPARAM = 33
 
 # action schemes of the kernel
 SIGNALS = 0
