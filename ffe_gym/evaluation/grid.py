@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ffe_gym.evaluation.experiment import REFERENCE_TEXT, ExperimentConfig, JobSpec, run_job
+from ffe_gym.evaluation.report import MIN_WINDOWS
 from ffe_gym.evaluation.statistics import (
     deflated_sharpe_ratio,
     iqm,
@@ -111,7 +112,6 @@ def _run_ray(specs, address, workers, done) -> None:
 
 # ------------------------------------------------------------------------------- aggregation
 
-MIN_WINDOWS = 8  # fewer test windows: the table says an interval cannot mean much
 
 
 def results_frame(rows: list[dict[str, Any]], exp: ExperimentConfig) -> pd.DataFrame:
@@ -190,8 +190,11 @@ def _flags(sub: pd.DataFrame, m: np.ndarray, lo: float, hi: float, windows: int)
     undefined = int(sub["score"].isna().sum())
     if undefined:
         out.append(f"{undefined} run(s) with an undefined score left out")
-    if windows < MIN_WINDOWS:
-        out.append(f"only {windows} window(s): too few for the interval to mean much")
+    if windows == 0:
+        out.append("no window with a defined score: no interval")
+    elif windows < MIN_WINDOWS:
+        out.append(f"only {windows} window(s) with a defined score: too few for the interval "
+                   "to mean much")
     if np.isfinite(lo) and lo == hi:
         out.append("zero-width interval: every resample gave the same IQM (equal scores)")
     misses = pd.to_numeric(sub["deadline_misses"], errors="coerce").fillna(0).sum()
@@ -260,7 +263,7 @@ def aggregate(df: pd.DataFrame, exp: ExperimentConfig, reps: int = 2000) -> dict
         row["beats_reference"] = (None if name not in tests["mean_gain"]
                                   else name in tests["superior"])
     windows = [{"dataset": d, "fold": int(f), "start": r["window_start"], "end": r["window_end"],
-                "bars": int(r["bars"])}
+                "bars": int(r["bars"]) + 1, "returns": int(r["bars"])}
                for (d, f), r in ref.set_index(["dataset", "fold"]).iterrows()]
     return {"table": table, "reference": reference, "probability_of_improvement": poi,
             "labels": [label[k] for k in keys], "taus": taus.tolist(), "profiles": profiles,

@@ -22,6 +22,8 @@ import yaml
 
 from ffe_gym.manifest import atomic_write, write_json
 
+MIN_WINDOWS = 8  # fewer test windows: a table says its intervals cannot mean much
+
 
 def _missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and not math.isfinite(v))
@@ -63,6 +65,7 @@ def notes(agg: dict[str, Any], data: str = "") -> list[str]:
     w = agg["windows"]
     span = f"{w[0]['start'][:10]} .. {w[-1]['end'][:10]}" if w else "none"
     lengths = sorted({x["bars"] for x in w})
+    returns = sorted({x["returns"] for x in w})
     tests = agg["tests"]
     out = [
         f"Score: {agg['score']} on the same test window. Reference: {ref['text']}; no stop, "
@@ -75,11 +78,12 @@ def notes(agg: dict[str, Any], data: str = "") -> list[str]:
     if data:
         out.append(f"Data: {data}. Risk-free rate {agg['risk_free'] * 100:.2f}% a year.")
     out.append(
-        f"Windows: {len(w)} walk-forward test windows of {'/'.join(map(str, lengths))} bars, "
-        f"{span}. Intervals: 95% two-stage bootstrap ({agg['reps']} resamples: windows drawn "
-        "with replacement, then runs within each window), so a deterministic agent's interval "
+        f"Windows: {len(w)} walk-forward test windows of {'/'.join(map(str, lengths))} bars "
+        f"({'/'.join(map(str, returns))} returns each), {span}. Intervals: 95% two-stage "
+        f"bootstrap ({agg['reps']} resamples: windows drawn with replacement, then runs within "
+        "each window), so a deterministic agent's interval "
         "comes from its windows; 'windows x runs' says what stands behind each.")
-    if len(w) < 8:
+    if len(w) < MIN_WINDOWS:
         out.append(f"Only {len(w)} test windows: too few for any interval here to mean much.")
     if tests.get("spa") is not None:
         sup = ", ".join(tests["superior"]) or "none"
@@ -124,14 +128,24 @@ def flag_lines(agg: dict[str, Any]) -> list[str]:
     return [f"{label(agg, r)}: " + "; ".join(r["flags"]) for r in ordered(agg) if r["flags"]]
 
 
+def ratio_text(e: dict[str, Any]) -> str:
+    """The return ratio with its interval, only where it means something: both mean returns
+    positive and every resampled denominator too (else the ratio flips sign or explodes)."""
+    rr = e["return_ratio"]
+    if min(e["mean_return"]) <= 0 or _missing(rr[1]) or rr[1] <= 0:
+        return "n/a (returns not all positive)"
+    return f"{num(rr[0])}x [{num(rr[1])}, {num(rr[2])}]"
+
+
 def effect_lines(agg: dict[str, Any]) -> list[str]:
     out = []
     for e in agg["effects"]:
-        rr, dd = e["return_ratio"], e["drawdown_reduction"]
+        rd, dd = e["return_difference"], e["drawdown_reduction"]
         out.append(
             f"{e['agent']}: {e['base']} vs {e['variant']}: mean return "
             f"{pct(e['mean_return'][0], sign=True)} vs {pct(e['mean_return'][1], sign=True)} "
-            f"(ratio {num(rr[0])} [{num(rr[1])}, {num(rr[2])}]); mean max drawdown "
+            f"(difference {pct(rd[0], sign=True)} [{pct(rd[1], sign=True)}, "
+            f"{pct(rd[2], sign=True)}], ratio {ratio_text(e)}); mean max drawdown "
             f"{pct(e['mean_drawdown'][0])} vs {pct(e['mean_drawdown'][1])} (reduction "
             f"{pct(dd[0], 0)} [{pct(dd[1], 0)}, {pct(dd[2], 0)}])")
     return out
@@ -307,8 +321,9 @@ def html_report(path: Path, *, title: str, df: pd.DataFrame, rows: list[dict[str
                for w in agg["windows"]]
     effects = [[e["agent"], f"{e['base']} vs {e['variant']}",
                 f"{pct(e['mean_return'][0], sign=True)} vs {pct(e['mean_return'][1], sign=True)}",
-                f"{num(e['return_ratio'][0])} [{num(e['return_ratio'][1])}, "
-                f"{num(e['return_ratio'][2])}]",
+                f"{pct(e['return_difference'][0], sign=True)} "
+                f"[{pct(e['return_difference'][1], sign=True)}, "
+                f"{pct(e['return_difference'][2], sign=True)}]", ratio_text(e),
                 f"{pct(e['mean_drawdown'][0])} vs {pct(e['mean_drawdown'][1])}",
                 f"{pct(e['drawdown_reduction'][0], 0)} [{pct(e['drawdown_reduction'][1], 0)}, "
                 f"{pct(e['drawdown_reduction'][2], 0)}]"] for e in agg["effects"]]
@@ -326,10 +341,12 @@ def html_report(path: Path, *, title: str, df: pd.DataFrame, rows: list[dict[str
     if effects:
         parts += ["<h2>Rule variants: effects</h2>",
                   "<p>Paired by window and seed; intervals are two-stage bootstrap. Return "
-                  "ratio = mean total return under the base rules / under the variant; "
-                  "drawdown reduction = 1 - mean |max DD| base / variant.</p>",
-                  _table_html(effects, ["agent", "variants", "mean return", "return ratio",
-                                        "mean max DD", "drawdown reduction"])]
+                  "difference and ratio: mean total return under the base rules minus / over "
+                  "the variant's (the ratio only where returns are positive); drawdown "
+                  "reduction = 1 - mean |max DD| base / variant.</p>",
+                  _table_html(effects, ["agent", "variants", "mean return",
+                                        "return difference", "return ratio", "mean max DD",
+                                        "drawdown reduction"])]
     parts += [
         "<h2>Probability of improvement</h2>", img.format(_poi_plot(agg), "P(improvement)"),
         _table_html(poi, ["pair", "P", "95% CI"]),
