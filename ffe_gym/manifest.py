@@ -8,6 +8,8 @@ leaves a half-written file behind.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import platform
@@ -57,6 +59,25 @@ def git_commit(root: Path = ROOT) -> dict[str, Any]:
         return {"commit": commit, "dirty": dirty}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
+
+
+@functools.cache
+def source_digest() -> str:
+    """sha256 over the source of the ``ffe_gym`` and ``ffe_agents`` packages (every ``.py``
+    file, by relative path and content): part of a job's identity, so that a result computed
+    by other code is never reused, whatever the version number says."""
+    from importlib.util import find_spec
+
+    agents = find_spec("ffe_agents")  # located, not imported: ffe_gym never imports it
+    roots = [Path(__file__).resolve().parent]
+    if agents is not None and agents.submodule_search_locations:
+        roots += [Path(p).resolve() for p in agents.submodule_search_locations]
+    h = hashlib.sha256()
+    for pkg in roots:
+        for path in sorted(pkg.rglob("*.py")):
+            h.update(f"{pkg.name}/{path.relative_to(pkg).as_posix()}\0".encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
 
 
 def _version(name: str) -> str | None:

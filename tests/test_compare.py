@@ -422,3 +422,27 @@ def test_shipped_experiments_load():
         real = ex.load_experiment(ROOT / "configs" / "experiments" / "real_h1.yaml")
         cfg = ex.dataset_config(real, real.datasets[0])
         assert cfg.portfolio.rebalancing_frequency == "1D"
+
+
+def test_identity_covers_code_version_seed_window_and_agent_files(tmp_path, monkeypatch):
+    from ffe_gym import manifest
+
+    llm_cfg = tmp_path / "llm.yaml"
+    llm_cfg.write_text("members: []\n")
+    agent = ex.AgentEntry(name="x", policy="cash", kwargs={"config": str(llm_cfg)})
+    args = ({"a": 1}, "datahash", agent, {"test": (0, 10)}, 0, 0.0)
+
+    def ident(**change):
+        a = dict(zip(("config", "data_hash", "agent", "windows", "seed", "risk_free"), args,
+                     strict=True)) | change
+        return ex.job_identity(**a, digests=ex._file_digests(a["agent"]))
+
+    base = ident()
+    assert base == ident()
+    assert len({base, ident(seed=1), ident(windows={"test": (0, 11)}), ident(risk_free=0.02),
+                ident(config={"a": 2}), ident(data_hash="other")}) == 6
+    llm_cfg.write_text("members: [{name: m}]\n")  # the file an agent names changed
+    changed_file = ident()
+    assert changed_file != base
+    monkeypatch.setattr(manifest, "source_digest", lambda: "other code")
+    assert ident() != changed_file

@@ -30,10 +30,11 @@ rules but not ``data`` or ``execution``).
 
 A job's identity is a hash of everything that determines its result: the resolved config
 (variant and ``decide_every`` included), the data hash, the agent entry with the content of
-every file it names (agent YAML, LLM config), the windows, the seed, the risk-free rate and the
-package version. A finished job is reused only when its stored identity matches and its files
-are there; otherwise it is computed again. Agents are named by strings (``ffe_gym`` never
-imports ``ffe_agents``).
+every file it names (agent YAML, LLM config), the windows, the seed, the risk-free rate, the
+package version and a digest of the package's source (so other code never reuses a result).
+A finished job is reused only when its stored identity matches and its files are there;
+otherwise it is computed again. Agents are named by strings (``ffe_gym`` never imports
+``ffe_agents``).
 """
 
 from __future__ import annotations
@@ -290,8 +291,10 @@ def job_identity(config: dict[str, Any], data_hash: str, agent: AgentEntry,
                  digests: dict[str, str]) -> str:
     """sha256 over everything that determines a job's result (see the module docstring)."""
     from ffe_gym import __version__
+    from ffe_gym.manifest import source_digest
 
-    payload = {"version": __version__, "config": config, "data": data_hash,
+    payload = {"version": __version__, "code": source_digest(), "config": config,
+               "data": data_hash,
                "agent": asdict(agent), "files": digests, "windows": windows, "seed": seed,
                "risk_free": risk_free}
     text = json.dumps(payload, sort_keys=True, default=str)

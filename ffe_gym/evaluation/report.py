@@ -83,6 +83,9 @@ def notes(agg: dict[str, Any], data: str = "") -> list[str]:
         f"bootstrap ({agg['reps']} resamples: windows drawn with replacement, then runs within "
         "each window), so a deterministic agent's interval "
         "comes from its windows; 'windows x runs' says what stands behind each.")
+    if w:
+        out.append("Window dates: " + "; ".join(
+            f"{x['dataset']}/{x['fold']} {x['start'][:10]}..{x['end'][:10]}" for x in w) + ".")
     if len(w) < MIN_WINDOWS:
         out.append(f"Only {len(w)} test windows: too few for any interval here to mean much.")
     if tests.get("spa") is not None:
