@@ -17,7 +17,7 @@ import yaml
 
 from ffe_gym.config import ConfigError
 from ffe_gym.evaluation import experiment as ex
-from ffe_gym.evaluation import grid, report
+from ffe_gym.evaluation import grid, report, runner
 from ffe_gym.evaluation import statistics as S
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,7 +175,7 @@ def serial_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("grid")
     exp = ex.load_experiment(tiny_experiment(tmp))
     specs = ex.jobs(exp, tmp / "runs")
-    rows = grid.run_jobs(specs, "serial", progress=False)
+    rows = runner.run_jobs(specs, "serial", progress=False)
     return tmp, exp, specs, rows
 
 
@@ -198,7 +198,7 @@ def test_grid_jobs_folders_reference_and_deterministic_agents_once(serial_run):
     # every policy met the same test windows and the same starting capital
     assert len({(r["fold"], r["start"], r["end"]) for r in rows}) == 2
     assert {json.loads((s.folder / "manifest.json").read_text())["data_hash"]
-            for s in specs} == {ex._market(ex.dataset_config(exp, exp.datasets[0])).digest()}
+            for s in specs} == {ex.market_for(ex.dataset_config(exp, exp.datasets[0])).digest()}
 
 
 def test_the_reference_has_no_risk_rules(serial_run):
@@ -241,8 +241,8 @@ def test_market_reference_by_hand(tmp_path):
     f = 0.001
     exp = hand_experiment(tmp_path, "market", f)
     specs = ex.jobs(exp, tmp_path / "runs")
-    rows = {r["role"]: r for r in grid.run_jobs(specs, "serial", progress=False)}
-    md = ex._market(ex.dataset_config(exp, exp.datasets[0]))
+    rows = {r["role"]: r for r in runner.run_jobs(specs, "serial", progress=False)}
+    md = ex.market_for(ex.dataset_config(exp, exp.datasets[0]))
     t0, t1 = specs[0].windows["test"][0], specs[0].windows["test"][1] - 1
     p0, p1 = md.close[t0], md.close[t1]
     e0 = 10_000.0
@@ -258,9 +258,9 @@ def test_market_reference_by_hand(tmp_path):
 def test_ucrp_reference_by_hand(tmp_path):
     exp = hand_experiment(tmp_path, "ucrp", 0.0)
     specs = ex.jobs(exp, tmp_path / "runs")
-    ref = next(r for r in grid.run_jobs(specs, "serial", progress=False)
+    ref = next(r for r in runner.run_jobs(specs, "serial", progress=False)
                if r["role"] == "reference")
-    md = ex._market(ex.dataset_config(exp, exp.datasets[0]))
+    md = ex.market_for(ex.dataset_config(exp, exp.datasets[0]))
     t0, t1 = specs[0].windows["test"][0], specs[0].windows["test"][1] - 1
     rel = md.close[t0 + 1: t1 + 1] / md.close[t0: t1]
     assert ref["final_equity"] == pytest.approx(10_000.0 * np.prod(rel.mean(axis=1)), rel=1e-9)
@@ -268,7 +268,7 @@ def test_ucrp_reference_by_hand(tmp_path):
 
 def test_parallel_backends_chain_the_seeds_of_each_agent_and_fold(serial_run):
     _, _, specs, _ = serial_run
-    groups = grid.chains(specs)
+    groups = runner.chains(specs)
     assert sum(len(g) for g in groups) == len(specs) and len(groups) == 2 * 4
     for g in groups:
         keys = {(specs[i].fold, specs[i].variant, specs[i].agent["name"]) for i in g}
@@ -278,11 +278,11 @@ def test_parallel_backends_chain_the_seeds_of_each_agent_and_fold(serial_run):
 
 def test_process_and_ray_backends_give_the_serial_results(serial_run, tmp_path):
     _, exp, _, rows = serial_run
-    process = grid.run_jobs(ex.jobs(exp, tmp_path / "p"), "process", workers=2,
+    process = runner.run_jobs(ex.jobs(exp, tmp_path / "p"), "process", workers=2,
                             progress=False)
     assert comparable(process) == comparable(rows)
     pytest.importorskip("ray")
-    ray_rows = grid.run_jobs(ex.jobs(exp, tmp_path / "r"), "ray", workers=2, progress=False)
+    ray_rows = runner.run_jobs(ex.jobs(exp, tmp_path / "r"), "ray", workers=2, progress=False)
     assert comparable(ray_rows) == comparable(rows)
 
 
@@ -299,7 +299,7 @@ def test_resume_recomputes_missing_killed_and_damaged_jobs_only(serial_run, tmp_
     (gone / "equity.csv").unlink()  # a result file lost
     before = {s.folder: (s.folder / "metrics.json").stat().st_mtime_ns
               for s in specs if s.folder not in (lost, partial, broken, gone)}
-    rows = grid.run_jobs(specs, "serial", progress=False)
+    rows = runner.run_jobs(specs, "serial", progress=False)
     state = {Path(r["folder"]): r["reuse"] for r in rows}
     assert {f for f, s in state.items() if s != "reused"} == {lost, partial, broken, gone}
     assert state[lost] == state[partial] == "new"
@@ -312,18 +312,18 @@ def test_a_changed_variant_or_fee_recomputes_exactly_the_changed_jobs(tmp_path):
     variants = {"rules": {}, "no_var": {"portfolio": {"max_portfolio_risk": None}}}
     agents = [{"name": "momentum", "policy": "momentum"}]
     first = ex.load_experiment(tiny_experiment(tmp_path, variants=variants, agents=agents))
-    rows = grid.run_jobs(ex.jobs(first, tmp_path / "runs"), "serial", progress=False)
+    rows = runner.run_jobs(ex.jobs(first, tmp_path / "runs"), "serial", progress=False)
     assert {r["variant"] for r in rows} == {"reference", "rules", "no_var"}
     changed = {"rules": {}, "no_var": {"portfolio": {"max_portfolio_risk": 0.5}}}
     second = ex.load_experiment(tiny_experiment(tmp_path, variants=changed, agents=agents))
-    again = grid.run_jobs(ex.jobs(second, tmp_path / "runs"), "serial", progress=False)
+    again = runner.run_jobs(ex.jobs(second, tmp_path / "runs"), "serial", progress=False)
     assert {(r["variant"], r["reuse"]) for r in again} == {
         ("reference", "reused"), ("rules", "reused"), ("no_var", "stale")}
     fee = ex.load_experiment(tiny_experiment(
         tmp_path, variants=changed, agents=agents,
         config={"risk": {"on_portfolio_stop": "flat", "var_window": 20},
                 "env": {"window": 8}, "execution": {"fee_rate": 0.05}}))
-    third = grid.run_jobs(ex.jobs(fee, tmp_path / "runs"), "serial", progress=False)
+    third = runner.run_jobs(ex.jobs(fee, tmp_path / "runs"), "serial", progress=False)
     assert {r["reuse"] for r in third} == {"stale"}
     assert all(json.loads((Path(r["folder"]) / "manifest.json").read_text())["config"]
                ["execution"]["fee_rate"] == 0.05 for r in third)
@@ -334,7 +334,7 @@ def test_aggregate_and_report_with_variants(tmp_path):
                                           "sizing": {"base": "notional",
                                                      "risk_per_trade": 0.5}}}
     exp = ex.load_experiment(tiny_experiment(tmp_path, variants=variants))
-    rows = grid.run_jobs(ex.jobs(exp, tmp_path / "runs"), "serial", progress=False)
+    rows = runner.run_jobs(ex.jobs(exp, tmp_path / "runs"), "serial", progress=False)
     df = grid.results_frame(rows, exp)
     ref = df[df["role"] == "reference"].set_index("fold")["sharpe"]
     agents = df[df["role"] == "agent"]
@@ -410,7 +410,7 @@ def test_shipped_experiments_load():
     assert exp.folds.n_folds >= 12 and exp.folds.test == 252 and exp.reference == "market"
     cfg = ex.dataset_config(exp, exp.datasets[0])
     assert cfg.data.source == "arch" and cfg.risk.on_portfolio_stop == "flat"
-    md = ex._market(cfg)
+    md = ex.market_for(cfg)
     folds = ex.folds_for(exp, cfg, md)
     assert len(folds) == 12 and ex.embargo_for(cfg) >= cfg.risk.var_window
     for a, b in itertools.pairwise(folds):

@@ -14,8 +14,8 @@ def run_command(run: Callable[[Any], Any], args: Any) -> int:
     from ffe_gym.evaluation.policy import PolicyError
 
     try:
-        run(args)
+        code = run(args)
     except (DataError, ConfigError, PolicyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return code if isinstance(code, int) else 0

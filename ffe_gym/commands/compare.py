@@ -51,11 +51,11 @@ def data_note(md) -> str:
     return "; ".join(parts)
 
 
-def run(args: argparse.Namespace) -> Path:
+def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from ffe_gym.evaluation import experiment as ex
-    from ffe_gym.evaluation import grid, report
+    from ffe_gym.evaluation import grid, report, runner
 
     exp = ex.load_experiment(args.experiment or default_experiment())
     specs = ex.jobs(exp, args.out)
@@ -66,29 +66,52 @@ def run(args: argparse.Namespace) -> Path:
                   f"{len(exp.datasets)} dataset(s) x {exp.folds.n_folds} windows; "
                   f"deterministic agents once per window, the others x {len(exp.seeds)} "
                   f"seeds) + {len(specs) - agents} reference runs ({args.backend})")
-    rows = grid.run_jobs(specs, args.backend, args.workers, args.address,
-                         progress=not args.no_progress)
+    count = [0]
+    try:
+        rows = runner.run_jobs(specs, args.backend, args.workers, args.address,
+                               progress=not args.no_progress,
+                               on_result=lambda _: count.__setitem__(0, count[0] + 1))
+    except KeyboardInterrupt:
+        print(f"interrupted: {count[0]} of {len(specs)} jobs done; rerun to resume",
+              file=sys.stderr)
+        return 130
     states = {k: sum(r["reuse"] == k for r in rows) for k in ("reused", "new", "stale",
-                                                                "damaged")}
+                                                                "damaged", "failed")}
     console.print(f"jobs: {states['new']} computed, {states['reused']} reused (identity "
                   f"matched), {states['stale']} recomputed because stale (the experiment, "
-                  f"data or code changed), {states['damaged']} recomputed because damaged")
+                  f"data or code changed), {states['damaged']} recomputed because damaged, "
+                  f"{states['failed']} failed")
+    failures = [r for r in rows if r["reuse"] == "failed"]
+    for r in failures:
+        console.print(f"FAILED {r['dataset']}/{r['variant']}/fold{r['fold']}/{r['agent']}/"
+                      f"seed{r['seed']}: {r['error']}", highlight=False, markup=False)
+    out = Path(args.out) / exp.name
+    if len(failures) == len(rows):
+        console.print("every job failed: no table, no report")
+        return 1
     df = grid.results_frame(rows, exp)
     agg = grid.aggregate(df, exp, reps=args.reps)
-    out = Path(args.out) / exp.name
+    agg["failures"] = [{k: r[k] for k in ("dataset", "variant", "fold", "agent", "seed",
+                                          "error")} for r in failures]
     report.write_files(out, df, agg)
     synthetic = bool(df["synthetic"].any())
-    data = " | ".join(f"{d.name}: {data_note(ex._market(ex.dataset_config(exp, d)))}"
+    data = " | ".join(f"{d.name}: {data_note(ex.market_for(ex.dataset_config(exp, d)))}"
                       for d in exp.datasets)
     title = f"ffe-gym comparison: {exp.name}" + (" [SYNTHETIC DATA]" if synthetic else "")
     console.print(report.terminal_table(agg, title))
     for line in report.notes(agg, data) + report.flag_lines(agg) + report.effect_lines(agg):
         console.print(line, highlight=False, markup=False)
+    resolved = {f"{d.name} / {v}": to_dict(ex.variant_config(exp, d, v))
+                for d in exp.datasets for v in exp.variants}
     path = report.html_report(out / "report.html", title=title, df=df, rows=rows, agg=agg,
-                              config={"experiment": to_dict(exp)}, synthetic=synthetic,
-                              data=data)
+                              config={"experiment": to_dict(exp), "resolved": resolved},
+                              synthetic=synthetic, data=data)
     console.print(f"report: {path}\nresults: {out / 'results.csv'}, {out / 'summary.json'}")
-    return path
+    if failures:
+        console.print(f"{len(failures)} job(s) failed (listed above and in the report); the "
+                      "table leaves them out. Rerun to retry them.")
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,26 +39,18 @@ otherwise it is computed again. Agents are named by strings (``ffe_gym`` never i
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import importlib
 import json
-import math
-import os
 import re
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-import pandas as pd
-
 from ffe_gym.config import Config, ConfigError, from_dict, load_yaml_as, merge, to_dict
 from ffe_gym.data import MarketData, market_from_config
-from ffe_gym.data.splits import Fold, Window, walk_forward
+from ffe_gym.data.splits import Fold, walk_forward
 from ffe_gym.features import lookback
-from ffe_gym.manifest import manifest, write_json
 from ffe_gym.metrics import METRIC_NAMES
 
 REFERENCES = {"market": "buy-and-hold", "ucrp": "equal-weight"}
@@ -215,6 +207,7 @@ class JobSpec:
     data_hash: str = ""
     identity: str = ""
     deterministic: bool = False
+    inputs: dict[str, bytes] = field(default_factory=dict)  # files the agent names: path -> bytes
 
     @property
     def folder(self) -> Path:
@@ -234,7 +227,8 @@ def embargo_for(cfg: Config) -> int:
 _MARKETS: dict[str, MarketData] = {}
 
 
-def _market(cfg: Config) -> MarketData:
+def market_for(cfg: Config) -> MarketData:
+    """The panel of ``cfg.data``, loaded once per process."""
     key = json.dumps(to_dict(cfg.data), sort_keys=True)
     if key not in _MARKETS:
         _MARKETS[key] = market_from_config(cfg.data)
@@ -271,19 +265,39 @@ def is_deterministic(agent: AgentEntry) -> bool:
     return True if cls is None else bool(getattr(cls, "deterministic", False))
 
 
-def _file_digests(agent: AgentEntry) -> dict[str, str]:
-    """sha256 of every file an agent entry names: its agent YAML, file-valued kwargs."""
-    paths: list[Path] = []
+SKIP_DIRS = ("tb", "checkpoints")  # a trained run's logs: they do not change an evaluation
+
+
+def agent_files(agent: AgentEntry) -> dict[str, bytes]:
+    """The content of every file an agent entry names, keyed by the name it uses: its agent
+    YAML, file-valued kwargs (an LLM config), and a trained run's folder (every file but its
+    TensorBoard logs and checkpoints). They travel with the job and enter its identity."""
+    named: list[str] = []
     if agent.train is not None:
         if agent.train.agent_config:
-            paths.append(Path(agent.train.agent_config))
+            named.append(agent.train.agent_config)
         else:
             sb3 = importlib.import_module("ffe_agents.sb3")
-            paths.append(Path(sb3.default_agent_config(agent.train.agent)))
-    for v in agent.kwargs.values():
-        if isinstance(v, str) and len(v) < 4096 and Path(v).is_file():
-            paths.append(Path(v))
-    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+            agent.train.agent_config = str(sb3.default_agent_config(agent.train.agent))
+            named.append(agent.train.agent_config)
+    if agent.policy is not None and ":" not in agent.policy:
+        named.append(agent.policy)
+    named += [v for v in agent.kwargs.values() if isinstance(v, str) and len(v) < 4096]
+    out: dict[str, bytes] = {}
+    for name in named:
+        path = Path(name)
+        if path.is_file():
+            out[name] = path.read_bytes()
+        elif path.is_dir():
+            for f in sorted(path.rglob("*")):
+                rel = f.relative_to(path)
+                if f.is_file() and rel.parts[0] not in SKIP_DIRS:
+                    out[f"{name.rstrip('/')}/{rel.as_posix()}"] = f.read_bytes()
+    return out
+
+
+def _file_digests(agent: AgentEntry) -> dict[str, str]:
+    return {k: hashlib.sha256(v).hexdigest() for k, v in agent_files(agent).items()}
 
 
 def job_identity(config: dict[str, Any], data_hash: str, agent: AgentEntry,
@@ -315,12 +329,15 @@ def jobs(exp: ExperimentConfig, root: str | Path) -> list[JobSpec]:
     """Every job of the experiment, in a stable order: per dataset and fold the reference,
     then every variant x agent x seed (one seed for a deterministic agent)."""
     out = []
+    root = Path(root).absolute()  # resolved on the driver: workers may run anywhere
     ref_agent = AgentEntry(name=exp.reference, policy=REFERENCES[exp.reference],
                            deterministic=True)
-    digests = {a.name: _file_digests(a) for a in exp.agents}
+    files = {a.name: agent_files(a) for a in exp.agents}
+    digests = {k: {n: hashlib.sha256(v).hexdigest() for n, v in f.items()}
+               for k, f in files.items()}
     for d in exp.datasets:
         base = dataset_config(exp, d)
-        md = _market(base)
+        md = market_for(base)
         data_hash = md.digest()
         ref_cfg = to_dict(reference_config(base))
         variants = {v: variant_config(exp, d, v) for v in exp.variants}
@@ -343,105 +360,5 @@ def jobs(exp: ExperimentConfig, root: str | Path) -> list[JobSpec]:
                                              exp.risk_free, digests[agent.name])
                         out.append(JobSpec(str(root), exp.name, d.name, v, cfg, fold.index,
                                            windows, asdict(agent), int(seed), exp.risk_free,
-                                           data_hash, ident, det))
+                                           data_hash, ident, det, files[agent.name]))
     return out
-
-
-def _policy(spec: JobSpec, cfg: Config, md: MarketData, work: Path):
-    from ffe_gym.evaluation.policy import resolve_policy
-
-    agent = spec.agent
-    if agent["train"] is None:
-        return resolve_policy(agent["policy"], **agent["kwargs"])
-    t = agent["train"]
-    sb3 = importlib.import_module("ffe_agents.sb3")  # named, not imported: see the docstring
-    path = t["agent_config"] or sb3.default_agent_config(t["agent"])
-    aspec = sb3.load_agent_spec(path, algo=t["agent"])
-    if t["n_envs"]:
-        aspec.n_envs = t["n_envs"]
-    aspec.kwargs.update({k: sb3._schedules(v) for k, v in t["hyperparameters"].items()})
-    windows = {k: Window(*v) for k, v in spec.windows.items()}
-    sb3.train(aspec, cfg, md, work / "model", seed=spec.seed, timesteps=t["timesteps"],
-              progress=False, windows=windows)
-    return sb3.load_policy(work / "model", name=agent["name"])
-
-
-def finished(spec: JobSpec) -> tuple[dict[str, Any] | None, str]:
-    """(row, state) of a job's folder: ``reused`` with its row when the stored identity matches
-    and its files are there; otherwise None with ``new``, ``stale`` (another identity) or
-    ``damaged`` (unreadable metrics.json or a missing file)."""
-    folder = spec.folder
-    done = folder / "metrics.json"
-    if not done.exists():
-        return None, "new"
-    try:
-        row = json.loads(done.read_text())
-    except (OSError, ValueError):
-        return None, "damaged"
-    if not isinstance(row, dict) or row.get("identity") != spec.identity:
-        return None, "stale"
-    if not (folder / "equity.csv").is_file():
-        return None, "damaged"
-    return row, "reused"
-
-
-def run_job(spec: JobSpec) -> dict[str, Any]:
-    """Run one job (or read its finished result) and return its summary row; ``reuse`` says
-    which (``reused``, or ``new`` / ``stale`` / ``damaged`` for a computed job)."""
-    from ffe_gym.evaluation.rollout import env_for, rollout
-    from ffe_gym.evaluation.statistics import block_bootstrap_sharpe_ci, sharpe
-
-    row, state = finished(spec)
-    if row is not None:
-        return row | {"reuse": state}
-    folder = spec.folder
-    if folder.exists():
-        shutil.rmtree(folder)  # an unfinished or stale folder
-    work = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    cfg = from_dict(Config, copy.deepcopy(spec.config))
-    md = _market(cfg)
-    if md.digest() != spec.data_hash:
-        raise RuntimeError(f"the data of {spec.dataset} changed while the experiment ran "
-                           f"(hash {md.digest()[:12]} != {spec.data_hash[:12]})")
-    policy = _policy(spec, cfg, md, work)
-    env = env_for(policy, cfg, md)
-    start, stop = spec.windows["test"]
-    result = rollout(policy, env, window=(start, stop - 1), seed=spec.seed,
-                     risk_free=spec.risk_free)
-    close = getattr(policy, "close", None)
-    if close is not None:
-        close()
-    eq = result.equity.to_numpy()
-    rets = eq[1:] / eq[:-1] - 1.0
-    ppy = md.periods_per_year
-    ci = (block_bootstrap_sharpe_ci(rets, ppy, reps=500, seed=spec.seed)
-          if len(rets) >= 3 and np.std(rets) > 0 else (sharpe(rets, ppy), None, None))
-    pd.DataFrame({"equity": result.equity, "gross_exposure": result.gross_exposure}).to_csv(
-        work / "equity.csv", index_label="time")
-    result.trades.to_csv(work / "trades.csv", index=False)
-    result.weights.to_csv(work / "weights.csv", index_label="time")
-    test = (str(md.index[start]), str(md.index[stop - 1]))
-    row = {"experiment": spec.experiment, "dataset": spec.dataset, "variant": spec.variant,
-           "fold": spec.fold, "agent": spec.agent["name"], "seed": spec.seed,
-           "role": "reference" if spec.is_reference else "agent",
-           "deterministic": spec.deterministic, "hindsight": bool(spec.agent["hindsight"]),
-           "decide_every": spec.config["portfolio"]["rebalancing_frequency"],
-           "window_start": test[0], "window_end": test[1],
-           "start": str(result.start), "end": str(result.end), "steps": result.steps,
-           "status": result.status, "synthetic": result.synthetic,
-           "close_only": list(md.close_only), **result.metrics,
-           "sharpe_ci_low": ci[1], "sharpe_ci_high": ci[2],
-           "attribution": [asdict(a) for a in result.attribution],
-           "refusals": result.refusals, "policy_stats": result.policy_stats,
-           "identity": spec.identity, "folder": str(folder)}
-    row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-           for k, v in row.items()}
-    write_json(work / "manifest.json", manifest(
-        config=to_dict(cfg), data_hash=md.digest(), data=md.describe(),
-        seeds={"seed": spec.seed}, extra={"job": asdict(spec) | {"config": None}}))
-    write_json(work / "metrics.json", row)  # last: its presence marks the job done
-    os.replace(work, folder)
-    return row | {"reuse": state}

@@ -1,25 +1,17 @@
-"""Run a list of jobs on a backend, then aggregate them into honest comparisons.
+"""Aggregate the rows of an experiment's jobs into honest comparisons (see :func:`aggregate`).
 
-Backends: ``serial``; ``process`` (a process pool on this machine); ``ray`` (``pip install
-'ffe-gym[ray]'``; ``address`` connects to a cluster, None starts a local one; usage stats and the
-dashboard are off; workers import the packages themselves). Jobs already done are read back,
-not recomputed, whichever backend runs them. In parallel backends the seeds of one agent on one
-fold run one after another in the same worker (a chain), so that an agent whose replies are
-cached (the LLM ensemble) computes them once instead of racing itself; chains run in parallel.
+Running the jobs is :mod:`ffe_gym.evaluation.runner`'s.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ffe_gym.evaluation.experiment import REFERENCE_TEXT, ExperimentConfig, JobSpec, run_job
+from ffe_gym.evaluation.experiment import REFERENCE_TEXT, ExperimentConfig
 from ffe_gym.evaluation.report import MIN_WINDOWS
 from ffe_gym.evaluation.statistics import (
     deflated_sharpe_ratio,
@@ -31,85 +23,6 @@ from ffe_gym.evaluation.statistics import (
     two_stage_bootstrap_ci,
 )
 
-BACKENDS = ("serial", "process", "ray")
-
-
-def run_jobs(specs: Sequence[JobSpec], backend: str = "serial", workers: int | None = None,
-             address: str | None = None, progress: bool = True,
-             on_result: Callable[[dict], None] | None = None) -> list[dict[str, Any]]:
-    """Run ``specs``; results come back in the order of ``specs``."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r} (allowed: {', '.join(BACKENDS)})")
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    results: list[dict[str, Any] | None] = [None] * len(specs)
-    bar = Progress("[progress.description]{task.description}", BarColumn(),
-                   MofNCompleteColumn(), TimeElapsedColumn(), disable=not progress)
-    with bar:
-        task = bar.add_task(f"jobs ({backend})", total=len(specs))
-
-        def done(i: int, row: dict[str, Any]) -> None:
-            results[i] = row
-            bar.advance(task)
-            if on_result is not None:
-                on_result(row)
-
-        if backend == "serial":
-            for i, spec in enumerate(specs):
-                done(i, run_job(spec))
-        elif backend == "process":
-            n = workers or max(1, (os.cpu_count() or 1))
-            with ProcessPoolExecutor(max_workers=n, mp_context=get_context("spawn")) as pool:
-                futures = {pool.submit(run_chain, [specs[i] for i in chain]): chain
-                           for chain in chains(specs)}
-                for f in as_completed(futures):
-                    for i, row in zip(futures[f], f.result(), strict=True):
-                        done(i, row)
-        else:
-            _run_ray(specs, address, workers, done)
-    return [r for r in results if r is not None]
-
-
-def chains(specs: Sequence[JobSpec]) -> list[list[int]]:
-    """Indices of ``specs`` grouped by (dataset, variant, fold, agent), seeds in order."""
-    groups: dict[tuple, list[int]] = {}
-    for i, s in enumerate(specs):
-        groups.setdefault((s.dataset, s.variant, s.fold, s.agent["name"]), []).append(i)
-    return list(groups.values())
-
-
-def run_chain(specs: Sequence[JobSpec]) -> list[dict[str, Any]]:
-    """Run jobs one after another (see the module docstring)."""
-    return [run_job(s) for s in specs]
-
-
-def _run_ray(specs, address, workers, done) -> None:
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    try:
-        import ray
-    except ImportError:
-        raise ImportError("the ray backend needs ray: pip install 'ffe-gym[ray]'") from None
-    started = not ray.is_initialized()
-    if started:
-        kwargs = {"include_dashboard": False, "log_to_driver": False,
-                  "configure_logging": False}
-        if address is None and workers:
-            kwargs["num_cpus"] = workers
-        ray.init(address=address, **kwargs)
-    try:
-        remote = ray.remote(num_cpus=1)(run_chain)
-        refs = {remote.remote([specs[i] for i in chain]): chain for chain in chains(specs)}
-        pending = list(refs)
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            for ref in ready:
-                for i, row in zip(refs[ref], ray.get(ref), strict=True):
-                    done(i, row)
-    finally:
-        if started:
-            ray.shutdown()
-
-
 # ------------------------------------------------------------------------------- aggregation
 
 
@@ -119,6 +32,9 @@ def results_frame(rows: list[dict[str, Any]], exp: ExperimentConfig) -> pd.DataF
     reference's on the same dataset and fold (the same reference for every variant and seed).
     A score is NaN where either metric is undefined (a flat curve's Sharpe): left out of every
     aggregate and counted, never a silent 0."""
+    rows = [r for r in rows if r.get("reuse") != "failed"]
+    if not rows:
+        raise ValueError("no job finished: nothing to aggregate")
     drop = ("attribution", "refusals", "policy_stats")
     df = pd.DataFrame([{k: v for k, v in r.items() if k not in drop} for r in rows])
     df["deadline_misses"] = [(r.get("policy_stats") or {}).get("deadline_misses")

@@ -271,7 +271,7 @@ def _attribution_plot(rows: list[dict[str, Any]]) -> str:
     per: dict[str, dict[str, list[float]]] = {}
     for r in rows:
         name = r["agent"] if r.get("role") != "reference" else f"reference: {r['agent']}"
-        for a in r["attribution"]:
+        for a in r.get("attribution", []):  # a failed job has none
             per.setdefault(name, {}).setdefault(a["symbol"], []).append(a["pnl"])
     agents = list(per)
     symbols = list(dict.fromkeys(s for a in agents for s in per[a]))
@@ -296,6 +296,17 @@ def _table_html(rows: list[list[str]], header: list[str]) -> str:
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>"
                    for r in rows)
     return f"<div class=scroll><table><tr>{head}</tr>{body}</table></div>"
+
+
+def _failures_html(agg: dict[str, Any]) -> str:
+    failed = agg.get("failures") or []
+    if not failed:
+        return ""
+    rows = [[f["dataset"], f["variant"], f["fold"], f["agent"], f["seed"], f["error"]]
+            for f in failed]
+    return ("<h2 class=warn>Failed jobs</h2><p class=warn>These jobs failed and are left out "
+            "of every figure below; rerun the comparison to retry them.</p>"
+            + _table_html(rows, ["dataset", "variant", "window", "agent", "seed", "error"]))
 
 
 def html_report(path: Path, *, title: str, df: pd.DataFrame, rows: list[dict[str, Any]],
@@ -336,6 +347,7 @@ def html_report(path: Path, *, title: str, df: pd.DataFrame, rows: list[dict[str
         "<p class=warn>SYNTHETIC DATA: these figures show the machinery, not a market.</p>"
         if synthetic else "",
         "".join(f"<p>{html.escape(line)}</p>" for line in notes(agg, data)),
+        _failures_html(agg),
         "<h2>Aggregates</h2>", _table_html(main, header),
         img.format(_interval_plot(agg), "IQM intervals"),
         "<h2>Test windows</h2>",

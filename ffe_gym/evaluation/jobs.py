@@ -1,0 +1,329 @@
+"""One job of an experiment: compute it anywhere, write it on the driver, reuse it when it matches.
+
+* :func:`compute_job` runs on any worker (this process, a process pool, a Ray node without a
+  shared filesystem): it trains where needed and evaluates in a private temporary folder, and
+  returns the summary row and every file of the run folder as bytes. The files the agent names
+  (agent YAML, LLM config, a trained run's model and normalisation statistics) travel inside the
+  spec (``JobSpec.inputs``) and are written next to the job, so the worker uses exactly the
+  content the job's identity hashed. A failure is returned, not raised: the grid records it.
+* :func:`write_job` runs on the driver: it writes the files into a temporary folder beside the
+  run folder and renames it into place, so a run folder is complete or absent.
+* :class:`JobLock` is an advisory lock per run folder (``flock``, released by the kernel when its
+  process dies): two comparisons of one experiment never compute or write the same job twice.
+* :func:`finished` says whether a run folder can be reused: its stored identity matches and its
+  files are there and readable; otherwise the job is ``new``, ``stale`` or ``damaged``.
+
+Nothing here writes or deletes outside the experiment's output folder: names are checked when
+the experiment loads, the folder is checked to stay inside the root, and a symlink found where a
+run folder should be is unlinked, never followed.
+"""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import json
+import math
+import os
+import shutil
+import tempfile
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ffe_gym.config import Config, from_dict, to_dict
+from ffe_gym.data import MarketData
+from ffe_gym.data.splits import Window
+from ffe_gym.evaluation.experiment import JobSpec, market_for
+from ffe_gym.manifest import _UMASK, manifest
+
+RESULT_FILES = ("metrics.json", "equity.csv", "trades.csv", "weights.csv", "manifest.json")
+
+
+class JobFailed(RuntimeError):
+    """A job that raised; its message names the job and the error."""
+
+
+def inside(root: Path, path: Path) -> Path:
+    """``path`` if it stays inside ``root`` once symlinks are resolved; else ValueError."""
+    real_root = Path(root).resolve()
+    real = Path(path).parent.resolve() / Path(path).name
+    if not real.is_relative_to(real_root):
+        raise ValueError(f"{path} resolves outside the output folder {real_root}; refusing "
+                         "to write or delete there")
+    return real
+
+
+def remove(path: Path) -> None:
+    """Delete a run or temporary folder without following a symlink."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+class JobLock:
+    """An exclusive advisory lock on one job's run folder (``.<seed>.lock`` beside it)."""
+
+    def __init__(self, spec: JobSpec) -> None:
+        folder = spec.folder
+        self.path = folder.parent / f".{folder.name}.lock"
+        self.fd: int | None = None
+
+    def acquire(self, block: bool = True) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> JobLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def finished(spec: JobSpec) -> tuple[dict[str, Any] | None, str]:
+    """(row, state) of a job's folder: ``reused`` with its row when the stored identity matches
+    and its files are there; otherwise None with ``new``, ``stale`` (another identity) or
+    ``damaged`` (unreadable metrics.json or a missing file)."""
+    folder = spec.folder
+    done = folder / "metrics.json"
+    if not done.exists():
+        return None, "new"
+    try:
+        row = json.loads(done.read_text())
+    except (OSError, ValueError):
+        return None, "damaged"
+    if not isinstance(row, dict) or row.get("identity") != spec.identity:
+        return None, "stale"
+    for name in RESULT_FILES:
+        if not (folder / name).is_file():
+            return None, "damaged"
+    try:
+        pd.read_csv(folder / "equity.csv", usecols=["equity"])
+    except (OSError, ValueError):
+        return None, "damaged"
+    return row, "reused"
+
+
+def clean_temporary(root: Path) -> int:
+    """Remove ``.tmp-*`` folders left by killed runs under ``root`` (those whose job nobody
+    holds locked); returns how many were removed."""
+    removed = 0
+    if not root.exists():
+        return 0
+    for tmp in root.rglob(".tmp-*"):
+        if not tmp.is_dir() or tmp.is_symlink():
+            continue
+        seed = tmp.name[len(".tmp-"):].rsplit("-", 1)[0]
+        lock = tmp.parent / f".{seed}.lock"
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a live run is writing it
+        finally:
+            os.close(fd)
+        remove(tmp)
+        removed += 1
+    return removed
+
+
+# ------------------------------------------------------------------------------- computing
+
+
+def _materialise(spec: JobSpec, where: Path) -> dict[str, Any]:
+    """Write the spec's input files under ``where`` and point the agent entry at them."""
+    agent = copy.deepcopy(spec.agent)
+    local: dict[str, Path] = {}
+    for name, content in spec.inputs.items():
+        path = where / "inputs" / name.lstrip("/").replace("..", "__")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        local[name] = path
+
+    def moved(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        if value in local:
+            return str(local[value])
+        prefix = value.rstrip("/") + "/"
+        inner = [n for n in local if n.startswith(prefix)]
+        if inner:  # a folder (a trained run): its files were shipped one by one
+            return str(where / "inputs" / value.lstrip("/").replace("..", "__"))
+        return value
+
+    if agent.get("policy"):
+        agent["policy"] = moved(agent["policy"])
+    agent["kwargs"] = {k: moved(v) for k, v in agent.get("kwargs", {}).items()}
+    if agent.get("train") and agent["train"].get("agent_config"):
+        agent["train"]["agent_config"] = moved(agent["train"]["agent_config"])
+    return agent
+
+
+def _policy(agent: dict[str, Any], spec: JobSpec, cfg: Config, md: MarketData, work: Path):
+    import importlib
+
+    from ffe_gym.evaluation.policy import resolve_policy
+
+    if agent["train"] is None:
+        return resolve_policy(agent["policy"], **agent["kwargs"])
+    t = agent["train"]
+    sb3 = importlib.import_module("ffe_agents.sb3")  # named, not imported: ffe_gym never does
+    path = t["agent_config"] or sb3.default_agent_config(t["agent"])
+    aspec = sb3.load_agent_spec(path, algo=t["agent"])
+    if t["n_envs"]:
+        aspec.n_envs = t["n_envs"]
+    aspec.kwargs.update({k: sb3._schedules(v) for k, v in t["hyperparameters"].items()})
+    windows = {k: Window(*v) for k, v in spec.windows.items()}
+    sb3.train(aspec, cfg, md, work / "model", seed=spec.seed, timesteps=t["timesteps"],
+              progress=False, windows=windows)
+    return sb3.load_policy(work / "model", name=agent["name"])
+
+
+def _evaluate(spec: JobSpec, md: MarketData | None, work: Path) -> dict[str, Any]:
+    from ffe_gym.evaluation.rollout import env_for, rollout
+    from ffe_gym.evaluation.statistics import block_bootstrap_sharpe_ci, sharpe
+
+    cfg = from_dict(Config, copy.deepcopy(spec.config))
+    md = md if md is not None else market_for(cfg)
+    if md.digest() != spec.data_hash:
+        raise RuntimeError(f"the data of {spec.dataset} is not the data the experiment "
+                           f"planned with (hash {md.digest()[:12]} != {spec.data_hash[:12]})")
+    agent = _materialise(spec, work)
+    policy = _policy(agent, spec, cfg, md, work)
+    try:
+        env = env_for(policy, cfg, md)
+        start, stop = spec.windows["test"]
+        result = rollout(policy, env, window=(start, stop - 1), seed=spec.seed,
+                         risk_free=spec.risk_free)
+    finally:
+        close = getattr(policy, "close", None)
+        if close is not None:
+            close()
+    eq = result.equity.to_numpy()
+    rets = eq[1:] / eq[:-1] - 1.0
+    ppy = md.periods_per_year
+    ci = (block_bootstrap_sharpe_ci(rets, ppy, reps=500, seed=spec.seed)
+          if len(rets) >= 3 and np.std(rets) > 0 else (sharpe(rets, ppy), None, None))
+    pd.DataFrame({"equity": result.equity, "gross_exposure": result.gross_exposure}).to_csv(
+        work / "equity.csv", index_label="time")
+    result.trades.to_csv(work / "trades.csv", index=False)
+    result.weights.to_csv(work / "weights.csv", index_label="time")
+    test = (str(md.index[start]), str(md.index[stop - 1]))
+    row = {"experiment": spec.experiment, "dataset": spec.dataset, "variant": spec.variant,
+           "fold": spec.fold, "agent": spec.agent["name"], "seed": spec.seed,
+           "role": "reference" if spec.is_reference else "agent", "status": result.status,
+           "deterministic": spec.deterministic, "hindsight": bool(spec.agent["hindsight"]),
+           "decide_every": spec.config["portfolio"]["rebalancing_frequency"],
+           "window_start": test[0], "window_end": test[1],
+           "start": str(result.start), "end": str(result.end), "steps": result.steps,
+           "synthetic": result.synthetic, "close_only": list(md.close_only), **result.metrics,
+           "holding_bars": holding_bars(result.trades),
+           "costs": float(sum(a.fees + a.borrow for a in result.attribution)),
+           "sharpe_ci_low": ci[1], "sharpe_ci_high": ci[2],
+           "attribution": [asdict(a) for a in result.attribution],
+           "refusals": result.refusals, "policy_stats": result.policy_stats,
+           "identity": spec.identity, "folder": str(spec.folder)}
+    row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+           for k, v in row.items()}
+    (work / "manifest.json").write_text(json.dumps(manifest(
+        config=to_dict(cfg), data_hash=md.digest(), data=md.describe(),
+        seeds={"seed": spec.seed},
+        extra={"job": asdict(spec) | {"config": None, "inputs": sorted(spec.inputs)}}),
+        indent=2, default=str) + "\n")
+    (work / "metrics.json").write_text(json.dumps(row, indent=2, default=str) + "\n")
+    return row
+
+
+def holding_bars(trades: pd.DataFrame) -> float | None:
+    """Mean bars a position was held: from the fill that opened it (from flat) to the fill
+    that closed it, per asset; None when nothing was closed."""
+    if trades.empty:
+        return None
+    spans = []
+    for _, t in trades.groupby("asset", sort=False):
+        units = 0.0
+        opened = None
+        for bar, q in zip(t["bar"].to_numpy(), t["units"].to_numpy(), strict=True):
+            if units == 0.0 and q != 0.0:
+                opened = bar
+            units += q
+            if abs(units) <= 1e-12 * max(1.0, abs(q)) and opened is not None:
+                spans.append(bar - opened)
+                units, opened = 0.0, None
+    return float(np.mean(spans)) if spans else None
+
+
+def compute_job(spec: JobSpec, market: MarketData | None = None) -> dict[str, Any]:
+    """Compute one job in a private temporary folder; never raises for the job's own errors.
+
+    :returns: ``{"row": ..., "files": {relative path: bytes}}``, or ``{"error": ...,
+        "traceback": ...}`` when the job failed.
+    """
+    work = Path(tempfile.mkdtemp(prefix="ffe-job-"))
+    try:
+        row = _evaluate(spec, market, work)
+        files = {p.relative_to(work).as_posix(): p.read_bytes()
+                 for p in sorted(work.rglob("*")) if p.is_file()
+                 and not p.relative_to(work).as_posix().startswith("inputs/")}
+        return {"row": row, "files": files}
+    except Exception as exc:  # the job's failure is data for the grid, not a crash
+        return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def write_job(spec: JobSpec, result: dict[str, Any], root: Path) -> None:
+    """Write a computed job's files as its run folder (temporary folder, then a rename)."""
+    folder = inside(root, spec.folder)
+    work = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
+    remove(work)
+    for name, content in result["files"].items():
+        path = work / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        os.chmod(path, 0o666 & ~_UMASK)
+    os.chmod(work, 0o777 & ~_UMASK)
+    remove(folder)  # an unfinished, stale or damaged folder (a symlink is unlinked, not followed)
+    os.replace(work, folder)
+
+
+def failure_row(spec: JobSpec, error: str, trace: str = "") -> dict[str, Any]:
+    """The row of a job that failed: who, where, and the error."""
+    return {"experiment": spec.experiment, "dataset": spec.dataset, "variant": spec.variant,
+            "fold": spec.fold, "agent": spec.agent["name"], "seed": spec.seed,
+            "role": "reference" if spec.is_reference else "agent", "status": "failed",
+            "error": error, "traceback": trace, "identity": spec.identity,
+            "folder": str(spec.folder), "reuse": "failed"}
+
+
+def run_job(spec: JobSpec, root: str | Path | None = None) -> dict[str, Any]:
+    """Run one job here (or reuse its finished folder) under its lock and return its row;
+    ``reuse`` says which: ``reused``, ``new``, ``stale``, ``damaged``, or ``failed``."""
+    root = Path(root) if root is not None else Path(spec.root) / spec.experiment
+    with JobLock(spec):
+        row, state = finished(spec)
+        if row is not None:
+            return row | {"reuse": state}
+        result = compute_job(spec)
+        if "error" in result:
+            return failure_row(spec, result["error"], result["traceback"])
+        write_job(spec, result, root)
+        return result["row"] | {"reuse": state}

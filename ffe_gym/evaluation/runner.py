@@ -1,0 +1,321 @@
+"""Run the jobs of an experiment on a backend: reuse, claim, compute, write, survive failures.
+
+Backends: ``serial``; ``process`` (a spawn process pool on this machine); ``ray`` (``pip install
+'ffe-gym[ray]'``; ``address`` connects to a cluster started with ``ray start``, None starts a
+local one; usage stats and the dashboard are off). Whatever the backend:
+
+* a job whose run folder matches its identity is reused, not recomputed;
+* the driver claims every job it computes with a lock (:class:`~ffe_gym.evaluation.jobs.
+  JobLock`), so two comparisons of one experiment never compute the same job twice: a job
+  another run holds is waited for and then reused;
+* workers compute (:func:`~ffe_gym.evaluation.jobs.compute_job`) and send back the row and the
+  files; only the driver writes run folders, so a Ray cluster needs no shared filesystem (the
+  market panel travels once per worker, the agent's files inside the spec);
+* a job that raises, acts invalidly, or kills its worker process is recorded as failed (with
+  agent, variant, dataset, fold, seed and the error) and every other job still completes; the
+  jobs a dead pool worker took down with it are run again, one at a time, to find the culprit;
+* the seeds of one agent on one window run one after another in the same worker (a chain), so
+  an agent whose replies are cached (the LLM ensemble) computes them once, not in a race.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from ffe_gym.data import MarketData
+from ffe_gym.evaluation.experiment import JobSpec, market_for
+from ffe_gym.evaluation.jobs import (
+    JobLock,
+    clean_temporary,
+    compute_job,
+    failure_row,
+    finished,
+    write_job,
+)
+
+BACKENDS = ("serial", "process", "ray")
+DEAD_WORKER = ("the worker process died while running this job (os._exit, a signal or out of "
+               "memory)")
+
+
+def chains(specs: Sequence[JobSpec]) -> list[list[int]]:
+    """Indices of ``specs`` grouped by (dataset, variant, fold, agent), seeds in order."""
+    groups: dict[tuple, list[int]] = {}
+    for i, s in enumerate(specs):
+        groups.setdefault((s.dataset, s.variant, s.fold, s.agent["name"]), []).append(i)
+    return list(groups.values())
+
+
+# ------------------------------------------------------------------------ worker side
+
+_WORKER_MARKETS: dict[str, MarketData] = {}
+
+
+def _init_worker(markets: dict[str, MarketData]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    _WORKER_MARKETS.update(markets)
+
+
+def compute_chain(specs: Sequence[JobSpec],
+                  market: MarketData | None = None) -> list[dict[str, Any]]:
+    """Compute jobs one after another (see the module docstring); results in order."""
+    out = []
+    for s in specs:
+        md = market if market is not None else _WORKER_MARKETS.get(s.data_hash)
+        out.append(compute_job(s, md))
+    return out
+
+
+# ------------------------------------------------------------------------ driver side
+
+
+class Progress:
+    """Per-job progress: a live bar on a terminal, one plain line per job when piped."""
+
+    def __init__(self, total: int, label: str, enabled: bool = True) -> None:
+        self.total, self.count, self.enabled = total, 0, enabled
+        self.tty = sys.stdout.isatty()
+        self.start = time.monotonic()
+        self._bar = None
+        if enabled and self.tty:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+            self._bar = Progress("[progress.description]{task.description}", BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn())
+            self._bar.start()
+            self._task = self._bar.add_task(label, total=total)
+
+    def step(self, spec: JobSpec, state: str) -> None:
+        self.count += 1
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.advance(self._task)
+        else:
+            what = f"{spec.dataset}/{spec.variant}/fold{spec.fold}/{spec.agent['name']}/" \
+                   f"seed{spec.seed}"
+            print(f"[{self.count}/{self.total}] {what}: {state} "
+                  f"({time.monotonic() - self.start:.0f} s)", flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def run_jobs(specs: Sequence[JobSpec], backend: str = "serial", workers: int | None = None,
+             address: str | None = None, progress: bool = True,
+             on_result: Callable[[dict], None] | None = None) -> list[dict[str, Any]]:
+    """Run ``specs`` and return one row per spec, in the order of ``specs``. A row's
+    ``reuse`` is ``reused``, ``new``, ``stale``, ``damaged`` or ``failed`` (then ``error``
+    says why). KeyboardInterrupt propagates after the workers are stopped and the locks freed.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r} (allowed: {', '.join(BACKENDS)})")
+    results: list[dict[str, Any] | None] = [None] * len(specs)
+    bar = Progress(len(specs), f"jobs ({backend})", progress)
+    roots = {Path(s.root) / s.experiment for s in specs}
+    for root in roots:
+        clean_temporary(root)
+    locks: dict[int, JobLock] = {}
+
+    def done(i: int, row: dict[str, Any]) -> None:
+        results[i] = row
+        bar.step(specs[i], row["reuse"])
+        if on_result is not None:
+            on_result(row)
+
+    def finish(i: int, result: dict[str, Any], state: str) -> None:
+        spec = specs[i]
+        try:
+            if "error" in result:
+                done(i, failure_row(spec, result["error"], result.get("traceback", "")))
+            else:
+                write_job(spec, result, Path(spec.root) / spec.experiment)
+                done(i, result["row"] | {"reuse": state})
+        finally:
+            lock = locks.pop(i, None)
+            if lock is not None:
+                lock.release()
+
+    todo: dict[int, str] = {}
+    for i, spec in enumerate(specs):
+        row, state = finished(spec)
+        if row is not None:
+            done(i, row | {"reuse": state})
+        else:
+            todo[i] = state
+    deferred: list[int] = []
+    claimed: dict[int, str] = {}
+    for i, state in todo.items():
+        lock = JobLock(specs[i])
+        if lock.acquire(block=False):
+            locks[i] = lock
+            claimed[i] = state
+        else:
+            deferred.append(i)  # another run is computing it: wait for it below
+    try:
+        groups = [[i for i in g if i in claimed] for g in chains(specs)]
+        groups = [g for g in groups if g]
+        if backend == "serial" or not groups:
+            for g in groups:
+                for i in g:
+                    finish(i, compute_job(specs[i], _market(specs[i])), claimed[i])
+        elif backend == "process":
+            _run_process(specs, groups, workers, claimed, finish)
+        else:
+            _run_ray(specs, groups, address, workers, claimed, finish)
+        for i in deferred:  # held by another run: wait, then reuse what it wrote
+            lock = JobLock(specs[i])
+            lock.acquire(block=True)
+            locks[i] = lock
+            row, state = finished(specs[i])
+            if row is not None:
+                locks.pop(i).release()
+                done(i, row | {"reuse": state})
+            else:
+                finish(i, compute_job(specs[i], _market(specs[i])), state)
+    finally:
+        for lock in locks.values():
+            lock.release()
+        bar.close()
+    return [r for r in results if r is not None]
+
+
+_DRIVER_MARKETS: dict[str, MarketData] = {}
+
+
+def _market(spec: JobSpec) -> MarketData:
+    if spec.data_hash not in _DRIVER_MARKETS:
+        from ffe_gym.config import Config, from_dict
+
+        _DRIVER_MARKETS[spec.data_hash] = market_for(from_dict(Config, spec.config))
+    return _DRIVER_MARKETS[spec.data_hash]
+
+
+def _markets(specs: Sequence[JobSpec], groups: list[list[int]]) -> dict[str, MarketData]:
+    return {specs[g[0]].data_hash: _market(specs[g[0]]) for g in groups}
+
+
+def _run_process(specs, groups, workers, claimed, finish) -> None:
+    n = workers or max(1, (os.cpu_count() or 1))
+    markets = _markets(specs, groups)
+    ctx = get_context("spawn")
+
+    def pool(size: int) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=size, mp_context=ctx, initializer=_init_worker,
+                                   initargs=(markets,))
+
+    suspects: list[int] = []
+    queue = deque(groups)
+    executor = pool(n)
+    try:
+        inflight: dict[Any, list[int]] = {}
+        while queue or inflight:
+            while queue and not suspects and len(inflight) < 2 * n:
+                g = queue.popleft()
+                inflight[executor.submit(compute_chain, [specs[i] for i in g])] = g
+            ready, _ = wait(inflight, return_when=FIRST_COMPLETED)
+            for f in ready:
+                g = inflight.pop(f)
+                try:
+                    out = f.result()
+                except BrokenProcessPool:
+                    suspects += g
+                    continue
+                for i, result in zip(g, out, strict=True):
+                    finish(i, result, claimed[i])
+            if suspects and inflight:  # the pool is broken: every job in flight comes back
+                continue
+            if suspects:
+                executor.shutdown(wait=False, cancel_futures=True)
+                executor = pool(1)
+                _isolate(specs, suspects, claimed, finish, executor, pool)
+                suspects = []
+                executor.shutdown(wait=True)
+                executor = pool(n)
+    except BaseException:
+        _stop(executor)
+        raise
+    executor.shutdown(wait=True)
+
+
+def _isolate(specs, suspects, claimed, finish, executor, pool) -> None:
+    """Run the jobs a dead worker took down one at a time; a job that kills its worker again
+    is the culprit and fails, the others complete."""
+    for i in suspects:
+        try:
+            result = executor.submit(compute_chain, [specs[i]]).result()[0]
+        except BrokenProcessPool:
+            executor.shutdown(wait=False, cancel_futures=True)
+            executor = pool(1)
+            result = {"error": DEAD_WORKER}
+        finish(i, result, claimed[i])
+    executor.shutdown(wait=True)
+
+
+def _stop(executor: ProcessPoolExecutor) -> None:
+    """Stop a pool now (Ctrl-C): cancel what waits, end the workers that run."""
+    processes = list(getattr(executor, "_processes", {}).values())
+    executor.shutdown(wait=False, cancel_futures=True)
+    for p in processes:
+        if p.is_alive():
+            p.terminate()
+    for p in processes:
+        p.join(timeout=5)
+
+
+def _run_ray(specs, groups, address, workers, claimed, finish) -> None:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("the ray backend needs ray: pip install 'ffe-gym[ray]'") from None
+    started = not ray.is_initialized()
+    if started:
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                  "configure_logging": False}
+        if address is None and workers:
+            kwargs["num_cpus"] = workers
+        if address is not None:
+            _ray_auth_env()
+        ray.init(address=address, **kwargs)
+    try:
+        markets = {h: ray.put(md) for h, md in _markets(specs, groups).items()}
+        remote = ray.remote(num_cpus=1, max_retries=0)(compute_chain)
+        refs = {remote.remote([specs[i] for i in g], markets[specs[g[0]].data_hash]): g
+                for g in groups}
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for ref in ready:
+                g = refs[ref]
+                try:
+                    out = ray.get(ref)
+                except ray.exceptions.RayError as exc:  # a dead worker or node
+                    out = [{"error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+                           for _ in g]
+                for i, result in zip(g, out, strict=True):
+                    finish(i, result, claimed[i])
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _ray_auth_env() -> None:
+    """A cluster started by ``ray start`` (Ray >= 2.59) expects token authentication: use it
+    when a token is there and the user has not chosen (``RAY_AUTH_MODE``)."""
+    token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    if "RAY_AUTH_MODE" not in os.environ and (os.environ.get("RAY_AUTH_TOKEN")
+                                              or token.is_file()):
+        os.environ["RAY_AUTH_MODE"] = "token"

@@ -1,0 +1,47 @@
+"""Policies that misbehave on purpose, for the grid's fault matrix (importable as ``faulty``
+when ``tests/`` is on the path)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+
+class _Signals:
+    name = "faulty"
+    deterministic = True
+
+    def env_overrides(self) -> dict[str, Any]:
+        return {"action_scheme": "signals"}
+
+    def reset(self, seed: int | None = None) -> None:
+        pass
+
+
+class Raises(_Signals):
+    def act(self, observation: Any, info: dict[str, Any]) -> np.ndarray:
+        raise RuntimeError("this policy always fails")
+
+
+class NaNs(_Signals):
+    def act(self, observation: Any, info: dict[str, Any]) -> np.ndarray:
+        return np.full(len(info["weights"]), np.nan, dtype=np.float32)
+
+
+class Exits(_Signals):
+    def act(self, observation: Any, info: dict[str, Any]) -> np.ndarray:
+        os._exit(3)
+
+
+class Slow(_Signals):
+    """Holds, slowly: a window that takes a while, so a test can interrupt it."""
+
+    def __init__(self, seconds: float = 0.02) -> None:
+        self.seconds = seconds
+
+    def act(self, observation: Any, info: dict[str, Any]) -> np.ndarray:
+        time.sleep(self.seconds)
+        return np.zeros(len(info["weights"]), dtype=np.float32)
