@@ -289,6 +289,9 @@ def _run_ray(specs, groups, address, workers, claimed, finish) -> None:
             kwargs["num_cpus"] = workers
         if address is not None:
             _ray_auth_env()
+            host = address.rsplit(":", 1)[0]
+            if host.startswith("127."):  # a loopback cluster: the driver is that node too
+                kwargs["_node_ip_address"] = host
         ray.init(address=address, **kwargs)
     try:
         markets = {h: ray.put(md) for h, md in _markets(specs, groups).items()}
