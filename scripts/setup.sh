@@ -17,10 +17,14 @@ python3 -m venv .venv
 . .venv/bin/activate
 pip install -q torch==2.13.0
 if ! ls "$WHEELS"/llama_cpp_python-*.whl > /dev/null 2>&1; then
-  echo "setup: compiling llama-cpp-python $LLAMA_VERSION once for this machine (about 5-15 minutes)"
+  echo "setup: compiling llama-cpp-python $LLAMA_VERSION (llama.cpp, C++) once for this machine" \
+       "on $(nproc) cores, portable CPU flags; about 5-15 minutes, kept in $WHEELS"
   mkdir -p "$WHEELS"
+  started=$(date +%s)
   CMAKE_ARGS="$LLAMA_FLAGS" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
     pip wheel -q --no-cache-dir --no-deps -w "$WHEELS" "llama-cpp-python==$LLAMA_VERSION"
+  echo "setup: llama-cpp-python compiled in $(( $(date +%s) - started )) s"
 fi
+echo "setup: installing ffe-gym with its dev, llm and ray extras"
 pip install -q "$(ls "$WHEELS"/llama_cpp_python-*.whl | head -n 1)[server]"
 pip install -q -e ".[dev,llm,ray]"

@@ -393,8 +393,11 @@ def test_compare_command_end_to_end(tmp_path):
     assert "reference: market" in out and "windows x runs" in out and "report:" in out
     assert "6 computed, 0 reused" in out and "Only 2 test windows" in out
     assert (tmp_path / "runs" / "tiny" / "report.html").exists()
-    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    again = subprocess.run(cmd[:-1], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "0 computed, 6 reused" in " ".join(again.stdout.split())
+    # piped, with progress: one plain line per job
+    assert sum(x.startswith("[") and "]" in x and ": reused" in x
+               for x in again.stdout.splitlines()) == 6
     bad = subprocess.run([sys.executable, "scripts/compare.py", "--experiment", "nope.yaml"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "cannot read experiment" in bad.stderr

@@ -153,6 +153,10 @@ def test_evaluate_baseline_prints_metrics():
     r = run("scripts/evaluate.py", "--policy", "equal-weight", "--end", "2022-02-01")
     assert r.returncode == 0, r.stderr
     assert "Metrics [SYNTHETIC DATA]" in r.stdout and "Sharpe" in r.stdout
+    lines = [x for x in r.stderr.splitlines() if x.startswith("evaluate: ")]
+    decisions = int(r.stdout.split(" decisions")[0].rsplit("(", 1)[1].split()[-1])
+    # piped: a line every tenth of the window, and the last decision (the episode may end early)
+    assert 1 <= len(lines) <= 12 and lines[-1].startswith(f"evaluate: {decisions}/")
 
 
 def test_evaluate_llm_ensemble_subprocess_and_offline_replay(tmp_path):

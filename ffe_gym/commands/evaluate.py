@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from ffe_gym.config import load_config
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="write the result summary here")
     p.add_argument("--trades", type=Path, help="write the trade log (CSV) here")
+    p.add_argument("--no-progress", action="store_true", help="no per-decision progress")
     return p
 
 
@@ -56,6 +58,53 @@ def default_window(policy_spec: str, md, env) -> tuple:
     return env.core.warmup, md.n_bars - 1
 
 
+def decisions_in(next_decision, start: int, end: int) -> int:
+    """How many decisions a window from bar ``start`` to ``end`` holds."""
+    n, t = 0, start
+    while t < end:
+        t = min(int(next_decision[t]), end)
+        n += 1
+    return n
+
+
+class DecisionProgress:
+    """Per-decision progress: a bar on a terminal, a line every tenth of the way when piped."""
+
+    def __init__(self, total: int, enabled: bool = True) -> None:
+        self.total, self.enabled = total, enabled
+        self.start = time.monotonic()
+        self.every = max(1, total // 10)
+        self._bar = None
+        if enabled and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+            self._bar = Progress("decisions", BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=Console(stderr=True))
+            self._bar.start()
+            self._task = self._bar.add_task("decisions", total=total)
+
+    def step(self, done: int, bar: int) -> None:
+        self.done = done
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done)
+        elif done % self.every == 0 or done == self.total:
+            self._line(done)
+
+    def _line(self, done: int) -> None:
+        self.printed = done
+        print(f"evaluate: {done}/{self.total} decisions ({time.monotonic() - self.start:.0f} s)",
+              file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+        elif self.enabled and getattr(self, "done", 0) != getattr(self, "printed", 0):
+            self._line(self.done)  # the episode ended before the window did
+
+
 def run(args: argparse.Namespace) -> dict:
     from rich.console import Console
 
@@ -71,10 +120,15 @@ def run(args: argparse.Namespace) -> dict:
         start = env.core.bar_of(_bound(args.start))
     if args.end is not None:
         end = env.core.bar_of(_bound(args.end), end=True)
+    total = decisions_in(env.unwrapped.portfolio.next_decision, start, end)
+    progress = DecisionProgress(total, enabled=not args.no_progress)
     try:
-        result = rollout(policy, env, window=(start, end), seed=args.seed)
+        result = rollout(policy, env, window=(start, end), seed=args.seed,
+                         on_step=progress.step)
     except ValueError as exc:
         raise DataError(str(exc), file=md.source) from None
+    finally:
+        progress.close()
     console = Console() if sys.stdout.isatty() else Console(width=110)
     console.print(f"[bold]Data:[/bold] {md.describe()}")
     console.print(f"[bold]Policy:[/bold] {result.policy}  [bold]Window:[/bold] {result.start}"

@@ -267,13 +267,14 @@ def _equity(folder: str) -> pd.Series:
     return pd.read_csv(Path(folder) / "equity.csv", index_col="time", parse_dates=True)["equity"]
 
 
-def _attribution_plot(rows: list[dict[str, Any]]) -> str:
+def _attribution_plot(rows: list[dict[str, Any]], agg: dict[str, Any]) -> str:
     per: dict[str, dict[str, list[float]]] = {}
     for r in rows:
-        name = r["agent"] if r.get("role") != "reference" else f"reference: {r['agent']}"
+        name = label(agg, r) if r.get("role") == "agent" else f"reference: {r['agent']}"
         for a in r.get("attribution", []):  # a failed job has none
             per.setdefault(name, {}).setdefault(a["symbol"], []).append(a["pnl"])
-    agents = list(per)
+    order = [label(agg, r) for r in ordered(agg)]
+    agents = [a for a in order if a in per] + [a for a in per if a not in order]
     symbols = list(dict.fromkeys(s for a in agents for s in per[a]))
     fig = _figure(9, 4)
     ax = fig.subplots()
@@ -309,6 +310,102 @@ def _failures_html(agg: dict[str, Any]) -> str:
             + _table_html(rows, ["dataset", "variant", "window", "agent", "seed", "error"]))
 
 
+def _activity_html(rows: list[dict[str, Any]], agg: dict[str, Any]) -> str:
+    """Per agent (and variant): costs, turnover, exposure, trade statistics, refusals by limit."""
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r.get("reuse") == "failed":
+            continue
+        name = (label(agg, r) if r.get("role") == "agent"
+                else f"reference: {r['agent']}")
+        by.setdefault(name, []).append(r)
+    names = [label(agg, r) for r in ordered(agg)] + [n for n in by if n.startswith("reference")]
+
+    def mean(runs: list[dict[str, Any]], key: str) -> float | None:
+        v = [x[key] for x in runs if not _missing(x.get(key))]
+        return float(np.mean(v)) if v else None
+
+    table = []
+    for n in names:
+        runs = by.get(n, [])
+        if not runs:
+            continue
+        refusals: dict[str, float] = {}
+        for x in runs:
+            for k, v in (x.get("refusals") or {}).items():
+                refusals[k] = refusals.get(k, 0.0) + v / len(runs)
+        table.append([n, len(runs), f"{num(mean(runs, 'costs'), ',.0f')}",
+                      num(mean(runs, "turnover"), ".1f"), pct(mean(runs, "exposure")),
+                      num(mean(runs, "trades"), ".0f"), pct(mean(runs, "win_rate")),
+                      num(mean(runs, "avg_win"), ",.1f"), num(mean(runs, "avg_loss"), ",.1f"),
+                      num(mean(runs, "holding_bars"), ".1f"),
+                      ", ".join(f"{k} {v:.1f}" for k, v in sorted(refusals.items()) if v)
+                      or "none"])
+    header = ["agent", "runs", "costs (fees + borrow)", "turnover", "exposure", "trades",
+              "win rate", "avg win", "avg loss", "holding (bars)", "refused openings by limit"]
+    return ("<h2>Costs, trades and refusals (means per run)</h2>"
+            "<p>Costs and average win / loss in account currency (10,000 initial); turnover "
+            "is traded notional over mean equity; holding is bars from opening to closing a "
+            "position; refusals are openings a limit refused (scaled: orders cut to cash).</p>"
+            + _table_html(table, header) + _llm_html(by))
+
+
+def _llm_html(by: dict[str, list[dict[str, Any]]]) -> str:
+    table = []
+    for name, runs in by.items():
+        for member in dict.fromkeys(m for x in runs
+                                    for m in (x.get("policy_stats") or {}).get("members", {})):
+            stats = [x["policy_stats"]["members"][member] for x in runs
+                     if member in (x.get("policy_stats") or {}).get("members", {})]
+            total = {k: sum(st.get(k) or 0 for st in stats)
+                     for k in ("calls", "cache_hits", "answers", "parse_failures",
+                               "fallbacks", "errors")}
+            lat = [st["latency_mean_s"] for st in stats if st.get("latency_mean_s") is not None]
+            misses = sum((x["policy_stats"].get("deadline_misses") or 0) for x in runs)
+            table.append([name, member, *total.values(),
+                          num(float(np.mean(lat)), ".2f") if lat else "n/a (cached)", misses])
+    if not table:
+        return ""
+    return ("<h2>Language models</h2><p>Per member over all its runs: live calls, replies "
+            "replayed from the cache, readable answers, parse failures, fallbacks (HOLD), "
+            "errors, mean latency of live calls, decisions that missed the deadline.</p>"
+            + _table_html(table, ["agent", "member", "calls", "cache hits", "answers",
+                                  "parse failures", "fallbacks", "errors", "latency (s)",
+                                  "deadline misses"]))
+
+
+PERCENT = ("total_return", "cagr", "volatility", "max_drawdown", "var_95", "cvar_95",
+           "win_rate", "exposure")
+RATIO = ("sharpe", "sortino", "calmar", "profit_factor", "score", "reference_metric",
+         "sharpe_ci_low", "sharpe_ci_high", "turnover", "turnover_per_year", "holding_bars")
+
+
+def _runs_html(df: pd.DataFrame) -> str:
+    keep = [c for c in ("dataset", "variant", "fold", "agent", "seed", "window_start",
+                        "window_end", "status", "score", "sharpe", "sharpe_ci_low",
+                        "sharpe_ci_high", "total_return", "max_drawdown", "volatility",
+                        "turnover", "exposure", "trades", "win_rate", "holding_bars",
+                        "final_equity") if c in df.columns]
+    rows = []
+    for r in df[keep].itertuples(index=False):
+        cells = []
+        for c, v in zip(keep, r, strict=True):
+            if c in PERCENT:
+                cells.append(pct(v))
+            elif c in RATIO:
+                cells.append(num(v))
+            elif c in ("window_start", "window_end"):
+                cells.append(str(v)[:10])
+            elif c == "final_equity":
+                cells.append(num(v, ",.0f"))
+            elif c == "trades":
+                cells.append(num(float(v), ".0f") if not _missing(v) else "n/a")
+            else:
+                cells.append("n/a" if _missing(v) else str(v))
+        rows.append(cells)
+    return _table_html(rows, keep)
+
+
 def html_report(path: Path, *, title: str, df: pd.DataFrame, rows: list[dict[str, Any]],
                 agg: dict[str, Any], config: dict[str, Any], synthetic: bool,
                 data: str = "") -> Path:
@@ -341,7 +438,7 @@ def html_report(path: Path, *, title: str, df: pd.DataFrame, rows: list[dict[str
                 f"{pct(e['mean_drawdown'][0])} vs {pct(e['mean_drawdown'][1])}",
                 f"{pct(e['drawdown_reduction'][0], 0)} [{pct(e['drawdown_reduction'][1], 0)}, "
                 f"{pct(e['drawdown_reduction'][2], 0)}]"] for e in agg["effects"]]
-    runs = df.drop(columns=[c for c in ("folder", "identity") if c in df.columns])
+    runs = df
     parts = [
         f"<h1>{html.escape(title)}</h1>",
         "<p class=warn>SYNTHETIC DATA: these figures show the machinery, not a market.</p>"
@@ -369,10 +466,11 @@ def html_report(path: Path, *, title: str, df: pd.DataFrame, rows: list[dict[str
         "<h2>Equity and drawdown per window (reference dashed)</h2>",
         *[f"<h3>{html.escape(name)}</h3>" + img.format(png, name)
           for name, png in _equity_plots(df, agg)],
-        "<h2>Per-asset attribution</h2>", img.format(_attribution_plot(rows), "attribution"),
-        "<h2>All runs</h2>",
-        f"<div class=scroll>{runs.to_html(index=False, float_format=lambda v: f'{v:.4g}')}"
-        "</div>",
+        _activity_html(rows, agg),
+        "<h2>Per-asset attribution</h2>", img.format(_attribution_plot(rows, agg),
+                                                     "attribution"),
+        "<h2>All runs</h2>", "<p>n/a: undefined (a flat curve has no Sharpe ratio).</p>",
+        _runs_html(runs),
         "<h2>Config</h2>",
         f"<pre>{html.escape(yaml.safe_dump(config, sort_keys=False))}</pre>",
     ]

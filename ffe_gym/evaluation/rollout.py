@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,7 +86,8 @@ def env_for(policy: Any, config: Config | Mapping | str | Path | None = None,
 
 
 def rollout(policy: Policy, env: Any, window: Any = None, seed: int | None = None,
-            risk_free: float = 0.0) -> EpisodeResult:
+            risk_free: float = 0.0,
+            on_step: Callable[[int, int], None] | None = None) -> EpisodeResult:
     """Run ``policy`` on ``env`` for one episode.
 
     :param policy: any :class:`~ffe_gym.evaluation.policy.Policy`.
@@ -95,6 +96,7 @@ def rollout(policy: Policy, env: Any, window: Any = None, seed: int | None = Non
         uses the env's own episode rule.
     :param seed: seeds the policy and the env reset.
     :param risk_free: constant annual risk-free rate for the Sharpe and Sortino ratios.
+    :param on_step: called after every decision with (decisions so far, current bar).
     :raises ValueError: when the policy's action scheme is not the env's.
     """
     base = env.unwrapped
@@ -122,6 +124,8 @@ def rollout(policy: Policy, env: Any, window: Any = None, seed: int | None = Non
         weights.append(np.asarray(info["weights"], dtype=np.float64).copy())
         steps += 1
         done = terminated or truncated
+        if on_step is not None:
+            on_step(steps, int(info["bar"]))
     pf = base.portfolio
     md = base.market
     index = md.index[journal.bars]
