@@ -10,6 +10,7 @@ COMMANDS = {
     "benchmark": "ffe_agents.commands.benchmark",
     "compare": "ffe_gym.commands.compare",
     "evaluate": "ffe_gym.commands.evaluate",
+    "sweep": "ffe_gym.commands.sweep",
     "train": "ffe_agents.commands.train",  # named, not imported: ffe_gym never imports agents
 }
 

@@ -98,12 +98,23 @@ class FoldSpec:
 
 
 @dataclass
+class SweepSpace:
+    """A Ray Tune search over hyperparameters, scored on fold 0's validation window."""
+
+    trials: int = 8
+    space: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # {name: {kind: args}}
+
+
+@dataclass
 class TrainSpec:
     agent: str  # ppo, a2c, sac, td3, recurrent_ppo
     timesteps: int
     agent_config: str | None = None  # default configs/agents/<agent>.yaml
     n_envs: int | None = None
     hyperparameters: dict[str, Any] = field(default_factory=dict)
+    sweep: SweepSpace | None = None  # what `scripts/sweep.py` searches
+    from_sweep: str | None = None  # a sweep's result file: its winning hyperparameters
+    trials: int = 1  # configurations tried to choose these hyperparameters (for the DSR)
 
 
 @dataclass
@@ -208,6 +219,7 @@ class JobSpec:
     identity: str = ""
     deterministic: bool = False
     inputs: dict[str, bytes] = field(default_factory=dict)  # files the agent names: path -> bytes
+    evaluate: str = "test"  # the window the policy is scored on; sweeps score on validation
 
     @property
     def folder(self) -> Path:
@@ -274,6 +286,8 @@ def agent_files(agent: AgentEntry) -> dict[str, bytes]:
     TensorBoard logs and checkpoints). They travel with the job and enter its identity."""
     named: list[str] = []
     if agent.train is not None:
+        if agent.train.from_sweep:
+            named.append(agent.train.from_sweep)
         if agent.train.agent_config:
             named.append(agent.train.agent_config)
         else:
@@ -294,6 +308,21 @@ def agent_files(agent: AgentEntry) -> dict[str, bytes]:
                 if f.is_file() and rel.parts[0] not in SKIP_DIRS:
                     out[f"{name.rstrip('/')}/{rel.as_posix()}"] = f.read_bytes()
     return out
+
+
+def apply_sweep(agent: AgentEntry) -> None:
+    """Take the winning hyperparameters and the number of trials from a sweep's result file
+    (``train.from_sweep``, written by ``scripts/sweep.py``); the file enters the identity."""
+    from ffe_gym.config import read_yaml
+
+    path = agent.train.from_sweep
+    result = read_yaml(path, "sweep result")
+    if not isinstance(result, dict) or "best" not in result or "trials" not in result:
+        raise ConfigError(f"{path}: not a sweep result (needs 'best' and 'trials')")
+    if result.get("agent") not in (None, agent.train.agent):
+        raise ConfigError(f"{path}: a sweep of {result['agent']!r}, not {agent.train.agent!r}")
+    agent.train.hyperparameters = {**result["best"], **agent.train.hyperparameters}
+    agent.train.trials = int(result["trials"])
 
 
 def _file_digests(agent: AgentEntry) -> dict[str, str]:
@@ -332,6 +361,9 @@ def jobs(exp: ExperimentConfig, root: str | Path) -> list[JobSpec]:
     root = Path(root).absolute()  # resolved on the driver: workers may run anywhere
     ref_agent = AgentEntry(name=exp.reference, policy=REFERENCES[exp.reference],
                            deterministic=True)
+    for a in exp.agents:
+        if a.train is not None and a.train.from_sweep:
+            apply_sweep(a)
     files = {a.name: agent_files(a) for a in exp.agents}
     digests = {k: {n: hashlib.sha256(v).hexdigest() for n, v in f.items()}
                for k, f in files.items()}

@@ -138,7 +138,10 @@ def aggregate(df: pd.DataFrame, exp: ExperimentConfig, reps: int = 2000) -> dict
     ppy = _ppy(df)
     per_period = pd.to_numeric(agents["sharpe"], errors="coerce") / np.sqrt(ppy)
     sr_var = float(np.nanvar(per_period, ddof=1)) if per_period.notna().sum() > 1 else 0.0
-    n_trials = len(agents)
+    # configurations tried: every run, plus the extra configurations a sweep tried per run
+    extra = sum((int(a.train.trials) - 1) * int((agents["agent"] == a.name).sum())
+                for a in exp.agents if a.train is not None)
+    n_trials = len(agents) + extra
     table = []
     for k in keys:
         m = mats[k]

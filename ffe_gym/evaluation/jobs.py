@@ -174,6 +174,8 @@ def _materialise(spec: JobSpec, where: Path) -> dict[str, Any]:
     agent["kwargs"] = {k: moved(v) for k, v in agent.get("kwargs", {}).items()}
     if agent.get("train") and agent["train"].get("agent_config"):
         agent["train"]["agent_config"] = moved(agent["train"]["agent_config"])
+    if agent.get("train") and agent["train"].get("from_sweep"):
+        agent["train"]["from_sweep"] = moved(agent["train"]["from_sweep"])
     return agent
 
 
@@ -210,7 +212,7 @@ def _evaluate(spec: JobSpec, md: MarketData | None, work: Path) -> dict[str, Any
     policy = _policy(agent, spec, cfg, md, work)
     try:
         env = env_for(policy, cfg, md)
-        start, stop = spec.windows["test"]
+        start, stop = spec.windows[spec.evaluate]
         result = rollout(policy, env, window=(start, stop - 1), seed=spec.seed,
                          risk_free=spec.risk_free)
     finally:
