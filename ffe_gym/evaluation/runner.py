@@ -275,24 +275,33 @@ def _stop(executor: ProcessPoolExecutor) -> None:
         p.join(timeout=5)
 
 
-def _run_ray(specs, groups, address, workers, claimed, finish) -> None:
+def init_ray(address: str | None, workers: int | None) -> bool:
+    """Connect to the cluster at ``address`` (or start a local Ray with ``workers`` CPUs);
+    usage stats, the dashboard and driver logging off. True when this call started it."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         import ray
     except ImportError:
         raise ImportError("the ray backend needs ray: pip install 'ffe-gym[ray]'") from None
-    started = not ray.is_initialized()
-    if started:
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                  "configure_logging": False}
-        if address is None and workers:
-            kwargs["num_cpus"] = workers
-        if address is not None:
-            _ray_auth_env()
-            host = address.rsplit(":", 1)[0]
-            if host.startswith("127."):  # a loopback cluster: the driver is that node too
-                kwargs["_node_ip_address"] = host
-        ray.init(address=address, **kwargs)
+    if ray.is_initialized():
+        return False
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                              "configure_logging": False}
+    if address is None and workers:
+        kwargs["num_cpus"] = workers
+    if address is not None:
+        _ray_auth_env()
+        host = address.rsplit(":", 1)[0]
+        if host.startswith("127."):  # a loopback cluster: the driver is that node too
+            kwargs["_node_ip_address"] = host
+    ray.init(address=address, **kwargs)
+    return True
+
+
+def _run_ray(specs, groups, address, workers, claimed, finish) -> None:
+    import ray
+
+    started = init_ray(address, workers)
     try:
         markets = {h: ray.put(md) for h, md in _markets(specs, groups).items()}
         remote = ray.remote(num_cpus=1, max_retries=0)(compute_chain)

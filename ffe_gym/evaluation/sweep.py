@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -83,18 +82,7 @@ def sweep(exp: ExperimentConfig, agent: str, root: str | Path, *, trials: int | 
 
     import ray
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                  "configure_logging": False}
-        if address is None and workers:
-            kwargs["num_cpus"] = workers
-        if address is not None:
-            runner._ray_auth_env()
-            host = address.rsplit(":", 1)[0]
-            if host.startswith("127."):
-                kwargs["_node_ip_address"] = host
-        ray.init(address=address, **kwargs)
+    started = runner.init_ray(address, workers)
     out = root / exp.name / "sweeps"
     try:
         from ray.tune.search import BasicVariantGenerator
@@ -106,7 +94,8 @@ def sweep(exp: ExperimentConfig, agent: str, root: str | Path, *, trials: int | 
             run_config=tune.RunConfig(name=agent, storage_path=str(out / "tune"), verbose=0))
         grid = tuner.fit()
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
     rows = [{"config": r.config, "score": r.metrics.get("score"),
              "error": str(r.error).splitlines()[0] if r.error else None} for r in grid]
     done = [r for r in rows if r["score"] is not None and r["error"] is None]
