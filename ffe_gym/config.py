@@ -355,12 +355,22 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """Recursive merge of two plain mappings; ``override`` wins."""
+def merge(base: Mapping[str, Any], override: Mapping[str, Any],
+          path: str = "") -> dict[str, Any]:
+    """Recursive merge of two plain mappings; ``override`` wins.
+
+    :raises ConfigError: where ``override`` holds a section (a mapping) and ``base`` holds
+        something else there (``risk: 5``): that is a broken section, not one to replace.
+    """
     out = dict(base)
     for k, v in override.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
-            out[k] = merge(out[k], v)
+        key = f"{path}.{k}" if path else str(k)
+        here = out.get(k)
+        if isinstance(v, Mapping) and isinstance(here, Mapping):
+            out[k] = merge(here, v, key)
+        elif isinstance(v, Mapping) and here is not None and k in out:
+            raise ConfigError(f"{key}: expected a mapping (a section), got "
+                              f"{type(here).__name__} {here!r}")
         else:
             out[k] = v
     return out
@@ -407,9 +417,9 @@ def load_config(path: str | Path | None = None,
         if loaded is not None and not isinstance(loaded, Mapping):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         data = dict(loaded or {})
-    if overrides:
-        data = merge(data, overrides)
     try:
+        if overrides:
+            data = merge(data, overrides)
         return from_dict(Config, data)
     except ConfigError as exc:
         if path is not None:

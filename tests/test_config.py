@@ -68,3 +68,24 @@ def test_yaml_file_errors_name_the_file(tmp_path):
     broken.write_text("risk: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(broken)
+
+
+def test_a_section_that_is_not_a_mapping_is_refused_not_replaced(tmp_path):
+    # before: config.merge replaced `risk: 5` with the command line's empty {"risk": {}}
+    import subprocess
+    import sys
+
+    from ffe_gym.config import merge
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("risk: 5\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: risk: expected a mapping"):
+        load_config(bad, {"risk": {}})
+    with pytest.raises(ConfigError, match=r"a\.b: expected a mapping"):
+        merge({"a": {"b": [1]}}, {"a": {"b": {"c": 1}}})
+    assert merge({"a": None}, {"a": {"b": 1}}) == {"a": {"b": 1}}
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "scripts/backtest.py", "--config", str(bad),
+                        "--end", "2022-02-01"], cwd=root, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2 and "risk: expected a mapping" in r.stderr

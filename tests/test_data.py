@@ -348,3 +348,32 @@ def test_packaged_arch_union_and_symbols():
     assert md.counts["SPX"]["filled"] == int((~md.tradable[:, 1]).sum()) > 0
     with pytest.raises(DataError, match="unknown symbol 'NDX'"):
         load_market("arch", symbols=["NDX"])
+
+
+def test_intersection_does_not_fold_rows_after_the_last_common_bar():
+    # C has a bar at 02:00 (high 500, volume 1000) after the last common timestamp 01:00;
+    # F ends later (02:30), so the common span still reaches 02:00. Before the fix, reduceat's
+    # last segment ran to the end of C and folded 02:00 into the 01:00 bar: a look-ahead.
+    t = list(hours("2024-01-01 00:00", 4))  # 00:00 .. 03:00 common to both
+    c = pd.DataFrame({"time": [*t, pd.Timestamp("2024-01-01 04:00", tz="UTC")],
+                      "open": [100.0] * 4 + [101.0], "high": [101.0] * 4 + [500.0],
+                      "low": [99.0] * 4 + [100.0], "close": [100.0] * 3 + [100.5, 120.0],
+                      "volume": [1.0] * 4 + [1000.0]})
+    f = bars([*t, pd.Timestamp("2024-01-01 04:30", tz="UTC")], [1.0, 1.1, 1.2, 1.3, 1.4])
+    md = from_frames({"C": c, "F": f}, calendar="intersection")
+    assert md.n_bars == 4
+    assert md.high[-1, 0] == 101.0 and md.volume[-1, 0] == 1.0 and md.close[-1, 0] == 100.5
+
+
+def test_union_leading_cells_carry_the_last_past_close_not_the_last_price():
+    # F (forex) has a Friday bar before the span and trades again later; C (crypto) starts on
+    # the Saturday. Before the fix, F's leading cells took row -1: its LAST price in the data.
+    sat = hours("2024-01-06 00:00", 6)
+    c = bars(sat, [100, 101, 102, 103, 104, 105])
+    f = bars([pd.Timestamp("2024-01-05 23:00", tz="UTC"), sat[3], sat[4], sat[5]],
+             [10.0, 11.0, 12.0, 999.0])
+    md = from_frames({"C": c, "F": f}, calendar="union", max_fill_bars=5)
+    assert md.index[0] == sat[0]
+    np.testing.assert_array_equal(md.close[:, 1], [10.0, 10.0, 10.0, 11.0, 12.0, 999.0])
+    np.testing.assert_array_equal(md.tradable[:, 1], [0, 0, 0, 1, 1, 1])
+    assert md.counts["F"]["filled"] == 3

@@ -670,3 +670,27 @@ def test_correlation_threshold_null_turns_the_adjustment_off():
         pf.step_signals(*signals(2, a0=(1, 1.0), a1=(1, 1.0)))
     assert on.units[0, 1] * md.close[30, 1] == pytest.approx(0.5 * E0 * 0.75, rel=1e-9)
     assert off.units[0, 1] * md.close[30, 1] == pytest.approx(0.5 * E0, rel=1e-12)
+
+
+def test_correlation_factor_stays_in_its_range_at_extreme_thresholds():
+    # a computed |correlation| of 1.0000000000000002 at threshold 0.9999999999999999 made the
+    # factor -0.5: a BUY opened a short
+    for m in (1.0, 1.0000000000000002, 1.5):
+        f = correlation_factor(m, 0.9999999999999999)
+        assert 0.5 <= f <= 1.0
+    assert correlation_factor(1.0000000000000002, 0.7) == 0.5
+
+
+def test_weights_respect_allow_short_in_the_engine():
+    # before: step_weights([-0.5, 0]) with shorts off opened -50 units
+    md = market([[100.0, 50.0]] * 4)
+    pf = book(md, bare(risk={"allow_short": False}))
+    pf.step_weights(np.array([-0.5, 0.0]))
+    assert pf.units[0, 0] == 0.0 and pf.refusals()["no_shorting"] == 1
+    pf.step_weights(np.array([0.5, 0.0]))
+    assert pf.units[0, 0] == pytest.approx(50.0)
+    pf.step_weights(np.array([-0.5, 0.0]))  # a held long is closed, the short part refused
+    assert pf.units[0, 0] == 0.0 and pf.refusals()["no_shorting"] == 2
+    allowed = book(md, bare())
+    allowed.step_weights(np.array([-0.5, 0.0]))
+    assert allowed.units[0, 0] == pytest.approx(-50.0)

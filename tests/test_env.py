@@ -474,3 +474,19 @@ def test_no_lookahead_real_hourly_data():
     c = from_dict(Config, {"risk": {"on_portfolio_stop": "flat"},
                            "env": {"episode_bars": None}})
     _check_no_lookahead(md, c, [30, 300, 700])
+
+
+def test_float16_signals_are_accepted_like_float32():
+    # before: a numba TypingError from the compiled signal mapping
+    runs = []
+    for dtype in (np.float16, np.float32):
+        env = gym.make("ffe/Portfolio-v0")
+        env.reset(seed=0)
+        out = env.step(np.array([0.5, -0.5, 0.0, 0.25, 1.0], dtype=dtype))
+        runs.append((out[1], out[4]["equity"]))
+        env.close()
+    assert runs[0] == runs[1]
+    with pytest.raises(ValueError, match="float array"):
+        env = gym.make("ffe/Portfolio-v0")
+        env.reset(seed=0)
+        env.step(np.zeros(5, dtype=np.int64))

@@ -30,15 +30,18 @@ def _trim_common_span(frames: dict[str, pd.DataFrame], files: dict[str, str]) ->
 
 
 def _fold(frame: pd.DataFrame, kept: np.ndarray) -> tuple[np.ndarray, int]:
-    """Fold rows of ``frame`` into the next row whose position is in ``kept`` (sorted)."""
+    """Fold rows of ``frame`` into the next row whose position is in ``kept`` (sorted). Rows
+    after the last kept row are not folded anywhere: they lie after the panel's last bar, and
+    folding them into it would leak the future into that bar."""
     starts = np.empty_like(kept)
     starts[0] = kept[0]
     starts[1:] = kept[:-1] + 1
+    stop = int(kept[-1]) + 1  # reduceat's last segment would run to the end of the frame
     o = frame["open"].to_numpy()[starts]
-    h = np.maximum.reduceat(frame["high"].to_numpy(), starts)
-    lo = np.minimum.reduceat(frame["low"].to_numpy(), starts)
+    h = np.maximum.reduceat(frame["high"].to_numpy()[:stop], starts)
+    lo = np.minimum.reduceat(frame["low"].to_numpy()[:stop], starts)
     c = frame["close"].to_numpy()[kept]
-    v = np.add.reduceat(frame["volume"].to_numpy(), starts)
+    v = np.add.reduceat(frame["volume"].to_numpy()[:stop], starts)
     folded = int((kept - starts).sum())
     return np.stack([o, h, lo, c, v], axis=1), folded
 
@@ -95,6 +98,16 @@ def align(frames: dict[str, pd.DataFrame], calendar: str = "intersection", *,
             last = np.maximum.accumulate(np.where(present, np.arange(T), -1))
             vals = f[list(FIELDS)].to_numpy()
             row_of = np.cumsum(present) - 1  # row in f of that last present bar
+            if not present[0]:
+                # closed at the common start (crypto from a Saturday beside FX): carry its last
+                # close from before the span, a real past price, never one from the end of the
+                # data (row -1); the leading cells are untradable and counted as filled
+                before = frames[s].loc[:index[0]]["close"].to_numpy()
+                if len(before) == 0:  # pragma: no cover - the span starts at every first bar
+                    raise DataError("no price at or before the common start", symbol=s,
+                                    file=files.get(s))
+                vals = np.vstack([np.full((1, len(FIELDS)), before[-1]), vals])
+                row_of = row_of + 1
             close = vals[row_of, 3]
             block = np.where(present[:, None], vals[row_of], 0.0)
             block[~present, 0:4] = close[~present, None]

@@ -41,6 +41,8 @@ class Signals:
         a = np.asarray(actions)
         if not np.issubdtype(a.dtype, np.floating):
             raise ValueError(f"signals action must be a float array, got dtype {a.dtype}")
+        if a.dtype not in (np.float32, np.float64):
+            a = a.astype(np.float64)  # float16 / longdouble: the compiled mapping takes these two
         _check(a, (pf.n_books, self.n_assets), "signals")
         dirs, confs = pf.intent_buffers()
         error = _signals_into(a, self.dead_band, dirs, confs)

@@ -31,9 +31,13 @@ WEIGHTS = L.WEIGHTS
 
 @njit(cache=True)
 def correlation_factor(m: float, threshold: float) -> float:
-    """``1 - 0.5 (m - thr) / (1 - thr)`` above the threshold, else 1."""
+    """``1 - 0.5 (m - thr) / (1 - thr)`` above the threshold, else 1; always in [0.5, 1]
+    (a computed |correlation| can exceed 1 by rounding, 1.0000000000000002)."""
+    if m > 1.0:
+        m = 1.0
     if m > threshold:
-        return 1.0 - 0.5 * (m - threshold) / (1.0 - threshold)
+        f = 1.0 - 0.5 * (m - threshold) / (1.0 - threshold)
+        return min(1.0, max(0.5, f))
     return 1.0
 
 
@@ -319,6 +323,9 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
             if np.isnan(wt):
                 continue
             tu = wt * equity / c[t, i]
+            if tu < 0.0 and p[L.P_ALLOW_SHORT] == 0.0:
+                _refuse(refused, count, b, i, L.R_NO_SHORTING)  # the short part: refused
+                tu = 0.0  # a held long is still closed
             if abs(tu - u) <= 1e-9 * max(abs(tu), abs(u)):
                 continue  # already there, up to rounding: no dust trades
             if not tradable[fb, i]:
