@@ -14,6 +14,7 @@ from ffe_gym.data import (
     from_frames,
     infer_periods_per_year,
     load_market,
+    restrict_dates,
     split_by_date,
     split_by_fraction,
     synthetic_market,
@@ -377,3 +378,71 @@ def test_union_leading_cells_carry_the_last_past_close_not_the_last_price():
     np.testing.assert_array_equal(md.close[:, 1], [10.0, 10.0, 10.0, 11.0, 12.0, 999.0])
     np.testing.assert_array_equal(md.tradable[:, 1], [0, 0, 0, 1, 1, 1])
     assert md.counts["F"]["filled"] == 3
+
+
+def test_dates_malformed_refused_and_an_end_date_keeps_its_whole_day():
+    md = from_frames({"A": bars(hours("2022-06-29 00:00", 72), np.arange(1.0, 73.0))})
+    # before: --end 2022-06-30 stopped at 00:00, dropping the day's other 23 hours
+    assert md.index[md.locate("2022-06-30", side="right") - 1] == pd.Timestamp(
+        "2022-06-30 23:00", tz="UTC")
+    assert md.locate("2022-06-30 12:00", side="right") - 1 == md.locate("2022-06-30 12:00")
+    cut = restrict_dates(md, "2022-06-30", "2022-06-30")
+    assert cut.n_bars == 24
+    for bad in ("2022-13-01", "yesterday", "not a date"):
+        with pytest.raises(DataError, match="is not a date"):
+            md.locate(bad)
+
+
+@pytest.mark.parametrize("cell, value, message", [
+    ("close", np.inf, "non-finite"), ("high", np.inf, "non-finite"),
+    ("high", 1e308, "absurd price"), ("open", 1e306, "absurd price"),
+])
+def test_infinite_and_absurd_prices_are_refused_with_the_row(cell, value, message):
+    # before: an inf close made equity NaN for 200 bars; 1e308 highs fired take-profits
+    frame = bars(hours("2024-01-01 00:00", 5), [100.0] * 5)
+    frame[cell] = frame[cell].astype(float)
+    frame.loc[3, cell] = value
+    if cell in ("open", "close"):
+        frame.loc[3, "high"] = max(frame.loc[3, "high"], value)
+    with pytest.raises(DataError, match=rf"symbol A, row 3 .*{message}"):
+        from_frames({"A": frame})
+
+
+def test_ambiguous_columns_are_refused():
+    # before: with both `close` and `Close` the last one silently won
+    frame = bars(hours("2024-01-01 00:00", 5), [100.0] * 5)
+    frame["Close"] = frame["close"] * 2
+    with pytest.raises(DataError, match="ambiguous column 'close'"):
+        from_frames({"A": frame})
+    twice = pd.concat([bars(hours("2024-01-01 00:00", 5), [1.0] * 5),
+                       pd.DataFrame({"close": [2.0] * 5})], axis=1)
+    with pytest.raises(DataError, match="ambiguous column 'close'"):
+        from_frames({"A": twice})
+
+
+@pytest.mark.parametrize("unit, scale", [("s", 1), ("ms", 1_000), ("us", 1_000_000),
+                                         ("ns", 1_000_000_000)])
+def test_integer_epoch_timestamps_in_any_unit(unit, scale):
+    # before: ccxt's milliseconds were read as nanoseconds (1970), periods_per_year 8.76e12
+    t = hours("2024-01-01 00:00", 50)
+    seconds = t.as_unit("s").asi8.astype(np.int64)
+    frame = bars(t, np.linspace(100, 110, 50))
+    frame["time"] = seconds * scale
+    md = from_frames({"A": frame})
+    assert md.index[0] == t[0] and md.index[-1] == t[-1]
+    assert md.periods_per_year == 8760.0
+
+
+def test_mixed_epoch_units_and_mixed_timezones_are_refused_in_one_line():
+    t = hours("2024-01-01 00:00", 6)
+    frame = bars(t, np.arange(1.0, 7.0))
+    frame["time"] = t.as_unit("s").asi8
+    frame.loc[5, "time"] = frame.loc[5, "time"] * 1000
+    with pytest.raises(DataError, match="mix units"):
+        from_frames({"A": frame})
+    mixed = bars(t, np.arange(1.0, 7.0))
+    mixed["time"] = [str(x.tz_localize(None)) if k % 2 else str(x)
+                     for k, x in enumerate(t)]
+    with pytest.raises(DataError, match=r"symbol A: timestamps do not parse") as err:
+        from_frames({"A": mixed})
+    assert "\n" not in str(err.value)

@@ -143,10 +143,13 @@ def test_train_errors_exit_2(args, message, tmp_path):
     (["--policy", "nope"], "unknown policy"),
     (["--policy", "cash", "--start", "2030-01-01"], "not allowed"),
     (["--policy", "cash", "--data", "nope.csv"], "no such file"),
+    (["--policy", "cash", "--start", "2022-13-01"], "'2022-13-01' is not a date"),
+    (["--policy", "cash", "--end", "yesterday"], "'yesterday' is not a date"),
 ])
 def test_evaluate_errors_exit_2(args, message):
     r = run("scripts/evaluate.py", *args)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_evaluate_baseline_prints_metrics():

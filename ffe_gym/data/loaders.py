@@ -30,6 +30,7 @@ from ffe_gym.data.packaged import is_packaged, packaged_frames
 PRICES = ("open", "high", "low", "close")
 TIME_COLUMNS = ("time", "timestamp", "date", "datetime")
 SUFFIXES = (".csv", ".parquet", ".pq")
+MAX_PRICE = 1e12  # above it a price is a unit or parsing error (and equity would overflow)
 _TIMEFRAME = re.compile(r"_(?:[MHDW]\d+|\d+[mhdw]|daily|hourly)(?:_|$)", re.IGNORECASE)
 
 
@@ -56,6 +57,29 @@ def read_table(path: str | Path) -> pd.DataFrame:
                     file=str(path))
 
 
+EPOCH_UNITS = (("s", 1e11), ("ms", 1e14), ("us", 1e17), ("ns", float("inf")))
+
+
+def epoch_unit(raw, file: str | None, symbol: str | None) -> str | None:
+    """The unit of integer (or integral float) epoch timestamps, from their magnitude: seconds
+    (about 1e9 today), milliseconds (1e12, ccxt), microseconds (1e15) or nanoseconds (1e18);
+    None for anything else (dates as text or datetimes). Mixed magnitudes are refused."""
+    values = np.asarray(raw)
+    if values.dtype.kind not in "iuf" or values.size == 0:
+        return None
+    v = values.astype(np.float64)
+    if np.isnan(v).any():
+        return None  # the missing timestamp is named by the caller
+    if (v <= 0).any():
+        raise DataError("numeric timestamps must be positive epoch times", file=file,
+                        symbol=symbol, row=int(np.argmax(v <= 0)))
+    units = [next(u for u, top in EPOCH_UNITS if x < top) for x in (v.min(), v.max())]
+    if units[0] != units[1]:
+        raise DataError(f"numeric timestamps mix units ({units[0]} and {units[1]} by their "
+                        "magnitude)", file=file, symbol=symbol)
+    return units[0]
+
+
 def _time_index(frame: pd.DataFrame, file: str | None, symbol: str | None) -> pd.DatetimeIndex:
     cols = {c.lower(): c for c in frame.columns if isinstance(c, str)}
     name = next((cols[c] for c in TIME_COLUMNS if c in cols), None)
@@ -63,10 +87,14 @@ def _time_index(frame: pd.DataFrame, file: str | None, symbol: str | None) -> pd
     if name is None and not isinstance(frame.index, pd.DatetimeIndex):
         raise DataError(f"no time column (expected one of {', '.join(TIME_COLUMNS)})",
                         file=file, symbol=symbol)
+    unit = epoch_unit(raw, file, symbol)
     try:
-        idx = pd.DatetimeIndex(pd.to_datetime(raw, utc=True))
+        idx = pd.DatetimeIndex(pd.to_datetime(raw, utc=True, unit=unit))
     except (ValueError, TypeError) as exc:
-        raise DataError(f"timestamps do not parse ({exc})", file=file, symbol=symbol) from None
+        first = str(exc).splitlines()[0]
+        raise DataError(f"timestamps do not parse ({first}); mixed naive and tz-aware "
+                        "timestamps, or text that is not a date", file=file,
+                        symbol=symbol) from None
     if idx.hasnans:
         row = int(np.flatnonzero(idx.isna())[0])
         raise DataError("missing timestamp", file=file, symbol=symbol, row=row)
@@ -85,7 +113,15 @@ def validate(frame: pd.DataFrame, symbol: str, *, file: str | None = None,
         duplicate timestamps, non-positive prices, high < low (or high/low not containing
         open/close), negative volume, NaN runs beyond ``max_fill_bars``, missing columns.
     """
-    lower = {c.lower(): c for c in frame.columns if isinstance(c, str)}
+    names = [c.lower() for c in frame.columns if isinstance(c, str)]
+    for field in (*PRICES, "volume", *TIME_COLUMNS):
+        same = [c for c in frame.columns if isinstance(c, str) and c.lower() == field]
+        if len(same) > 1:
+            raise DataError(f"ambiguous column {field!r}: {len(same)} columns are named "
+                            f"{', '.join(map(repr, same))} (keep one)", file=file,
+                            symbol=symbol)
+    lower = {c: orig for c, orig in zip(names, (c for c in frame.columns if isinstance(c, str)),
+                                        strict=True)}
     missing = [c for c in PRICES if c not in lower]
     if missing:
         have = ", ".join(map(str, frame.columns))
@@ -136,6 +172,8 @@ def validate(frame: pd.DataFrame, symbol: str, *, file: str | None = None,
                             row=f"{int(rows[k])} ({out.index[k]})")
 
     o, h, lo, c, v = values.T
+    fail(~np.isfinite(values).all(axis=1), "non-finite price or volume (inf)")
+    fail((values[:, :4] > MAX_PRICE).any(axis=1), f"absurd price (above {MAX_PRICE:.0e})")
     fail(~(values[:, :4] > 0).all(axis=1), "non-positive price")
     fail(h < lo, "high < low")
     fail(h < np.maximum(o, c), "high below open or close")

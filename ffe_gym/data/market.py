@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
 class DataError(ValueError):
@@ -118,9 +121,23 @@ class MarketData:
         )
 
     def locate(self, when: str | pd.Timestamp, side: str = "left") -> int:
-        """Position of the first bar at or after ``when`` (``side='left'``)."""
-        ts = pd.Timestamp(when)
+        """Position of the first bar at or after ``when`` (``side='left'``), or after it
+        (``side='right'``). A date without a time (``"2022-06-30"``) given with
+        ``side='right'`` means the whole day: the position after that day's last bar, so an
+        inclusive end date keeps all its bars.
+
+        :raises DataError: for a string that is not a date.
+        """
+        try:
+            ts = pd.Timestamp(when)
+        except (ValueError, TypeError):
+            raise DataError(f"{when!r} is not a date (expected YYYY-MM-DD or "
+                            "YYYY-MM-DD HH:MM)") from None
+        if ts is pd.NaT:
+            raise DataError(f"{when!r} is not a date (expected YYYY-MM-DD or YYYY-MM-DD HH:MM)")
         ts = ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+        if side == "right" and isinstance(when, str) and _DATE_ONLY.match(when.strip()):
+            return int(self.index.searchsorted(ts + pd.Timedelta(days=1), side="left"))
         return int(self.index.searchsorted(ts, side=side))
 
     def digest(self) -> str:
