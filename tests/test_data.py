@@ -446,3 +446,18 @@ def test_mixed_epoch_units_and_mixed_timezones_are_refused_in_one_line():
     with pytest.raises(DataError, match=r"symbol A: timestamps do not parse") as err:
         from_frames({"A": mixed})
     assert "\n" not in str(err.value)
+
+
+def test_bars_per_year_survive_a_missing_month_and_gaps_are_reported():
+    # before: a month missing in a 24/7 hourly market gave 6240 bars a year (Sharpe x 0.84)
+    t = pd.date_range("2023-01-01", "2023-12-31 23:00", freq="h", tz="UTC")
+    holed = t[(t < "2023-05-01") | (t >= "2023-06-01")]
+    assert infer_periods_per_year(holed) == 8760.0
+    weekdays = t[t.day_of_week < 5]
+    assert infer_periods_per_year(weekdays[(weekdays < "2023-05-01") |
+                                           (weekdays >= "2023-06-01")]) == 6240.0
+    days = pd.date_range("2023-01-01", "2023-12-31", freq="D", tz="UTC")
+    assert infer_periods_per_year(days[(days < "2023-03-01") | (days >= "2023-04-15")]) == 365.0
+    md = from_frames({"A": bars(holed, np.linspace(1, 2, len(holed)))})
+    assert "1 gap(s) in the data, first 2023-04-30..2023-06-01" in md.describe()
+    assert "gap" not in from_frames({"A": bars(weekdays, np.ones(len(weekdays)))}).describe()

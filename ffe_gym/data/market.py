@@ -154,15 +154,23 @@ class MarketData:
         label = " [SYNTHETIC]" if self.is_synthetic else ""
         closes = (f"; close-only: {', '.join(self.close_only)} (a next_open order fills at the "
                   "next close; stops act on closes)" if self.close_only else "")
+        gaps = calendar_gaps(self.index)
+        if gaps:
+            closes += (f"; {len(gaps)} gap(s) in the data, first "
+                       f"{gaps[0][0][:10]}..{gaps[0][1][:10]}")
         return (f"{self.n_assets} assets x {self.n_bars} bars, {span} UTC, "
                 f"{self.periods_per_year:g} bars/year, source {self.source}{label}{closes}")
 
 
 def infer_periods_per_year(index: pd.DatetimeIndex) -> float:
-    """Bars per year from the calendar.
+    """Bars per year from the calendar, robust to gaps in the data.
 
-    The median spacing gives the bar length; the observed density chooses between a 24/7
-    calendar (8760 hourly, 365 daily) and a weekday one (6240 hourly; 252 daily stocks).
+    The median spacing gives the bar length. The weekly pattern chooses between a 24/7
+    calendar (8760 hourly, 365 daily) and a weekday one (6240 hourly, 252 daily): a 24/7
+    market has about 2/7 of its bars on Saturdays and Sundays, a weekday market almost none
+    (forex's Sunday-evening open is a few percent). Only when the weekend share is ambiguous
+    does the density of bars decide, so a missing month in a 24/7 market does not make it a
+    weekday calendar.
     """
     if len(index) < 3:
         raise DataError("too few bars to infer the calendar (need at least 3)")
@@ -170,12 +178,30 @@ def infer_periods_per_year(index: pd.DatetimeIndex) -> float:
     step = float(np.median(np.diff(ns))) / 1e9  # seconds
     year = 365.0 * 86400.0
     full = year / step
+    if abs(step - 86400.0) < 1.0:
+        candidates = (365.0, 252.0)
+    elif abs(step - 3600.0) < 1.0:
+        candidates = (8760.0, 6240.0)
+    else:
+        candidates = (full, full * 5.0 / 7.0)
+    if step < 7 * 86400.0 and ns[-1] - ns[0] >= 14 * 86400e9:  # two weeks tell the pattern
+        weekend = float(np.isin(index.day_of_week, (5, 6)).mean())
+        if weekend > 0.15:
+            return float(candidates[0])
+        if weekend < 0.05:
+            return float(candidates[1])
     span_years = (ns[-1] - ns[0]) / 1e9 / year
     observed = (len(index) - 1) / span_years if span_years > 0 else full
-    candidates = [full, full * 5.0 / 7.0]
-    if abs(step - 86400.0) < 1.0:
-        candidates = [365.0, 252.0]
-    elif abs(step - 3600.0) < 1.0:
-        candidates = [8760.0, 6240.0]
-    best = min(candidates, key=lambda c: abs(np.log(observed / c)))
-    return float(best)
+    return float(min(candidates, key=lambda c: abs(np.log(observed / c))))
+
+
+def calendar_gaps(index: pd.DatetimeIndex, min_days: float = 4.0) -> list[tuple[str, str]]:
+    """Stretches without a bar longer than ``min_days`` days and 3 median bar spacings
+    (weekends and ordinary holidays are shorter): (last bar before, first bar after)."""
+    if len(index) < 3:
+        return []
+    ns = index.as_unit("ns").asi8
+    d = np.diff(ns)
+    limit = max(3.0 * float(np.median(d)), min_days * 86400e9)
+    at = np.flatnonzero(d > limit)
+    return [(str(index[k]), str(index[k + 1])) for k in at]
