@@ -461,3 +461,23 @@ def test_bars_per_year_survive_a_missing_month_and_gaps_are_reported():
     md = from_frames({"A": bars(holed, np.linspace(1, 2, len(holed)))})
     assert "1 gap(s) in the data, first 2023-04-30..2023-06-01" in md.describe()
     assert "gap" not in from_frames({"A": bars(weekdays, np.ones(len(weekdays)))}).describe()
+
+
+def test_mixed_bar_lengths_are_refused(tmp_path):
+    # before: a daily and an hourly file in one folder silently became a daily intersection
+    bars(pd.date_range("2024-01-01", periods=60, freq="D", tz="UTC"),
+         np.arange(1.0, 61.0)).to_csv(tmp_path / "D_daily.csv", index=False)
+    bars(hours("2024-01-01 00:00", 24 * 60), np.ones(24 * 60)).to_csv(tmp_path / "H_H1.csv",
+                                                                         index=False)
+    with pytest.raises(DataError, match=r"mixed bar lengths: H every 0 days 01:00:00, D every "
+                                        r"1 days"):
+        load_market(tmp_path)
+
+
+def test_too_few_bars_after_alignment_names_the_file_and_symbol(tmp_path):
+    bars(hours("2024-01-01 00:00", 200), np.ones(200)).to_csv(tmp_path / "A_H1.csv",
+                                                              index=False)
+    bars(hours("2024-01-08 14:00", 10), np.ones(10)).to_csv(tmp_path / "B_H1.csv", index=False)
+    with pytest.raises(DataError, match=r"B_H1.csv, symbol B: too few bars after alignment: "
+                                        r"10 < min_bars=100"):
+        load_market(tmp_path, min_bars=100)

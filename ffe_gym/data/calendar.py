@@ -127,7 +127,11 @@ def align(frames: dict[str, pd.DataFrame], calendar: str = "intersection", *,
     else:
         raise DataError(f"unknown calendar {calendar!r} (allowed: intersection, union)")
     if len(index) < min_bars:
-        raise DataError(f"too few bars after alignment: {len(index)} < min_bars={min_bars}")
+        short = min(symbols, key=lambda s: len(frames[s]))
+        raise DataError(f"too few bars after alignment: {len(index)} < min_bars={min_bars} "
+                        f"({calendar} of {', '.join(f'{s}: {len(frames[s])}' for s in symbols)}"
+                        f" bars, overlapping {start} .. {end}); the shortest is {short}",
+                        file=files.get(short), symbol=short)
     return MarketData(
         symbols=tuple(symbols), index=pd.DatetimeIndex(index), open=panel[..., 0],
         high=panel[..., 1], low=panel[..., 2], close=panel[..., 3], volume=panel[..., 4],

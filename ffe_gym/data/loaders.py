@@ -196,6 +196,17 @@ def from_frames(frames: Mapping[str, pd.DataFrame], *, calendar: str = "intersec
                                             max_fill_bars=max_fill_bars)
         if len(clean[sym]) == 0:
             raise DataError("no bars", file=files.get(sym), symbol=sym)
+    # the bar length of each symbol: a low quantile of its spacings (gaps and closed markets
+    # only lengthen spacings); more than 3x apart is daily beside hourly, not missing bars
+    spacing = {s: float(np.quantile(np.diff(f.index.as_unit("ns").asi8), 0.05))
+               for s, f in clean.items() if len(f) >= 3}
+    if spacing:
+        lo, hi = min(spacing, key=spacing.get), max(spacing, key=spacing.get)
+        if spacing[hi] > 3.0 * spacing[lo]:
+            raise DataError(
+                f"mixed bar lengths: {lo} every {pd.Timedelta(spacing[lo], 'ns')}, {hi} every "
+                f"{pd.Timedelta(spacing[hi], 'ns')} ({files.get(hi, 'memory')}); resample to "
+                "one bar length first", file=files.get(lo), symbol=lo)
     close_only = tuple(s for s, f in clean.items()
                        if all(np.array_equal(f[c].to_numpy(), f["close"].to_numpy())
                               for c in ("open", "high", "low")))
