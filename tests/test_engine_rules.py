@@ -694,3 +694,21 @@ def test_weights_respect_allow_short_in_the_engine():
     allowed = book(md, bare())
     allowed.step_weights(np.array([-0.5, 0.0]))
     assert allowed.units[0, 0] == pytest.approx(-50.0)
+
+
+def test_a_scaled_order_counts_once_and_rounding_is_not_scaling():
+    # next_open: short of cash at the decision (fee) and again at the fill (open above close):
+    # before, the one order was counted as scaled twice
+    md = market(np.full((3, 2), 100.0), open_=[[100.0, 100.0], [100.0, 101.0],
+                                               [100.0, 100.0]])
+    pf = book(md, bare(execution={"fee_rate": 0.01, "price": "next_open"}))
+    pf.step_weights(np.array([0.5, 0.5]))
+    assert pf.refusals()["scaled"] == 1 and pf.cash[0] >= -1e-9
+    # 36 assets at 1/36 each, no costs: the cash check's float rounding is not a scaling
+    n = 36
+    rng = np.random.default_rng(0)
+    closes = 100.0 * np.cumprod(1 + 0.01 * rng.standard_normal((40, n)), axis=0)
+    pf = book(market(closes), bare())
+    for _ in range(30):
+        pf.step_weights(np.full(n, 1.0 / n))
+    assert pf.refusals()["scaled"] == 0

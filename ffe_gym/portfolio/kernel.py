@@ -311,6 +311,8 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
     sigma = work[5]
     sl_d = work[6]  # stop distance of an opening, fraction of entry (NaN: none)
     tp_d = work[7]
+    scaled = work[8]  # 1: this order was already counted as scaled down
+    scaled[:] = 0.0
     close_q[:] = 0.0
     cand[:] = 0.0
     prio[:] = -1.0
@@ -434,11 +436,12 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
         px = c[t, i] * (1.0 + np.sign(q) * _slippage(R, fb, i, slip, p))
         if q > 0.0:
             cost = q * px + _fee(q, px, fee_rate[i], fixed_fee[i])
-            if cost > cash_est:
+            if cost - cash_est > 1e-9 * (1.0 + abs(cash_est)):  # rounding is not a shortfall
                 room = (cash_est - fixed_fee[i]) / (px * (1.0 + fee_rate[i]))
                 if scheme == WEIGHTS and room > 0.0:
                     q = room
                     count[b, L.C_SCALED] += 1
+                    scaled[i] = 1.0
                 else:
                     _refuse(refused, count, b, i, L.R_CASH)
                     continue
@@ -504,7 +507,8 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
                     _refuse(refused, count, b, i, L.R_CASH_AT_FILL)
                     continue
                 q = room
-                count[b, L.C_SCALED] += 1
+                if scaled[i] == 0.0:  # one scaled order counts once
+                    count[b, L.C_SCALED] += 1
         nf = _fill(pos, acct, fills, b, nf, fb, i, q, px, fee_rate[i], fixed_fee[i],
                    L.SIGNAL, sl_d[i], tp_d[i])
 
@@ -577,7 +581,7 @@ def step_books(active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, 
                fee_rate, fixed_fee, slip, borrow, p, pos, acct, clock, count,
                curve, gross_curve, n_curve, fills, n_fills, refused):
     """One decision step for every book b with ``active[b]``; see the module docstring."""
-    work = np.empty((8, c.shape[1]))
+    work = np.empty((9, c.shape[1]))
     vwork = np.empty((2, max(int(p[L.P_VAR_WINDOW]), 1)))
     for b in range(pos.shape[0]):
         if active[b]:
