@@ -112,7 +112,7 @@ class RiskConfig:
     drawdown_reference: Literal["peak", "initial"] = "peak"
     on_portfolio_stop: Literal["terminate", "flat"] = "terminate"
     cooldown_bars: int = _bounded(24, ge=0)
-    ruin_floor: float = _bounded(0.01, ge=0, lt=1, doc="share of initial balance")
+    ruin_floor: float = _bounded(0.01, ge=0, lt=1, doc="share of initial balance (min 1e-9)")
 
 
 @dataclass

@@ -17,6 +17,7 @@ from ffe_gym.config import Config, from_dict
 from ffe_gym.data import MarketData, load_market, synthetic_market
 from ffe_gym.env import PortfolioEnv, PortfolioVectorEnv
 from ffe_gym.env.rewards import DifferentialSharpe, StepOutcome
+from ffe_gym.portfolio import layout as L
 
 SCHEMES = ["signals", "discrete", "weights"]
 OBS = ["dict", "flat"]
@@ -490,3 +491,26 @@ def test_float16_signals_are_accepted_like_float32():
         env = gym.make("ffe/Portfolio-v0")
         env.reset(seed=0)
         env.step(np.zeros(5, dtype=np.int64))
+
+
+def test_one_ruin_floor_and_never_a_nan():
+    # before: ruin_floor 0 and a 99% fee ran on to equity 2.4e-309, rewards summed to +90,865
+    # for a true log return of -720, and observations held NaN
+    cfg = bare(risk={"ruin_floor": 0.0}, execution={"fee_rate": 0.99},
+               sizing={"risk_per_trade": 1.0})
+    rng = np.random.default_rng(0)
+    close = 100.0 * np.cumprod(1 + 0.01 * rng.standard_normal((400, 2)), axis=0)
+    env = PortfolioEnv(cfg, market(close))
+    obs, info = env.reset(options={"start": 30})
+    total, done, steps = 0.0, False, 0
+    while not done:
+        a = np.where(steps % 2 == 0, 1.0, -1.0) * np.ones(2, dtype=np.float32)
+        obs, r, terminated, truncated, info = env.step(a.astype(np.float32))
+        assert np.isfinite(r) and all(np.isfinite(v).all() for v in obs.values())
+        total += r
+        done = terminated or truncated
+        steps += 1
+    floor = 1e-9 * 10_000.0
+    assert terminated and info["status"] == "ruin"
+    assert total == pytest.approx(np.log(max(info["equity"], floor) / 10_000.0), rel=1e-9)
+    assert env.unwrapped.core.floor == env.unwrapped.portfolio.params[L.P_RUIN] == floor

@@ -22,6 +22,7 @@ from ffe_gym.env.rewards import Reward, StepOutcome
 from ffe_gym.features import compute_features, lookback
 from ffe_gym.portfolio import Portfolio
 from ffe_gym.portfolio import layout as L
+from ffe_gym.portfolio.book import ruin_floor
 
 
 def resolve_market(data: MarketData | str | Path | None, cfg: Config) -> MarketData:
@@ -71,7 +72,7 @@ class EnvCore:
             raise DataError(f"{md.n_bars} bars leave no room after a warm-up of "
                             f"{self.warmup} bars (window {ecfg.window}, features)",
                             file=md.source)
-        self.floor = max(cfg.risk.ruin_floor, 1e-9) * cfg.portfolio.initial_balance
+        self.floor = ruin_floor(cfg)  # the engine's floor: one rule
         self._traded = np.zeros(n_books)
         self._fees = np.zeros(n_books)
         self._borrow = np.zeros(n_books)

@@ -66,7 +66,7 @@ def build_params(config: Config, market: MarketData,
     p[L.P_STOP_FLAT] = float(rk.on_portfolio_stop == "flat")
     p[L.P_COOLDOWN] = rk.cooldown_bars
     p[L.P_INITIAL] = pf.initial_balance
-    p[L.P_RUIN] = rk.ruin_floor * pf.initial_balance
+    p[L.P_RUIN] = ruin_floor(config)
     p[L.P_VOL_SLIPPAGE] = ex.volatility_slippage
     p[L.P_PERIODS_PER_YEAR] = market.periods_per_year
     p[L.P_REENTRY] = longest if rk.reentry_bars is None else rk.reentry_bars
@@ -75,6 +75,17 @@ def build_params(config: Config, market: MarketData,
     p[L.P_RISK_PER_TRADE] = sz.risk_per_trade
     p[L.P_BASE_RISK] = float(sz.base == "risk")
     return p
+
+
+RUIN_MIN = 1e-9  # the smallest ruin floor, as a share of the initial balance
+
+
+def ruin_floor(config: Config) -> float:
+    """Equity (currency) at or below which a book is ruined: ``risk.ruin_floor`` of the
+    initial balance, never below ``RUIN_MIN`` of it (a floor of 0 would let equity sink to
+    denormal numbers, and log rewards and observations to infinities). The engine and the
+    env's reward use this one floor."""
+    return max(config.risk.ruin_floor, RUIN_MIN) * config.portfolio.initial_balance
 
 
 def build_costs(config: Config, market: MarketData) -> dict[str, np.ndarray]:
