@@ -712,3 +712,24 @@ def test_a_scaled_order_counts_once_and_rounding_is_not_scaling():
     for _ in range(30):
         pf.step_weights(np.full(n, 1.0 / n))
     assert pf.refusals()["scaled"] == 0
+
+
+def test_drawdown_from_initial_with_flat_stop_resets_its_reference():
+    # before: after a flat stop, flat equity stayed below initial x 0.95 and the stop fired on
+    # every bar after the cooldown: the book neither traded nor ended
+    md = market([100.0, 94.0] + [94.0] * 4 + [94.0, 90.0, 88.0, 88.0])
+    cfg = bare(portfolio={"max_drawdown": 0.05}, sizing={"risk_per_trade": 1.0},
+               risk={"drawdown_reference": "initial", "on_portfolio_stop": "flat",
+                     "cooldown_bars": 2})
+    pf = book(md, cfg)
+    pf.step_signals(*signals(1, a0=(1, 1.0)))  # 10,000 -> 9,400: stop, flat, cooldown 2
+    assert pf.units[0, 0] == 0.0 and pf.acct[0, L.BASE] == pytest.approx(9_400.0)
+    for _ in range(2):
+        pf.step_signals(*signals(1, a0=(1, 1.0)))  # cooldown
+    pf.step_signals(*signals(1, a0=(1, 1.0)))  # bar 3: opens again, no new stop at 9,400
+    assert pf.units[0, 0] > 0 and pf.status[0] == L.RUNNING
+    assert pf.drawdown()[0] == pytest.approx(0.0)
+    for _ in range(4):  # 94 -> 90 -> 88: more than 5% below 9,400 -> a second stop
+        pf.step_signals(*signals(1, a0=(1, 1.0)))
+    assert sum(1 for f in fills(pf) if f[L.F_REASON] == L.PORTFOLIO_STOP) <= 1
+    assert pf.acct[0, L.BASE] < 9_400.0

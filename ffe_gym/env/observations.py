@@ -184,7 +184,7 @@ def _fill(flat, window, close, pos, acct, clock, p, cooldown_scale, clip, out):
             row[k + 2] = _clip(stop_d, clip)
             row[k + 3] = _clip(target_d, clip)
             k += 4
-        ref = p[L.P_INITIAL] if p[L.P_DD_FROM_INITIAL] > 0.0 else acct[b, L.PEAK]
+        ref = acct[b, L.BASE] if p[L.P_DD_FROM_INITIAL] > 0.0 else acct[b, L.PEAK]
         row[k] = _clip(eq / p[L.P_INITIAL] - 1.0, clip)
         row[k + 1] = _clip(acct[b, L.CASH] * inv, clip)
         row[k + 2] = _clip(acct[b, L.GROSS] * inv, clip)

@@ -202,6 +202,7 @@ class Portfolio:
         self.acct[sel, L.CASH] = init
         self.acct[sel, L.EQUITY] = init
         self.acct[sel, L.PEAK] = init
+        self.acct[sel, L.BASE] = init
         self.clock[sel, L.BAR] = start_arr[sel]
         self.clock[sel, L.END] = end_arr[sel]
         self.clock[sel, L.COOLDOWN] = 0
@@ -317,7 +318,7 @@ class Portfolio:
         return np.where(u != 0, u * (self.prices() - self.pos[:, :, L.ENTRY]), 0.0)
 
     def drawdown(self) -> np.ndarray:
-        ref = (self.params[L.P_INITIAL] if self.params[L.P_DD_FROM_INITIAL] > 0
+        ref = (self.acct[:, L.BASE] if self.params[L.P_DD_FROM_INITIAL] > 0
                else self.acct[:, L.PEAK])
         return 1.0 - self.equity / ref
 

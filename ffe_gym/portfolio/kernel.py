@@ -545,7 +545,7 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
             clock[b, L.COOLDOWN] -= 1
         if eq > acct[b, L.PEAK]:
             acct[b, L.PEAK] = eq
-        ref = p[L.P_INITIAL] if p[L.P_DD_FROM_INITIAL] > 0.0 else acct[b, L.PEAK]
+        ref = acct[b, L.BASE] if p[L.P_DD_FROM_INITIAL] > 0.0 else acct[b, L.PEAK]
         if eq < ref * (1.0 - p[L.P_MAX_DRAWDOWN]):
             for i in range(N):
                 u = pos[b, i, L.UNITS]
@@ -558,6 +558,7 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
             if p[L.P_STOP_FLAT] > 0.0:
                 clock[b, L.COOLDOWN] = int(p[L.P_COOLDOWN])
                 acct[b, L.PEAK] = eq
+                acct[b, L.BASE] = eq  # the reference after a flat stop: from here on
             else:
                 clock[b, L.STATUS] = L.STOPPED
         if eq <= p[L.P_RUIN] and clock[b, L.STATUS] == L.RUNNING:

@@ -32,7 +32,9 @@ EQUITY = 1  # cash + sum(units * close) at the current bar
 PEAK = 2  # peak equity for the drawdown stop
 GROSS = 3  # sum |units * close| at the current bar
 TRADED = 4  # cumulative traded notional (for turnover)
-NACCT = 5
+BASE = 5  # drawdown reference with drawdown_reference initial: the initial balance, or the
+# equity at the last flat portfolio stop (so flat equity below the old floor does not re-fire)
+NACCT = 6
 
 # --- per book (clock[b, :])
 BAR = 0  # current bar: the last bar whose close has been seen

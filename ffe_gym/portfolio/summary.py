@@ -44,7 +44,7 @@ def summarize(b, close, R, next_dec, p, pos, acct, clock, book, assets, series):
         fees += a[L.A_FEES]
         borrow += a[L.A_BORROW]
         pnl += a[L.A_PNL]
-    ref = p[L.P_INITIAL] if p[L.P_DD_FROM_INITIAL] > 0.0 else acct[b, L.PEAK]
+    ref = acct[b, L.BASE] if p[L.P_DD_FROM_INITIAL] > 0.0 else acct[b, L.PEAK]
     var = 0.0
     lo = _window_start(t, int(p[L.P_VAR_WINDOW]))
     n = t - lo + 1 if t >= 1 else 0
