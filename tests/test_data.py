@@ -481,3 +481,23 @@ def test_too_few_bars_after_alignment_names_the_file_and_symbol(tmp_path):
     with pytest.raises(DataError, match=r"B_H1.csv, symbol B: too few bars after alignment: "
                                         r"10 < min_bars=100"):
         load_market(tmp_path, min_bars=100)
+
+
+def test_a_missing_volume_keeps_its_bar():
+    # before: a NaN volume dropped the whole price bar
+    from ffe_gym.config import FeatureConfig
+    from ffe_gym.features import compute_features
+
+    t = hours("2024-01-01 00:00", 40)
+    frame = bars(t, np.linspace(100.0, 110.0, 40))
+    frame["volume"] = np.arange(1.0, 41.0)
+    frame.loc[20, "volume"] = np.nan
+    md = from_frames({"A": frame})
+    assert md.n_bars == 40 and md.close[20, 0] == frame.loc[20, "close"]
+    assert np.isnan(md.volume[20, 0]) and md.counts["A"]["volume_missing"] == 1
+    assert md.counts["A"]["nan_rows"] == 0
+    feats = compute_features(md, FeatureConfig(names=["volume_z"]))
+    assert np.isfinite(feats).all() and feats[20, 0, 0] == 0.0 and feats[21, 0, 0] != 0.0
+    frame.loc[20, "volume"] = np.inf
+    with pytest.raises(DataError, match=r"row 20 .*infinite volume"):
+        from_frames({"A": frame})

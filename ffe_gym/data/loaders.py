@@ -107,6 +107,8 @@ def validate(frame: pd.DataFrame, symbol: str, *, file: str | None = None,
 
     Rows whose prices are missing (NaN) are dropped when they come in runs of at most
     ``max_fill_bars`` (the calendar then treats them as missing bars); a longer run raises.
+    A missing volume keeps its bar: the volume stays NaN (counted as ``volume_missing``), its
+    volume z-score feature is 0 and the rolling volume statistics skip it.
 
     :returns: the clean frame and the number of NaN rows dropped.
     :raises DataError: naming file, symbol and the first offending row for unsorted or
@@ -148,7 +150,7 @@ def validate(frame: pd.DataFrame, symbol: str, *, file: str | None = None,
            if "volume" in lower else np.zeros(len(out)))
     out["volume"] = vol
     values = out.to_numpy()
-    nan_rows = np.isnan(values).any(axis=1)
+    nan_rows = np.isnan(values[:, :4]).any(axis=1)  # a missing volume keeps its bar
     dropped = 0
     if nan_rows.any():
         # longest run of consecutive NaN rows
@@ -172,7 +174,8 @@ def validate(frame: pd.DataFrame, symbol: str, *, file: str | None = None,
                             row=f"{int(rows[k])} ({out.index[k]})")
 
     o, h, lo, c, v = values.T
-    fail(~np.isfinite(values).all(axis=1), "non-finite price or volume (inf)")
+    fail(~np.isfinite(values[:, :4]).all(axis=1), "non-finite price (inf)")
+    fail(np.isinf(v), "infinite volume")
     fail((values[:, :4] > MAX_PRICE).any(axis=1), f"absurd price (above {MAX_PRICE:.0e})")
     fail(~(values[:, :4] > 0).all(axis=1), "non-positive price")
     fail(h < lo, "high < low")
@@ -214,6 +217,7 @@ def from_frames(frames: Mapping[str, pd.DataFrame], *, calendar: str = "intersec
                source=source, close_only=close_only)
     for sym, n in dropped.items():
         md.counts[sym]["nan_rows"] = n
+        md.counts[sym]["volume_missing"] = int(np.isnan(clean[sym]["volume"].to_numpy()).sum())
     return md
 
 
