@@ -47,6 +47,7 @@ class ReplyCache:
         self.errors = 0
         self.last_error: str | None = None
         self.disabled: str | None = None
+        self.added: list[tuple] = []  # rows this process wrote (a Ray job sends them home)
         self._db: sqlite3.Connection | None = None
 
     def _conn(self) -> sqlite3.Connection | None:
@@ -103,9 +104,10 @@ class ReplyCache:
         db = self._conn()
         if db is None:
             return
+        row = (key, backend, model, digest, json.dumps(reply), time.time())
         try:
-            db.execute("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?, ?)",
-                       (key, backend, model, digest, json.dumps(reply), time.time()))
+            db.execute("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?, ?)", row)
+            self.added.append(row)
         except sqlite3.Error as exc:
             self._fail(exc)
 
@@ -118,3 +120,39 @@ class ReplyCache:
         state = self.__dict__.copy()
         state["_db"] = None
         return state
+
+
+def snapshot(path: str | Path) -> bytes:
+    """A consistent copy of a cache file (WAL included) as bytes; empty when there is none."""
+    path = Path(path)
+    if not path.exists():
+        return b""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "cache.sqlite"
+        src = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+        dst = sqlite3.connect(copy)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+            src.close()
+        return copy.read_bytes()
+
+
+def merge_rows(path: str | Path, rows: list[tuple]) -> int:
+    """Add replies another process wrote (``ReplyCache.added``) to the cache at ``path``;
+    an existing key keeps its reply. Returns the number of rows added."""
+    if not rows:
+        return 0
+    cache = ReplyCache(path, "read_write", timeout=30.0)
+    db = cache._conn()
+    if db is None:
+        raise sqlite3.OperationalError(f"cannot open the reply cache {path}: {cache.disabled}")
+    before = db.total_changes
+    db.executemany("INSERT OR IGNORE INTO replies VALUES (?, ?, ?, ?, ?, ?)",
+                   [tuple(r) for r in rows])
+    added = db.total_changes - before
+    cache.close()
+    return added

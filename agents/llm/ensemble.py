@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from ffe_agents.llm.backends import BackendError, make_backend
-from ffe_agents.llm.cache import ReplyCache, cache_key
+from ffe_agents.llm.backends import EMBEDDED, BackendError, make_backend
+from ffe_agents.llm.cache import ReplyCache, cache_key, merge_rows, snapshot
 from ffe_agents.llm.config import LLMConfig, load_llm_config
 from ffe_agents.llm.parser import Decision, parse_decision, parse_joint
 from ffe_agents.llm.prompts import Prompt, asset_labels, build_prompts
@@ -73,8 +73,15 @@ class LLMEnsemble:
     deterministic = True
 
     def __init__(self, config: LLMConfig | Mapping[str, Any] | str | Path | None = None,
-                 name: str = "llm-ensemble") -> None:
+                 name: str = "llm-ensemble", carried: Mapping[str, str] | None = None) -> None:
         self.config = cfg = load_llm_config(config)
+        for role, path in (carried or {}).items():  # a job on another node: driver's files
+            if role == "cache":
+                cfg.cache_path = path
+            elif role.startswith("model/"):  # a GGUF file named by path on the driver
+                for m in cfg.members:
+                    if m.name == role[len("model/"):]:
+                        m.model = path
         self.name = name
         self.members = {m.name: m for m in cfg.members}
         self.backends = {m.name: make_backend(m, cfg.model_dir) for m in cfg.members}
@@ -84,6 +91,30 @@ class LLMEnsemble:
         self._checked: dict[str, str | None] = {}  # member -> digest, after a health check
         self._dead: dict[str, str] = {}  # member -> why it is skipped for the run
         self.reset()
+
+    # ------------------------------------------- state carried to and from remote workers
+    @classmethod
+    def carry_state(cls, config: Any = None, **_: Any) -> dict[str, bytes]:
+        """What a job on a node without the driver's files needs: a snapshot of the reply
+        cache, and the GGUF files that embedded members name by path."""
+        cfg = load_llm_config(config)
+        state = {f"model/{m.name}": Path(m.model).read_bytes() for m in cfg.members
+                 if m.backend == "embedded" and m.model not in EMBEDDED
+                 and Path(m.model).is_file()}
+        if cfg.cache_path and cfg.cache_mode != "off":
+            state["cache"] = snapshot(cfg.cache_path)
+        return state
+
+    def carried_delta(self) -> dict[str, Any]:
+        """The replies this run added to its (copied) cache."""
+        return {"cache": list(self.cache.added)}
+
+    @classmethod
+    def merge_carried(cls, delta: Mapping[str, Any], config: Any = None, **_: Any) -> None:
+        """On the driver: add a remote job's new replies to the driver's cache."""
+        cfg = load_llm_config(config)
+        if cfg.cache_path and cfg.cache_mode == "read_write" and delta.get("cache"):
+            merge_rows(cfg.cache_path, delta["cache"])
 
     # ------------------------------------------------------------------ policy protocol
     def env_overrides(self) -> dict[str, Any]:

@@ -220,6 +220,7 @@ class JobSpec:
     deterministic: bool = False
     inputs: dict[str, bytes] = field(default_factory=dict)  # files the agent names: path -> bytes
     evaluate: str = "test"  # the window the policy is scored on; sweeps score on validation
+    carried: dict[str, bytes] = field(default_factory=dict)  # policy state for a remote job
 
     @property
     def folder(self) -> Path:
@@ -252,6 +253,13 @@ def folds_for(exp: ExperimentConfig, cfg: Config, md: MarketData) -> list[Fold]:
     gap = f.embargo if f.embargo is not None else embargo_for(cfg)
     return walk_forward(md.n_bars, n_folds=f.n_folds, train=f.train, validation=f.validation,
                         test=f.test, embargo=gap, anchored=f.anchored)
+
+
+def policy_class(agent: dict[str, Any]) -> Any:
+    """The class of a job's policy (None for a trained agent or a saved model's folder)."""
+    if agent.get("train") or not agent.get("policy"):
+        return None
+    return _policy_class(agent["policy"])
 
 
 def _policy_class(spec: str) -> Any:

@@ -172,6 +172,14 @@ def _materialise(spec: JobSpec, where: Path) -> dict[str, Any]:
     if agent.get("policy"):
         agent["policy"] = moved(agent["policy"])
     agent["kwargs"] = {k: moved(v) for k, v in agent.get("kwargs", {}).items()}
+    if spec.carried:  # the driver's state of this policy (an LLM's reply cache), copied here
+        carried = {}
+        for role, content in spec.carried.items():
+            path = where / "carried" / role
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+            carried[role] = str(path)
+        agent["kwargs"]["carried"] = carried
     if agent.get("train") and agent["train"].get("agent_config"):
         agent["train"]["agent_config"] = moved(agent["train"]["agent_config"])
     if agent.get("train") and agent["train"].get("from_sweep"):
@@ -199,7 +207,8 @@ def _policy(agent: dict[str, Any], spec: JobSpec, cfg: Config, md: MarketData, w
     return sb3.load_policy(work / "model", name=agent["name"])
 
 
-def _evaluate(spec: JobSpec, md: MarketData | None, work: Path) -> dict[str, Any]:
+def _evaluate(spec: JobSpec, md: MarketData | None, work: Path
+              ) -> tuple[dict[str, Any], dict[str, Any]]:
     from ffe_gym.evaluation.rollout import env_for, rollout
     from ffe_gym.evaluation.statistics import block_bootstrap_sharpe_ci, sharpe
 
@@ -215,6 +224,8 @@ def _evaluate(spec: JobSpec, md: MarketData | None, work: Path) -> dict[str, Any
         start, stop = spec.windows[spec.evaluate]
         result = rollout(policy, env, window=(start, stop - 1), seed=spec.seed,
                          risk_free=spec.risk_free)
+        delta = policy.carried_delta() if spec.carried and hasattr(policy, "carried_delta") \
+            else {}
     finally:
         close = getattr(policy, "close", None)
         if close is not None:
@@ -251,7 +262,7 @@ def _evaluate(spec: JobSpec, md: MarketData | None, work: Path) -> dict[str, Any
         extra={"job": asdict(spec) | {"config": None, "inputs": sorted(spec.inputs)}}),
         indent=2, default=str) + "\n")
     (work / "metrics.json").write_text(json.dumps(row, indent=2, default=str) + "\n")
-    return row
+    return row, delta
 
 
 def holding_bars(trades: pd.DataFrame) -> float | None:
@@ -276,16 +287,17 @@ def holding_bars(trades: pd.DataFrame) -> float | None:
 def compute_job(spec: JobSpec, market: MarketData | None = None) -> dict[str, Any]:
     """Compute one job in a private temporary folder; never raises for the job's own errors.
 
-    :returns: ``{"row": ..., "files": {relative path: bytes}}``, or ``{"error": ...,
+    :returns: ``{"row": ..., "files": {relative path: bytes}}`` (plus ``"carried"``: the
+        policy state a remote job sends home, e.g. new LLM replies), or ``{"error": ...,
         "traceback": ...}`` when the job failed.
     """
     work = Path(tempfile.mkdtemp(prefix="ffe-job-"))
     try:
-        row = _evaluate(spec, market, work)
+        row, delta = _evaluate(spec, market, work)
         files = {p.relative_to(work).as_posix(): p.read_bytes()
                  for p in sorted(work.rglob("*")) if p.is_file()
-                 and not p.relative_to(work).as_posix().startswith("inputs/")}
-        return {"row": row, "files": files}
+                 and p.relative_to(work).parts[0] not in ("inputs", "carried")}
+        return {"row": row, "files": files} | ({"carried": delta} if delta else {})
     except Exception as exc:  # the job's failure is data for the grid, not a crash
         return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
     finally:

@@ -15,11 +15,14 @@ local one; usage stats and the dashboard are off). Whatever the backend:
   agent, variant, dataset, fold, seed and the error) and every other job still completes; the
   jobs a dead pool worker took down with it are run again, one at a time, to find the culprit;
 * the seeds of one agent on one window run one after another in the same worker (a chain), so
-  an agent whose replies are cached (the LLM ensemble) computes them once, not in a race.
+  an agent whose replies are cached (the LLM ensemble) computes them once, not in a race;
+* on Ray a policy's own state travels too (:func:`carry`): the LLM ensemble's reply cache goes
+  out as a snapshot, the replies a job adds come back, and the driver merges them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -33,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ffe_gym.data import MarketData
-from ffe_gym.evaluation.experiment import JobSpec, market_for
+from ffe_gym.evaluation.experiment import JobSpec, market_for, policy_class
 from ffe_gym.evaluation.jobs import (
     JobLock,
     clean_temporary,
@@ -142,6 +145,9 @@ def run_jobs(specs: Sequence[JobSpec], backend: str = "serial", workers: int | N
                 done(i, failure_row(spec, result["error"], result.get("traceback", "")))
             else:
                 write_job(spec, result, Path(spec.root) / spec.experiment)
+                if result.get("carried"):  # a remote job's new policy state (LLM replies)
+                    policy_class(spec.agent).merge_carried(result["carried"],
+                                                           **spec.agent["kwargs"])
                 done(i, result["row"] | {"reuse": state})
         finally:
             lock = locks.pop(i, None)
@@ -305,7 +311,7 @@ def _run_ray(specs, groups, address, workers, claimed, finish) -> None:
     try:
         markets = {h: ray.put(md) for h, md in _markets(specs, groups).items()}
         remote = ray.remote(num_cpus=1, max_retries=0)(compute_chain)
-        refs = {remote.remote([specs[i] for i in g], markets[specs[g[0]].data_hash]): g
+        refs = {remote.remote([carry(specs[i]) for i in g], markets[specs[g[0]].data_hash]): g
                 for g in groups}
         pending = list(refs)
         while pending:
@@ -322,6 +328,18 @@ def _run_ray(specs, groups, address, workers, claimed, finish) -> None:
     finally:
         if started:
             ray.shutdown()
+
+
+def carry(spec: JobSpec) -> JobSpec:
+    """``spec`` with the driver's state of its policy attached (``carry_state``: an LLM
+    ensemble's reply cache), for a node that may not share the driver's filesystem; the job
+    sends what it added back (``carried_delta``) and the driver merges it
+    (``merge_carried``), so replays stay exact on a cluster."""
+    cls = policy_class(spec.agent)
+    if cls is None or not hasattr(cls, "carry_state"):
+        return spec
+    state = cls.carry_state(**spec.agent["kwargs"])
+    return dataclasses.replace(spec, carried=state) if state else spec
 
 
 def _ray_auth_env() -> None:
