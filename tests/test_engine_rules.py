@@ -733,3 +733,31 @@ def test_drawdown_from_initial_with_flat_stop_resets_its_reference():
         pf.step_signals(*signals(1, a0=(1, 1.0)))
     assert sum(1 for f in fills(pf) if f[L.F_REASON] == L.PORTFOLIO_STOP) <= 1
     assert pf.acct[0, L.BASE] < 9_400.0
+
+
+def test_portfolio_stop_sells_a_closed_market_at_its_next_real_open():
+    # before: the stop sold B at its carried (stale) close of 100 while its market was shut
+    close = [[100.0, 100.0], [100.0, 100.0], [80.0, 100.0], [80.0, 100.0], [80.0, 70.0],
+             [80.0, 70.0]]
+    open_ = [[100.0, 100.0], [100.0, 100.0], [80.0, 100.0], [80.0, 100.0], [80.0, 75.0],
+             [80.0, 70.0]]
+    tradable = [[1, 1], [1, 1], [1, 0], [1, 0], [1, 1], [1, 1]]
+    md = market(close, open_=open_, tradable=tradable)
+    for mode in ("terminate", "flat"):
+        cfg = bare(portfolio={"max_drawdown": 0.05}, sizing={"risk_per_trade": 0.5},
+                   risk={"on_portfolio_stop": mode, "cooldown_bars": 0})
+        pf = book(md, cfg)
+        pf.step_signals(*signals(2, a0=(1, 1.0), a1=(1, 1.0)))  # bar 0 -> 1: both held
+        pf.step_signals(*signals(2))  # bar 2: A falls 20%: stop; B's market is closed
+        f = fills(pf)
+        stop = f[f[:, L.F_REASON] == L.PORTFOLIO_STOP]
+        assert [int(x[L.F_ASSET]) for x in stop] == [0] and stop[0][L.F_PRICE] == 80.0
+        assert pf.units[0, 1] > 0 and pf.refusals()["pending_liquidation"] == 1
+        assert pf.status[0] == L.RUNNING
+        pf.step_signals(*signals(2, a0=(1, 1.0)))  # bar 3: still closed; no opening yet
+        assert pf.refused[0, 0] == L.R_COOLDOWN and pf.units[0, 1] > 0
+        pf.step_signals(*signals(2))  # bar 4: B opens at 75: sold there, not at 100 or 70
+        f = fills(pf)
+        assert f[-1][L.F_REASON] == L.PORTFOLIO_STOP and f[-1][L.F_PRICE] == 75.0
+        assert pf.units[0, 1] == 0.0
+        assert pf.status[0] == (L.STOPPED if mode == "terminate" else L.RUNNING)

@@ -207,6 +207,8 @@ class Portfolio:
         self.clock[sel, L.END] = end_arr[sel]
         self.clock[sel, L.COOLDOWN] = 0
         self.clock[sel, L.STATUS] = L.RUNNING
+        self.clock[sel, L.WAITING] = 0
+        self.clock[sel, L.STOP_WAIT] = 0
         self.count[sel] = 0
         self.n_fills[sel] = 0
         self.n_curve[sel] = 0

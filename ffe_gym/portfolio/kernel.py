@@ -13,7 +13,9 @@ refer to the design's "one decision step"):
      check is repeated at the fill and a long opening is scaled down rather than overdrawing.
 6.   Each bar after the fill: stop-loss / take-profit (intrabar or on the close); levels are
      fractions of the entry, or multiples of the asset's volatility fixed at entry.
-7.   Mark to market, borrow on shorts, portfolio drawdown stop, ruin.
+7.   Mark to market, borrow on shorts, portfolio drawdown stop, ruin. The stop sells a closed
+     market's position at that market's next real open (counted), never at its carried close;
+     openings wait until every such sale is done, and a terminating stop ends the book then.
 
 Windows of returns end at the decision bar t (inclusive): only bars <= t are used.
 """
@@ -412,7 +414,7 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
         if prio[i] < 0.0:
             break
         new = units_after[i] == 0.0
-        if clock[b, L.COOLDOWN] > 0:
+        if clock[b, L.COOLDOWN] > 0 or clock[b, L.WAITING] > 0:  # after a portfolio stop
             _refuse(refused, count, b, i, L.R_COOLDOWN)
             continue
         if new and t < pos[b, i, L.REENTRY]:
@@ -517,9 +519,19 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
     per_bar_borrow = 1.0 / p[L.P_PERIODS_PER_YEAR]
     j = 0
     for s in range(t + 1, t_next + 1):
+        ended = False
         for i in range(N):
             u = pos[b, i, L.UNITS]
             if u == 0.0 or not tradable[s, i]:
+                continue
+            if pos[b, i, L.PENDING] > 0.0:  # the portfolio stop's sale, at the first real open
+                px = o[s, i] * (1.0 - np.sign(u) * _slippage(R, s, i, slip, p))
+                nf = _fill(pos, acct, fills, b, nf, s, i, -u, px, fee_rate[i], fixed_fee[i],
+                           L.PORTFOLIO_STOP, np.nan, np.nan)
+                pos[b, i, L.PENDING] = 0.0
+                clock[b, L.WAITING] -= 1
+                if clock[b, L.WAITING] == 0 and clock[b, L.STOP_WAIT] > 0:
+                    ended = True  # a terminating stop has sold its last position
                 continue
             level, why = _exit_level(u, pos[b, i, L.STOP], pos[b, i, L.TARGET],
                                      o[s, i], h[s, i], lo_[s, i], c[s, i], intrabar)
@@ -546,21 +558,36 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
         if eq > acct[b, L.PEAK]:
             acct[b, L.PEAK] = eq
         ref = acct[b, L.BASE] if p[L.P_DD_FROM_INITIAL] > 0.0 else acct[b, L.PEAK]
-        if eq < ref * (1.0 - p[L.P_MAX_DRAWDOWN]):
+        if eq < ref * (1.0 - p[L.P_MAX_DRAWDOWN]) and clock[b, L.WAITING] == 0:
             for i in range(N):
                 u = pos[b, i, L.UNITS]
-                if u != 0.0:
+                if u == 0.0:
+                    continue
+                if tradable[s, i]:
                     px = c[s, i] * (1.0 - np.sign(u) * _slippage(R, s, i, slip, p))
                     nf = _fill(pos, acct, fills, b, nf, s, i, -u, px, fee_rate[i],
                                fixed_fee[i], L.PORTFOLIO_STOP, np.nan, np.nan)
+                else:  # a closed market: never sold at its carried close; at its next open
+                    pos[b, i, L.PENDING] = 1.0
+                    clock[b, L.WAITING] += 1
+                    count[b, L.C_PENDING] += 1
             eq = acct[b, L.CASH]
             gross = 0.0
+            for i in range(N):
+                u = pos[b, i, L.UNITS]
+                if u != 0.0:  # waiting for its market: still marked at the carried close
+                    eq += u * c[s, i]
+                    gross += abs(u * c[s, i])
             if p[L.P_STOP_FLAT] > 0.0:
                 clock[b, L.COOLDOWN] = int(p[L.P_COOLDOWN])
                 acct[b, L.PEAK] = eq
                 acct[b, L.BASE] = eq  # the reference after a flat stop: from here on
+            elif clock[b, L.WAITING] > 0:
+                clock[b, L.STOP_WAIT] = 1  # ends once the closed markets are sold
             else:
                 clock[b, L.STATUS] = L.STOPPED
+        if ended:
+            clock[b, L.STATUS] = L.STOPPED
         if eq <= p[L.P_RUIN] and clock[b, L.STATUS] == L.RUNNING:
             clock[b, L.STATUS] = L.RUINED
         acct[b, L.EQUITY] = eq

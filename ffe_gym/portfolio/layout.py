@@ -24,7 +24,8 @@ OPEN_FEES = 9  # entry fees of the open position not yet attributed to a closing
 GROSS_WIN = 10  # sum of net P&L of winning closing fills
 GROSS_LOSS = 11  # sum of -net P&L of losing closing fills
 REENTRY = 12  # openings of this asset are refused at decision bars t < REENTRY (after an exit)
-NPOS = 13
+PENDING = 13  # 1: the portfolio stop must sell this position at its market's next real open
+NPOS = 14
 
 # --- per book (acct[b, :])
 CASH = 0
@@ -41,7 +42,9 @@ BAR = 0  # current bar: the last bar whose close has been seen
 END = 1  # last bar of this book's window
 COOLDOWN = 2  # bars left during which openings are blocked
 STATUS = 3
-NCLOCK = 4
+WAITING = 4  # positions of closed markets the portfolio stop still has to liquidate
+STOP_WAIT = 5  # 1: a terminating portfolio stop ends the book once WAITING reaches 0
+NCLOCK = 6
 
 # statuses
 RUNNING = 0
@@ -64,9 +67,11 @@ R_CASH_AT_FILL = 9
 R_ZERO_SIZE = 10
 R_REENTRY = 11  # the asset left through its stop-loss or take-profit less than reentry_bars ago
 C_SCALED = 12  # orders scaled down (count only)
-NCOUNT = 13
+C_PENDING = 13  # portfolio-stop liquidations of closed markets deferred to their next open
+NCOUNT = 14
 REFUSAL_NAMES = ("", "max_positions", "cash", "short_cap", "gross_cap", "var", "cooldown",
-                 "not_tradable", "no_shorting", "cash_at_fill", "zero_size", "reentry", "scaled")
+                 "not_tradable", "no_shorting", "cash_at_fill", "zero_size", "reentry", "scaled",
+                 "pending_liquidation")
 
 # --- fills (fills[b, k, :])
 F_BAR = 0
