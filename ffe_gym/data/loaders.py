@@ -48,6 +48,15 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise DataError("no such file or directory", file=str(path))
     try:
         if path.suffix.lower() == ".csv":
+            head = pd.read_csv(path, header=None, nrows=3, dtype=str)
+            first = [str(x).strip().lower() for x in head.iloc[:, 0]]
+            if len(first) >= 2 and first[:2] == ["price", "ticker"]:  # yfinance's CSV
+                frame = pd.read_csv(path, header=[0, 1], index_col=0,
+                                    skiprows=[2] if len(first) > 2 and first[2] in (
+                                        "date", "datetime") else None)
+                frame.index = pd.to_datetime(frame.index, utc=True)
+                frame.columns = frame.columns.set_names([None, None])
+                return frame
             return pd.read_csv(path)
         if path.suffix.lower() in (".parquet", ".pq"):
             return pd.read_parquet(path)
@@ -264,17 +273,103 @@ def _split_table(table: pd.DataFrame, file: str) -> dict[str, pd.DataFrame]:
     return out
 
 
-def load_market(source: str | Path, *, symbols: Iterable[str] | None = None,
-                calendar: str = "intersection", max_fill_bars: int = 120, min_bars: int = 2,
-                start: str | None = None, end: str | None = None) -> MarketData:
-    """Load a file or a directory of files into an aligned :class:`MarketData`.
+VENDOR_COLUMNS = {  # recognised short names (polygon's aggregates) -> ours
+    "t": "time", "o": "open", "h": "high", "l": "low", "c": "close", "v": "volume",
+}
 
-    :param source: a CSV/Parquet file, a directory of them, or a packaged source (``arch``:
-        see :mod:`ffe_gym.data.packaged`).
+
+def normalise(frame: pd.DataFrame, columns: Mapping[str, str] | None = None,
+              adjusted: bool = False, where: str = "DataFrame") -> pd.DataFrame:
+    """A vendor's frame in one of the accepted layouts.
+
+    * ``columns`` renames columns (``{"Date": "time", "Last": "close"}``); polygon's ``t, o, h,
+      l, c, v`` are recognised without it.
+    * An index that holds the symbol (Alpaca's ``bars.df``: a (symbol, timestamp) MultiIndex)
+      or the time is moved into columns.
+    * ``adjusted`` uses ``Adj Close`` as the close and scales open, high and low by
+      ``Adj Close / Close`` (splits and dividends), per row.
+    """
+    f = frame.copy()
+    if columns:
+        missing = [c for c in columns if c not in f.columns]
+        if missing:
+            raise DataError(f"columns mapping names {missing[0]!r}, which is not a column "
+                            f"(have: {', '.join(map(str, f.columns))})", file=where)
+        f = f.rename(columns=dict(columns))
+    elif not isinstance(f.columns, pd.MultiIndex):
+        names = {str(c) for c in f.columns}
+        if {"t", "o", "h", "l", "c"} <= names and not names & {"open", "close", "time"}:
+            f = f.rename(columns=VENDOR_COLUMNS)
+    if isinstance(f.index, pd.MultiIndex) and "symbol" in (f.index.names or []):
+        f = f.reset_index()
+        stamp = next((n for n in f.columns if str(n).lower() in TIME_COLUMNS), None)
+        if stamp is None:
+            raise DataError("a (symbol, time) index needs a level named timestamp or time",
+                            file=where)
+    if adjusted:
+        f = _adjusted(f, where)
+    return f
+
+
+def _adjusted(f: pd.DataFrame, where: str) -> pd.DataFrame:
+    def adjust(part: pd.DataFrame) -> pd.DataFrame:
+        cols = {str(c).lower(): c for c in part.columns}
+        if "adj close" not in cols or "close" not in cols:
+            raise DataError("adjusted needs 'Adj Close' and 'Close' columns", file=where)
+        factor = part[cols["adj close"]] / part[cols["close"]]
+        out = part.drop(columns=[cols["adj close"]])
+        for c in ("open", "high", "low"):
+            if c in cols:
+                out[cols[c]] = part[cols[c]] * factor
+        out[cols["close"]] = part[cols["adj close"]]
+        return out
+
+    if isinstance(f.columns, pd.MultiIndex):  # yfinance: (field, ticker) or (ticker, field)
+        level = 0 if "Adj Close" in f.columns.get_level_values(0) else 1
+        parts = {k: adjust(f.xs(k, axis=1, level=1 - level))
+                 for k in dict.fromkeys(f.columns.get_level_values(1 - level))}
+        return pd.concat(parts, axis=1).swaplevel(0, 1, axis=1) if level == 0 else \
+            pd.concat(parts, axis=1)
+    return adjust(f)
+
+
+def frames_of(data: pd.DataFrame | Mapping[str, pd.DataFrame], *,
+              columns: Mapping[str, str] | None = None, adjusted: bool = False
+              ) -> dict[str, pd.DataFrame]:
+    """Per-symbol frames of an in-memory source: a long frame (``time, symbol, ...``), a wide
+    close-only frame, a yfinance-style frame with (field, ticker) columns, one symbol's OHLCV
+    frame, or a mapping of symbol -> frame."""
+    if isinstance(data, Mapping):
+        return {str(k): normalise(v, columns, adjusted, f"DataFrame of {k}")
+                for k, v in data.items()}
+    if isinstance(data, pd.DataFrame):
+        return _split_table(normalise(data, columns, adjusted), "DataFrame")
+    raise DataError(f"expected a DataFrame or a mapping of DataFrames, got "
+                    f"{type(data).__name__}")
+
+
+def load_market(source: str | Path | pd.DataFrame | Mapping[str, pd.DataFrame], *,
+                symbols: Iterable[str] | None = None, calendar: str = "intersection",
+                max_fill_bars: int = 120, min_bars: int = 2, start: str | None = None,
+                end: str | None = None, columns: Mapping[str, str] | None = None,
+                adjusted: bool = False) -> MarketData:
+    """Load files, a directory, a packaged source or in-memory frames into an aligned
+    :class:`MarketData`.
+
+    :param source: a CSV/Parquet file, a directory of them, a packaged source (``arch``: see
+        :mod:`ffe_gym.data.packaged`), a DataFrame (long, wide close-only, yfinance-style
+        MultiIndex columns, one symbol's bars, Alpaca's (symbol, timestamp) index) or a
+        mapping of symbol -> DataFrame.
     :param symbols: keep these (in this order); an unknown one raises :class:`DataError`.
     :param calendar: ``intersection`` or ``union``.
     :param start, end: optional inclusive date bounds applied after alignment.
+    :param columns: rename columns first (``{"t": "time", ...}``); see :func:`normalise`.
+    :param adjusted: use ``Adj Close`` and scale open, high and low to it.
     """
+    if isinstance(source, (pd.DataFrame, Mapping)):
+        frames = frames_of(source, columns=columns, adjusted=adjusted)
+        return _from_named(frames, {}, symbols, "DataFrame", calendar=calendar,
+                           max_fill_bars=max_fill_bars, min_bars=min_bars, start=start, end=end)
     if is_packaged(str(source)):
         frames, files, _ = packaged_frames(str(source), symbols)
         md = from_frames(frames, calendar=calendar, max_fill_bars=max_fill_bars,
@@ -296,15 +391,23 @@ def load_market(source: str | Path, *, symbols: Iterable[str] | None = None,
     else:
         for sym, frame in _split_table(read_table(path), str(path)).items():
             frames[sym], files[sym] = frame, str(path)
+    if columns or adjusted:
+        frames = {k: normalise(v, columns, adjusted, files[k]) for k, v in frames.items()}
+    return _from_named(frames, files, symbols, str(path), calendar=calendar,
+                       max_fill_bars=max_fill_bars, min_bars=min_bars, start=start, end=end)
+
+
+def _from_named(frames, files, symbols, source: str, *, calendar, max_fill_bars, min_bars,
+                start, end) -> MarketData:
     if symbols is not None:
         wanted = list(symbols)
         unknown = [s for s in wanted if s not in frames]
         if unknown:
             raise DataError(f"unknown symbol {unknown[0]!r} (available: {', '.join(frames)})",
-                            file=str(path), symbol=unknown[0])
+                            file=source, symbol=unknown[0])
         frames = {s: frames[s] for s in wanted}
     md = from_frames(frames, calendar=calendar, max_fill_bars=max_fill_bars, min_bars=min_bars,
-                     files=files, source=str(path))
+                     files=files, source=source)
     return restrict_dates(md, start, end, min_bars=min_bars)
 
 

@@ -25,18 +25,19 @@ from ffe_gym.portfolio import layout as L
 from ffe_gym.portfolio.book import ruin_floor
 
 
-def resolve_market(data: MarketData | str | Path | None, cfg: Config) -> MarketData:
+def resolve_market(data: Any, cfg: Config) -> MarketData:
     """``data`` as given, loaded from a path with ``cfg.data``'s settings, or from config."""
     if isinstance(data, MarketData):
         return data
     if data is None:
         return market_from_config(cfg.data)
-    if isinstance(data, (str, Path)):
+    if isinstance(data, (str, Path, pd.DataFrame, Mapping)):
         d = cfg.data
         return load_market(data, symbols=d.symbols, calendar=d.calendar,
                            max_fill_bars=d.max_fill_bars, min_bars=d.min_bars, start=d.start,
                            end=d.end)
-    raise TypeError(f"data must be MarketData, a path or None, got {type(data).__name__}")
+    raise TypeError(f"data must be MarketData, a path, a DataFrame (or a mapping of them) or "
+                    f"None, got {type(data).__name__}")
 
 
 class EnvCore:
