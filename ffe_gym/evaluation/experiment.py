@@ -302,15 +302,16 @@ def agent_files(agent: AgentEntry) -> dict[str, bytes]:
             sb3 = importlib.import_module("ffe_agents.sb3")
             agent.train.agent_config = str(sb3.default_agent_config(agent.train.agent))
             named.append(agent.train.agent_config)
-    if agent.policy is not None and ":" not in agent.policy:
-        named.append(agent.policy)
+    folder = agent.policy if agent.policy is not None and ":" not in agent.policy else None
+    if folder is not None:
+        named.append(folder)
     named += [v for v in agent.kwargs.values() if isinstance(v, str) and len(v) < 4096]
     out: dict[str, bytes] = {}
     for name in named:
         path = Path(name)
         if path.is_file():
             out[name] = path.read_bytes()
-        elif path.is_dir():
+        elif path.is_dir() and name == folder:  # a trained run; a folder kwarg is not shipped
             for f in sorted(path.rglob("*")):
                 rel = f.relative_to(path)
                 if f.is_file() and rel.parts[0] not in SKIP_DIRS:
