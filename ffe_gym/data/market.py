@@ -195,13 +195,13 @@ def infer_periods_per_year(index: pd.DatetimeIndex) -> float:
     return float(min(candidates, key=lambda c: abs(np.log(observed / c))))
 
 
-def calendar_gaps(index: pd.DatetimeIndex, min_days: float = 4.0) -> list[tuple[str, str]]:
-    """Stretches without a bar longer than ``min_days`` days and 3 median bar spacings
+def calendar_gaps(index: pd.DatetimeIndex, min_days: float = 7.0) -> list[tuple[str, str]]:
+    """Stretches without a bar of at least ``min_days`` days and 3 median bar spacings
     (weekends and ordinary holidays are shorter): (last bar before, first bar after)."""
     if len(index) < 3:
         return []
     ns = index.as_unit("ns").asi8
     d = np.diff(ns)
     limit = max(3.0 * float(np.median(d)), min_days * 86400e9)
-    at = np.flatnonzero(d > limit)
+    at = np.flatnonzero(d >= limit)
     return [(str(index[k]), str(index[k + 1])) for k in at]
