@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -449,3 +450,36 @@ def test_identity_covers_code_version_seed_window_and_agent_files(tmp_path, monk
     assert changed_file != base
     monkeypatch.setattr(manifest, "source_digest", lambda: "other code")
     assert ident() != changed_file
+
+
+def test_a_trained_run_as_policy_travels_with_its_jobs(tmp_path):
+    """A saved model and its normalisation statistics go inside the job's spec, so a worker
+    without the driver's folder evaluates exactly what the identity hashed."""
+    from ffe_gym.config import Config, from_dict
+
+    sb3 = pytest.importorskip("ffe_agents.sb3")
+    agent = tmp_path / "ppo.yaml"
+    agent.write_text("ffe/Portfolio-v0:\n  n_timesteps: 128\n  policy: MultiInputPolicy\n"
+                     "  n_envs: 2\n  normalize: true\n  n_steps: 64\n  batch_size: 64\n"
+                     "  n_epochs: 1\n  policy_kwargs: {net_arch: [16]}\n")
+    exp_path = tiny_experiment(tmp_path, agents=[])
+    exp = ex.load_experiment(exp_path)
+    cfg = ex.dataset_config(exp, exp.datasets[0])
+    cfg = from_dict(Config, ex.to_dict(cfg) | {"train": {"eval_freq": 1000,
+                                                          "checkpoint_freq": 1000}})
+    run = tmp_path / "ppo-run"
+    sb3.train(sb3.load_agent_spec(agent, algo="ppo"), cfg, ex.market_for(cfg), run, seed=0,
+              timesteps=128, progress=False)
+    path = tiny_experiment(tmp_path, agents=[{"name": "trained", "policy": str(run)}])
+    specs = ex.jobs(ex.load_experiment(path), tmp_path / "runs")
+    trained = [s for s in specs if s.agent["name"] == "trained"]
+    names = set(trained[0].inputs)
+    assert f"{run}/model.zip" in names and f"{run}/vecnormalize.pkl" in names
+    assert not any("/tb/" in n or "/checkpoints/" in n for n in names)
+    first = runner.run_jobs(specs, "serial", progress=False)
+    run.rename(tmp_path / "moved-away")  # the driver's folder is gone: the spec carries it
+    again = runner.run_jobs([dataclasses.replace(s, root=str(tmp_path / "runs2"))
+                             for s in specs], "serial", progress=False)
+    key = [(r["agent"], r["fold"], r["final_equity"]) for r in first]
+    assert key == [(r["agent"], r["fold"], r["final_equity"]) for r in again]
+    assert all(r["reuse"] == "new" for r in again)
