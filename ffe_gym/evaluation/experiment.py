@@ -334,8 +334,13 @@ def apply_sweep(agent: AgentEntry) -> None:
     agent.train.trials = int(result["trials"])
 
 
+def digests_of(files: dict[str, bytes]) -> dict[str, str]:
+    """sha256 of each file's content: what a job's identity holds of the files it names."""
+    return {k: hashlib.sha256(v).hexdigest() for k, v in files.items()}
+
+
 def _file_digests(agent: AgentEntry) -> dict[str, str]:
-    return {k: hashlib.sha256(v).hexdigest() for k, v in agent_files(agent).items()}
+    return digests_of(agent_files(agent))
 
 
 def job_identity(config: dict[str, Any], data_hash: str, agent: AgentEntry,
@@ -374,8 +379,7 @@ def jobs(exp: ExperimentConfig, root: str | Path) -> list[JobSpec]:
         if a.train is not None and a.train.from_sweep:
             apply_sweep(a)
     files = {a.name: agent_files(a) for a in exp.agents}
-    digests = {k: {n: hashlib.sha256(v).hexdigest() for n, v in f.items()}
-               for k, f in files.items()}
+    digests = {k: digests_of(f) for k, f in files.items()}
     for d in exp.datasets:
         base = dataset_config(exp, d)
         md = market_for(base)

@@ -198,15 +198,11 @@ def run_jobs(specs: Sequence[JobSpec], backend: str = "serial", workers: int | N
     return [r for r in results if r is not None]
 
 
-_DRIVER_MARKETS: dict[str, MarketData] = {}
-
-
 def _market(spec: JobSpec) -> MarketData:
-    if spec.data_hash not in _DRIVER_MARKETS:
-        from ffe_gym.config import Config, from_dict
+    """The driver's panel of a job (loaded once per data section by ``market_for``)."""
+    from ffe_gym.config import Config, from_dict
 
-        _DRIVER_MARKETS[spec.data_hash] = market_for(from_dict(Config, spec.config))
-    return _DRIVER_MARKETS[spec.data_hash]
+    return market_for(from_dict(Config, spec.config))
 
 
 def _markets(specs: Sequence[JobSpec], groups: list[list[int]]) -> dict[str, MarketData]:
