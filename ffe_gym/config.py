@@ -95,6 +95,17 @@ class RiskConfig:
     and hourly bars. After a stop-loss or take-profit exit the asset cannot be opened again for
     ``reentry_bars`` bars (``null``: the longest decision interval, so the decision right after
     the exit cannot undo it).
+
+    Margin (Reg-T-like). Without ``allow_borrowing`` collateral is cash: longs are paid in full,
+    short-sale proceeds stay as collateral (they never pay for longs), and after every opening
+    ``cash >= short value * (1 + initial_margin)``; at every close
+    ``cash >= short value * (1 + maintenance_margin)``, else a margin call. With
+    ``allow_borrowing`` cash may go negative (interest ``execution.margin_rate``) and the rules
+    are on equity: ``equity >= initial_margin * gross`` after an opening,
+    ``equity >= maintenance_margin * gross`` at every close. A margin call reduces every
+    position of an open market by one fraction, the smallest that restores the maintenance
+    rule at that close (fees and slippage included); a second call before the next decision
+    closes them in full.
     """
 
     stop_loss: float | None = _bounded(0.02, gt=0, doc="fraction of entry, or k (volatility)")
@@ -113,6 +124,15 @@ class RiskConfig:
     on_portfolio_stop: Literal["terminate", "flat"] = "terminate"
     cooldown_bars: int = _bounded(24, ge=0)
     ruin_floor: float = _bounded(0.01, ge=0, lt=1, doc="share of initial balance (min 1e-9)")
+    initial_margin: float = _bounded(0.5, ge=0, le=10, doc="Reg-T 50%: see the class doc")
+    maintenance_margin: float = _bounded(0.3, ge=0, le=10, doc="checked at every close")
+    allow_borrowing: bool = False
+
+    def __post_init__(self) -> None:
+        if self.maintenance_margin > self.initial_margin:
+            raise ConfigError(f"risk.maintenance_margin: {self.maintenance_margin} is above "
+                              f"risk.initial_margin {self.initial_margin}; an opening would "
+                              "be called at its own close")
 
 
 @dataclass
@@ -135,6 +155,7 @@ class ExecutionConfig:
     slippage: float = _bounded(0.0001, ge=0, lt=1)
     volatility_slippage: float = _bounded(0.0, ge=0, doc="extra slippage per unit of volatility")
     borrow_rate: float = _bounded(0.0, ge=0, doc="per year, charged per bar on short notional")
+    margin_rate: float = _bounded(0.0, ge=0, doc="per year, per bar on negative cash (borrowing)")
     overrides: dict[str, AssetCosts] = field(default_factory=dict)
 
 

@@ -50,6 +50,10 @@ def setups(draw):
             "on_portfolio_stop": draw(st.sampled_from(["terminate", "flat"])),
             "cooldown_bars": 3,
             "ruin_floor": 0.01,
+            "allow_borrowing": draw(st.booleans()),
+            **draw(st.sampled_from([{"initial_margin": 0.5, "maintenance_margin": 0.3},
+                                    {"initial_margin": 1.0, "maintenance_margin": 0.25},
+                                    {"initial_margin": 0.0, "maintenance_margin": 0.0}])),
         },
         "execution": {
             "price": draw(st.sampled_from(["close", "next_open"])),
@@ -58,6 +62,7 @@ def setups(draw):
             "slippage": draw(st.sampled_from([0.0, 0.001])),
             "volatility_slippage": draw(st.sampled_from([0.0, 0.5])),
             "borrow_rate": draw(st.sampled_from([0.0, 0.5])),
+            "margin_rate": draw(st.sampled_from([0.0, 0.2])),
         },
     }
     scheme = draw(st.sampled_from(["signals", "weights"]))
@@ -94,9 +99,22 @@ def _check(pf, cfg):
     held = (units != 0).sum(axis=1)
     if cfg.portfolio.max_positions is not None:
         assert (held <= cfg.portfolio.max_positions).all()
+    # margin: at every close the maintenance rule holds (a margin call restores it), unless the
+    # book is ruined or a position sits in a closed market (it cannot be sold until it opens);
+    # so without borrowing cash is never negative there
+    closed = ((units != 0) & ~md.tradable[pf.bar]).any(axis=1)
+    exempt = (pf.status == L.RUINED) | closed
+    m = cfg.risk.maintenance_margin
+    short = np.clip(-units * close, 0, None).sum(axis=1)
+    if cfg.risk.allow_borrowing:
+        need = eq - m * np.abs(units * close).sum(axis=1)
+    else:
+        need = pf.cash - short * (1 + m)
+        assert ((pf.cash >= -1e-9 * scale) | exempt).all(), pf.cash
+    assert ((need >= -1e-8 * scale) | exempt).all(), (need, pf.status)
     flat = units == 0
     assert np.all(P[..., L.ENTRY][flat] == 0) and np.all(np.isnan(P[..., L.STOP][flat]))
-    assert (pf.n_fills <= 3 * md.n_assets).all()
+    assert (pf.n_fills <= 4 * md.n_assets).all()
     for b in range(pf.n_books):
         if pf.n_curve[b]:
             assert pf.curve[b, pf.n_curve[b] - 1] == eq[b]

@@ -497,7 +497,7 @@ def test_one_ruin_floor_and_never_a_nan():
     # before: ruin_floor 0 and a 99% fee ran on to equity 2.4e-309, rewards summed to +90,865
     # for a true log return of -720, and observations held NaN
     cfg = bare(risk={"ruin_floor": 0.0}, execution={"fee_rate": 0.99},
-               sizing={"risk_per_trade": 1.0})
+               sizing={"risk_per_trade": 0.25})
     rng = np.random.default_rng(0)
     close = 100.0 * np.cumprod(1 + 0.01 * rng.standard_normal((400, 2)), axis=0)
     env = PortfolioEnv(cfg, market(close))

@@ -74,6 +74,10 @@ def build_params(config: Config, market: MarketData,
     p[L.P_STOP_HORIZON] = float(np.median(steps)) if steps.size else 1.0
     p[L.P_RISK_PER_TRADE] = sz.risk_per_trade
     p[L.P_BASE_RISK] = float(sz.base == "risk")
+    p[L.P_INIT_MARGIN] = rk.initial_margin
+    p[L.P_MAINT_MARGIN] = rk.maintenance_margin
+    p[L.P_BORROWING] = float(rk.allow_borrowing)
+    p[L.P_MARGIN_RATE] = ex.margin_rate
     return p
 
 
@@ -166,7 +170,7 @@ class Portfolio:
         self.curve = np.zeros((B, self.max_step_bars))
         self.gross_curve = np.zeros((B, self.max_step_bars))
         self.n_curve = np.zeros(B, dtype=np.int64)
-        self.fills = np.zeros((B, 3 * N + 1, L.NFILL))
+        self.fills = np.zeros((B, 4 * N + 1, L.NFILL))
         self.n_fills = np.zeros(B, dtype=np.int64)
         self.refused = np.zeros((B, N), dtype=np.int64)
         self._dirs = np.zeros((B, N), dtype=np.int8)
@@ -209,6 +213,7 @@ class Portfolio:
         self.clock[sel, L.STATUS] = L.RUNNING
         self.clock[sel, L.WAITING] = 0
         self.clock[sel, L.STOP_WAIT] = 0
+        self.clock[sel, L.CALLED] = 0
         self.count[sel] = 0
         self.n_fills[sel] = 0
         self.n_curve[sel] = 0

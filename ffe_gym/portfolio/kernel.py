@@ -6,16 +6,27 @@ refer to the design's "one decision step"):
 
 1-2. Intents become closing legs (never refused) and opening candidates, ordered by descending
      confidence, ties by asset index. Limits are checked at the decision bar's close, in the
-     order cooldown, re-entry after a stop or target exit, max_positions, size, cash, short
-     cap, gross cap, VaR; a refusal is counted with its reason and changes nothing.
+     order cooldown, re-entry after a stop or target exit, max_positions, size, cash and
+     initial margin, short cap, gross cap, VaR; a refusal is counted with its reason and
+     changes nothing.
 3.   Opening notional = equity * base * factors (see ``_opening_notional``).
 5.   Fills at close[t] or open[t+1] with adverse slippage and fees; with next_open the cash
-     check is repeated at the fill and a long opening is scaled down rather than overdrawing.
+     and margin check is repeated at the fill and an opening is scaled down rather than
+     overdrawing.
 6.   Each bar after the fill: stop-loss / take-profit (intrabar or on the close); levels are
      fractions of the entry, or multiples of the asset's volatility fixed at entry.
-7.   Mark to market, borrow on shorts, portfolio drawdown stop, ruin. The stop sells a closed
-     market's position at that market's next real open (counted), never at its carried close;
-     openings wait until every such sale is done, and a terminating stop ends the book then.
+7.   Mark to market, borrow on shorts, interest on negative cash, maintenance margin (a margin
+     call reduces positions at the close), portfolio drawdown stop, ruin (liquidates). The
+     stop sells a closed market's position at that market's next real open (counted), never
+     at its carried close; openings wait until every such sale is done, and a terminating
+     stop ends the book then.
+
+Margin (``_margin_terms``, ``_margin_call``). Without borrowing collateral is cash: a long is
+paid in full, short proceeds stay in cash as collateral, and the rule is
+``cash >= short_value * (1 + margin)``: initial margin after an opening, maintenance at
+every close. With borrowing: ``equity >= margin * gross``. So cash is never negative at a
+close without borrowing unless every position of an open market is gone and the book is
+ruined.
 
 Windows of returns end at the decision bar t (inclusive): only bars <= t are used.
 """
@@ -204,6 +215,108 @@ def _fill(pos, acct, fills, b, nf, bar, i, q, px, fee_rate, fixed_fee, reason, s
 
 
 @njit(cache=True)
+def _margin_terms(q, ref, px, fr, fixed, cash, net, gross, short, p):
+    """``(num, den)`` of the initial-margin rule for an opening of ``|q|`` units, sign(q),
+    valued at ``ref`` and filled at ``px``: the opening is allowed while ``|q| * den <= num``.
+
+    Without borrowing: ``cash' >= short' * (1 + m)`` after the fill (a long pays
+    ``px (1 + fee)`` per unit; a short brings ``px (1 - fee)`` and adds ``ref`` of short value).
+    With borrowing: ``equity' >= m * gross'``, where the fill costs equity its slippage and fee.
+    """
+    m = p[L.P_INIT_MARGIN]
+    if p[L.P_BORROWING] > 0.0:
+        return (cash + net - m * gross - fixed,
+                m * ref + abs(ref - px) + fr * px)
+    num = cash - short * (1.0 + m) - fixed
+    if q > 0.0:
+        return num, px * (1.0 + fr)
+    return num, ref * (1.0 + m) - px * (1.0 - fr)
+
+
+@njit(cache=True)
+def _margin_call(b, s, c, tradable, R, fee_rate, fixed_fee, slip, p, pos, acct, clock, count,
+                 fills, nf):
+    """Maintenance margin at the close of bar ``s``; returns the new fill count.
+
+    The requirement ``need`` is ``cash - short * (1 + m)`` (``equity - m * gross`` with
+    borrowing) and must be >= 0. Selling a fraction f of every position of an open market
+    changes it by ``f * sum(gain_i) - sum(fixed fees)``: a long's gain is its value net of
+    slippage and fee (without borrowing), anything else ``m * value - costs``. f is the
+    smallest that restores the rule, 1 on a second call before the next decision."""
+    N = c.shape[1]
+    m = p[L.P_MAINT_MARGIN]
+    borrowing = p[L.P_BORROWING] > 0.0
+    cash = acct[b, L.CASH]
+    eq = cash
+    gross = 0.0
+    short = 0.0
+    gain = 0.0
+    fixed = 0.0
+    movable = 0
+    for i in range(N):
+        u = pos[b, i, L.UNITS]
+        if u == 0.0:
+            continue
+        v = u * c[s, i]
+        eq += v
+        gross += abs(v)
+        if u < 0.0:
+            short -= v
+        if tradable[s, i]:
+            px = c[s, i] * (1.0 - np.sign(u) * _slippage(R, s, i, slip, p))
+            cost = abs(u) * abs(c[s, i] - px) + fee_rate[i] * abs(u) * px
+            if u > 0.0 and not borrowing:
+                gain += abs(v) - cost
+            else:
+                gain += m * abs(v) - cost
+            fixed += fixed_fee[i]
+            movable += 1
+    need = eq - m * gross if borrowing else cash - short * (1.0 + m)
+    if movable == 0 or need >= -1e-9 * (1.0 + abs(eq)):
+        return nf
+    f = 1.0
+    if clock[b, L.CALLED] == 0 and gain > 0.0:
+        f = min(1.0, (fixed - need) / gain)
+    clock[b, L.CALLED] = 1
+    count[b, L.C_MARGIN_CALL] += 1
+    for i in range(N):
+        u = pos[b, i, L.UNITS]
+        if u == 0.0 or not tradable[s, i]:
+            continue
+        q = -u if f >= 1.0 else -f * u
+        px = c[s, i] * (1.0 - np.sign(u) * _slippage(R, s, i, slip, p))
+        nf = _fill(pos, acct, fills, b, nf, s, i, q, px, fee_rate[i], fixed_fee[i],
+                   L.MARGIN_CALL, np.nan, np.nan)
+    return nf
+
+
+@njit(cache=True)
+def _liquidate(b, s, c, tradable, R, fee_rate, fixed_fee, slip, p, pos, acct, fills, nf,
+               reason):
+    """Close every position of an open market at bar ``s``'s close; returns the fill count."""
+    for i in range(c.shape[1]):
+        u = pos[b, i, L.UNITS]
+        if u != 0.0 and tradable[s, i]:
+            px = c[s, i] * (1.0 - np.sign(u) * _slippage(R, s, i, slip, p))
+            nf = _fill(pos, acct, fills, b, nf, s, i, -u, px, fee_rate[i], fixed_fee[i],
+                       reason, np.nan, np.nan)
+    return nf
+
+
+@njit(cache=True)
+def _mark(b, s, c, pos, acct):
+    """(equity, gross) of book b at bar ``s``'s close."""
+    eq = acct[b, L.CASH]
+    gross = 0.0
+    for i in range(c.shape[1]):
+        u = pos[b, i, L.UNITS]
+        if u != 0.0:
+            eq += u * c[s, i]
+            gross += abs(u * c[s, i])
+    return eq, gross
+
+
+@njit(cache=True)
 def _exit_level(u, stop, target, o, h, lo, c, intrabar):
     """(price, reason) of a stop or target hit in one bar, or (nan, -1)."""
     if intrabar:
@@ -293,6 +406,7 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
         return
     t = clock[b, L.BAR]
     end = clock[b, L.END]
+    clock[b, L.CALLED] = 0
     if t >= end:
         clock[b, L.STATUS] = L.ENDED
         return
@@ -374,11 +488,14 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
     held = 0
     gross = 0.0
     short = 0.0
+    net = 0.0  # signed value of the shadow book: equity estimate = cash_est + net
+    borrowing = p[L.P_BORROWING] > 0.0
     for i in range(N):
         if units_after[i] != 0.0:
             held += 1
             v = abs(units_after[i]) * c[t, i]
             gross += v
+            net += units_after[i] * c[t, i]
             if units_after[i] < 0.0:
                 short += v
     any_candidate = False
@@ -436,17 +553,18 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
             _refuse(refused, count, b, i, L.R_ZERO_SIZE)
             continue
         px = c[t, i] * (1.0 + np.sign(q) * _slippage(R, fb, i, slip, p))
-        if q > 0.0:
-            cost = q * px + _fee(q, px, fee_rate[i], fixed_fee[i])
-            if cost - cash_est > 1e-9 * (1.0 + abs(cash_est)):  # rounding is not a shortfall
-                room = (cash_est - fixed_fee[i]) / (px * (1.0 + fee_rate[i]))
-                if scheme == WEIGHTS and room > 0.0:
-                    q = room
-                    count[b, L.C_SCALED] += 1
-                    scaled[i] = 1.0
-                else:
-                    _refuse(refused, count, b, i, L.R_CASH)
-                    continue
+        num, den = _margin_terms(q, c[t, i], px, fee_rate[i], fixed_fee[i], cash_est, net,
+                                 gross, short, p)
+        if abs(q) * den - num > 1e-9 * (1.0 + abs(cash_est)):  # rounding is not a shortfall
+            room = num / den if den > 0.0 else 0.0
+            if scheme == WEIGHTS and room > 0.0:
+                q = room if q > 0.0 else -room
+                count[b, L.C_SCALED] += 1
+                scaled[i] = 1.0
+            else:
+                _refuse(refused, count, b, i,
+                        L.R_CASH if q > 0.0 and not borrowing else L.R_MARGIN)
+                continue
         add = abs(q) * c[t, i]
         if q < 0.0 and short + add > p[L.P_SHORT_CAP] * equity:
             _refuse(refused, count, b, i, L.R_SHORT_CAP)
@@ -479,6 +597,7 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
         units_after[i] += q
         held += 1 if new else 0
         gross += add
+        net += q * c[t, i]
         if q < 0.0:
             short += add
         cash_est -= q * px + _fee(q, px, fee_rate[i], fixed_fee[i])
@@ -491,6 +610,17 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
             px = ref * (1.0 + np.sign(q) * _slippage(R, fb, i, slip, p))
             nf = _fill(pos, acct, fills, b, nf, fb, i, q, px, fee_rate[i], fixed_fee[i],
                        L.SIGNAL, np.nan, np.nan)
+    fnet = 0.0  # the book at the fill prices, for the margin check repeated at the fill
+    fgross = 0.0
+    fshort = 0.0
+    for i in range(N):
+        u = pos[b, i, L.UNITS]
+        if u != 0.0:
+            v = u * (o[fb, i] if next_open else c[t, i])
+            fnet += v
+            fgross += abs(v)
+            if u < 0.0:
+                fshort -= v
     for k in range(N):
         i = order[k]
         q = open_q[i]
@@ -500,19 +630,23 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
             continue
         ref = o[fb, i] if next_open else c[t, i]
         px = ref * (1.0 + np.sign(q) * _slippage(R, fb, i, slip, p))
-        if q > 0.0:
-            cash = acct[b, L.CASH]
-            cost = q * px + _fee(q, px, fee_rate[i], fixed_fee[i])
-            if cost - cash > 1e-9 * (1.0 + abs(cash)):
-                room = (cash - fixed_fee[i]) / (px * (1.0 + fee_rate[i]))
-                if room <= 0.0:
-                    _refuse(refused, count, b, i, L.R_CASH_AT_FILL)
-                    continue
-                q = room
-                if scaled[i] == 0.0:  # one scaled order counts once
-                    count[b, L.C_SCALED] += 1
+        cash = acct[b, L.CASH]
+        num, den = _margin_terms(q, ref, px, fee_rate[i], fixed_fee[i], cash, fnet, fgross,
+                                 fshort, p)
+        if abs(q) * den - num > 1e-9 * (1.0 + abs(cash)):
+            room = num / den if den > 0.0 else 0.0
+            if room <= 0.0:
+                _refuse(refused, count, b, i, L.R_CASH_AT_FILL)
+                continue
+            q = room if q > 0.0 else -room
+            if scaled[i] == 0.0:  # one scaled order counts once
+                count[b, L.C_SCALED] += 1
         nf = _fill(pos, acct, fills, b, nf, fb, i, q, px, fee_rate[i], fixed_fee[i],
                    L.SIGNAL, sl_d[i], tp_d[i])
+        fnet += q * ref
+        fgross += abs(q) * ref
+        if q < 0.0:
+            fshort -= q * ref
 
     # ---- 4. the bars up to the next decision: exits, marking, portfolio stop, ruin
     intrabar = p[L.P_INTRABAR] > 0.0
@@ -553,6 +687,20 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
                     acct[b, L.CASH] -= charge
                     pos[b, i, L.BORROW] += charge
                     eq -= charge
+        if acct[b, L.CASH] < 0.0 and p[L.P_MARGIN_RATE] > 0.0 and gross > 0.0:
+            # interest on borrowed cash, charged to the positions it finances by value
+            charge = -acct[b, L.CASH] * p[L.P_MARGIN_RATE] * per_bar_borrow
+            acct[b, L.CASH] -= charge
+            eq -= charge
+            for i in range(N):
+                u = pos[b, i, L.UNITS]
+                if u != 0.0:
+                    pos[b, i, L.BORROW] += charge * abs(u * c[s, i]) / gross
+        k0 = nf
+        nf = _margin_call(b, s, c, tradable, R, fee_rate, fixed_fee, slip, p, pos, acct,
+                          clock, count, fills, nf)
+        if nf != k0:
+            eq, gross = _mark(b, s, c, pos, acct)
         if clock[b, L.COOLDOWN] > 0:
             clock[b, L.COOLDOWN] -= 1
         if eq > acct[b, L.PEAK]:
@@ -589,6 +737,9 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
         if ended:
             clock[b, L.STATUS] = L.STOPPED
         if eq <= p[L.P_RUIN] and clock[b, L.STATUS] == L.RUNNING:
+            nf = _liquidate(b, s, c, tradable, R, fee_rate, fixed_fee, slip, p, pos, acct,
+                            fills, nf, L.RUIN)
+            eq, gross = _mark(b, s, c, pos, acct)
             clock[b, L.STATUS] = L.RUINED
         acct[b, L.EQUITY] = eq
         acct[b, L.GROSS] = gross

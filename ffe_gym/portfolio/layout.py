@@ -44,7 +44,8 @@ COOLDOWN = 2  # bars left during which openings are blocked
 STATUS = 3
 WAITING = 4  # positions of closed markets the portfolio stop still has to liquidate
 STOP_WAIT = 5  # 1: a terminating portfolio stop ends the book once WAITING reaches 0
-NCLOCK = 6
+CALLED = 6  # 1: a margin call happened since the last decision (a second one closes in full)
+NCLOCK = 7
 
 # statuses
 RUNNING = 0
@@ -68,10 +69,12 @@ R_ZERO_SIZE = 10
 R_REENTRY = 11  # the asset left through its stop-loss or take-profit less than reentry_bars ago
 C_SCALED = 12  # orders scaled down (count only)
 C_PENDING = 13  # portfolio-stop liquidations of closed markets deferred to their next open
-NCOUNT = 14
+R_MARGIN = 14  # an opening the initial margin does not allow (shorts; every opening with borrowing)
+C_MARGIN_CALL = 15  # margin calls: bars whose close broke the maintenance margin (count only)
+NCOUNT = 16
 REFUSAL_NAMES = ("", "max_positions", "cash", "short_cap", "gross_cap", "var", "cooldown",
                  "not_tradable", "no_shorting", "cash_at_fill", "zero_size", "reentry", "scaled",
-                 "pending_liquidation")
+                 "pending_liquidation", "margin", "margin_call")
 
 # --- fills (fills[b, k, :])
 F_BAR = 0
@@ -90,7 +93,9 @@ SIGNAL = 0
 STOP_LOSS = 1
 TAKE_PROFIT = 2
 PORTFOLIO_STOP = 3
-REASON_NAMES = ("signal", "stop", "take_profit", "portfolio_stop")
+MARGIN_CALL = 4  # reduced at a close that broke the maintenance margin
+RUIN = 5  # liquidated when equity reached the ruin floor
+REASON_NAMES = ("signal", "stop", "take_profit", "portfolio_stop", "margin_call", "ruin")
 
 # --- summary of one book (summary.summarize: book[:], assets[i, :])
 B_EQUITY, B_CASH, B_DRAWDOWN, B_VAR, B_GROSS, B_NET, B_FEES, B_BORROW, B_PNL = range(9)
@@ -133,7 +138,11 @@ P_STOP_VOL = 29  # 1: stop_loss / take_profit are multiples of sigma_bar * sqrt(
 P_STOP_HORIZON = 30  # median bars per decision
 P_RISK_PER_TRADE = 31
 P_BASE_RISK = 32  # 1: sizing base is risk_per_trade / stop distance
-NPARAM = 33
+P_INIT_MARGIN = 33  # initial margin (see kernel._margin_terms)
+P_MAINT_MARGIN = 34  # maintenance margin, checked at every close
+P_BORROWING = 35  # 1: cash may go negative (longs on credit); margin on gross exposure
+P_MARGIN_RATE = 36  # per year, charged per bar on negative cash
+NPARAM = 37
 
 # action schemes of the kernel
 SIGNALS = 0
