@@ -97,6 +97,42 @@ def test_parse_joint_salvages_a_reply_cut_off_mid_way():
                                                   ("HOLD", "fallback")]
 
 
+def test_confidence_scale_is_settled_per_reply_and_the_repair_recorded():
+    # before: "confidence": 2.0 (SmolLM2 ignoring maximum 1) became 0.02, a confident SELL -0.02
+    d = parse_decision('{"action": "SELL", "confidence": 2.0}')
+    assert (d.action, d.confidence, d.repair) == ("SELL", 1.0, "clipped")
+    d = parse_decision('{"action": "SELL", "confidence": 80}')
+    assert (d.confidence, d.repair) == (pytest.approx(0.8), "percent")
+    assets = ["ASSET_1", "ASSET_2", "ASSET_3"]
+    whole = json.dumps({"ASSET_1": {"action": "BUY", "confidence": 70},
+                        "ASSET_2": {"action": "SELL", "confidence": 5},
+                        "ASSET_3": {"action": "HOLD", "confidence": 0}})
+    ds = parse_joint(whole, assets)  # one 0-100 scale over the whole reply
+    assert [d.confidence for d in ds] == pytest.approx([0.7, 0.05, 0.0])
+    assert {d.repair for d in ds} == {"percent"}
+    mixed = json.dumps({"ASSET_1": {"action": "BUY", "confidence": 0.6},
+                        "ASSET_2": {"action": "SELL", "confidence": 3},
+                        "ASSET_3": {"action": "HOLD", "confidence": 1}})
+    ds = parse_joint(mixed, assets)  # not a 0-100 scale: 3 is clipped, the rest as given
+    assert [(d.confidence, d.repair) for d in ds] == [(0.6, ""), (1.0, "clipped"), (1.0, "")]
+    assert parse_decision("SELL, confidence 80%").confidence == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize("text, action", [
+    ("I would not BUY here; SELL with confidence 80%", "SELL"),  # before: BUY 0.8
+    ("Don't sell. BUY, confidence 0.6", "BUY"),
+    ("no reason to SELL, so HOLD", "HOLD"),
+    ("BUY: momentum is not over", "BUY"),
+])
+def test_a_negated_action_word_does_not_count(text, action):
+    assert parse_decision(text).action == action
+    assert parse_decision(text).origin == "keyword"
+
+
+def test_only_negated_action_words_are_unreadable():
+    assert parse_decision("I would never BUY this").origin == "fallback"
+
+
 # ---------------------------------------------------------------- voting
 
 
@@ -129,6 +165,23 @@ def test_fallback_tiers_when_quorum_is_not_met():
     assert (v.tier, v.action, v.confidence) == ("most_confident", "SELL", 0.9)
     v = vote({"a": fb}, {"a": 1.0}, VotingConfig())
     assert (v.tier, v.action) == ("hold", "HOLD")
+
+
+def test_a_zero_confidence_answer_abstains_and_never_hurts_more_than_silence():
+    cfg = VotingConfig(missing_penalty=0.5)
+    w = {"a": 1.0, "b": 1.0}
+    # before: BUY 0.9 + BUY 0.0 voted 0.45, below the 0.675 of BUY 0.9 with b silent
+    beside_zero = vote({"a": D("BUY", 0.9), "b": D("BUY", 0.0)}, w, cfg)
+    beside_none = vote({"a": D("BUY", 0.9), "b": None}, w, cfg)
+    assert beside_zero.confidence == pytest.approx(0.9)
+    assert beside_none.confidence == pytest.approx(0.9 * (1 - 0.5 * 0.5))
+    assert beside_zero.answered == 2 and beside_zero.agreement == 1.0
+    assert vote({"a": D("SELL", 0.9), "b": D("BUY", 0.0)}, w, cfg).action == "SELL"
+    both = vote({"a": D("BUY", 0.0), "b": D("SELL", 0.0)}, w, cfg)
+    assert (both.action, both.confidence, both.tier) == ("HOLD", 0.0, "strategy")
+    maj = vote({"a": D("BUY", 0.8), "b": D("SELL", 0.0), "c": D("SELL", 0.0)},
+               dict.fromkeys("abc", 1.0), VotingConfig(method="majority"))
+    assert (maj.action, maj.confidence) == ("BUY", pytest.approx(0.8))
 
 
 def test_score_tie_goes_to_the_next_tier():
@@ -175,48 +228,86 @@ def test_cache_key_covers_member_options_prompt_and_version_only():
     assert set(k) == {"backend", "model", "options", "prompt", "prompt_version"}
 
 
-def _writer(path, offset):
+def _writer(path, offset, n=500):
     c = ReplyCache(path)
-    for i in range(100):
+    for i in range(n):
         c.put(f"k{offset + i}", backend="b", model="m", digest=None, reply={"text": str(i)})
     c.close()
-    return c.errors
+    return c.errors, len(c.pending), c.disabled
 
 
-def test_cache_is_safe_under_concurrent_writers(tmp_path):
+def _holder(path, seconds, ready):
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")  # the write lock, as a long write would hold it
+    ready.set()
+    time.sleep(seconds)
+    db.execute("COMMIT")
+    db.close()
+
+
+def test_cache_keeps_every_row_under_concurrent_writers_and_a_held_lock(tmp_path):
+    # before: 8 writers x 500 kept 588 and 1,500 of 4,000 rows on a busy machine, and
+    # 1,001 of 4,001 with the write lock held for 1.5 s (the first "locked" turned a
+    # writer's cache off for the rest of its run)
     path = tmp_path / "c.sqlite"
-    ReplyCache(path).put("seed", backend="b", model="m", digest=None, reply={"text": ""})
-    with mp.get_context("spawn").Pool(4) as pool:
-        errors = pool.starmap(_writer, [(str(path), k * 1000) for k in range(4)])
-    assert errors == [0, 0, 0, 0]
+    seed = ReplyCache(path)
+    seed.put("seed", backend="b", model="m", digest=None, reply={"text": ""})
+    seed.close()
+    ctx = mp.get_context("spawn")
+    ready = ctx.Manager().Event()
+    holder = ctx.Process(target=_holder, args=(str(path), 1.5, ready))
+    holder.start()
+    assert ready.wait(30)
+    with ctx.Pool(8) as pool:
+        results = pool.starmap(_writer, [(str(path), k * 1000) for k in range(8)])
+    holder.join()
+    assert results == [(0, 0, None)] * 8
     n = sqlite3.connect(path).execute("SELECT COUNT(*) FROM replies").fetchone()[0]
-    assert n == 401
+    assert n == 8 * 500 + 1
 
 
-def test_corrupt_or_locked_cache_is_counted_and_the_evaluation_completes(tmp_path):
+def test_a_cache_folder_that_is_missing_or_cannot_be_written_never_raises(tmp_path):
+    blocker = tmp_path / "a-file"  # a folder that cannot be created, even by root
+    blocker.write_text("")
+    for path in (blocker / "sub" / "c.sqlite", blocker / "c.sqlite"):
+        c = ReplyCache(path)
+        assert c.get("k") is None
+        c.put("k", backend="b", model="m", digest=None, reply={"text": "x"})
+        c.close()
+        assert c.disabled and c.errors == 1
+    assert ReplyCache(tmp_path / "absent" / "c.sqlite", "read_only").get("k") is None
+
+
+def test_corrupt_cache_is_counted_locked_cache_keeps_replies_and_the_evaluation_completes(
+        tmp_path):
     corrupt = tmp_path / "corrupt.sqlite"
     corrupt.write_bytes(b"this is not a database" * 100)
-    locked = tmp_path / "locked.sqlite"
-    seed = ReplyCache(locked)
-    seed.put("x", backend="b", model="m", digest=None, reply={"text": ""})
-    seed.close()
-    holder = sqlite3.connect(locked, isolation_level=None)
-    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
-    holder.execute("BEGIN EXCLUSIVE")
-    try:
-        with StubServer({"m1": Behaviour()}) as s:
-            for path in (corrupt, locked):
-                cfg = {"members": members(s.url, "m1"), "cache_path": str(path),
-                       "deadline_seconds": 5}
-                ens = LLMEnsemble(cfg)
-                r = rollout(ens, env_for(ens, None, MD), window=WINDOW, seed=0)
-                assert r.steps == WINDOW[1] - WINDOW[0]
-                assert r.policy_stats["cache_errors"] == 1  # then the cache is off
-                assert r.policy_stats["cache_disabled"]
-                assert r.policy_stats["members"]["m1"]["answers"] > 0
-                ens.close()
-    finally:
-        holder.close()
+    with StubServer({"m1": Behaviour()}) as s:
+        cfg = {"members": members(s.url, "m1"), "cache_path": str(corrupt),
+               "deadline_seconds": 5}
+        r, _ = run(cfg)
+        assert r.steps == WINDOW[1] - WINDOW[0]
+        assert r.policy_stats["cache_errors"] == 1  # then the cache is off
+        assert r.policy_stats["cache_disabled"]
+        assert r.policy_stats["members"]["m1"]["answers"] > 0
+        locked = tmp_path / "locked.sqlite"
+        seed = ReplyCache(locked)
+        seed.put("x", backend="b", model="m", digest=None, reply={"text": ""})
+        seed.close()
+        holder = sqlite3.connect(locked, isolation_level=None)
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        ens = LLMEnsemble(cfg | {"cache_path": str(locked)})
+        try:
+            r = rollout(ens, env_for(ens, None, MD), window=WINDOW, seed=0)
+            assert r.steps == WINDOW[1] - WINDOW[0]
+            assert r.policy_stats["cache_errors"] == 0 and not r.policy_stats["cache_disabled"]
+            assert r.policy_stats["cache_pending"] == WINDOW[1] - WINDOW[0]  # kept in memory
+        finally:
+            holder.close()  # the lock goes; close() writes what was kept
+            ens.close()
+    n = sqlite3.connect(locked).execute("SELECT COUNT(*) FROM replies").fetchone()[0]
+    assert n == 1 + WINDOW[1] - WINDOW[0] and ens.cache.errors == 0
 
 
 # ---------------------------------------------------------------- the ensemble on loopback
@@ -313,6 +404,88 @@ def test_openai_structured_output_is_negotiated_remembered_and_the_key_stays_pri
     assert r.policy_stats["members"]["smol"]["answers"] == 3 * r.steps
     assert b"sk-secret-123" not in cache.read_bytes()
     assert "sk-secret-123" not in json.dumps(r.summary(), default=str)
+
+
+def test_structured_output_is_negotiated_once_per_member_and_kept_per_server(tmp_path):
+    # before: five concurrent first requests (per-asset mode) all got HTTP 500 for
+    # json_schema and each pushed the mode one step: the member ended on plain output,
+    # 3 of 5 assets lost at the first decision and later confidences read by keyword at 0.5
+    md = synthetic_market(5, 800, "crypto", seed=4)
+    cache = tmp_path / "c.sqlite"
+    with StubServer({"smol": Behaviour(reject_formats=("json_schema",))}) as s:
+        cfg = {"members": members(s.url, "smol", backend="openai"), "cache_path": str(cache),
+               "prompt_mode": "per_asset", "concurrency": 16}
+        ens = LLMEnsemble(cfg)
+        r = rollout(ens, env_for(ens, None, md), window=(300, 302), seed=0)
+        ens.close()
+        formats = [(q["body"].get("response_format") or {}).get("type") for q in s.requests]
+        assert formats.count("json_schema") == 1 and formats.count(None) == 0
+        st = r.policy_stats["members"]["smol"]
+        assert st["answers"] == 5 * 2 and st["fallbacks"] == 0
+        assert r.policy_stats["backends"]["smol"]["mode_probes"] == 2  # json_schema, json_object
+        n = len(s.requests)
+        cfg2 = cfg | {"cache_mode": "read_write"}
+        ens = LLMEnsemble(cfg2)  # a new process: the mode comes from the cache file
+        assert ens.backends["smol"].mode == "json_object" and ens.backends["smol"].settled
+        ens.cache.close()
+        ens.close()
+    assert n == 1 + 5 * 2
+
+
+def test_a_reply_cut_by_the_token_limit_is_a_truncation_not_a_parse_failure():
+    # before: gemma3-270m writing 0.0000... to the limit lost the last asset as a parse failure
+    cut = '{"ASSET_1": {"action": "SELL", "confidence": 0.7}, "ASSET_2": {"action": "BUY", ' \
+          '"confidence": 0.000000000000000000'
+    with StubServer({"m": Behaviour(reply=cut, finish="length")}) as s:
+        r, _ = run({"members": members(s.url, "m"), "cache_mode": "off"})
+        budget = {q["body"]["options"]["num_predict"] for q in s.requests}
+    st = r.policy_stats["members"]["m"]
+    assert st["truncations"] == r.steps and st["truncated"] == 2 * r.steps
+    assert st["parse_failures"] == 0 and st["answers"] == r.steps
+    assert budget == {32 * 3 + 16}  # sized from the joint schema of three assets
+
+
+def test_a_hanging_member_is_suspended_by_the_circuit_breaker_and_tried_again():
+    # before: every decision waited the whole deadline for as long as the member hung
+    with StubServer({"good": Behaviour(), "slow": Behaviour(fault="hang")}) as s:
+        cfg = {"members": members(s.url, "good", "slow"), "cache_mode": "off",
+               "deadline_seconds": 0.4, "retries": 0,
+               "breaker": {"failures": 2, "suspend_decisions": 3}}
+        r, _ = run(cfg)  # six decisions: fail, fail, skip x3, fail (suspended again)
+        slow_requests = sum(q["body"]["model"] == "slow" for q in s.requests)
+    st = r.policy_stats["members"]["slow"]
+    assert slow_requests == 3 and st["calls"] == 3
+    assert st["calls_skipped"] == 3 and st["suspensions"] == 2
+    assert r.policy_stats["members"]["good"]["answers"] == 3 * r.steps
+
+
+def test_escalation_has_time_of_its_own_and_only_real_calls_are_charged():
+    # before: a local member's timeout used the shared deadline; the weak vote escalated,
+    # 30 remote calls were charged, the remote server got 0 requests and the remote member
+    # was charged 30 timeouts it never had
+    with StubServer({"local": Behaviour(fault="hang"),
+                     "remote": Behaviour(reply=lambda r: decide_all(r, "BUY", 0.9))}) as s:
+        cfg = {"members": members(s.url, "local") + [
+            {"name": "remote", "backend": "ollama", "model": "remote", "base_url": s.url,
+             "local": False}], "cache_mode": "off", "deadline_seconds": 1.0, "retries": 0,
+            "breaker": {"failures": 0}, "escalation": {"reserve_seconds": 0.5}}
+        r, ens = run(cfg)
+        remote_requests = sum(q["body"]["model"] == "remote" for q in s.requests)
+    st = r.policy_stats
+    assert st["escalations"] == r.steps and remote_requests == r.steps
+    assert st["remote_calls"] == remote_requests
+    assert st["members"]["remote"]["errors"] == 0
+    assert st["members"]["remote"]["answers"] == 3 * r.steps
+    assert max(ens.decision_seconds) < 1.0 + 0.3
+    with StubServer({"local": Behaviour(fault="hang"), "remote": Behaviour()}) as s:
+        for m in cfg["members"]:
+            m["base_url"] = s.url
+        cfg["escalation"] = {"reserve_seconds": 0.0, "min_seconds": 0.2}
+        r, _ = run(cfg)  # no time left after the local phase: no escalation, nothing charged
+        assert sum(q["body"]["model"] == "remote" for q in s.requests) == 0
+    assert r.policy_stats["escalations"] == 0 and r.policy_stats["remote_calls"] == 0
+    assert r.policy_stats["escalations_skipped"] == r.steps
+    assert r.policy_stats["members"]["remote"]["errors"] == 0
 
 
 def test_remote_members_are_asked_only_when_the_local_vote_is_weak():

@@ -4,13 +4,20 @@
   schema, ``options`` (temperature, seed, num_predict, num_ctx) and ``keep_alive``;
   ``GET /api/tags`` for health and the model digest. Ollama's error bodies are
   ``{"error": "..."}``; a 404 "model not found, try pulling it first" is ``model_not_found``.
-* :class:`OpenAIBackend`: ``POST /v1/chat/completions``. Structured output is negotiated per
-  server and remembered: ``json_schema``, then ``json_object`` with the schema (llama.cpp's
+* :class:`OpenAIBackend`: ``POST /v1/chat/completions``. Structured output is negotiated once
+  per member and remembered: ``json_schema``, then ``json_object`` with the schema (llama.cpp's
   server answers the first with HTTP 500), then plain JSON instructions; it moves on when a
-  4xx/5xx reply names ``response_format``. The API key comes from the environment variable
-  named in the config and is sent only as a header.
+  4xx/5xx reply names ``response_format``. Until a mode has worked, one request probes and
+  the member's other requests wait for it, so concurrent first calls cannot each push the
+  mode a step further; the ensemble keeps the mode per server in the cache file. The API key
+  comes from the environment variable named in the config and is sent only as a header.
 * :class:`EmbeddedBackend`: llama.cpp in-process (``llama-cpp-python``), GGUF models shipped in
-  PyPI packages, an explicit context size, one call at a time per model.
+  PyPI packages, an explicit context size, one call at a time per model. A generation whose
+  deadline passes is aborted at its next token (counted), and a call still queued behind the
+  model when its deadline passes never starts, so abandoned replies do not hold the CPU.
+
+Every reply says why it ended (``finish_reason``: ``stop``, or ``length`` when the token limit
+cut it; Ollama's ``done_reason``).
 
 Errors are :class:`BackendError` with a ``kind``: unreachable, timeout, http, model_not_found,
 bad_reply, unavailable.
@@ -24,7 +31,7 @@ import hashlib
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +52,24 @@ class Reply:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     latency: float = 0.0
+    finish_reason: str | None = None  # stop, length (cut by the token limit), or unknown
+    thinking: str = ""  # a thinking model's reasoning, when the server returns it apart
+
+
+@dataclass
+class BackendCounters:
+    """What a backend did that the ensemble cannot see from outside."""
+
+    aborted: int = 0  # generations stopped at the deadline
+    tokens_after_deadline: int = 0  # tokens generated after the deadline had passed
+    not_started: int = 0  # calls whose deadline passed while they waited for the model
+    mode_probes: int = 0  # structured-output modes tried (OpenAI-compatible servers)
+    extra: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"aborted": self.aborted, "tokens_after_deadline": self.tokens_after_deadline,
+                "not_started": self.not_started, "mode_probes": self.mode_probes,
+                **self.extra}
 
 
 def _error_text(response: Any) -> str:
@@ -69,6 +94,7 @@ class HTTPBackend:
         self.base_url = (member.base_url or self.default_url).rstrip("/")
         self._client = None
         self.digest: str | None = None
+        self.counters = BackendCounters()
 
     def _http(self):
         import httpx
@@ -122,9 +148,11 @@ class OllamaBackend(HTTPBackend):
                                               f"ollama pull {want}")
 
     async def chat(self, messages: list[dict[str, str]], schema: dict[str, Any],
-                   timeout: float) -> Reply:
+                   timeout: float, max_tokens: int | None = None) -> Reply:
+        options = self.options()
+        options["num_predict"] = max_tokens or options["num_predict"]
         body = {"model": self.member.model, "messages": list(messages), "stream": False,
-                "format": schema, "options": self.options()}
+                "format": schema, "options": options}
         if self.member.keep_alive is not None:
             body["keep_alive"] = self.member.keep_alive
         t0 = time.perf_counter()
@@ -140,7 +168,8 @@ class OllamaBackend(HTTPBackend):
             raise BackendError("bad_reply", f"not an Ollama chat reply: {r.text[:200]!r}") \
                 from None
         return Reply(text, data.get("prompt_eval_count"), data.get("eval_count"),
-                     time.perf_counter() - t0)
+                     time.perf_counter() - t0, data.get("done_reason"),
+                     str(data["message"].get("thinking") or ""))
 
 
 class OpenAIBackend(HTTPBackend):
@@ -150,6 +179,20 @@ class OpenAIBackend(HTTPBackend):
     def __init__(self, member: MemberConfig) -> None:
         super().__init__(member)
         self.mode_index = 0  # negotiated structured-output mode, remembered
+        self.settled = False  # a request in this mode has succeeded
+        self._probe: asyncio.Lock | None = None
+        self._probe_loop: asyncio.AbstractEventLoop | None = None
+
+    def settle(self, mode: str) -> None:
+        """Start from a mode that worked before (kept per server in the reply cache)."""
+        self.mode_index = self.MODES.index(mode)
+        self.settled = True
+
+    def _probe_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._probe is None or self._probe_loop is not loop:
+            self._probe, self._probe_loop = asyncio.Lock(), loop
+        return self._probe
 
     @property
     def mode(self) -> str:
@@ -182,34 +225,61 @@ class OpenAIBackend(HTTPBackend):
         return None
 
     async def chat(self, messages: list[dict[str, str]], schema: dict[str, Any],
-                   timeout: float) -> Reply:
+                   timeout: float, max_tokens: int | None = None) -> Reply:
+        if self.settled:
+            return await self._chat(messages, schema, timeout, max_tokens)
+        t0 = time.perf_counter()
+        lock = self._probe_lock()
+        try:  # one request probes; the member's others wait for the mode it finds
+            await asyncio.wait_for(lock.acquire(), timeout)
+        except TimeoutError:
+            raise BackendError("timeout", f"{self.member.name}: deadline passed while the "
+                                          "structured-output mode was being negotiated") \
+                from None
+        try:
+            return await self._chat(messages, schema, timeout - (time.perf_counter() - t0),
+                                    max_tokens)
+        finally:
+            lock.release()
+
+    async def _chat(self, messages: list[dict[str, str]], schema: dict[str, Any],
+                    timeout: float, max_tokens: int | None) -> Reply:
         t0 = time.perf_counter()
         while True:
+            options = self.options()
+            options["max_tokens"] = max_tokens or options["max_tokens"]
             body: dict[str, Any] = {"model": self.member.model, "messages": list(messages),
-                                    **self.options()}
+                                    **options}
             fmt = self._format(schema)
             if fmt is not None:
                 body["response_format"] = fmt
             remaining = timeout - (time.perf_counter() - t0)
             if remaining <= 0:
                 raise BackendError("timeout", f"{self.member.name}: deadline passed")
+            used = self.mode_index
+            if not self.settled:
+                self.counters.mode_probes += 1
             r = await self._request("POST", "/v1/chat/completions", remaining, json=body)
             if r.status_code >= 400:
                 text = _error_text(r)
-                if "response_format" in text and self.mode_index < len(self.MODES) - 1:
-                    self.mode_index += 1  # remembered for every later call
+                if "response_format" in text and not self.settled \
+                        and used < len(self.MODES) - 1:
+                    self.mode_index = used + 1  # remembered for every later call
                     continue
                 kind = "model_not_found" if r.status_code == 404 else "http"
                 raise BackendError(kind, f"HTTP {r.status_code}: {text}")
             try:
                 data = r.json()
-                text = data["choices"][0]["message"]["content"] or ""
+                choice = data["choices"][0]
+                text = choice["message"]["content"] or ""
             except (ValueError, KeyError, IndexError, TypeError):
                 raise BackendError("bad_reply", f"not a chat completion: {r.text[:200]!r}") \
                     from None
+            self.settled = True
             usage = data.get("usage") or {}
             return Reply(text, usage.get("prompt_tokens"), usage.get("completion_tokens"),
-                         time.perf_counter() - t0)
+                         time.perf_counter() - t0, choice.get("finish_reason"),
+                         str(choice["message"].get("reasoning_content") or ""))
 
 
 # -------------------------------------------------------------------------- embedded models
@@ -287,6 +357,7 @@ class EmbeddedBackend:
         self._llm = None
         self._lock = threading.Lock()
         self.digest: str | None = None
+        self.counters = BackendCounters()
 
     def _load(self):
         if self._llm is None:
@@ -312,23 +383,42 @@ class EmbeddedBackend:
         return {"temperature": m.temperature, "seed": m.seed, "max_tokens": m.max_tokens,
                 "n_ctx": m.context}
 
-    def _call(self, messages: list[dict[str, str]], schema: dict[str, Any]) -> Reply:
+    def _call(self, messages: list[dict[str, str]], schema: dict[str, Any],
+              max_tokens: int | None, cancel: threading.Event) -> Reply:
         with self._lock:
+            if cancel.is_set():  # its deadline passed while it waited for the model
+                self.counters.not_started += 1
+                raise BackendError("timeout", f"{self.member.name}: deadline passed before "
+                                              "the model was free")
             llm = self._load()
             t0 = time.perf_counter()
-            out = llm.create_chat_completion(
-                messages=list(messages), temperature=self.member.temperature,
-                seed=self.member.seed, max_tokens=self.member.max_tokens,
-                response_format={"type": "json_object", "schema": schema})
+            try:
+                out = llm.create_chat_completion(
+                    messages=list(messages), temperature=self.member.temperature,
+                    seed=self.member.seed, max_tokens=max_tokens or self.member.max_tokens,
+                    response_format={"type": "json_object", "schema": schema},
+                    logits_processor=[_Abort(cancel, self.counters,
+                                             self.member.abort_at_deadline)])
+            except _Cancelled:
+                self.counters.aborted += 1
+                raise BackendError("timeout", f"{self.member.name}: generation aborted at "
+                                              "the deadline") from None
             usage = out.get("usage") or {}
-            return Reply(out["choices"][0]["message"]["content"] or "",
-                         usage.get("prompt_tokens"), usage.get("completion_tokens"),
-                         time.perf_counter() - t0)
+            choice = out["choices"][0]
+            return Reply(choice["message"]["content"] or "", usage.get("prompt_tokens"),
+                         usage.get("completion_tokens"), time.perf_counter() - t0,
+                         choice.get("finish_reason"))
 
     async def chat(self, messages: list[dict[str, str]], schema: dict[str, Any],
-                   timeout: float) -> Reply:
-        # the thread finishes its call even if the deadline passes; the result is dropped
-        return await asyncio.wait_for(asyncio.to_thread(self._call, messages, schema), timeout)
+                   timeout: float, max_tokens: int | None = None) -> Reply:
+        cancel = threading.Event()
+        work = asyncio.ensure_future(
+            asyncio.to_thread(self._call, messages, schema, max_tokens, cancel))
+        try:
+            return await asyncio.wait_for(asyncio.shield(work), timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            cancel.set()  # the generation stops at its next token; a queued call never starts
+            raise
 
     async def aclose(self) -> None:
         pass
@@ -342,6 +432,28 @@ class EmbeddedBackend:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+
+
+class _Cancelled(Exception):
+    """Raised inside llama.cpp's sampling loop to stop a generation."""
+
+
+class _Abort:
+    """A logits processor that stops the generation once ``cancel`` is set (llama-cpp-python
+    calls it before sampling each token, in Python, so raising there is safe)."""
+
+    def __init__(self, cancel: threading.Event, counters: BackendCounters,
+                 abort: bool = True) -> None:
+        self.cancel = cancel
+        self.counters = counters
+        self.abort = abort
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        if self.cancel.is_set():
+            if self.abort:
+                raise _Cancelled
+            self.counters.tokens_after_deadline += 1  # abort off: it runs on, counted
+        return scores
 
 
 def make_backend(member: MemberConfig, model_dir: str | Path):

@@ -2,12 +2,16 @@
 
 Key: SHA-256 of (backend kind, model, options, schema, messages, prompt version); the base URL
 and API key stay out of it, so the same model behind another host replays the same. The model
-digest (Ollama's, or the GGUF file's hash) is stored beside each entry. WAL journal and a busy
-timeout make concurrent writers (a process pool) safe. Modes: ``read_write``, ``read_only``,
-``off``. A locked or corrupt file never stops an evaluation: the first failing operation is
-counted in ``errors``, the cache turns itself off for the rest of the run (``disabled`` says
-why) and calls go to the models; waits on a lock are short (``timeout``) so that a stuck cache
-cannot eat a decision's deadline.
+digest (Ollama's, or the GGUF file's hash) is stored beside each entry. Modes: ``read_write``,
+``read_only``, ``off``.
+
+No reply is lost to concurrent writers: a write that finds the file locked (another process
+writing, WAL journal) waits at most ``timeout`` (short, so a stuck cache cannot eat a
+decision's deadline), then stays in memory (``pending``; ``get`` sees it) and is retried at
+the next write and at ``close``, which waits as long as it takes (``flush_timeout``). Only a
+corrupt or unopenable file turns the cache off for the run (``disabled`` says why; calls go to
+the models); a folder that does not exist or cannot be written is counted, never raised.
+The structured-output mode that worked for a server is kept here too (``get_mode``).
 """
 
 from __future__ import annotations
@@ -40,14 +44,17 @@ class ReplyCache:
     """:param path: the SQLite file (created); :param mode: read_write, read_only or off."""
 
     def __init__(self, path: str | Path | None, mode: str = "read_write",
-                 timeout: float = 1.0) -> None:
+                 timeout: float = 0.25, flush_timeout: float = 120.0) -> None:
         self.path = Path(path) if path else None
         self.mode = mode if path else "off"
         self.timeout = timeout
+        self.flush_timeout = flush_timeout
         self.errors = 0
+        self.locked = 0  # writes that found the file locked and were kept for later
         self.last_error: str | None = None
         self.disabled: str | None = None
         self.added: list[tuple] = []  # rows this process wrote (a Ray job sends them home)
+        self.pending: dict[str, tuple] = {}  # written rows not yet in the file (it was locked)
         self._db: sqlite3.Connection | None = None
 
     def _conn(self) -> sqlite3.Connection | None:
@@ -58,10 +65,15 @@ class ReplyCache:
                 if self.mode == "read_write":
                     self.path.parent.mkdir(parents=True, exist_ok=True)
                     db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
-                    db.execute("PRAGMA journal_mode=WAL")
-                    db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, "
-                               "backend TEXT, model TEXT, digest TEXT, reply TEXT, "
-                               "created REAL)")
+                    try:
+                        _retry(lambda: db.execute("PRAGMA journal_mode=WAL"), self.timeout)
+                        _retry(lambda: _create(db), self.timeout)
+                    except sqlite3.OperationalError as exc:
+                        db.close()
+                        if not _is_lock(exc):
+                            raise
+                        self.locked += 1  # another process holds it: try again later
+                        return None
                 else:
                     if not self.path.exists():
                         return None
@@ -69,7 +81,7 @@ class ReplyCache:
                                          timeout=self.timeout)
                 db.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
                 self._db = db
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, OSError) as exc:  # e.g. a folder that cannot be written
                 self._fail(exc)
                 return None
         return self._db
@@ -87,12 +99,28 @@ class ReplyCache:
             self._db = None
 
     def get(self, key: str) -> dict[str, Any] | None:
+        row = self.get_row(key)
+        return row["reply"] if row else None
+
+    def get_row(self, key: str) -> dict[str, Any] | None:
+        """``{"reply", "digest", "model"}`` of a stored reply, or None."""
+        if key in self.pending:
+            r = self.pending[key]
+            return {"reply": json.loads(r[4]), "digest": r[3], "model": r[2]}
         db = self._conn()
         if db is None:
             return None
         try:
-            row = db.execute("SELECT reply FROM replies WHERE key = ?", (key,)).fetchone()
-            return json.loads(row[0]) if row else None
+            row = db.execute("SELECT reply, digest, model FROM replies WHERE key = ?",
+                             (key,)).fetchone()
+            return {"reply": json.loads(row[0]), "digest": row[1], "model": row[2]} \
+                if row else None
+        except sqlite3.OperationalError as exc:
+            if _is_lock(exc):  # a read waits at most `timeout`; a miss, not an outage
+                self.locked += 1
+                return None
+            self._fail(exc)
+            return None
         except (sqlite3.Error, ValueError) as exc:
             self._fail(exc)
             return None
@@ -101,17 +129,63 @@ class ReplyCache:
             reply: dict[str, Any]) -> None:
         if self.mode != "read_write":
             return
+        row = (key, backend, model, digest, json.dumps(reply), time.time())
+        self.added.append(row)
+        self.pending[key] = row
+        self._flush(self.timeout)
+
+    def _flush(self, timeout: float) -> None:
+        """Write pending rows; a lock keeps them for later, other errors turn the cache off."""
+        if not self.pending:
+            return
         db = self._conn()
         if db is None:
             return
-        row = (key, backend, model, digest, json.dumps(reply), time.time())
+        rows = list(self.pending.values())
         try:
-            db.execute("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?, ?)", row)
-            self.added.append(row)
+            _retry(lambda: _insert(db, rows), timeout)
+        except sqlite3.OperationalError as exc:
+            if _is_lock(exc):
+                self.locked += 1
+                return
+            self._fail(exc)
+            return
         except sqlite3.Error as exc:
             self._fail(exc)
+            return
+        for r in rows:
+            self.pending.pop(r[0], None)
+
+    def get_mode(self, server: str) -> str | None:
+        """The structured-output mode that worked for an OpenAI-compatible server."""
+        db = self._conn()
+        if db is None:
+            return None
+        try:
+            row = db.execute("SELECT mode FROM modes WHERE server = ?", (server,)).fetchone()
+            return row[0] if row else None
+        except sqlite3.Error:  # an older file without the table, or locked: negotiate again
+            return None
+
+    def put_mode(self, server: str, mode: str) -> None:
+        if self.mode != "read_write":
+            return
+        db = self._conn()
+        if db is None:
+            return
+        try:
+            db.execute("INSERT OR REPLACE INTO modes VALUES (?, ?)", (server, mode))
+        except sqlite3.Error:  # only a hint: the next run negotiates again
+            pass
 
     def close(self) -> None:
+        """Write every pending row (waiting for a lock as long as ``flush_timeout``), close."""
+        if self.pending and self.mode == "read_write":
+            self._flush(self.flush_timeout)
+            if self.pending:
+                self.errors += 1
+                self.last_error = (f"{len(self.pending)} replies not written: the cache stayed "
+                                   f"locked for {self.flush_timeout:.0f}s")
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -120,6 +194,42 @@ class ReplyCache:
         state = self.__dict__.copy()
         state["_db"] = None
         return state
+
+
+def _is_lock(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _retry(op, timeout: float) -> None:
+    """Run ``op`` until it passes the lock, for at most ``timeout`` seconds."""
+    t_end = time.monotonic() + timeout
+    pause = 0.005
+    while True:
+        try:
+            op()
+            return
+        except sqlite3.OperationalError as exc:
+            if not _is_lock(exc) or time.monotonic() + pause > t_end:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
+
+
+def _create(db: sqlite3.Connection) -> None:
+    db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, backend TEXT, "
+               "model TEXT, digest TEXT, reply TEXT, created REAL)")
+    db.execute("CREATE TABLE IF NOT EXISTS modes (server TEXT PRIMARY KEY, mode TEXT)")
+
+
+def _insert(db: sqlite3.Connection, rows: list[tuple]) -> None:
+    db.execute("BEGIN IMMEDIATE")  # takes the write lock or raises "locked": nothing to undo
+    try:
+        db.executemany("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?, ?)", rows)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def snapshot(path: str | Path) -> bytes:

@@ -28,10 +28,12 @@ class MemberConfig:
     weight: float = 1.0
     temperature: float = 0.0
     seed: int = 0
-    max_tokens: int = 256
+    max_tokens: int | None = None  # None: sized from the reply schema (prompts.token_budget)
     context: int = 2048  # num_ctx (Ollama) / n_ctx (embedded)
     keep_alive: str | None = "5m"
     threads: int = 1  # embedded only
+    abort_at_deadline: bool = True  # embedded: stop a generation at its deadline (else it
+    # runs on and only its tokens after the deadline are counted)
 
 
 @dataclass
@@ -60,7 +62,20 @@ class EscalationConfig:
 
     min_confidence: float = 0.6
     min_agreement: float = 0.6
-    call_budget: int = 200  # remote calls per run
+    call_budget: int = 200  # remote calls per run; only calls really sent are charged
+    reserve_seconds: float | None = None  # of the deadline kept for the remote phase when
+    # there are local and remote members (None: a quarter of it); the local phase ends before
+    min_seconds: float = 0.25  # no escalation with less time left than this (counted)
+
+
+@dataclass
+class BreakerConfig:
+    """Circuit breaker: a member whose calls time out (or cannot connect) in ``failures``
+    decisions in a row is not asked for the next ``suspend_decisions`` decisions (counted),
+    then tried again; one more failure suspends it again. ``failures: 0`` switches it off."""
+
+    failures: int = 3
+    suspend_decisions: int = 10
 
 
 @dataclass
@@ -91,6 +106,7 @@ class LLMConfig:
     model_dir: str = "runs/models"  # where embedded models are assembled
     voting: VotingConfig = field(default_factory=VotingConfig)
     escalation: EscalationConfig = field(default_factory=EscalationConfig)
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
     adaptive: AdaptiveConfig = field(default_factory=AdaptiveConfig)
 
     def __post_init__(self) -> None:

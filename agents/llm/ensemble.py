@@ -7,6 +7,16 @@ SELL = -confidence, HOLD = 0). Local members answer first; remote members are as
 the local vote is weak, within a call budget. A member that is slow, dead or unreadable never
 holds the step past the deadline: it counts as missing, and the decision is recorded as a
 fallback for it.
+
+Time: with local and remote members the local phase ends ``escalation.reserve_seconds``
+before the deadline (default a quarter of it), so an escalation has time of its own; with
+less than ``escalation.min_seconds`` left it is skipped (counted), and only calls really sent
+are charged to the budget. A member that fails (timeouts, no connection) in
+``breaker.failures`` decisions in a row is suspended for ``breaker.suspend_decisions``
+decisions (counted as ``suspensions`` and ``calls_skipped``), then tried again.
+
+A reply cut by its token limit (``finish_reason: length``) is counted as a truncation; the
+assets it lost are ``truncated``, apart from parse failures.
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +55,13 @@ class MemberStats:
         self.latency: list[float] = []
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        self.truncations = 0  # replies cut by the token limit
+        self.truncated = 0  # asset decisions lost to a cut
+        self.repairs: dict[str, int] = defaultdict(int)  # confidence read as percent / clipped
+        self.not_started = 0  # calls the deadline overtook before they were sent
+        self.calls_skipped = 0  # calls not made while the member was suspended
+        self.suspensions = 0
+        self.thinking_chars = 0
 
     def as_dict(self) -> dict[str, Any]:
         lat = np.asarray(self.latency) if self.latency else np.zeros(0)
@@ -54,7 +72,11 @@ class MemberStats:
                 "latency_mean_s": float(lat.mean()) if len(lat) else None,
                 "latency_max_s": float(lat.max()) if len(lat) else None,
                 "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens}
+                "completion_tokens": self.completion_tokens,
+                "truncations": self.truncations, "truncated": self.truncated,
+                "confidence_repairs": dict(self.repairs), "not_started": self.not_started,
+                "calls_skipped": self.calls_skipped, "suspensions": self.suspensions,
+                "thinking_chars": self.thinking_chars}
 
 
 class LLMEnsemble:
@@ -90,6 +112,11 @@ class LLMEnsemble:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._checked: dict[str, str | None] = {}  # member -> digest, after a health check
         self._dead: dict[str, str] = {}  # member -> why it is skipped for the run
+        for b in self.backends.values():  # a structured-output mode found before
+            mode = self.cache.get_mode(b.base_url) if b.kind == "openai" else None
+            if mode in getattr(b, "MODES", ()):
+                b.settle(mode)
+        self._mode_saved: set[str] = set()
         self.reset()
 
     # ------------------------------------------- state carried to and from remote workers
@@ -132,8 +159,12 @@ class LLMEnsemble:
         self.tiers: dict[str, int] = defaultdict(int)
         self.decisions = 0
         self.escalations = 0
+        self.escalations_skipped = 0  # weak votes with too little time left to escalate
         self.remote_calls = 0
         self.deadline_misses = 0
+        self._fails: dict[str, int] = defaultdict(int)  # failing decisions in a row
+        self._suspended: dict[str, int] = {}  # member -> first decision it is asked again
+        self._outcome: dict[str, str] = {}  # member -> "ok" / "failed" in this decision
         self.decision_seconds: list[float] = []
         self._prev: tuple[int, dict[str, np.ndarray]] | None = None
 
@@ -150,14 +181,26 @@ class LLMEnsemble:
         local = [m for m, c in self.members.items() if c.local]
         remote = [m for m, c in self.members.items() if not c.local]
         first = local or remote
-        answers = self._ask(first, prompts, deadline)
+        self._outcome = {}
+        esc = cfg.escalation
+        first_deadline = deadline
+        if local and remote:  # the remote phase keeps time of its own
+            reserve = (cfg.deadline_seconds / 4 if esc.reserve_seconds is None
+                       else esc.reserve_seconds)
+            first_deadline = deadline - min(reserve, cfg.deadline_seconds)
+        answers = self._ask(first, prompts, first_deadline)
         votes = self._votes(answers)
         if local and remote and self._weak(votes) and \
-                self.remote_calls + len(remote) * len(prompts) <= cfg.escalation.call_budget:
-            self.escalations += 1
-            self.remote_calls += len(remote) * len(prompts)
-            answers |= self._ask(remote, prompts, deadline)
-            votes = self._votes(answers)
+                self.remote_calls + len(remote) * len(prompts) <= esc.call_budget:
+            if deadline - time.perf_counter() < esc.min_seconds:
+                self.escalations_skipped += 1
+            else:
+                self.escalations += 1
+                sent = sum(self.member_stats[m].calls for m in remote)
+                answers |= self._ask(remote, prompts, deadline)
+                self.remote_calls += sum(self.member_stats[m].calls for m in remote) - sent
+                votes = self._votes(answers)
+        self._breaker()
         for v in votes:
             self.tiers[v.tier] += 1
         self.decisions += 1
@@ -176,11 +219,14 @@ class LLMEnsemble:
         sec = np.asarray(self.decision_seconds) if self.decision_seconds else np.zeros(1)
         return {"members": {m: s.as_dict() for m, s in self.member_stats.items()},
                 "decisions": self.decisions, "escalations": self.escalations,
+                "escalations_skipped": self.escalations_skipped,
                 "remote_calls": self.remote_calls, "tiers": dict(self.tiers),
                 "deadline_misses": self.deadline_misses,
                 "decision_seconds_mean": float(sec.mean()),
                 "decision_seconds_max": float(sec.max()),
                 "cache_errors": self.cache.errors, "cache_disabled": self.cache.disabled,
+                "cache_pending": len(self.cache.pending),
+                "backends": {m: b.counters.as_dict() for m, b in self.backends.items()},
                 "skipped_members": dict(self._dead),
                 "digests": dict(self._checked),
                 "adaptive": self.adaptive.to_dict() if self.config.adaptive.enabled else None}
@@ -238,16 +284,43 @@ class LLMEnsemble:
         return cache_key(backend=b.kind, model=self.members[member].model, options=b.options(),
                          prompt=prompt.digest, prompt_version=self.config.prompt_version)
 
-    def _parse(self, text: str, prompt: Prompt) -> list[Decision]:
+    def _parse(self, text: str, prompt: Prompt, finish: str | None = None) -> list[Decision]:
         if len(prompt.assets) == 1 and self.config.prompt_mode == "per_asset":
-            return [parse_decision(text)]
-        labels = asset_labels(self.layout, self.config.leakage_guard)
-        return parse_joint(text, [labels[j] for j in prompt.assets])
+            ds = [parse_decision(text)]
+        else:
+            labels = asset_labels(self.layout, self.config.leakage_guard)
+            ds = parse_joint(text, [labels[j] for j in prompt.assets])
+        if finish == "length":  # what the cut lost is a truncation, not a parse failure
+            ds = [replace(d, origin="truncated") if d.origin == "fallback" else d for d in ds]
+        return ds
+
+    def _breaker(self) -> None:
+        """Update the circuit breaker after a decision (see the module doc)."""
+        b = self.config.breaker
+        if b.failures <= 0:
+            return
+        for m, outcome in self._outcome.items():
+            if outcome == "ok":
+                self._fails[m] = 0
+                continue
+            self._fails[m] += 1
+            if self._fails[m] >= b.failures:
+                self._suspended[m] = self.decisions + 1 + b.suspend_decisions
+                self.member_stats[m].suspensions += 1
+                self._fails[m] = b.failures - 1  # one more failure after it suspends again
+
+    def _is_suspended(self, member: str) -> bool:
+        return self.decisions < self._suspended.get(member, 0)
 
     def _record(self, member: str, decisions: list[Decision]) -> None:
         s = self.member_stats[member]
         for d in decisions:
-            if d.origin == "fallback":
+            if d.repair:
+                s.repairs[d.repair] += 1
+            if d.origin == "truncated":
+                s.truncated += 1
+                s.fallbacks += 1
+            elif d.origin == "fallback":
                 s.parse_failures += 1
                 s.fallbacks += 1
             elif d.origin == "error":
@@ -267,12 +340,17 @@ class LLMEnsemble:
                 hit = self.cache.get(key)
                 if hit is not None:
                     self.member_stats[m].cache_hits += 1
-                    ds = self._parse(hit["text"], p)
+                    ds = self._parse(hit["text"], p, hit.get("finish_reason"))
+                    if hit.get("finish_reason") == "length":
+                        self.member_stats[m].truncations += 1
                     self._record(m, ds)
                     for j, d in zip(p.assets, ds, strict=True):
                         out[m][j] = d
                 elif m in self._dead:
                     self.member_stats[m].errors[self._dead[m]] += 1
+                    self._record(m, [ERROR] * len(p.assets))
+                elif self._is_suspended(m):
+                    self.member_stats[m].calls_skipped += 1
                     self._record(m, [ERROR] * len(p.assets))
                 else:
                     todo.append((m, p, key))
@@ -288,8 +366,9 @@ class LLMEnsemble:
 
     async def _call_all(self, todo, deadline: float) -> list[list[Decision]]:
         sem = asyncio.Semaphore(self.config.concurrency)
-        tasks = [asyncio.ensure_future(self._call(m, p, key, deadline, sem))
-                 for m, p, key in todo]
+        sent = [False] * len(todo)  # a request went out (else the deadline overtook it)
+        tasks = [asyncio.ensure_future(self._call(m, p, key, deadline, sem, sent, k))
+                 for k, (m, p, key) in enumerate(todo)]
         remaining = max(0.0, deadline - time.perf_counter())
         done, pending = await asyncio.wait(tasks, timeout=remaining)
         for t in pending:
@@ -297,16 +376,20 @@ class LLMEnsemble:
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
         results = []
-        for (m, p, _), t in zip(todo, tasks, strict=True):
+        for k, ((m, p, _), t) in enumerate(zip(todo, tasks, strict=True)):
             if t in done and not t.cancelled() and t.exception() is None:
                 results.append(t.result())
             else:
-                self.member_stats[m].errors["timeout"] += 1
+                if sent[k]:
+                    self.member_stats[m].errors["timeout"] += 1
+                    self._outcome.setdefault(m, "failed")
+                else:  # never sent: not a timeout of the member's
+                    self.member_stats[m].not_started += 1
                 results.append([ERROR] * len(p.assets))
         return results
 
     async def _call(self, member: str, prompt: Prompt, key: str, deadline: float,
-                    sem: asyncio.Semaphore) -> list[Decision]:
+                    sem: asyncio.Semaphore, sent: list[bool], k: int) -> list[Decision]:
         cfg = self.config
         backend = self.backends[member]
         stats = self.member_stats[member]
@@ -320,17 +403,25 @@ class LLMEnsemble:
                     if exc.kind in ("model_not_found", "unavailable"):
                         self._dead[member] = exc.kind
                         return [ERROR] * len(prompt.assets)
+            max_tokens = self.members[member].max_tokens or prompt.max_tokens
             for attempt in range(cfg.retries + 1):
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
-                    stats.errors["timeout"] += 1
+                    if sent[k]:
+                        stats.errors["timeout"] += 1
+                    else:
+                        stats.not_started += 1
                     return [ERROR] * len(prompt.assets)
                 stats.calls += 1
+                sent[k] = True
                 try:
-                    reply = await backend.chat(list(prompt.messages), prompt.schema, remaining)
+                    reply = await backend.chat(list(prompt.messages), prompt.schema, remaining,
+                                               max_tokens)
                 except (BackendError, TimeoutError) as exc:
                     kind = exc.kind if isinstance(exc, BackendError) else "timeout"
                     stats.errors[kind] += 1
+                    if kind in ("timeout", "unreachable"):
+                        self._outcome.setdefault(member, "failed")
                     if kind in ("model_not_found", "unavailable"):
                         self._dead[member] = kind
                         break
@@ -339,12 +430,21 @@ class LLMEnsemble:
                     if attempt < cfg.retries and pause > 0:
                         await asyncio.sleep(pause)
                     continue
+                self._outcome[member] = "ok"
                 stats.latency.append(reply.latency)
                 stats.prompt_tokens += reply.prompt_tokens or 0
                 stats.completion_tokens += reply.completion_tokens or 0
+                stats.thinking_chars += len(reply.thinking)
+                if reply.finish_reason == "length":
+                    stats.truncations += 1
                 self.cache.put(key, backend=backend.kind, model=self.members[member].model,
                                digest=self._checked.get(member),
                                reply={"text": reply.text, "prompt_tokens": reply.prompt_tokens,
-                                      "completion_tokens": reply.completion_tokens})
-                return self._parse(reply.text, prompt)
+                                      "completion_tokens": reply.completion_tokens,
+                                      "finish_reason": reply.finish_reason})
+                if backend.kind == "openai" and backend.settled and \
+                        member not in self._mode_saved:
+                    self.cache.put_mode(backend.base_url, backend.mode)
+                    self._mode_saved.add(member)
+                return self._parse(reply.text, prompt, reply.finish_reason)
         return [ERROR] * len(prompt.assets)

@@ -2,16 +2,23 @@
 
 Order: the reply as JSON against the decision schema (origin ``schema``); then with think tags
 and code fences stripped and the first JSON object extracted (``extracted``); then keywords
-(BUY / SELL / HOLD and a number, ``keyword``; 0.5 when no usable number); else HOLD
-(``fallback``). A confidence given on a
-0-100 scale is rescaled to [0, 1].
+(BUY / SELL / HOLD and a number, ``keyword``; 0.5 when no usable number; an action word
+negated in its clause, "I would not BUY here", does not count); else HOLD (``fallback``).
+
+Confidence scale, decided once per reply (every asset of a joint reply together): values in
+[0, 1] are read as they are. When some value exceeds 1 (a model ignoring ``maximum: 1``) the
+reply is read as percent (every value / 100) only when it uses a 0-100 scale as a whole: its
+largest value is at least 10, none is above 100 and none lies strictly between 0 and 1, or a
+``%`` sign says so. Otherwise values above 1 are clipped to 1. Either repair is recorded in
+``Decision.repair`` (``percent`` or ``clipped``). A value above 100, negative or not a number
+is unusable.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 ACTIONS = ("BUY", "SELL", "HOLD")
@@ -51,7 +58,8 @@ class Decision:
     action: str
     confidence: float
     reasoning: str = ""
-    origin: str = "schema"  # schema, extracted, keyword, fallback, error
+    origin: str = "schema"  # schema, extracted, keyword, fallback, error, truncated
+    repair: str = ""  # "", percent or clipped: how the confidence was read (module doc)
 
     @property
     def signal(self) -> float:
@@ -64,18 +72,53 @@ _THINK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL | re.IGNORECASE)
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 _WORD = re.compile(r"\b(BUY|SELL|HOLD)\b", re.IGNORECASE)
 _NUMBER = re.compile(r"confiden\w*\W{0,5}(\d+(?:\.\d+)?)\s*(%?)", re.IGNORECASE)
+_NEGATION = re.compile(r"\b(not|no|never|don'?t|doesn'?t|won'?t|wouldn'?t|shouldn'?t|can'?t|"
+                       r"cannot|avoid|against)\b", re.IGNORECASE)
+_CLAUSE_END = re.compile(r"[.;:!?,\n]")
 
 
 def _confidence(value: Any) -> float | None:
+    """A raw confidence in [0, 100] (the scale is settled per reply), or None."""
+    if isinstance(value, bool):
+        return None
     try:
         c = float(value)
     except (TypeError, ValueError):
         return None
-    if c != c or c < 0:
+    if c != c or c < 0 or c > 100.0:
         return None
-    if c > 1.0:
-        c = c / 100.0 if c <= 100.0 else None
     return c
+
+
+def settle_scale(decisions: list[Decision], percent: bool = False) -> list[Decision]:
+    """Read the raw confidences of one reply on one scale (the module doc's rule)."""
+    values = [d.confidence for d in decisions if d.origin not in ("fallback", "error")]
+    if not percent and not any(v > 1.0 for v in values):
+        return decisions
+    percent = percent or (max(values) >= 10.0 and not any(0.0 < v < 1.0 for v in values))
+    out = []
+    for d in decisions:
+        if d.origin in ("fallback", "error"):
+            out.append(d)
+        elif percent:
+            out.append(replace(d, confidence=d.confidence / 100.0, repair="percent"))
+        elif d.confidence > 1.0:
+            out.append(replace(d, confidence=1.0, repair="clipped"))
+        else:
+            out.append(d)
+    return out
+
+
+def _action_word(text: str) -> str | None:
+    """The first BUY / SELL / HOLD not negated in its own clause ("would not BUY")."""
+    for m in _WORD.finditer(text):
+        before = text[max(0, m.start() - 40):m.start()]
+        cut = list(_CLAUSE_END.finditer(before))
+        if cut:
+            before = before[cut[-1].end():]
+        if not _NEGATION.search(before):
+            return m.group(1).upper()
+    return None
 
 
 def _from_obj(obj: Any, origin: str) -> Decision | None:
@@ -113,6 +156,10 @@ def _clean(text: str) -> str:
 
 def parse_decision(text: Any) -> Decision:
     """One asset's decision from a reply; never raises."""
+    return settle_scale([_parse_one(text)])[0]
+
+
+def _parse_one(text: Any) -> Decision:
     try:
         if not isinstance(text, str) or not text.strip():
             return HOLD_FALLBACK
@@ -127,14 +174,13 @@ def parse_decision(text: Any) -> Decision:
             d = _from_obj(obj, "extracted")
             if d is not None:
                 return d
-        words = _WORD.findall(cleaned)
-        if words:
+        word = _action_word(cleaned)
+        if word:
             number = _NUMBER.search(cleaned)
             conf = _confidence(number.group(1)) if number else None
-            if number and number.group(2) == "%":
-                conf = _confidence(float(number.group(1)) / 100.0)
-            return Decision(words[0].upper(), 0.5 if conf is None else conf, cleaned[:200],
-                            "keyword")
+            if conf is not None and number.group(2) == "%":
+                return Decision(word, conf / 100.0, cleaned[:200], "keyword", "percent")
+            return Decision(word, 0.5 if conf is None else conf, cleaned[:200], "keyword")
     except Exception:  # the parser never raises; anything unexpected is a fallback
         return HOLD_FALLBACK
     return HOLD_FALLBACK
@@ -149,8 +195,13 @@ def parse_joint(text: Any, assets: list[str]) -> list[Decision]:
 
     Accepts ``{"ASSET_1": {"action", "confidence"}, ...}`` (the schema), a list of
     ``{"asset", "action", "confidence"}`` items (bare or under ``"decisions"``), and salvages
-    the complete items of a reply cut off mid-way. Assets not answered are fallbacks.
+    the complete items of a reply cut off mid-way. Assets not answered are fallbacks. The
+    confidence scale is settled over the whole reply (module doc).
     """
+    return settle_scale(_parse_joint(text, assets))
+
+
+def _parse_joint(text: Any, assets: list[str]) -> list[Decision]:
     out = [HOLD_FALLBACK] * len(assets)
     try:
         if not isinstance(text, str) or not text.strip():

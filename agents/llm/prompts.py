@@ -29,6 +29,20 @@ SYSTEM = (
 )
 
 
+TOKENS_PER_ASSET = 32  # '"ASSET_12": {"action": "HOLD", "confidence": 0.85},' with spacing
+REASONING_TOKENS = 160
+
+
+def token_budget(schema: dict[str, Any]) -> int:
+    """Tokens a complete reply to ``schema`` needs: 32 per asset of a joint reply (plus 16),
+    or one decision and its free-text reasoning; a member's ``max_tokens`` overrides it. A
+    reply cut at this limit is counted as truncated, apart from parse failures."""
+    props = schema.get("properties", {})
+    if "action" in props:
+        return TOKENS_PER_ASSET + (REASONING_TOKENS if "reasoning" in props else 0)
+    return TOKENS_PER_ASSET * len(props) + 16
+
+
 @dataclass(frozen=True)
 class Prompt:
     """One request: messages, the schema its reply must follow, and the assets it covers."""
@@ -37,11 +51,13 @@ class Prompt:
     schema: dict[str, Any]
     assets: tuple[int, ...]  # asset indices covered, in the order the reply is parsed
     digest: str = field(default="", compare=False)
+    max_tokens: int = field(default=0, compare=False)  # token_budget(schema)
 
     def __post_init__(self) -> None:
         from ffe_agents.llm.cache import prompt_digest
 
         object.__setattr__(self, "digest", prompt_digest(self.schema, self.messages))
+        object.__setattr__(self, "max_tokens", token_budget(self.schema))
 
 
 def asset_labels(layout: ObservationLayout, guard: bool) -> list[str]:

@@ -37,6 +37,8 @@ class Behaviour:
     fault: str | None = None  # http500, malformed, empty, hang
     digest: str = "sha256:stub"
     reject_formats: tuple[str, ...] = ()  # response_format types answered with HTTP 500
+    finish: str = "stop"  # done_reason / finish_reason: "length" for a reply cut by the limit
+    thinking: str = ""  # Ollama's message.thinking (think: true)
 
 
 @dataclass
@@ -114,14 +116,15 @@ class StubServer:
                 if ollama:
                     self._send(200, {
                         "model": model, "created_at": "2026-01-01T00:00:00Z",
-                        "message": {"role": "assistant", "content": text}, "done": True,
-                        "done_reason": "stop", "total_duration": int(b.delay * 1e9),
+                        "message": {"role": "assistant", "content": text,
+                                    **({"thinking": b.thinking} if b.thinking else {})},
+                        "done": True, "done_reason": b.finish, "total_duration": int(b.delay * 1e9),
                         "load_duration": 0, "prompt_eval_count": 42,
                         "prompt_eval_duration": 1, "eval_count": 17, "eval_duration": 1})
                 elif self.path == "/v1/chat/completions":
                     self._send(200, {
                         "id": "stub", "object": "chat.completion", "created": 0,
-                        "model": model, "choices": [{"index": 0, "finish_reason": "stop",
+                        "model": model, "choices": [{"index": 0, "finish_reason": b.finish,
                                                      "message": {"role": "assistant",
                                                                  "content": text}}],
                         "usage": {"prompt_tokens": 42, "completion_tokens": 17,

@@ -7,6 +7,11 @@ confidence is the winners' mean confidence. A member's weight is its configured 
 ``local_weight`` or ``remote_weight`` (local first) times its adaptive factor. Members that gave
 no readable answer lower the confidence: ``x (1 - missing_penalty x share missing)``.
 
+An answer with confidence 0 is an abstention: it is a readable answer (it counts for the quorum
+and is not missing) but it carries no weight and no vote in any method, so it can never lower
+a vote more than silence would: BUY 0.9 beside BUY 0.0 votes BUY 0.9, beside no answer
+0.9 x (1 - 0.5 x 1/2) = 0.675. When every readable answer abstains the vote is HOLD 0.
+
 Quorum: the share of asked members with a readable answer must reach ``quorum``, or the
 fallback tiers decide in order: ``strategy`` (the configured method, if quorum is met),
 ``majority`` (a strict majority of readable answers), ``most_confident`` (the single most
@@ -54,6 +59,9 @@ def vote(decisions: dict[str, Decision | None], weights: dict[str, float],
     quorum_met = asked > 0 and n / asked >= cfg.quorum
     missing = 1.0 - (n / asked if asked else 0.0)
     damp = max(0.0, 1.0 - cfg.missing_penalty * missing)
+    ok = {m: d for m, d in ok.items() if d.confidence > 0.0}  # abstentions do not vote
+    if quorum_met and n and not ok:
+        return Vote("HOLD", 0.0, 0.0, "strategy", n, asked)
     for tier in cfg.fallback:
         if tier == "strategy" and quorum_met:
             v = (_weighted(ok, weights) if cfg.method == "confidence_weighted"
@@ -61,16 +69,16 @@ def vote(decisions: dict[str, Decision | None], weights: dict[str, float],
             if v is not None:
                 action, conf, agree = v
                 return Vote(action, conf * damp, agree, "strategy", n, asked)
-        elif tier == "majority" and n:
+        elif tier == "majority" and ok:
             counts = {a: sum(d.action == a for d in ok.values()) for a in ACTIONS}
             best = max(counts, key=counts.get)
-            if counts[best] * 2 > n:
+            if counts[best] * 2 > len(ok):
                 conf = float(np.mean([d.confidence for d in ok.values() if d.action == best]))
-                return Vote(best, conf * damp, counts[best] / n, "majority", n, asked)
-        elif tier == "most_confident" and n:
+                return Vote(best, conf * damp, counts[best] / len(ok), "majority", n, asked)
+        elif tier == "most_confident" and ok:
             m = max(ok, key=lambda k: (ok[k].confidence, k))
-            return Vote(ok[m].action, ok[m].confidence * damp, 1.0 / n, "most_confident", n,
-                        asked)
+            return Vote(ok[m].action, ok[m].confidence * damp, 1.0 / len(ok), "most_confident",
+                        n, asked)
         elif tier == "hold":
             return Vote("HOLD", 0.0, 0.0, "hold", n, asked)
     return Vote("HOLD", 0.0, 0.0, "hold", n, asked)
