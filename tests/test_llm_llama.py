@@ -112,3 +112,34 @@ def test_openai_path_against_llama_cpp_server(tmp_path, llama_server):
     replay, _ = run(cfg | {"cache_mode": "read_only", "members": [
         {**cfg["members"][0], "base_url": "http://127.0.0.1:9"}]})  # no server: cache only
     check_replay(live, replay, ["smol"])
+
+
+@pytest.mark.parametrize("abort", [True, False])
+def test_a_generation_past_its_deadline_is_aborted_and_frees_the_model(tmp_path, abort):
+    # before: with a 2 s deadline every decision ended on time but llama.cpp kept generating
+    # the abandoned replies (the rollout returned at 8.7 s, the process at 102 s) and later
+    # calls queued behind them. abort_at_deadline: false shows that behaviour, counted.
+    member = {"name": "smollm2", "backend": "embedded", "model": "smollm2-135m",
+              "max_tokens": 400, "abort_at_deadline": abort}
+    cfg = {"members": [member], "cache_mode": "off", "model_dir": str(tmp_path / "models"),
+           "deadline_seconds": 0.05, "retries": 0, "breaker": {"failures": 0}}
+    ens = LLMEnsemble(cfg)
+    ens.backends["smollm2"]._load()  # the model is loaded before the clock starts
+    ens._checked["smollm2"] = ens.backends["smollm2"].digest
+    try:
+        r = rollout(ens, env_for(ens, None, MD), window=WINDOW, seed=0)
+        backend = ens.backends["smollm2"]
+        with backend._lock:  # waits for a generation still running, if any
+            counters = r.policy_stats["backends"]["smollm2"]
+            after = backend.counters.as_dict()
+    finally:
+        ens.close()
+    st = r.policy_stats["members"]["smollm2"]
+    assert st["calls"] + st["not_started"] >= 1 and st["answers"] == 0
+    if abort:
+        # every generation that started was stopped at its next token; nothing ran on
+        assert after["aborted"] == st["calls"] - after["not_started"] >= 1
+        assert after["tokens_after_deadline"] == 0
+    else:
+        assert after["aborted"] == 0 and after["tokens_after_deadline"] > 0
+    assert counters["aborted"] <= after["aborted"]

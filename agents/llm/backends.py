@@ -392,28 +392,41 @@ class EmbeddedBackend:
                                               "the model was free")
             llm = self._load()
             t0 = time.perf_counter()
+            # streamed, so the generation can be stopped between two tokens: closing the
+            # stream ends llama.cpp's sampling loop (an exception raised in a logits
+            # processor is swallowed by its ctypes callback and would not stop it)
+            stream = llm.create_chat_completion(
+                messages=list(messages), temperature=self.member.temperature,
+                seed=self.member.seed, max_tokens=max_tokens or self.member.max_tokens,
+                response_format={"type": "json_object", "schema": schema}, stream=True)
+            parts: list[str] = []
+            finish = None
+            n = 0
             try:
-                out = llm.create_chat_completion(
-                    messages=list(messages), temperature=self.member.temperature,
-                    seed=self.member.seed, max_tokens=max_tokens or self.member.max_tokens,
-                    response_format={"type": "json_object", "schema": schema},
-                    logits_processor=[_Abort(cancel, self.counters,
-                                             self.member.abort_at_deadline)])
-            except _Cancelled:
-                self.counters.aborted += 1
-                raise BackendError("timeout", f"{self.member.name}: generation aborted at "
-                                              "the deadline") from None
-            usage = out.get("usage") or {}
-            choice = out["choices"][0]
-            return Reply(choice["message"]["content"] or "", usage.get("prompt_tokens"),
-                         usage.get("completion_tokens"), time.perf_counter() - t0,
-                         choice.get("finish_reason"))
+                for chunk in stream:
+                    if cancel.is_set():
+                        if self.member.abort_at_deadline:
+                            self.counters.aborted += 1
+                            raise BackendError("timeout", f"{self.member.name}: generation "
+                                                          "aborted at the deadline")
+                        self.counters.tokens_after_deadline += 1  # runs on, counted
+                    choice = chunk["choices"][0]
+                    piece = (choice.get("delta") or {}).get("content")
+                    if piece:
+                        parts.append(piece)
+                        n += 1
+                    finish = choice.get("finish_reason") or finish
+            finally:
+                stream.close()
+            prompt_tokens = max(0, int(getattr(llm, "n_tokens", 0)) - n) or None
+            return Reply("".join(parts), prompt_tokens, n, time.perf_counter() - t0, finish)
 
     async def chat(self, messages: list[dict[str, str]], schema: dict[str, Any],
                    timeout: float, max_tokens: int | None = None) -> Reply:
         cancel = threading.Event()
         work = asyncio.ensure_future(
             asyncio.to_thread(self._call, messages, schema, max_tokens, cancel))
+        work.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved
         try:
             return await asyncio.wait_for(asyncio.shield(work), timeout)
         except (TimeoutError, asyncio.CancelledError):
@@ -432,28 +445,6 @@ class EmbeddedBackend:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
-
-
-class _Cancelled(Exception):
-    """Raised inside llama.cpp's sampling loop to stop a generation."""
-
-
-class _Abort:
-    """A logits processor that stops the generation once ``cancel`` is set (llama-cpp-python
-    calls it before sampling each token, in Python, so raising there is safe)."""
-
-    def __init__(self, cancel: threading.Event, counters: BackendCounters,
-                 abort: bool = True) -> None:
-        self.cancel = cancel
-        self.counters = counters
-        self.abort = abort
-
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
-        if self.cancel.is_set():
-            if self.abort:
-                raise _Cancelled
-            self.counters.tokens_after_deadline += 1  # abort off: it runs on, counted
-        return scores
 
 
 def make_backend(member: MemberConfig, model_dir: str | Path):
