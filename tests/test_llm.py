@@ -212,6 +212,63 @@ def test_leakage_guard_hides_symbols_and_dates():
     assert len(build_prompts(env.layout, obs, mode="per_asset", guard=True, history=8)) == 3
 
 
+def test_prompt_states_setting_legend_rsi_scale_positions_and_no_order_hint():
+    from ffe_gym.config import Config, from_dict
+    from ffe_gym.env import PortfolioEnv
+
+    cfg = from_dict(Config, {"portfolio": {"rebalancing_frequency": 24, "max_portfolio_risk": None},
+                             "risk": {"stop_loss": 0.2, "take_profit": 0.3},
+                             "execution": {"fee_rate": 0.001, "slippage": 0.0001}})
+    env = PortfolioEnv(cfg, MD)
+    obs, _ = env.reset(options={"start": 300, "end": 400})
+    obs, *_ = env.step(np.array([1.0, 0.0, 0.0], dtype=np.float32))  # a long in ASSET_1
+    (p,) = build_prompts(env.layout, obs, mode="joint", guard=True, history=4)
+    body = json.loads(p.messages[1]["content"])
+    assert body["setting"] == ("Bars are 1 hour long. You decide once every 24 bars (about "
+                               "1 day); a decision holds until the next. Each trade costs "
+                               "0.10% in fees and 0.01% in slippage. Shorting is allowed.")
+    assert "30" in body["legend"]["rsi"] and "70" in body["legend"]["rsi"]
+    rsi = env.layout.feature(obs, "rsi")[-1]
+    assert [a["rsi"] for a in body["assets"]] == [round(100 * (float(x) + 0.5), 1) for x in rsi]
+    assert all(0 <= a["rsi"] <= 100 for a in body["assets"])
+    held = body["assets"][0]["position"]
+    assert held["side"] == "long" and held["stop_loss_pct"] < 0 < held["take_profit_pct"]
+    assert body["assets"][1]["position"] == "flat"
+    assert "HOLD keeps the position" in p.messages[0]["content"]
+    # the listed order of the actions differs between assets and prompts, and is stable
+    orders = set()
+    for start in range(300, 340, 4):
+        obs, _ = env.reset(options={"start": start, "end": start + 50})
+        for q in build_prompts(env.layout, obs, mode="joint", guard=True, history=4):
+            orders |= {tuple(v["properties"]["action"]["enum"])
+                       for k, v in q.schema["properties"].items()}
+            again = build_prompts(env.layout, obs, mode="joint", guard=True, history=4)[0]
+            assert again.digest == q.digest
+    assert len(orders) >= 4
+
+
+def test_schemas_are_valid_for_openai_strict_structured_outputs():
+    from ffe_agents.llm.parser import (DECISION_SCHEMA, joint_schema, strict_problems,
+                                       strict_variant)
+
+    # before: the per-asset schema had an optional reasoning and no additionalProperties
+    old = {"type": "object", "properties": DECISION_SCHEMA["properties"],
+           "required": ["action", "confidence"]}
+    assert len(strict_problems(old)) == 2
+    assert strict_problems(DECISION_SCHEMA) == []
+    assert strict_problems(joint_schema(["ASSET_1", "ASSET_2"])) == []
+    thinking = joint_schema(["ASSET_1"], reasoning_chars=400)
+    assert list(thinking["properties"])[0] == "reasoning"
+    assert strict_problems(thinking) == ["$.reasoning: keyword 'maxLength' is not supported "
+                                         "in strict mode"]
+    assert strict_problems(strict_variant(thinking)) == []
+    env = env_for(LLMEnsemble({"members": members("http://127.0.0.1:9", "m")}), None, MD)
+    obs, _ = env.reset(options={"start": 300})
+    for mode in ("joint", "per_asset"):
+        for q in build_prompts(env.unwrapped.layout, obs, mode=mode, guard=True, history=4):
+            assert strict_problems(q.schema) == []
+
+
 # ---------------------------------------------------------------- cache
 
 

@@ -94,7 +94,7 @@ class LLMConfig:
 
     members: list[MemberConfig] = field(default_factory=list)
     prompt_mode: Literal["joint", "per_asset"] = "joint"
-    prompt_version: str = "v1"
+    prompt_version: str = "v2"  # v2: setting, legend, positions, neutral action order
     leakage_guard: bool = True
     history_bars: int = 8
     deadline_seconds: float = 30.0  # per decision, retries and backoff included

@@ -24,6 +24,8 @@ from typing import Any
 ACTIONS = ("BUY", "SELL", "HOLD")
 SIGN = {"BUY": 1.0, "SELL": -1.0, "HOLD": 0.0}
 
+# Every schema here is valid for OpenAI's strict structured outputs (check with
+# ``strict_problems``): each object lists all its properties as required and forbids others.
 DECISION_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -31,7 +33,7 @@ DECISION_SCHEMA: dict[str, Any] = {
         "confidence": {"type": "number", "minimum": 0, "maximum": 1},
         "reasoning": {"type": "string"},
     },
-    "required": ["action", "confidence"],
+    "required": ["action", "confidence", "reasoning"], "additionalProperties": False,
 }
 
 
@@ -42,13 +44,78 @@ COMPACT_DECISION: dict[str, Any] = {
 }
 
 
-def joint_schema(assets: list[str]) -> dict[str, Any]:
+def decision(order: tuple[str, ...] = ACTIONS, reasoning: bool = False) -> dict[str, Any]:
+    """One decision's schema with the allowed actions listed in ``order`` (the prompt builder
+    permutes it so that the listed order cannot suggest an answer)."""
+    props: dict[str, Any] = {"action": {"type": "string", "enum": list(order)},
+                             "confidence": {"type": "number", "minimum": 0, "maximum": 1}}
+    if reasoning:
+        props["reasoning"] = {"type": "string"}
+    return {"type": "object", "properties": props, "required": list(props),
+            "additionalProperties": False}
+
+
+def joint_schema(assets: list[str], orders: list[tuple[str, ...]] | None = None,
+                 reasoning_chars: int = 0) -> dict[str, Any]:
     """Schema of one reply answering for every asset: one required property per asset with
     only action and confidence, so a grammar-constrained model covers each asset exactly once,
-    briefly, and stops."""
-    return {"type": "object",
-            "properties": {a: COMPACT_DECISION for a in assets},
-            "required": list(assets), "additionalProperties": False}
+    briefly, and stops. ``reasoning_chars > 0`` (thinking members) puts a bounded free-text
+    ``reasoning`` property first, so the model may think before it answers."""
+    orders = orders or [ACTIONS] * len(assets)
+    props: dict[str, Any] = {}
+    if reasoning_chars > 0:
+        props["reasoning"] = {"type": "string", "maxLength": reasoning_chars}
+    props |= {a: decision(o) for a, o in zip(assets, orders, strict=True)}
+    return {"type": "object", "properties": props, "required": list(props),
+            "additionalProperties": False}
+
+
+# keywords OpenAI's strict mode accepts (its structured-outputs guide); maxLength is not one
+_STRICT_KEYS = {"type", "properties", "required", "additionalProperties", "enum", "const",
+                "anyOf", "items", "description", "title", "$defs", "$ref", "minimum",
+                "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "pattern",
+                "format", "minItems", "maxItems"}
+
+
+def strict_problems(schema: Any, path: str = "$") -> list[str]:
+    """What makes ``schema`` invalid for OpenAI strict structured outputs (empty: valid):
+    the root must be an object; every object must list every property in ``required`` and
+    set ``additionalProperties: false``; only supported keywords."""
+    out: list[str] = []
+    if path == "$" and schema.get("type") != "object":
+        out.append("$: the root must be an object")
+    if not isinstance(schema, dict):
+        return out
+    for key in schema:
+        if key not in _STRICT_KEYS:
+            out.append(f"{path}: keyword {key!r} is not supported in strict mode")
+    if schema.get("type") == "object" or "properties" in schema:
+        props = schema.get("properties", {})
+        if schema.get("additionalProperties") is not False:
+            out.append(f"{path}: additionalProperties must be false")
+        missing = [k for k in props if k not in schema.get("required", [])]
+        if missing:
+            out.append(f"{path}: every property must be required (missing {missing})")
+        for k, sub in props.items():
+            out += strict_problems(sub, f"{path}.{k}")
+    if isinstance(schema.get("items"), dict):
+        out += strict_problems(schema["items"], f"{path}[]")
+    for k, sub in enumerate(schema.get("anyOf", [])):
+        out += strict_problems(sub, f"{path}|{k}")
+    return out
+
+
+def strict_variant(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` without the keywords strict mode rejects (a thinking schema's maxLength: the
+    member's token budget bounds its reasoning instead)."""
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: v for k, v in schema.items() if k in _STRICT_KEYS}
+    if "properties" in out:
+        out["properties"] = {k: strict_variant(v) for k, v in out["properties"].items()}
+    if isinstance(out.get("items"), dict):
+        out["items"] = strict_variant(out["items"])
+    return out
 
 
 @dataclass(frozen=True)

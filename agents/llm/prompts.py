@@ -1,9 +1,17 @@
 """Prompts built from the same observation the RL agents get, read by field name.
 
-Per asset: the last ``history_bars`` returns (percent), a price index rebased to 100 at the
-start of the window, the latest range, volatility, RSI, MACD and volume z-score (those the env
-has), and the position (weight, unrealised return). Portfolio: cash share, gross exposure,
-drawdown. Allowed actions: BUY, SELL, HOLD with a confidence in [0, 1].
+A prompt states its setting (bar length, how often a decision is taken, the costs of a trade,
+whether shorts are allowed), a legend of every field with its familiar scale (RSI 0-100 with
+30/70, percent returns), per asset the last ``history_bars`` returns, a price index rebased to
+100 at the start of the window, the latest range, volatility, RSI, MACD and volume z-score
+(those the env has), and its position (side, weight, unrealised return, how far the stop-loss
+and take-profit levels are), then the portfolio (cash share, gross exposure, drawdown). HOLD
+keeps a position as it is.
+
+The allowed actions are listed in an order drawn per asset from a digest of the prompt's
+content, so the listed order cannot suggest an answer (tiny models copied it: ASSET_1=BUY,
+ASSET_2=SELL, ASSET_3=HOLD in all 68 replies of one run) while the same observation always
+gives the same prompt and cache key.
 
 Leakage guard (on by default): assets are ASSET_1..N instead of their symbols, time is in bar
 offsets (t-7 .. t), prices are an index starting at 100. No date and no wall-clock time appears
@@ -12,22 +20,37 @@ in any prompt in either mode: the observation holds none.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ffe_agents.llm.parser import DECISION_SCHEMA, joint_schema
+from ffe_agents.llm.parser import ACTIONS, decision, joint_schema
 from ffe_gym.env.observations import ObservationLayout
 
 SYSTEM = (
     "You are a careful portfolio analyst. You see recent market features of assets and the "
     "current portfolio. For each asset decide BUY, SELL or HOLD with a confidence between 0 "
-    "and 1. BUY while short covers and goes long; SELL while long closes; SELL while flat "
-    "goes short. Answer with JSON only, matching the schema you are given."
+    "and 1 (0: no opinion). HOLD keeps the position as it is, long, short or flat. BUY while "
+    "flat opens a long, BUY while long keeps it, BUY while short covers and goes long; SELL "
+    "while long closes it, SELL while flat goes short when shorting is allowed. Answer with "
+    "JSON only, matching the schema you are given."
 )
 
+LEGEND = {
+    "returns_pct": "log return of each bar, percent",
+    "price_index": "close price, 100 at the start of the observation window",
+    "range_pct": "high-low range of the last bar, percent",
+    "volatility_pct": "standard deviation of bar returns, percent",
+    "rsi": "RSI 0-100: above 70 overbought, below 30 oversold",
+    "macd_pct": "MACD minus its signal line, percent of price: above 0 upward momentum",
+    "volume_z": "volume z-score against recent bars (0 also when volume is missing)",
+    "position": "flat, or side, weight (value / equity), unrealized_return_pct, and "
+                "stop_loss_pct / take_profit_pct: the price move, percent, at which the "
+                "stop-loss or the take-profit closes the position",
+}
 
 TOKENS_PER_ASSET = 32  # '"ASSET_12": {"action": "HOLD", "confidence": 0.85},' with spacing
 REASONING_TOKENS = 160
@@ -40,7 +63,9 @@ def token_budget(schema: dict[str, Any]) -> int:
     props = schema.get("properties", {})
     if "action" in props:
         return TOKENS_PER_ASSET + (REASONING_TOKENS if "reasoning" in props else 0)
-    return TOKENS_PER_ASSET * len(props) + 16
+    thinking = props.get("reasoning", {}).get("maxLength", 0) // 3 + 8 \
+        if "reasoning" in props else 0  # about 3 characters a token, plus its key
+    return TOKENS_PER_ASSET * (len(props) - ("reasoning" in props)) + 16 + thinking
 
 
 @dataclass(frozen=True)
@@ -65,6 +90,54 @@ def asset_labels(layout: ObservationLayout, guard: bool) -> list[str]:
             else list(layout.symbols))
 
 
+def action_orders(content: str, n: int) -> list[tuple[str, ...]]:
+    """Per asset, the order the allowed actions are listed in: a permutation drawn from a
+    digest of the prompt's content (stable for the same observation)."""
+    seed = int.from_bytes(hashlib.sha256(content.encode()).digest()[:8], "little")
+    rng = np.random.default_rng(seed)
+    return [tuple(ACTIONS[k] for k in rng.permutation(len(ACTIONS))) for _ in range(n)]
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and abs(seconds / size - round(seconds / size)) < 0.05:
+            k = round(seconds / size)
+            return f"{k} {unit}" + ("s" if k != 1 else "")
+    return f"{seconds:.0f} seconds"
+
+
+def setting(layout: ObservationLayout) -> str:
+    """One sentence of context: bar length, decision horizon, costs, shorting."""
+    parts = []
+    if layout.bar_seconds > 0:
+        parts.append(f"Bars are {_duration(layout.bar_seconds)} long.")
+    k = max(layout.decision_bars, 1)
+    horizon = f" (about {_duration(k * layout.bar_seconds)})" if layout.bar_seconds > 0 and \
+        k > 1 else ""
+    parts.append("You decide on every bar." if k == 1 else
+                 f"You decide once every {k} bars{horizon}; a decision holds until the next.")
+    parts.append(f"Each trade costs {100 * layout.fee_rate:.2f}% in fees and "
+                 f"{100 * layout.slippage:.2f}% in slippage.")
+    parts.append("Shorting is allowed." if layout.allow_short else
+                 "Shorting is not allowed: SELL only closes a long.")
+    return " ".join(parts)
+
+
+def _position(pos: dict[str, np.ndarray], j: int) -> Any:
+    w = float(pos["weight"][j])
+    if w == 0.0:
+        return "flat"
+    out: dict[str, Any] = {"side": "long" if w > 0 else "short", "weight": round(w, 4),
+                           "unrealized_return_pct": round(100 * float(
+                               pos["unrealized_return"][j]), 2)}
+    side = 1.0 if w > 0 else -1.0  # the fields are distances in the position's favour
+    for field_name, key, sign in (("stop_distance", "stop_loss_pct", -side),
+                                  ("target_distance", "take_profit_pct", side)):
+        if field_name in pos and float(pos[field_name][j]) != 0.0:
+            out[key] = round(100 * sign * float(pos[field_name][j]), 2)
+    return out
+
+
 def _asset_block(layout: ObservationLayout, feats: np.ndarray, pos: dict[str, np.ndarray],
                  j: int, label: str, history: int) -> dict[str, Any]:
     names = layout.features
@@ -77,12 +150,12 @@ def _asset_block(layout: ObservationLayout, feats: np.ndarray, pos: dict[str, np
         index = 100.0 * np.exp(np.cumsum(rall))
         block["price_index"] = [round(float(x), 2) for x in index[-h:]]
     for name, key, digits in (("range", "range_pct", 3), ("volatility", "volatility_pct", 3),
-                              ("rsi", "rsi_minus_half", 3), ("macd", "macd_pct", 3),
-                              ("volume_z", "volume_z", 2)):
+                              ("macd", "macd_pct", 3), ("volume_z", "volume_z", 2)):
         if name in names:
             block[key] = round(float(feats[-1, j, names.index(name)]), digits)
-    block["position_weight"] = round(float(pos["weight"][j]), 4)
-    block["unrealized_return"] = round(float(pos["unrealized_return"][j]), 4)
+    if "rsi" in names:  # the feature is RSI / 100 - 0.5; the prompt shows the familiar 0-100
+        block["rsi"] = round(100.0 * (float(feats[-1, j, names.index("rsi")]) + 0.5), 1)
+    block["position"] = _position(pos, j)
     return block
 
 
@@ -95,8 +168,12 @@ def _portfolio_block(layout: ObservationLayout, obs: Any) -> dict[str, Any]:
 
 
 def build_prompts(layout: ObservationLayout, obs: Any, *, mode: str, guard: bool,
-                  history: int) -> list[Prompt]:
-    """The prompts of one decision: one joint prompt, or one per asset."""
+                  history: int, reasoning_chars: int = 0) -> list[Prompt]:
+    """The prompts of one decision: one joint prompt, or one per asset.
+
+    :param reasoning_chars: > 0 for a thinking member on a server without a separate
+        thinking channel: the joint schema starts with a bounded reasoning field.
+    """
     labels = asset_labels(layout, guard)
     h = min(history, layout.window)
     times = [f"t-{k}" if k else "t" for k in range(h - 1, -1, -1)]
@@ -105,19 +182,27 @@ def build_prompts(layout: ObservationLayout, obs: Any, *, mode: str, guard: bool
     pos = layout.positions(obs)
     blocks = [_asset_block(layout, feats, pos, j, labels[j], history)
               for j in range(layout.n_assets)]
+    legend = {k: v for k, v in LEGEND.items()
+              if k == "position" or any(k in b for b in blocks)}
+    context = setting(layout)
     if mode == "joint":
-        schema = joint_schema(labels)
-        body = {"bars": times, "assets": blocks, "portfolio": portfolio,
-                "answer": 'one decision per asset: {"ASSET": {"action": "BUY"|"SELL"|"HOLD", '
-                          '"confidence": 0..1}, ...}'}
+        body = {"setting": context, "legend": legend, "bars": times, "assets": blocks,
+                "portfolio": portfolio,
+                "answer": "for every asset an action (one of the values the schema lists) "
+                          "and a confidence 0..1"}
+        content = json.dumps(body, separators=(",", ":"))
+        schema = joint_schema(labels, action_orders(content, len(labels)), reasoning_chars)
         return [Prompt(({"role": "system", "content": SYSTEM},
-                        {"role": "user", "content": json.dumps(body, separators=(",", ":"))}),
+                        {"role": "user", "content": content}),
                        schema, tuple(range(layout.n_assets)))]
     out = []
     for j, block in enumerate(blocks):
-        body = {"bars": times, "asset": block, "portfolio": portfolio,
-                "answer": '{"action": "BUY"|"SELL"|"HOLD", "confidence": 0..1, "reasoning"}'}
+        body = {"setting": context, "legend": legend, "bars": times, "asset": block,
+                "portfolio": portfolio,
+                "answer": "an action (one of the values the schema lists), a confidence "
+                          "0..1 and a short reasoning"}
+        content = json.dumps(body, separators=(",", ":"))
         out.append(Prompt(({"role": "system", "content": SYSTEM},
-                           {"role": "user", "content": json.dumps(body, separators=(",", ":"))}),
-                          DECISION_SCHEMA, (j,)))
+                           {"role": "user", "content": content}),
+                          decision(action_orders(content, 1)[0], reasoning=True), (j,)))
     return out

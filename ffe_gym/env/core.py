@@ -63,8 +63,15 @@ class EnvCore:
                                                ecfg.observation == "flat",
                                                cfg.risk.cooldown_bars)
         self.reward = Reward(ecfg.reward, n_books)
-        self.layout = ObservationLayout(ecfg.window, md.symbols, tuple(ecfg.features.names),
-                                        ecfg.observation == "flat", ecfg.action_scheme)
+        steps = self.portfolio.next_decision - np.arange(md.n_bars)
+        spacing = (np.asarray((md.index[1:] - md.index[:-1]).total_seconds()) if md.n_bars > 1
+                   else np.zeros(1))
+        self.layout = ObservationLayout(
+            ecfg.window, md.symbols, tuple(ecfg.features.names), ecfg.observation == "flat",
+            ecfg.action_scheme, bar_seconds=float(np.median(spacing)),
+            decision_bars=int(np.median(steps[steps > 0])) if (steps > 0).any() else 1,
+            fee_rate=cfg.execution.fee_rate, slippage=cfg.execution.slippage,
+            allow_short=cfg.risk.allow_short)
         self.first_bar = ecfg.window - 1  # the earliest decision bar an observation allows
         self.warmup = max(self.first_bar, lookback(ecfg.features))
         if self.warmup >= md.n_bars - 1:

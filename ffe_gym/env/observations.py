@@ -40,6 +40,13 @@ class ObservationLayout:
     :param flat: observations are one flat array rather than a dict.
     :param action_scheme: the env's action scheme.
     :param n_assets: N.
+    :param bar_seconds: the typical bar length (median spacing of the data), 0 if unknown.
+    :param decision_bars: bars between two decisions (median), 0 if unknown.
+    :param fee_rate: proportional fee per fill; :param slippage: adverse slippage per fill.
+    :param allow_short: whether SELL from flat opens a short.
+
+    The last five describe the setting a decision is taken in (the rules, not the data after
+    the decision); the LLM ensemble states them in its prompt.
     """
 
     window: int
@@ -49,6 +56,11 @@ class ObservationLayout:
     action_scheme: str
     position_fields: tuple[str, ...] = POSITION_FIELDS
     account_fields: tuple[str, ...] = ACCOUNT_FIELDS
+    bar_seconds: float = 0.0
+    decision_bars: int = 0
+    fee_rate: float = 0.0
+    slippage: float = 0.0
+    allow_short: bool = True
 
     @property
     def n_assets(self) -> int:
