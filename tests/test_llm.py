@@ -248,8 +248,7 @@ def test_prompt_states_setting_legend_rsi_scale_positions_and_no_order_hint():
 
 
 def test_schemas_are_valid_for_openai_strict_structured_outputs():
-    from ffe_agents.llm.parser import (DECISION_SCHEMA, joint_schema, strict_problems,
-                                       strict_variant)
+    from ffe_agents.llm.parser import DECISION_SCHEMA, joint_schema, strict_problems, strict_variant
 
     # before: the per-asset schema had an optional reasoning and no additionalProperties
     old = {"type": "object", "properties": DECISION_SCHEMA["properties"],
@@ -258,7 +257,7 @@ def test_schemas_are_valid_for_openai_strict_structured_outputs():
     assert strict_problems(DECISION_SCHEMA) == []
     assert strict_problems(joint_schema(["ASSET_1", "ASSET_2"])) == []
     thinking = joint_schema(["ASSET_1"], reasoning_chars=400)
-    assert list(thinking["properties"])[0] == "reasoning"
+    assert next(iter(thinking["properties"])) == "reasoning"
     assert strict_problems(thinking) == ["$.reasoning: keyword 'maxLength' is not supported "
                                          "in strict mode"]
     assert strict_problems(strict_variant(thinking)) == []
