@@ -544,6 +544,86 @@ def test_escalation_has_time_of_its_own_and_only_real_calls_are_charged():
     assert r.policy_stats["members"]["remote"]["errors"] == 0
 
 
+def test_thinking_members_think_with_their_own_budget_and_empty_content_falls_back():
+    thoughts = "The trend is up but RSI is high; I will be careful." * 3
+    with StubServer({"r1": Behaviour(thinking=thoughts),
+                     "oss": Behaviour(thinking="hmm", reply=lambda r: "" if "format" in r
+                                      else "ASSET_1: BUY confidence 60%")}) as s:
+        cfg = {"members": members(s.url, "r1", "oss", thinking=True, thinking_tokens=500),
+               "cache_mode": "off"}
+        r, _ = run(cfg)
+        bodies = [q["body"] for q in s.requests if q["path"] == "/api/chat"]
+    assert all(b["think"] is True for b in bodies)
+    assert {b["options"]["num_predict"] for b in bodies} == {32 * 3 + 16 + 500}
+    st = r.policy_stats["members"]
+    assert st["r1"]["thinking_chars"] == len(thoughts) * r.steps
+    assert st["r1"]["answers"] == 3 * r.steps
+    # gpt-oss under `format` answered nothing: asked once more without it, counted
+    assert r.policy_stats["backends"]["oss"]["empty_under_format"] == r.steps
+    assert sum("format" not in b for b in bodies) == r.steps
+    assert st["oss"]["answers"] == r.steps  # ASSET_1 read from free text; the others missing
+
+
+def test_thinking_member_on_an_openai_server_gets_a_reasoning_field_first():
+    with StubServer({"q3": Behaviour()}) as s:
+        cfg = {"members": members(s.url, "q3", backend="openai", thinking=True,
+                                  thinking_tokens=100), "cache_mode": "off"}
+        r, _ = run(cfg)
+        sent = s.requests[0]["body"]["response_format"]["json_schema"]["schema"]
+    assert next(iter(sent["properties"])) == "reasoning"
+    assert "maxLength" not in sent["properties"]["reasoning"]  # strict mode: budget bounds it
+    assert r.policy_stats["members"]["q3"]["answers"] == 3 * r.steps
+
+
+def test_a_replay_under_another_model_digest_is_refused_online_and_trusted_offline(tmp_path):
+    # before: the key held the model's name only, so a re-pulled model replayed stale replies
+    cache = str(tmp_path / "c.sqlite")
+    with StubServer({"m": Behaviour(digest="sha256:old")}) as s:
+        cfg = {"members": members(s.url, "m"), "cache_path": cache}
+        first, _ = run(cfg)
+    with StubServer({"m": Behaviour(digest="sha256:new")}) as s:  # re-pulled, same name
+        cfg["members"][0]["base_url"] = s.url
+        again, ens = run(cfg)
+        asked = len([q for q in s.requests if q["path"] == "/api/chat"])
+    st = again.policy_stats["members"]["m"]
+    assert st["digest_mismatch"] == again.steps and st["cache_hits"] == 0
+    assert asked == again.steps and ens.stats()["digests"]["m"] == "sha256:new"
+    with StubServer({"m": Behaviour(digest="sha256:newer")}) as s:
+        cfg["members"][0]["base_url"] = s.url
+        anyway, _ = run(cfg | {"replay_other_digest": True})
+        assert not [q for q in s.requests if q["path"] == "/api/chat"]
+    assert anyway.policy_stats["members"]["m"]["digest_replays"] == anyway.steps
+    cfg["members"][0]["base_url"] = "http://127.0.0.1:9"  # offline: trust what is stored
+    offline, ens = run(cfg | {"cache_mode": "read_only"})
+    assert offline.policy_stats["members"]["m"]["cache_hits"] == offline.steps
+    assert ens.stats()["digests"]["m"] == "sha256:new (stored; server offline)"
+    assert offline.metrics == first.metrics
+
+
+def test_history_is_shortened_to_fit_the_members_context():
+    with StubServer({"small": Behaviour(), "big": Behaviour()}) as s:
+        cfg = {"members": members(s.url, "small", context=700)
+               + members(s.url, "big", context=8192), "cache_mode": "off",
+               "history_bars": 16}
+        r, ens = run(cfg)
+        sent = {q["body"]["model"]: json.loads(q["body"]["messages"][1]["content"])
+                for q in s.requests if q["path"] == "/api/chat"}
+    assert len(sent["big"]["bars"]) == 16 and len(sent["small"]["bars"]) < 16
+    assert sent["small"]["legend"] == sent["big"]["legend"]  # instructions are kept whole
+    assert r.policy_stats["members"]["small"]["history_shortened"] == r.steps
+    assert r.policy_stats["members"]["big"]["history_shortened"] == 0
+
+
+def test_a_gguf_named_by_path_enters_the_job_identity(tmp_path):
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF one")
+    cfg = {"members": [{"name": "x", "backend": "embedded", "model": str(gguf)}]}
+    one = LLMEnsemble.identity_digests(cfg)
+    gguf.write_bytes(b"GGUF two")
+    assert LLMEnsemble.identity_digests(cfg) != one
+    assert set(one) == {"model/x"} and one["model/x"].startswith("sha256:")
+
+
 def test_remote_members_are_asked_only_when_the_local_vote_is_weak():
     with StubServer({"local": Behaviour(reply=lambda r: decide_all(r, "BUY", 0.3)),
                      "remote": Behaviour(reply=lambda r: decide_all(r, "BUY", 0.9))}) as s:

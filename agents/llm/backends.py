@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ffe_agents.llm.config import MemberConfig
+from ffe_agents.llm.parser import strict_variant
 
 
 class BackendError(Exception):
@@ -153,8 +154,28 @@ class OllamaBackend(HTTPBackend):
         options["num_predict"] = max_tokens or options["num_predict"]
         body = {"model": self.member.model, "messages": list(messages), "stream": False,
                 "format": schema, "options": options}
+        if self.member.thinking:
+            body["think"] = True
+            options["num_predict"] += self.member.thinking_tokens
         if self.member.keep_alive is not None:
             body["keep_alive"] = self.member.keep_alive
+        t0 = time.perf_counter()
+        reply = await self._post_chat(body, timeout)
+        if not reply.text.strip() and self.member.thinking:
+            # gpt-oss on some Ollama versions answers nothing under `format`: ask once more
+            # without it and let the parser read the free text (counted)
+            self.counters.extra["empty_under_format"] = \
+                self.counters.extra.get("empty_under_format", 0) + 1
+            body.pop("format")
+            again = await self._post_chat(body, timeout - (time.perf_counter() - t0))
+            again.thinking = reply.thinking + again.thinking
+            reply = again
+        reply.latency = time.perf_counter() - t0
+        return reply
+
+    async def _post_chat(self, body: dict[str, Any], timeout: float) -> Reply:
+        if timeout <= 0:
+            raise BackendError("timeout", f"{self.member.name}: deadline passed")
         t0 = time.perf_counter()
         r = await self._request("POST", "/api/chat", timeout, json=body)
         if r.status_code == 404:
@@ -250,7 +271,8 @@ class OpenAIBackend(HTTPBackend):
             options["max_tokens"] = max_tokens or options["max_tokens"]
             body: dict[str, Any] = {"model": self.member.model, "messages": list(messages),
                                     **options}
-            fmt = self._format(schema)
+            fmt = self._format(strict_variant(schema) if self.mode == "json_schema"
+                               else schema)
             if fmt is not None:
                 body["response_format"] = fmt
             remaining = timeout - (time.perf_counter() - t0)
@@ -377,6 +399,12 @@ class EmbeddedBackend:
     async def health(self, timeout: float = 5.0) -> str | None:
         await asyncio.to_thread(self._load)
         return self.digest
+
+    def count_tokens(self, text: str) -> int | None:
+        """Exact prompt length with the model's tokenizer (None until it is loaded)."""
+        if self._llm is None:
+            return None
+        return len(self._llm.tokenize(text.encode(), add_bos=True, special=True))
 
     def options(self) -> dict[str, Any]:
         m = self.member

@@ -34,6 +34,10 @@ class MemberConfig:
     threads: int = 1  # embedded only
     abort_at_deadline: bool = True  # embedded: stop a generation at its deadline (else it
     # runs on and only its tokens after the deadline are counted)
+    thinking: bool = False  # a thinking model (deepseek-r1, qwen3, gpt-oss): Ollama gets
+    # think: true and returns message.thinking; other servers get a schema whose first
+    # property is a bounded free-text reasoning field
+    thinking_tokens: int = 1024  # its own token budget, added to the reply's
 
 
 @dataclass
@@ -103,6 +107,8 @@ class LLMConfig:
     concurrency: int = 16  # calls in flight at once, over all members and assets
     cache_path: str | None = "runs/llm-cache.sqlite"
     cache_mode: Literal["read_write", "read_only", "off"] = "read_write"
+    replay_other_digest: bool = False  # online, replay a reply stored under another model
+    # digest (a re-pulled model behind the same name); default: ask the model again
     model_dir: str = "runs/models"  # where embedded models are assembled
     voting: VotingConfig = field(default_factory=VotingConfig)
     escalation: EscalationConfig = field(default_factory=EscalationConfig)

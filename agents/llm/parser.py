@@ -310,9 +310,31 @@ def _parse_joint(text: Any, assets: list[str]) -> list[Decision]:
             except ValueError:
                 continue
         _fill(out, salvaged, index, "extracted")
+        _keywords_by_label(out, cleaned, assets)
     except Exception:  # never raises
         return [HOLD_FALLBACK] * len(assets)
     return out
+
+
+def _keywords_by_label(out: list[Decision], text: str, assets: list[str]) -> None:
+    """Free text naming the assets ("ASSET_1: BUY, confidence 60%"): each label's segment, up
+    to the next label, read by the keyword rule; only assets nothing else answered."""
+    spots = sorted((m.start(), m.end(), a) for a in assets
+                   for m in re.finditer(rf"\b{re.escape(a)}\b", text))
+    for k, (_, end, a) in enumerate(spots):
+        i = assets.index(a)
+        if out[i].origin != "fallback":
+            continue
+        stop = spots[k + 1][0] if k + 1 < len(spots) else len(text)
+        segment = text[end:stop]
+        if _JSONISH.search(segment):
+            continue  # a JSON fragment the salvage could not read: not free text
+        d = _parse_one(segment)
+        if d.origin == "keyword":
+            out[i] = d
+
+
+_JSONISH = re.compile(r'"\s*:|\{')
 
 
 def _fill(out: list[Decision], items: list[Any], index: dict[str, int], origin: str) -> bool:

@@ -380,6 +380,10 @@ def jobs(exp: ExperimentConfig, root: str | Path) -> list[JobSpec]:
             apply_sweep(a)
     files = {a.name: agent_files(a) for a in exp.agents}
     digests = {k: digests_of(f) for k, f in files.items()}
+    for a in exp.agents:  # what a policy's models are (a GGUF file named by path, ...)
+        cls = policy_class(asdict(a))
+        if cls is not None and hasattr(cls, "identity_digests"):
+            digests[a.name] |= cls.identity_digests(**a.kwargs)
     for d in exp.datasets:
         base = dataset_config(exp, d)
         md = market_for(base)
