@@ -98,9 +98,9 @@ def action_orders(content: str, n: int) -> list[tuple[str, ...]]:
     return [tuple(ACTIONS[k] for k in rng.permutation(len(ACTIONS))) for _ in range(n)]
 
 
-def _duration(seconds: float) -> str:
+def _duration(seconds: float, approx: bool = False) -> str:
     for unit, size in (("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size and abs(seconds / size - round(seconds / size)) < 0.05:
+        if seconds >= size and (approx or abs(seconds / size - round(seconds / size)) < 0.05):
             k = round(seconds / size)
             return f"{k} {unit}" + ("s" if k != 1 else "")
     return f"{seconds:.0f} seconds"
@@ -112,8 +112,8 @@ def setting(layout: ObservationLayout) -> str:
     if layout.bar_seconds > 0:
         parts.append(f"Bars are {_duration(layout.bar_seconds)} long.")
     k = max(layout.decision_bars, 1)
-    horizon = f" (about {_duration(k * layout.bar_seconds)})" if layout.bar_seconds > 0 and \
-        k > 1 else ""
+    seconds = layout.decision_seconds or k * layout.bar_seconds  # calendar time: closed days
+    horizon = f" (about {_duration(seconds, approx=True)})" if seconds > 0 and k > 1 else ""
     parts.append("You decide on every bar." if k == 1 else
                  f"You decide once every {k} bars{horizon}; a decision holds until the next.")
     parts.append(f"Each trade costs {100 * layout.fee_rate:.2f}% in fees and "

@@ -70,6 +70,9 @@ class EnvCore:
             ecfg.window, md.symbols, tuple(ecfg.features.names), ecfg.observation == "flat",
             ecfg.action_scheme, bar_seconds=float(np.median(spacing)),
             decision_bars=int(np.median(steps[steps > 0])) if (steps > 0).any() else 1,
+            decision_seconds=float(np.median(np.asarray(
+                (md.index[self.portfolio.next_decision] - md.index).total_seconds())[steps > 0]))
+            if (steps > 0).any() else 0.0,
             fee_rate=cfg.execution.fee_rate, slippage=cfg.execution.slippage,
             allow_short=cfg.risk.allow_short)
         self.first_bar = ecfg.window - 1  # the earliest decision bar an observation allows

@@ -42,6 +42,7 @@ class ObservationLayout:
     :param n_assets: N.
     :param bar_seconds: the typical bar length (median spacing of the data), 0 if unknown.
     :param decision_bars: bars between two decisions (median), 0 if unknown.
+    :param decision_seconds: calendar time between two decisions (median), 0 if unknown.
     :param fee_rate: proportional fee per fill; :param slippage: adverse slippage per fill.
     :param allow_short: whether SELL from flat opens a short.
 
@@ -58,6 +59,7 @@ class ObservationLayout:
     account_fields: tuple[str, ...] = ACCOUNT_FIELDS
     bar_seconds: float = 0.0
     decision_bars: int = 0
+    decision_seconds: float = 0.0
     fee_rate: float = 0.0
     slippage: float = 0.0
     allow_short: bool = True
