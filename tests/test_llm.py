@@ -624,6 +624,31 @@ def test_a_gguf_named_by_path_enters_the_job_identity(tmp_path):
     assert set(one) == {"model/x"} and one["model/x"].startswith("sha256:")
 
 
+def test_memory_shows_a_members_own_decisions_and_what_followed_from_bars_seen():
+    from ffe_agents.llm.memory import Memory
+
+    with StubServer({"m": Behaviour(reply=lambda r: decide_all(r, "BUY", 0.6))}) as s:
+        r, _ = run({"members": members(s.url, "m"), "cache_mode": "off", "memory": 2})
+        bodies = [json.loads(q["body"]["messages"][1]["content"]) for q in s.requests
+                  if q["path"] == "/api/chat"]
+    assert "your_recent_decisions" not in bodies[0]
+    env = env_for(LLMEnsemble({"members": members("http://127.0.0.1:9", "m")}), None, MD)
+    obs, _ = env.reset(options={"start": WINDOW[0]})
+    obs, *_ = env.step(np.zeros(3, dtype=np.float32))
+    lr = env.unwrapped.layout.feature(obs, "log_return")[-1]
+    mem = bodies[1]["your_recent_decisions"]
+    assert mem["ASSET_1"] == [{"bars_ago": 1, "action": "BUY", "confidence": 0.6,
+                               "return_since_pct": round(float(lr[0]), 2)}]
+    assert [len(v) for v in bodies[-1]["your_recent_decisions"].values()] == [2, 2, 2]
+    # bars never seen (a gap longer than the window): the outcome is unknown, not guessed
+    m = Memory(2, 1)
+    m.observe(10, np.zeros((4, 1)))
+    m.record("x", 10, [Decision("SELL", 0.7)])
+    m.observe(20, np.ones((4, 1)))
+    assert m.section("x", ["A"]) == {"A": [{"bars_ago": 10, "action": "SELL",
+                                            "confidence": 0.7, "return_since_pct": None}]}
+
+
 def test_remote_members_are_asked_only_when_the_local_vote_is_weak():
     with StubServer({"local": Behaviour(reply=lambda r: decide_all(r, "BUY", 0.3)),
                      "remote": Behaviour(reply=lambda r: decide_all(r, "BUY", 0.9))}) as s:

@@ -101,6 +101,8 @@ class LLMConfig:
     prompt_version: str = "v2"  # v2: setting, legend, positions, neutral action order
     leakage_guard: bool = True
     history_bars: int = 8
+    memory: int = 0  # > 0: each member sees its own last k decisions per asset and what
+    # followed them (causal: from bars already seen; see ffe_agents.llm.memory)
     deadline_seconds: float = 30.0  # per decision, retries and backoff included
     retries: int = 1
     backoff_seconds: float = 0.2

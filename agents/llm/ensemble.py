@@ -44,6 +44,7 @@ import numpy as np
 from ffe_agents.llm.backends import EMBEDDED, BackendError, make_backend
 from ffe_agents.llm.cache import ReplyCache, cache_key, merge_rows, snapshot
 from ffe_agents.llm.config import LLMConfig, load_llm_config
+from ffe_agents.llm.memory import Memory
 from ffe_agents.llm.parser import Decision, parse_decision, parse_joint
 from ffe_agents.llm.prompts import Prompt, asset_labels, build_prompts
 from ffe_agents.llm.voting import AdaptiveWeights, Vote, vote
@@ -210,6 +211,8 @@ class LLMEnsemble:
         self._outcome: dict[str, str] = {}  # member -> "ok" / "failed" in this decision
         self.decision_seconds: list[float] = []
         self._prev: tuple[int, dict[str, np.ndarray]] | None = None
+        self.memory = (Memory(self.config.memory, self.layout.n_assets)
+                       if self.config.memory > 0 and self.layout is not None else None)
 
     def act(self, observation: Any, info: dict[str, Any]) -> np.ndarray:
         if self.layout is None:
@@ -219,7 +222,14 @@ class LLMEnsemble:
         deadline = t0 + self.config.deadline_seconds
         self._learn(observation, info)
         cfg = self.config
-        self._prompt_memo: dict[tuple[int, int], list[Prompt]] = {}
+        bar = int(info.get("bar", 0))
+        if cfg.memory > 0:
+            if self.memory is None:
+                self.memory = Memory(cfg.memory, self.layout.n_assets)
+            lr = (self.layout.feature(observation, "log_return").astype(float)
+                  if "log_return" in self.layout.features else None)
+            self.memory.observe(bar, lr)
+        self._prompt_memo: dict[tuple[int, int, str], list[Prompt]] = {}
         self._observation = observation
         n_prompts = 1 if cfg.prompt_mode == "joint" else self.layout.n_assets
         local = [m for m, c in self.members.items() if c.local]
@@ -253,6 +263,11 @@ class LLMEnsemble:
         if elapsed > cfg.deadline_seconds * 1.05:
             self.deadline_misses += 1
         signals = np.array([v.signal for v in votes], dtype=np.float32)
+        if self.memory is not None:
+            for m, ds in answers.items():
+                self.memory.record(m, bar, [d if d is not None and d.origin not in
+                                            ("fallback", "error", "truncated") else None
+                                            for d in ds])
         self._prev = (int(info.get("bar", 0)), {m: np.array(
             [d.signal if d is not None and d.origin not in ("fallback", "error") else np.nan
              for d in ds]) for m, ds in answers.items()})
@@ -400,13 +415,15 @@ class LLMEnsemble:
         mc = self.members[member]
         chars = 3 * mc.thinking_tokens if mc.thinking and mc.backend != "ollama" else 0
         backend = self.backends[member]
+        memory = (self.memory.section(member, asset_labels(self.layout, cfg.leakage_guard))
+                  if self.memory is not None else None)
         h = max(1, cfg.history_bars)
         while True:
-            key = (h, chars)
+            key = (h, chars, member if memory else "")
             if key not in self._prompt_memo:
                 self._prompt_memo[key] = build_prompts(
                     self.layout, self._observation, mode=cfg.prompt_mode,
-                    guard=cfg.leakage_guard, history=h, reasoning_chars=chars)
+                    guard=cfg.leakage_guard, history=h, reasoning_chars=chars, memory=memory)
             prompts = self._prompt_memo[key]
             need = max(self._tokens(backend, p) + (mc.max_tokens or p.max_tokens)
                        + (mc.thinking_tokens if mc.thinking else 0) for p in prompts)

@@ -47,6 +47,8 @@ LEGEND = {
     "rsi": "RSI 0-100: above 70 overbought, below 30 oversold",
     "macd_pct": "MACD minus its signal line, percent of price: above 0 upward momentum",
     "volume_z": "volume z-score against recent bars (0 also when volume is missing)",
+    "your_recent_decisions": "your own last decisions for this asset: bars ago, what you "
+                             "decided, and the log return since, percent (null: not seen)",
     "position": "flat, or side, weight (value / equity), unrealized_return_pct, and "
                 "stop_loss_pct / take_profit_pct: the price move, percent, at which the "
                 "stop-loss or the take-profit closes the position",
@@ -168,11 +170,13 @@ def _portfolio_block(layout: ObservationLayout, obs: Any) -> dict[str, Any]:
 
 
 def build_prompts(layout: ObservationLayout, obs: Any, *, mode: str, guard: bool,
-                  history: int, reasoning_chars: int = 0) -> list[Prompt]:
+                  history: int, reasoning_chars: int = 0,
+                  memory: dict[str, list[dict[str, Any]]] | None = None) -> list[Prompt]:
     """The prompts of one decision: one joint prompt, or one per asset.
 
     :param reasoning_chars: > 0 for a thinking member on a server without a separate
         thinking channel: the joint schema starts with a bounded reasoning field.
+    :param memory: the member's own recent decisions per asset label (``Memory.section``).
     """
     labels = asset_labels(layout, guard)
     h = min(history, layout.window)
@@ -183,13 +187,16 @@ def build_prompts(layout: ObservationLayout, obs: Any, *, mode: str, guard: bool
     blocks = [_asset_block(layout, feats, pos, j, labels[j], history)
               for j in range(layout.n_assets)]
     legend = {k: v for k, v in LEGEND.items()
-              if k == "position" or any(k in b for b in blocks)}
+              if k == "position" or any(k in b for b in blocks)
+              or (k == "your_recent_decisions" and memory)}
     context = setting(layout)
     if mode == "joint":
         body = {"setting": context, "legend": legend, "bars": times, "assets": blocks,
-                "portfolio": portfolio,
-                "answer": "for every asset an action (one of the values the schema lists) "
-                          "and a confidence 0..1"}
+                "portfolio": portfolio}
+        if memory:
+            body["your_recent_decisions"] = memory
+        body["answer"] = ("for every asset an action (one of the values the schema lists) "
+                          "and a confidence 0..1")
         content = json.dumps(body, separators=(",", ":"))
         schema = joint_schema(labels, action_orders(content, len(labels)), reasoning_chars)
         return [Prompt(({"role": "system", "content": SYSTEM},
@@ -198,9 +205,11 @@ def build_prompts(layout: ObservationLayout, obs: Any, *, mode: str, guard: bool
     out = []
     for j, block in enumerate(blocks):
         body = {"setting": context, "legend": legend, "bars": times, "asset": block,
-                "portfolio": portfolio,
-                "answer": "an action (one of the values the schema lists), a confidence "
-                          "0..1 and a short reasoning"}
+                "portfolio": portfolio}
+        if memory and labels[j] in memory:
+            body["your_recent_decisions"] = memory[labels[j]]
+        body["answer"] = ("an action (one of the values the schema lists), a confidence "
+                          "0..1 and a short reasoning")
         content = json.dumps(body, separators=(",", ":"))
         out.append(Prompt(({"role": "system", "content": SYSTEM},
                            {"role": "user", "content": content}),
