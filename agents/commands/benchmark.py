@@ -23,6 +23,11 @@ wall time spent inside the env (target: under 10%).
 LLM: the ensemble's wall time per decision against its slowest member, members served on
 loopback after fixed delays (target: at most 1.3x, from concurrency), and cached replay
 decisions per second (target: at least 1,000).
+
+Embedded (``--sections embedded``): the embedded profile (SmolLM2-135M and Gemma-3-270M in
+this process) on the main job's prompts (packaged SPX/IXIC/WTI data, a decision every 63
+bars), no cache: seconds per decision and per member, prompt tokens, and the same with each
+member given every core in turn (``threads``).
 """
 
 from __future__ import annotations
@@ -300,6 +305,33 @@ def bench_llm(decisions: int, tmp: Path) -> dict:
             "hits": sum(m["cache_hits"] for m in r.policy_stats["members"].values())}
 
 
+def bench_embedded(decisions: int, threads: int, sequential: bool = False) -> dict:
+    """The embedded profile on the main job's prompts; see the module doc."""
+    from ffe_agents.llm import EMBEDDED_PROFILE, LLMEnsemble
+    from ffe_gym.config import Config, from_dict
+    from ffe_gym.data import market_from_config
+    from ffe_gym.evaluation import env_for, rollout
+
+    cfg = dict(EMBEDDED_PROFILE, cache_mode="off", deadline_seconds=600.0,
+               members=[dict(m, threads=threads) for m in EMBEDDED_PROFILE["members"]])
+    if sequential:  # one member at a time, each with every core
+        cfg["concurrency"] = 1
+    md = market_from_config(from_dict(Config, {"data": {"source": "arch"}}).data)
+    ens = LLMEnsemble(cfg)
+    env = env_for(ens, {"portfolio": {"rebalancing_frequency": 63},
+                        "risk": {"on_portfolio_stop": "flat"}}, md)
+    for b in ens.backends.values():  # load the models before the clock
+        b._load()
+    rollout(ens, env, window=(2000, 2000 + 63 * decisions), seed=0)
+    st = ens.stats()
+    ens.close()
+    members = st["members"]
+    return {"decision_s": float(np.median(ens.decision_seconds)), "decisions": st["decisions"],
+            "members": {m: (v["latency_mean_s"], v["prompt_tokens"] / max(v["calls"], 1),
+                            v["completion_tokens"] / max(v["calls"], 1))
+                        for m, v in members.items()}}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ffe-gym benchmark", description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=2.0, help="timed seconds per figure")
@@ -308,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--books", type=int, nargs="+", default=[1, 256],
                    help="engine section: numbers of books")
     p.add_argument("--sections", nargs="+", default=["engine", "env", "peers", "ppo", "llm"],
-                   choices=["engine", "env", "peers", "ppo", "llm"])
+                   choices=["engine", "env", "peers", "ppo", "llm", "embedded"])
+    p.add_argument("--embedded-decisions", type=int, default=4)
     p.add_argument("--llm-decisions", type=int, default=200)
     p.add_argument("--ppo-timesteps", type=int, default=16_384)
     p.add_argument("--vector-envs", type=int, default=256, help="env section: n books")
@@ -379,5 +412,20 @@ def main(argv: list[str] | None = None) -> int:
             t.add_column(col, justify="right")
         t.add_row(f"{r['decision_s'] * 1000:.0f} ms", f"{r['slowest_s'] * 1000:.0f} ms",
                   f"{r['ratio']:.2f}x", f"{r['replay_per_s']:,.0f} ({r['decisions']} decisions)")
+        console.print(t)
+    if "embedded" in args.sections:
+        t = Table(title="Embedded LLM ensemble on the main job's prompts (SPX/IXIC/WTI, every "
+                        "63 bars), no cache", header_style="bold")
+        for col in ("members", "threads each", "decision (median)", "per member: latency, "
+                    "prompt / reply tokens"):
+            t.add_column(col, justify="right" if col != "per member: latency, prompt / reply "
+                         "tokens" else "left")
+        cores = os.cpu_count() or 1
+        for label, threads, seq in (("in parallel", 1, False),
+                                    ("one at a time", cores, True)):
+            r = bench_embedded(args.embedded_decisions, threads, seq)
+            per = "; ".join(f"{m} {lat:.1f} s, {pt:.0f} / {ct:.0f}"
+                            for m, (lat, pt, ct) in r["members"].items())
+            t.add_row(label, str(threads), f"{r['decision_s']:.1f} s ({r['decisions']})", per)
         console.print(t)
     return 0
