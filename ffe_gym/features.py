@@ -14,13 +14,16 @@ Features and their scale (percent where it keeps crypto and forex comparable):
 * ``macd``        100 * (MACD - signal line) / close[t], MACD = EMA(fast) - EMA(slow) of closes
 * ``volume_z``    (volume[t] - mean) / std of volume over ``volume_window`` bars (0 if std is 0)
 
-Pandas is used here, once per dataset, never in ``step``.
+Computed with numba kernels over the (T, N) panel, column by column, in float64 and stored as
+float32 (the pandas formulation they replace, rolling().std() and ewm(adjust=False), is the
+reference in tests/test_features.py). A rolling window skips missing values (a NaN volume) and
+needs two of them; exponential averages start at the first bar.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
+from numba import njit
 
 from ffe_gym.config import FeatureConfig
 from ffe_gym.data.market import MarketData
@@ -32,44 +35,144 @@ def lookback(cfg: FeatureConfig) -> int:
                cfg.volume_window) + 1
 
 
-def _rsi(close: pd.DataFrame, n: int) -> pd.DataFrame:
-    delta = close.diff().fillna(0.0)
-    gain = delta.clip(lower=0.0).ewm(alpha=1.0 / n, adjust=False).mean()
-    loss = (-delta).clip(lower=0.0).ewm(alpha=1.0 / n, adjust=False).mean()
-    total = gain + loss
-    return (gain / total.where(total > 0)).fillna(0.5) - 0.5
+@njit(cache=True)
+def _rolling_moments(x, w, mean, std):
+    """Mean and sample std (ddof 1) of the last ``w`` rows ending at t, NaN skipped; NaN with
+    fewer than two values. Sliding sums of deviations from a shift c (the window's mean), with
+    the sums recomputed exactly every ``w`` rows, so no cancellation builds up: O(T) per
+    column. Rows outer, columns inner: the (T, N) arrays are read in memory order."""
+    T, N = x.shape
+    c = np.zeros(N)
+    s1 = np.zeros(N)
+    s2 = np.zeros(N)
+    n = np.zeros(N, dtype=np.int64)
+    for t in range(T):
+        lo = t - w + 1 if t - w + 1 > 0 else 0
+        if t % w == 0:  # exact: the window's mean as the shift, then the sums around it
+            n[:] = 0
+            s1[:] = 0.0
+            for s in range(lo, t + 1):
+                for i in range(N):
+                    v = x[s, i]
+                    if v == v:
+                        n[i] += 1
+                        s1[i] += v
+            for i in range(N):
+                c[i] = s1[i] / n[i] if n[i] else 0.0
+                s1[i] = 0.0
+                s2[i] = 0.0
+            for s in range(lo, t + 1):
+                for i in range(N):
+                    v = x[s, i]
+                    if v == v:
+                        s1[i] += v - c[i]
+                        s2[i] += (v - c[i]) * (v - c[i])
+        else:
+            for i in range(N):
+                v = x[t, i]
+                if v == v:
+                    n[i] += 1
+                    s1[i] += v - c[i]
+                    s2[i] += (v - c[i]) * (v - c[i])
+                if lo > 0:
+                    v = x[lo - 1, i]
+                    if v == v:
+                        n[i] -= 1
+                        s1[i] -= v - c[i]
+                        s2[i] -= (v - c[i]) * (v - c[i])
+        for i in range(N):
+            if n[i] < 2:
+                mean[t, i] = np.nan
+                std[t, i] = np.nan
+                continue
+            d = s1[i] / n[i]
+            var = (s2[i] - s1[i] * d) / (n[i] - 1)
+            mean[t, i] = c[i] + d
+            std[t, i] = np.sqrt(var) if var > 0.0 else 0.0
+
+
+@njit(cache=True)
+def _ewm(x, alpha, out):
+    """y[0] = x[0], y[t] = (1 - alpha) y[t-1] + alpha x[t] (pandas' adjust=False)."""
+    T, N = x.shape
+    out[0] = x[0]
+    for t in range(1, T):
+        for i in range(N):
+            out[t, i] = (1.0 - alpha) * out[t - 1, i] + alpha * x[t, i]
+
+
+@njit(cache=True)
+def _rsi(close, n, out):
+    """Wilder RSI / 100 - 0.5: EWMs (alpha 1/n) of gains and losses of close-to-close moves."""
+    T, N = close.shape
+    a = 1.0 / n
+    g = np.zeros(N)
+    lo = np.zeros(N)
+    for t in range(T):
+        for i in range(N):
+            d = close[t, i] - close[t - 1, i] if t > 0 else 0.0
+            up = d if d > 0.0 else 0.0
+            dn = -d if d < 0.0 else 0.0
+            if t == 0:
+                g[i], lo[i] = up, dn
+            else:
+                g[i] = (1.0 - a) * g[i] + a * up
+                lo[i] = (1.0 - a) * lo[i] + a * dn
+            total = g[i] + lo[i]
+            out[t, i] = (g[i] / total if total > 0.0 else 0.5) - 0.5
+
+
+@njit(cache=True)
+def _store(work, clip, feats, k):
+    """NaN and inf to 0, clip to +-clip, into feats[:, :, k] as float32."""
+    T, N = work.shape
+    for t in range(T):
+        for i in range(N):
+            v = work[t, i]
+            if not np.isfinite(v):
+                v = 0.0
+            elif v > clip:
+                v = clip
+            elif v < -clip:
+                v = -clip
+            feats[t, i, k] = v
 
 
 def compute_features(md: MarketData, cfg: FeatureConfig) -> np.ndarray:
     """(T, N, F) float32 features of ``md`` in the order of ``cfg.names`` (read-only)."""
-    close = pd.DataFrame(md.close)
-    logc = np.log(close)
-    log_ret = logc.diff().fillna(0.0)
-    out = []
-    for name in cfg.names:
+    close = np.ascontiguousarray(md.close, dtype=np.float64)
+    T, N = close.shape
+    log_ret = np.zeros((T, N))
+    log_ret[1:] = np.diff(np.log(close), axis=0)
+    feats = np.empty((T, N, len(cfg.names)), dtype=np.float32)
+    work = np.empty((T, N))
+    spare = np.empty((T, N))
+    for k, name in enumerate(cfg.names):
         if name == "log_return":
-            f = 100.0 * log_ret
+            np.multiply(log_ret, 100.0, out=work)
         elif name == "range":
-            f = 100.0 * pd.DataFrame(np.log(md.high / md.low))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                np.multiply(np.log(md.high / md.low), 100.0, out=work)
         elif name == "volatility":
-            f = 100.0 * log_ret.rolling(cfg.volatility_window, min_periods=2).std()
+            _rolling_moments(log_ret, cfg.volatility_window, spare, work)
+            work *= 100.0
         elif name == "rsi":
-            f = _rsi(close, cfg.rsi_window)
+            _rsi(close, cfg.rsi_window, work)
         elif name == "macd":
-            fast = close.ewm(span=cfg.macd_fast, adjust=False).mean()
-            slow = close.ewm(span=cfg.macd_slow, adjust=False).mean()
+            fast = np.empty((T, N))
+            slow = np.empty((T, N))
+            _ewm(close, 2.0 / (cfg.macd_fast + 1.0), fast)
+            _ewm(close, 2.0 / (cfg.macd_slow + 1.0), slow)
             macd = fast - slow
-            signal = macd.ewm(span=cfg.macd_signal, adjust=False).mean()
-            f = 100.0 * (macd - signal) / close
+            _ewm(macd, 2.0 / (cfg.macd_signal + 1.0), slow)  # the signal line
+            np.divide(100.0 * (macd - slow), close, out=work)
         elif name == "volume_z":
-            vol = pd.DataFrame(md.volume)
-            roll = vol.rolling(cfg.volume_window, min_periods=2)
-            sd = roll.std()
-            f = (vol - roll.mean()) / sd.where(sd > 0)
+            vol = np.ascontiguousarray(md.volume, dtype=np.float64)
+            _rolling_moments(vol, cfg.volume_window, spare, work)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                np.divide(vol - spare, work, out=work)  # sd 0 or undefined: 0 below
         else:  # pragma: no cover - FeatureConfig validates names
             raise ValueError(name)
-        out.append(np.nan_to_num(f.to_numpy(dtype=np.float64), nan=0.0, posinf=0.0,
-                                 neginf=0.0))
-    feats = np.clip(np.stack(out, axis=-1), -cfg.clip, cfg.clip).astype(np.float32)
+        _store(work, float(cfg.clip), feats, k)
     feats.flags.writeable = False
     return feats

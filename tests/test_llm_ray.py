@@ -1,6 +1,6 @@
-"""The LLM ensemble on the ray backend: its reply cache travels to the job as a snapshot, the
-replies a job adds come back and the driver merges them, so a second run replays exactly
-with no server (and no worker ever writes the driver's cache file)."""
+"""The LLM ensemble on the process and ray backends. On ray its reply cache travels to the job
+as a snapshot, the replies a job adds come back and the driver merges them, so a second run
+replays exactly with no server (and no worker ever writes the driver's cache file)."""
 
 from __future__ import annotations
 
@@ -36,23 +36,26 @@ def _rows(path):
         return db.execute("SELECT COUNT(*) FROM replies").fetchone()[0]
 
 
-def test_replies_come_home_from_ray_jobs_and_replay_exactly(tmp_path):
+@pytest.mark.parametrize("backend", ["process", "ray"])
+def test_replies_come_home_from_ray_jobs_and_replay_exactly(tmp_path, backend):
+    # process: the workers write the shared cache file concurrently; ray: the driver merges
+    # the rows its jobs return. Either way every reply is kept and the replay is exact.
     cache = tmp_path / "driver-cache.sqlite"
     cfg = tmp_path / "llm.yaml"
     with StubServer({"m1": Behaviour(), "m2": Behaviour()}) as s:
         members = (f"members:\n  - {{name: a, backend: ollama, model: m1, base_url: '{s.url}'}}\n"
                    f"  - {{name: b, backend: ollama, model: m2, base_url: '{s.url}'}}\n")
         cfg.write_text(members + f"cache_path: '{cache}'\n")
-        live = runner.run_jobs(ex.jobs(_experiment(tmp_path, cfg), tmp_path / "runs"), "ray",
-                               workers=2, progress=False)
+        live = runner.run_jobs(ex.jobs(_experiment(tmp_path, cfg), tmp_path / "runs"),
+                               backend, workers=2, progress=False)
         calls = len([r for r in s.requests if r["path"] == "/api/chat"])
     llm = [r for r in live if r["agent"] == "llm"]
     assert len(llm) == 2 and all(r["reuse"] == "new" for r in llm)
     assert calls > 0 and _rows(cache) == calls  # every reply reached the driver's cache
     # the server is gone; read-only replay on ray: the same numbers, no call
     cfg.write_text(members + f"cache_path: '{cache}'\ncache_mode: read_only\n")
-    replay = runner.run_jobs(ex.jobs(_experiment(tmp_path, cfg), tmp_path / "runs"), "ray",
-                             workers=2, progress=False)
+    replay = runner.run_jobs(ex.jobs(_experiment(tmp_path, cfg), tmp_path / "runs"),
+                             backend, workers=2, progress=False)
     again = [r for r in replay if r["agent"] == "llm"]
     assert all(r["reuse"] == "stale" for r in again)  # the LLM config changed: recomputed
     key = ("fold", "final_equity", "trades")
