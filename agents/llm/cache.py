@@ -25,10 +25,15 @@ from typing import Any
 
 
 def prompt_digest(schema: dict[str, Any], messages: Any) -> str:
-    """SHA-256 of a prompt's schema and messages (computed once per prompt)."""
-    blob = json.dumps({"schema": schema, "messages": list(messages)}, sort_keys=True,
-                      separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()
+    """SHA-256 of a prompt's schema (canonical JSON) and its messages' roles and contents
+    (their bytes, length-prefixed; a long content is not re-encoded as JSON)."""
+    h = hashlib.sha256(json.dumps(schema, sort_keys=True, separators=(",", ":")).encode())
+    for m in messages:
+        for part in (m.get("role", ""), m.get("content", "")):
+            data = str(part).encode()
+            h.update(len(data).to_bytes(8, "little"))
+            h.update(data)
+    return h.hexdigest()
 
 
 def cache_key(*, backend: str, model: str, options: dict[str, Any], prompt: str,

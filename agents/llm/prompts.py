@@ -20,7 +20,9 @@ in any prompt in either mode: the observation holds none.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,12 +94,14 @@ def asset_labels(layout: ObservationLayout, guard: bool) -> list[str]:
             else list(layout.symbols))
 
 
+_ORDERS = tuple(itertools.permutations(ACTIONS))
+
+
 def action_orders(content: str, n: int) -> list[tuple[str, ...]]:
-    """Per asset, the order the allowed actions are listed in: a permutation drawn from a
-    digest of the prompt's content (stable for the same observation)."""
-    seed = int.from_bytes(hashlib.sha256(content.encode()).digest()[:8], "little")
-    rng = np.random.default_rng(seed)
-    return [tuple(ACTIONS[k] for k in rng.permutation(len(ACTIONS))) for _ in range(n)]
+    """Per asset, the order the allowed actions are listed in: one of the six permutations,
+    picked by a byte of a digest of the prompt's content (stable for the same observation)."""
+    digest = hashlib.sha256(content.encode()).digest()
+    return [_ORDERS[digest[j % len(digest)] % len(_ORDERS)] for j in range(n)]
 
 
 def _duration(seconds: float, approx: bool = False) -> str:
@@ -108,6 +112,7 @@ def _duration(seconds: float, approx: bool = False) -> str:
     return f"{seconds:.0f} seconds"
 
 
+@functools.lru_cache(maxsize=64)
 def setting(layout: ObservationLayout) -> str:
     """One sentence of context: bar length, decision horizon, costs, shorting."""
     parts = []
@@ -146,11 +151,10 @@ def _asset_block(layout: ObservationLayout, feats: np.ndarray, pos: dict[str, np
     h = min(history, layout.window)
     block: dict[str, Any] = {"asset": label}
     if "log_return" in names:
-        r = feats[-h:, j, names.index("log_return")]
-        block["returns_pct"] = [round(float(x), 3) for x in r]
-        rall = feats[:, j, names.index("log_return")] / 100.0
-        index = 100.0 * np.exp(np.cumsum(rall))
-        block["price_index"] = [round(float(x), 2) for x in index[-h:]]
+        rall = feats[:, j, names.index("log_return")]
+        block["returns_pct"] = np.round(rall[-h:], 3).tolist()
+        index = 100.0 * np.exp(np.cumsum(rall / 100.0))
+        block["price_index"] = np.round(index[-h:], 2).tolist()
     for name, key, digits in (("range", "range_pct", 3), ("volatility", "volatility_pct", 3),
                               ("macd", "macd_pct", 3), ("volume_z", "volume_z", 2)):
         if name in names:
