@@ -26,11 +26,15 @@ SIGN = {"BUY": 1.0, "SELL": -1.0, "HOLD": 0.0}
 
 # Every schema here is valid for OpenAI's strict structured outputs (check with
 # ``strict_problems``): each object lists all its properties as required and forbids others.
+# The confidence is one of 0, 0.1, ..., 1: a grammar-constrained model writes three
+# characters, not "0.0000000..." to its token limit (gemma3-270m did), and the engine's dead
+# band and sizing need no finer grain. A reply without a grammar may still say 0.73.
+CONFIDENCE: dict[str, Any] = {"type": "number", "enum": [round(k / 10, 1) for k in range(11)]}
 DECISION_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "action": {"type": "string", "enum": list(ACTIONS)},
-        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        "confidence": CONFIDENCE,
         "reasoning": {"type": "string"},
     },
     "required": ["action", "confidence", "reasoning"], "additionalProperties": False,
@@ -48,7 +52,7 @@ def decision(order: tuple[str, ...] = ACTIONS, reasoning: bool = False) -> dict[
     """One decision's schema with the allowed actions listed in ``order`` (the prompt builder
     permutes it so that the listed order cannot suggest an answer)."""
     props: dict[str, Any] = {"action": {"type": "string", "enum": list(order)},
-                             "confidence": {"type": "number", "minimum": 0, "maximum": 1}}
+                             "confidence": CONFIDENCE}
     if reasoning:
         props["reasoning"] = {"type": "string"}
     return {"type": "object", "properties": props, "required": list(props),
