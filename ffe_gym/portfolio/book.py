@@ -254,12 +254,16 @@ class Portfolio:
         if d.shape not in (shape, shape[1:]) or cf.shape != d.shape:
             raise ValueError(f"direction and confidence must have shape {shape} or {shape[1:]}, "
                              f"got {d.shape} and {cf.shape}")
-        if not np.all((d == -1) | (d == 0) | (d == 1)):
+        if d.dtype.kind not in "biuf":
+            raise ValueError(f"direction must be numeric, got dtype {d.dtype}")
+        # compiled: check everything, then copy (numpy's checks cost about 9 us a decision);
+        # a refused input changes nothing
+        bad = _compiled()[0].load_signals(d.reshape(-1, shape[1]), cf.reshape(-1, shape[1]),
+                                          self._dirs, self._confs)
+        if bad == 1:
             raise ValueError("direction must be -1, 0 or +1")
-        if not np.all((cf >= 0.0) & (cf <= 1.0)):
+        if bad == 2:
             raise ValueError("confidence must be finite and in [0, 1]")
-        self._dirs[:] = d
-        self._confs[:] = cf
         self._run(L.SIGNALS, active)
 
     def intent_buffers(self) -> tuple[np.ndarray, np.ndarray]:

@@ -756,6 +756,29 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
 
 
 @njit(cache=True)
+def load_signals(d, cf, dirs, confs):
+    """Check (B or 1, N) directions in {-1, 0, 1} and confidences in [0, 1], then copy them
+    into the (B, N) buffers (one row broadcast to every book). 0: done; 1: a bad direction;
+    2: a bad confidence (NaN included); nothing is copied then."""
+    B, N = dirs.shape
+    R = d.shape[0]
+    for r in range(R):
+        for i in range(N):
+            x = d[r, i]
+            if not (x == -1 or x == 0 or x == 1):
+                return 1
+            c = cf[r, i]
+            if not (c >= 0.0 and c <= 1.0):
+                return 2
+    for b in range(B):
+        r = b if R > 1 else 0
+        for i in range(N):
+            dirs[b, i] = d[r, i]
+            confs[b, i] = cf[r, i]
+    return 0
+
+
+@njit(cache=True)
 def step_books(active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_dec,
                fee_rate, fixed_fee, slip, borrow, p, pos, acct, clock, count,
                curve, gross_curve, n_curve, fills, n_fills, refused):
