@@ -24,6 +24,10 @@ LLM: the ensemble's wall time per decision against its slowest member, members s
 loopback after fixed delays (target: at most 1.3x, from concurrency), and cached replay
 decisions per second (target: at least 1,000).
 
+Build (``--sections build``): constructing ``PortfolioEnv`` on a synthetic market of T = 100,000
+bars x N = 100 assets (features, engine buffers), after a warm-up build compiled the kernels:
+seconds and the memory allocated during the build (tracemalloc), beside the market's own size.
+
 Embedded (``--sections embedded``): the embedded profile (SmolLM2-135M and Gemma-3-270M in
 this process) on the main job's prompts (packaged SPX/IXIC/WTI data, a decision every 63
 bars), no cache: seconds per decision and per member, prompt tokens, and the same with each
@@ -305,6 +309,27 @@ def bench_llm(decisions: int, tmp: Path) -> dict:
             "hits": sum(m["cache_hits"] for m in r.policy_stats["members"].values())}
 
 
+def bench_build(n_bars: int = 100_000, n_assets: int = 100) -> dict:
+    """Seconds and peak allocation of building the env on a T x N synthetic market."""
+    import tracemalloc
+
+    from ffe_gym.config import Config
+    from ffe_gym.data import synthetic_market
+    from ffe_gym.env import PortfolioEnv
+
+    md = synthetic_market(n_assets, n_bars, "crypto", seed=0)
+    PortfolioEnv(Config(), synthetic_market(2, 400, "crypto", seed=0))  # compile the kernels
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    PortfolioEnv(Config(), md)
+    elapsed = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    size = sum(a.nbytes for a in (md.open, md.high, md.low, md.close, md.volume, md.tradable))
+    return {"seconds": elapsed, "peak_gb": peak / 1e9, "market_gb": size / 1e9,
+            "bars": n_bars, "assets": n_assets}
+
+
 def bench_embedded(decisions: int, threads: int, sequential: bool = False) -> dict:
     """The embedded profile on the main job's prompts; see the module doc."""
     from ffe_agents.llm import EMBEDDED_PROFILE, LLMEnsemble
@@ -340,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--books", type=int, nargs="+", default=[1, 256],
                    help="engine section: numbers of books")
     p.add_argument("--sections", nargs="+", default=["engine", "env", "peers", "ppo", "llm"],
-                   choices=["engine", "env", "peers", "ppo", "llm", "embedded"])
+                   choices=["engine", "env", "peers", "ppo", "llm", "embedded", "build"])
     p.add_argument("--embedded-decisions", type=int, default=4)
     p.add_argument("--llm-decisions", type=int, default=200)
     p.add_argument("--ppo-timesteps", type=int, default=16_384)
@@ -412,6 +437,15 @@ def main(argv: list[str] | None = None) -> int:
             t.add_column(col, justify="right")
         t.add_row(f"{r['decision_s'] * 1000:.0f} ms", f"{r['slowest_s'] * 1000:.0f} ms",
                   f"{r['ratio']:.2f}x", f"{r['replay_per_s']:,.0f} ({r['decisions']} decisions)")
+        console.print(t)
+    if "build" in args.sections:
+        r = bench_build()
+        t = Table(title="Building PortfolioEnv", header_style="bold")
+        for col in ("bars T", "assets N", "seconds", "allocated during the build",
+                    "the market itself"):
+            t.add_column(col, justify="right")
+        t.add_row(f"{r['bars']:,}", str(r["assets"]), f"{r['seconds']:.2f}",
+                  f"{r['peak_gb']:.2f} GB", f"{r['market_gb']:.2f} GB")
         console.print(t)
     if "embedded" in args.sections:
         t = Table(title="Embedded LLM ensemble on the main job's prompts (SPX/IXIC/WTI, every "
