@@ -24,10 +24,16 @@ from pathlib import Path
 from typing import Any
 
 
-def prompt_digest(schema: dict[str, Any], messages: Any) -> str:
-    """SHA-256 of a prompt's schema (canonical JSON) and its messages' roles and contents
-    (their bytes, length-prefixed; a long content is not re-encoded as JSON)."""
-    h = hashlib.sha256(json.dumps(schema, sort_keys=True, separators=(",", ":")).encode())
+def schema_text(schema: dict[str, Any]) -> str:
+    """A schema's canonical JSON (sorted keys, compact): what the prompt digest hashes."""
+    return json.dumps(schema, sort_keys=True, separators=(",", ":"))
+
+
+def prompt_digest(schema: dict[str, Any], messages: Any, schema_json: str | None = None) -> str:
+    """SHA-256 of a prompt's schema (canonical JSON, ``schema_text``; pass it when known) and
+    its messages' roles and contents (their bytes, length-prefixed; a long content is not
+    re-encoded as JSON)."""
+    h = hashlib.sha256((schema_json or schema_text(schema)).encode())
     for m in messages:
         for part in (m.get("role", ""), m.get("content", "")):
             data = str(part).encode()
@@ -36,13 +42,22 @@ def prompt_digest(schema: dict[str, Any], messages: Any) -> str:
     return h.hexdigest()
 
 
-def cache_key(*, backend: str, model: str, options: dict[str, Any], prompt: str,
-              prompt_version: str) -> str:
-    """The key of one member's reply to one prompt (``prompt`` = :func:`prompt_digest`)."""
-    blob = json.dumps({"backend": backend, "model": model, "options": options,
-                       "prompt": prompt, "prompt_version": prompt_version}, sort_keys=True,
+def member_prefix(*, backend: str, model: str, options: dict[str, Any],
+                  prompt_version: str) -> str:
+    """The part of a cache key that is the member's (canonical JSON); computed once."""
+    return json.dumps({"backend": backend, "model": model, "options": options,
+                       "prompt_version": prompt_version}, sort_keys=True,
                       separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def cache_key(*, backend: str, model: str, options: dict[str, Any], prompt: str,
+              prompt_version: str, prefix: str | None = None) -> str:
+    """The key of one member's reply to one prompt (``prompt`` = :func:`prompt_digest`):
+    SHA-256 of the member's prefix (``member_prefix``; pass it when known) and the digest."""
+    if prefix is None:
+        prefix = member_prefix(backend=backend, model=model, options=options,
+                               prompt_version=prompt_version)
+    return hashlib.sha256(f"{prefix}|{prompt}".encode()).hexdigest()
 
 
 class ReplyCache:

@@ -278,14 +278,16 @@ def _parse_joint(text: Any, assets: list[str]) -> list[Decision]:
         if not isinstance(text, str) or not text.strip():
             return out
         index = {a: i for i, a in enumerate(assets)}
-        candidates = []
-        try:
-            candidates.append((json.loads(text), "schema"))
-        except ValueError:
-            pass
-        cleaned = _clean(text)
-        candidates += [(obj, "extracted") for obj in _json_objects(cleaned)]
-        for obj, origin in candidates:
+
+        def candidates():  # lazily: a schema-valid reply is parsed once
+            try:
+                yield json.loads(text), "schema"
+            except ValueError:
+                pass
+            for obj in _json_objects(_clean(text)):
+                yield obj, "extracted"
+
+        for obj, origin in candidates():
             if isinstance(obj, dict) and any(a in obj for a in assets):
                 got = False
                 for a, item in obj.items():
@@ -298,6 +300,7 @@ def _parse_joint(text: Any, assets: list[str]) -> list[Decision]:
             items = obj.get("decisions") if isinstance(obj, dict) else obj
             if isinstance(items, list) and _fill(out, items, index, origin):
                 return out
+        cleaned = _clean(text)
         # a reply cut off mid-way: keep its complete "ASSET": {...} pairs and {"asset", ...}
         for key, span in _KEYED.findall(cleaned):
             if key in index and out[index[key]].origin == "fallback":

@@ -81,12 +81,33 @@ class Prompt:
     assets: tuple[int, ...]  # asset indices covered, in the order the reply is parsed
     digest: str = field(default="", compare=False)
     max_tokens: int = field(default=0, compare=False)  # token_budget(schema)
+    schema_json: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         from ffe_agents.llm.cache import prompt_digest
 
-        object.__setattr__(self, "digest", prompt_digest(self.schema, self.messages))
+        object.__setattr__(self, "digest", prompt_digest(self.schema, self.messages,
+                                                         self.schema_json))
         object.__setattr__(self, "max_tokens", token_budget(self.schema))
+
+
+@functools.lru_cache(maxsize=4096)
+def _joint(labels: tuple[str, ...], orders: tuple[tuple[str, ...], ...],
+           reasoning_chars: int) -> tuple[dict[str, Any], str]:
+    """A joint schema and its canonical JSON, built once per combination of orders (there are
+    6^N, and a run meets few): a replay builds thousands of prompts a second."""
+    from ffe_agents.llm.cache import schema_text
+
+    schema = joint_schema(list(labels), list(orders), reasoning_chars)
+    return schema, schema_text(schema)
+
+
+@functools.lru_cache(maxsize=256)
+def _head(layout: ObservationLayout, keys: tuple[str, ...]) -> str:
+    """The constant start of a user message, as JSON: its setting and legend."""
+    legend = {k: LEGEND[k] for k in keys}
+    text = json.dumps({"setting": setting(layout), "legend": legend}, separators=(",", ":"))
+    return text[:-1]  # open: the per-decision fields follow
 
 
 def asset_labels(layout: ObservationLayout, guard: bool) -> list[str]:
@@ -145,24 +166,26 @@ def _position(pos: dict[str, np.ndarray], j: int) -> Any:
     return out
 
 
-def _asset_block(layout: ObservationLayout, feats: np.ndarray, pos: dict[str, np.ndarray],
-                 j: int, label: str, history: int) -> dict[str, Any]:
+def _asset_blocks(layout: ObservationLayout, feats: np.ndarray, pos: dict[str, np.ndarray],
+                  labels: list[str], history: int) -> list[dict[str, Any]]:
+    """Every asset's block, each array rounded once for all assets (a replay builds
+    thousands of prompts a second)."""
     names = layout.features
     h = min(history, layout.window)
-    block: dict[str, Any] = {"asset": label}
+    cols: dict[str, list[Any]] = {}
     if "log_return" in names:
-        rall = feats[:, j, names.index("log_return")]
-        block["returns_pct"] = np.round(rall[-h:], 3).tolist()
-        index = 100.0 * np.exp(np.cumsum(rall / 100.0))
-        block["price_index"] = np.round(index[-h:], 2).tolist()
+        rall = feats[:, :, names.index("log_return")]  # (W, N)
+        cols["returns_pct"] = np.round(rall[-h:], 3).T.tolist()
+        index = 100.0 * np.exp(np.cumsum(rall / 100.0, axis=0))
+        cols["price_index"] = np.round(index[-h:], 2).T.tolist()
     for name, key, digits in (("range", "range_pct", 3), ("volatility", "volatility_pct", 3),
                               ("macd", "macd_pct", 3), ("volume_z", "volume_z", 2)):
         if name in names:
-            block[key] = round(float(feats[-1, j, names.index(name)]), digits)
+            cols[key] = np.round(feats[-1, :, names.index(name)], digits).tolist()
     if "rsi" in names:  # the feature is RSI / 100 - 0.5; the prompt shows the familiar 0-100
-        block["rsi"] = round(100.0 * (float(feats[-1, j, names.index("rsi")]) + 0.5), 1)
-    block["position"] = _position(pos, j)
-    return block
+        cols["rsi"] = np.round(100.0 * (feats[-1, :, names.index("rsi")] + 0.5), 1).tolist()
+    return [{"asset": label, **{k: v[j] for k, v in cols.items()},
+             "position": _position(pos, j)} for j, label in enumerate(labels)]
 
 
 def _portfolio_block(layout: ObservationLayout, obs: Any) -> dict[str, Any]:
@@ -188,33 +211,31 @@ def build_prompts(layout: ObservationLayout, obs: Any, *, mode: str, guard: bool
     portfolio = _portfolio_block(layout, obs)
     feats = layout.market(obs).astype(np.float64)  # (W, N, F), read once per decision
     pos = layout.positions(obs)
-    blocks = [_asset_block(layout, feats, pos, j, labels[j], history)
-              for j in range(layout.n_assets)]
-    legend = {k: v for k, v in LEGEND.items()
-              if k == "position" or any(k in b for b in blocks)
-              or (k == "your_recent_decisions" and memory)}
-    context = setting(layout)
+    blocks = _asset_blocks(layout, feats, pos, labels, history)
+    keys = tuple(k for k in LEGEND
+                 if k == "position" or any(k in b for b in blocks)
+                 or (k == "your_recent_decisions" and memory))
+    head = _head(layout, keys)  # '{"setting":...,"legend":{...}': the same every decision
     if mode == "joint":
-        body = {"setting": context, "legend": legend, "bars": times, "assets": blocks,
-                "portfolio": portfolio}
+        body = {"bars": times, "assets": blocks, "portfolio": portfolio}
         if memory:
             body["your_recent_decisions"] = memory
         body["answer"] = ("for every asset an action (one of the values the schema lists) "
                           "and a confidence 0..1")
-        content = json.dumps(body, separators=(",", ":"))
-        schema = joint_schema(labels, action_orders(content, len(labels)), reasoning_chars)
+        content = head + "," + json.dumps(body, separators=(",", ":"))[1:]
+        schema, text = _joint(tuple(labels), tuple(action_orders(content, len(labels))),
+                              reasoning_chars)
         return [Prompt(({"role": "system", "content": SYSTEM},
                         {"role": "user", "content": content}),
-                       schema, tuple(range(layout.n_assets)))]
+                       schema, tuple(range(layout.n_assets)), schema_json=text)]
     out = []
     for j, block in enumerate(blocks):
-        body = {"setting": context, "legend": legend, "bars": times, "asset": block,
-                "portfolio": portfolio}
+        body = {"bars": times, "asset": block, "portfolio": portfolio}
         if memory and labels[j] in memory:
             body["your_recent_decisions"] = memory[labels[j]]
         body["answer"] = ("an action (one of the values the schema lists), a confidence "
                           "0..1 and a short reasoning")
-        content = json.dumps(body, separators=(",", ":"))
+        content = head + "," + json.dumps(body, separators=(",", ":"))[1:]
         out.append(Prompt(({"role": "system", "content": SYSTEM},
                            {"role": "user", "content": content}),
                           decision(action_orders(content, 1)[0], reasoning=True), (j,)))

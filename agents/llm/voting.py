@@ -85,13 +85,16 @@ def vote(decisions: dict[str, Decision | None], weights: dict[str, float],
 
 
 def _weighted(ok: dict[str, Decision], weights: dict[str, float]):
-    total = sum(weights[m] for m in ok)
+    score = dict.fromkeys(ACTIONS, 0.0)
+    weight = dict.fromkeys(ACTIONS, 0.0)
+    for m, d in ok.items():  # one pass (a replay votes thousands of times a second)
+        w = weights[m]
+        score[d.action] += w * d.confidence
+        weight[d.action] += w
+    total = sum(weight.values())
     if total <= 0:
         return None
-    score = {a: sum(weights[m] * d.confidence for m, d in ok.items() if d.action == a)
-             for a in ACTIONS}
-    share = {a: sum(weights[m] for m, d in ok.items() if d.action == a) / total
-             for a in ACTIONS}
+    share = {a: weight[a] / total for a in ACTIONS}
     best = max(ACTIONS, key=lambda a: (score[a], a == "HOLD"))
     if sum(s == score[best] for s in score.values()) > 1:
         return None  # a tie in score: let the next tier decide
