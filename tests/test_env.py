@@ -402,6 +402,31 @@ def test_vector_env_same_step_autoreset(md):
     assert (info["bar"] != info["final_info"]["bar"]).all()  # already reset
 
 
+@pytest.mark.parametrize("mode", ["NextStep", "SameStep"])
+def test_gymnasium_record_episode_statistics_on_the_vector_env(md, mode):
+    # before: "key 'episode' already exists in info" at the first episode end
+    from gymnasium.wrappers.vector import RecordEpisodeStatistics
+
+    c = cfg()
+    c.env.episode_bars = 6
+    venv = RecordEpisodeStatistics(PortfolioVectorEnv(3, c, md, autoreset_mode=mode))
+    obs, _ = venv.reset(seed=0)
+    total = np.zeros(3)
+    ended = []
+    for _ in range(14):  # a CleanRL-style loop: act, step, read episode ends from info
+        actions = venv.action_space.sample()
+        obs, r, te, tr, info = venv.step(actions)
+        total += r
+        if "episode" in info:
+            done = info["_episode"]
+            ended.append(int(done.sum()))
+            assert set(info["episode"]) == {"r", "l", "t"}
+            assert (info["episode"]["l"][done] == 6).all()
+            assert info["_portfolio_episode"][done].all()
+            assert set(info["portfolio_episode"]) >= {"equity", "return", "sharpe"}
+    assert sum(ended) >= 3
+
+
 def test_sb3_vec_env_adapter(md):
     from ffe_gym.env import SB3VecEnv
 

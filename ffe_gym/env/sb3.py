@@ -65,7 +65,7 @@ class SB3VecEnv(VecEnv):
             infos[i]["terminal_observation"] = (
                 {k: v[i] for k, v in final.items()} if isinstance(final, dict) else final[i])
             infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
-            infos[i]["portfolio"] = {k: float(v[i]) for k, v in info["episode"].items()}
+            infos[i]["portfolio"] = {k: float(v[i]) for k, v in info["portfolio_episode"].items()}
         return obs, rewards.astype(np.float32), dones, infos
 
     def close(self) -> None:

@@ -32,15 +32,17 @@ class PortfolioVectorEnv(VectorEnv):
     ``info`` holds batched arrays: ``bar``, ``equity``, ``cash``, ``drawdown``, ``weights``
     (n, N), ``n_fills``, ``refused`` (n, N reason codes, ``layout.REFUSAL_NAMES``) and
     ``status`` (codes, ``layout.STATUS_NAMES``), each with its ``_key`` mask; when episodes
-    end, ``episode`` holds their portfolio statistics (equity, return, sharpe, max_drawdown,
-    turnover, costs, steps; see ``EnvCore.episode_stats``) with the mask ``_episode``.
+    end, ``portfolio_episode`` holds their portfolio statistics (equity, return, sharpe,
+    max_drawdown, turnover, costs, steps; see ``EnvCore.episode_stats``) with the mask
+    ``_portfolio_episode``. The key ``episode`` is left to Gymnasium's
+    ``RecordEpisodeStatistics`` (``{r, l, t}``), which wraps this env as it wraps any other.
 
     :param num_envs: n, the number of books.
     :param config: as for :class:`PortfolioEnv`.
     :param data: as for :class:`PortfolioEnv`.
     :param autoreset_mode: ``AutoresetMode.NEXT_STEP`` or ``AutoresetMode.SAME_STEP``.
-    :param step_info: build the per-step ``info`` arrays (``False`` leaves only ``episode``
-        and, in same-step mode, ``final_obs``: what a trainer needs, faster).
+    :param step_info: build the per-step ``info`` arrays (``False`` leaves only
+        ``portfolio_episode`` and, in same-step mode, ``final_obs``: what a trainer needs).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": [],
@@ -138,7 +140,7 @@ class PortfolioVectorEnv(VectorEnv):
             final_info = self._info() if self.step_info else {}
             self._reset(done)
             info = self._info() if self.step_info else {}
-            info["episode"], info["_episode"] = episode, done.copy()
+            info["portfolio_episode"], info["_portfolio_episode"] = episode, done.copy()
             info["final_obs"] = final_obs
             info["final_info"] = final_info
             info["_final_obs"] = info["_final_info"] = done.copy()
@@ -146,7 +148,7 @@ class PortfolioVectorEnv(VectorEnv):
         self._pending = done
         info = self._info() if self.step_info else {}
         if episode is not None:
-            info["episode"], info["_episode"] = episode, done.copy()
+            info["portfolio_episode"], info["_portfolio_episode"] = episode, done.copy()
         return core.observe(), rewards, terminated, truncated, info
 
     def _info(self) -> dict[str, Any]:
