@@ -5,22 +5,35 @@ from __future__ import annotations
 import importlib
 import sys
 
-COMMANDS = {
-    "backtest": "ffe_gym.commands.backtest",
-    "benchmark": "ffe_agents.commands.benchmark",
-    "compare": "ffe_gym.commands.compare",
-    "evaluate": "ffe_gym.commands.evaluate",
-    "sweep": "ffe_gym.commands.sweep",
-    "train": "ffe_agents.commands.train",  # named, not imported: ffe_gym never imports agents
+COMMANDS = {  # name: (module, one line of what it does)
+    "backtest": ("ffe_gym.commands.backtest", "run one policy over a date range, no training"),
+    "benchmark": ("ffe_agents.commands.benchmark", "print throughput figures"),
+    "compare": ("ffe_gym.commands.compare",
+                "the comparison grid: agents x windows x seeds vs a reference, with a report"),
+    "evaluate": ("ffe_gym.commands.evaluate", "evaluate a policy or a trained run on a window"),
+    "sweep": ("ffe_gym.commands.sweep", "a Ray Tune hyperparameter sweep on fold 0"),
+    "train": ("ffe_agents.commands.train",  # named, not imported: ffe_gym never imports agents
+              "train a stable-baselines3 agent on ffe/Portfolio-v0"),
 }
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {doc}" for name, (_, doc) in COMMANDS.items()]
+    return ("usage: ffe-gym <command> [args...]   (ffe-gym <command> --help for its options)\n"
+            "\ncommands:\n" + "\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print("usage: ffe-gym {" + ",".join(COMMANDS) + "} [args...]", file=sys.stderr)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
-    module = importlib.import_module(COMMANDS[argv[0]])
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    if argv[0] not in COMMANDS:
+        print(f"ffe-gym: unknown command {argv[0]!r} (commands: {', '.join(COMMANDS)})",
+              file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
     return int(module.main(argv[1:]) or 0)
 
 

@@ -96,11 +96,15 @@ def test_benchmark_tiny_budget():
         assert peer in r.stdout  # a figure, or "could not run" when not installed
 
 
-def test_console_script_dispatches():
-    from ffe_gym.cli import main
+def test_console_script_dispatches(capsys):
+    from ffe_gym.cli import COMMANDS, main
 
     assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name, (_, doc) in COMMANDS.items():  # before: only the names, no description
+        assert f"  {name}" in out and doc in out
     assert main(["nope"]) == 2
+    assert "unknown command 'nope'" in capsys.readouterr().err
     r = run("-m", "ffe_gym.cli", "backtest", "--help")
     assert r.returncode == 0 and "--initial-balance" in r.stdout
 
