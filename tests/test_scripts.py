@@ -160,6 +160,10 @@ def test_evaluate_baseline_prints_metrics():
     r = run("scripts/evaluate.py", "--policy", "equal-weight", "--end", "2022-02-01")
     assert r.returncode == 0, r.stderr
     assert "Metrics [SYNTHETIC DATA]" in r.stdout and "Sharpe" in r.stdout
+    assert "No order was placed" not in r.stdout
+    flat = run("scripts/evaluate.py", "--policy", "cash", "--end", "2022-02-01",
+               "--no-progress")
+    assert flat.returncode == 0 and "No order was placed" in flat.stdout  # said, not silent
     lines = [x for x in r.stderr.splitlines() if x.startswith("evaluate: ")]
     decisions = int(r.stdout.split(" decisions")[0].rsplit("(", 1)[1].split()[-1])
     # piped: a line every tenth of the window, and the last decision (the episode may end early)

@@ -139,6 +139,12 @@ def run(args: argparse.Namespace) -> dict:
                                            title))
     console.print(tables.attribution_table(result.attribution))
     console.print(tables.refusals_table(result.refusals))
+    if len(result.trades) == 0 and not any(result.refusals.values()):
+        console.print(
+            "No order was placed in this window: every action was HOLD (nothing refused). In "
+            f"the signals scheme |a| below env.dead_band ({cfg.env.dead_band}) is HOLD, and an "
+            "untrained PPO's deterministic (mean) action sits near 0, inside that band: its "
+            "evaluation is exactly flat, return 0 and no Sharpe.")
     if result.policy_stats:
         console.print(tables.stats_table(result.policy_stats))
     out = result.summary() | {"data_hash": md.digest()}
