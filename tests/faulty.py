@@ -44,4 +44,7 @@ class Slow(_Signals):
 
     def act(self, observation: Any, info: dict[str, Any]) -> np.ndarray:
         time.sleep(self.seconds)
+        gate = os.environ.get("FFE_SLOW_GATE")
+        while gate and not os.path.exists(gate):  # held until the test opens the gate
+            time.sleep(0.01)
         return np.zeros(len(info["weights"]), dtype=np.float32)

@@ -94,17 +94,20 @@ def test_sigkill_then_resume_keeps_every_finished_job(tmp_path):
     assert not list(out.rglob(".tmp-*"))  # the killed run's temporary folder is gone
 
 
-def test_ctrl_c_ends_with_one_line_and_a_rerun_resumes(tmp_path):
+def test_ctrl_c_ends_with_one_line_and_a_rerun_resumes(tmp_path, monkeypatch):
     path = experiment(tmp_path, SLOW, folds=3)
     out = tmp_path / "runs"
+    gate = tmp_path / "gate"  # the slow policy holds until it exists: the run cannot finish
+    monkeypatch.setenv("FFE_SLOW_GATE", str(gate))  # before the Ctrl-C, whatever the timing
     proc = compare(path, out, wait=False)
-    wait_for(lambda: len(tree(out)) >= 2)
+    wait_for(lambda: len(tree(out)) >= 1)
     os.killpg(proc.pid, signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert "Traceback" not in stderr
     lines = [x for x in stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and "interrupted:" in lines[0] and "rerun to resume" in lines[0]
+    gate.touch()
     again = compare(path, out)
     assert again.returncode == 0 and counts(again.stdout)["failed"] == 0
 
