@@ -45,6 +45,7 @@ class Slow(_Signals):
     def act(self, observation: Any, info: dict[str, Any]) -> np.ndarray:
         time.sleep(self.seconds)
         gate = os.environ.get("FFE_SLOW_GATE")
-        while gate and not os.path.exists(gate):  # held until the test opens the gate
-            time.sleep(0.01)
+        start = int(os.environ.get("FFE_SLOW_GATE_FROM_BAR", "0"))
+        while gate and info["bar"] >= start and not os.path.exists(gate):
+            time.sleep(0.01)  # held (from that bar on) until the test opens the gate
         return np.zeros(len(info["weights"]), dtype=np.float32)

@@ -76,15 +76,20 @@ SLOW = [{"name": "slow", "policy": "faulty:Slow"},
         {"name": "random", "policy": "random"}]
 
 
-def test_sigkill_then_resume_keeps_every_finished_job(tmp_path):
+def test_sigkill_then_resume_keeps_every_finished_job(tmp_path, monkeypatch):
     path = experiment(tmp_path, SLOW, folds=3)
     out = tmp_path / "runs"
+    last = max(s.windows["test"][0] for s in ex.jobs(ex.load_experiment(path), out))
+    gate = tmp_path / "gate"  # the slow policy holds in the last window: the run cannot finish
+    monkeypatch.setenv("FFE_SLOW_GATE", str(gate))
+    monkeypatch.setenv("FFE_SLOW_GATE_FROM_BAR", str(last))
     proc = compare(path, out, wait=False)
     wait_for(lambda: len(tree(out)) >= 3)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     before = tree(out)
     assert 3 <= len(before) < 12
+    gate.touch()
     again = compare(path, out)
     assert again.returncode == 0, again.stderr
     c = counts(again.stdout)
