@@ -46,9 +46,17 @@ def compare(path: Path, out: Path, *extra: str, wait: bool = True):
            "--reps", "100", "--no-progress", *extra]
     env = os.environ | {"PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     if not wait:
+        # as from a terminal: a shell running the test suite in the background (as CI may)
+        # makes SIGINT ignored for it, and an ignored signal is inherited, so Python would not
+        # install its KeyboardInterrupt handler in the child and the Ctrl-C would be lost
         return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=env, start_new_session=True)
+                                text=True, env=env, start_new_session=True,
+                                preexec_fn=_default_sigint)
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def counts(stdout: str) -> dict[str, int]:
