@@ -344,12 +344,22 @@ def embedded_model_path(model: str, model_dir: str | Path) -> Path:
     return path
 
 
+_DIGESTS: dict[tuple, str] = {}
+
+
 def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return "sha256:" + h.hexdigest()
+    """sha256 of a (model) file, hashed once per process while its inode, size, mtime and
+    ctime (ns) stay: the job identity and every backend load ask for it, and a GGUF can be
+    gigabytes. Any write changes the ctime, so a rewritten file is hashed again."""
+    st = os.stat(path)
+    key = (str(Path(path).resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        _DIGESTS[key] = "sha256:" + h.hexdigest()
+    return _DIGESTS[key]
 
 
 @contextlib.contextmanager

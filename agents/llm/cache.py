@@ -50,14 +50,16 @@ def member_prefix(*, backend: str, model: str, options: dict[str, Any],
                       separators=(",", ":"))
 
 
-def cache_key(*, backend: str, model: str, options: dict[str, Any], prompt: str,
-              prompt_version: str, prefix: str | None = None) -> str:
-    """The key of one member's reply to one prompt (``prompt`` = :func:`prompt_digest`):
-    SHA-256 of the member's prefix (``member_prefix``; pass it when known) and the digest."""
-    if prefix is None:
-        prefix = member_prefix(backend=backend, model=model, options=options,
-                               prompt_version=prompt_version)
+def key_of(prefix: str, prompt: str) -> str:
+    """The cache key from a member's prefix (``member_prefix``) and a prompt digest."""
     return hashlib.sha256(f"{prefix}|{prompt}".encode()).hexdigest()
+
+
+def cache_key(*, backend: str, model: str, options: dict[str, Any], prompt: str,
+              prompt_version: str) -> str:
+    """The key of one member's reply to one prompt (``prompt`` = :func:`prompt_digest`)."""
+    return key_of(member_prefix(backend=backend, model=model, options=options,
+                                prompt_version=prompt_version), prompt)
 
 
 class ReplyCache:

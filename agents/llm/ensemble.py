@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from ffe_agents.llm.backends import EMBEDDED, BackendError, make_backend
-from ffe_agents.llm.cache import ReplyCache, cache_key, member_prefix, merge_rows, snapshot
+from ffe_agents.llm.cache import ReplyCache, key_of, member_prefix, merge_rows, snapshot
 from ffe_agents.llm.config import LLMConfig, load_llm_config
 from ffe_agents.llm.memory import Memory
 from ffe_agents.llm.parser import Decision, parse_decision, parse_joint
@@ -349,8 +349,7 @@ class LLMEnsemble:
             prefixes[member] = member_prefix(backend=b.kind, model=self.members[member].model,
                                              options=options,
                                              prompt_version=self.config.prompt_version)
-        return cache_key(backend="", model="", options={}, prompt=prompt.digest,
-                         prompt_version="", prefix=prefixes[member])
+        return key_of(prefixes[member], prompt.digest)
 
     def _parse(self, text: str, prompt: Prompt, finish: str | None = None) -> list[Decision]:
         if len(prompt.assets) == 1 and self.config.prompt_mode == "per_asset":

@@ -719,13 +719,7 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
                     pos[b, i, L.PENDING] = 1.0
                     clock[b, L.WAITING] += 1
                     count[b, L.C_PENDING] += 1
-            eq = acct[b, L.CASH]
-            gross = 0.0
-            for i in range(N):
-                u = pos[b, i, L.UNITS]
-                if u != 0.0:  # waiting for its market: still marked at the carried close
-                    eq += u * c[s, i]
-                    gross += abs(u * c[s, i])
+            eq, gross = _mark(b, s, c, pos, acct)  # a closed market's: its carried close
             if p[L.P_STOP_FLAT] > 0.0:
                 clock[b, L.COOLDOWN] = int(p[L.P_COOLDOWN])
                 acct[b, L.PEAK] = eq
