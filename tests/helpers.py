@@ -63,3 +63,12 @@ def signals(n: int, **intents: tuple[int, float]) -> tuple[np.ndarray, np.ndarra
         j = int(name[1:])
         d[j], c[j] = direction, conf
     return d, c
+
+
+def book(md: MarketData, cfg: Config, start: int = 0, end: int | None = None):
+    """One book of ``md`` under ``cfg``, reset at ``start``."""
+    from ffe_gym.portfolio import Portfolio
+
+    pf = Portfolio(md, cfg)
+    pf.reset(start=start, end=end)
+    return pf

@@ -4,19 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import bare, market, signals
+from helpers import bare, book, market, signals
 
 from ffe_gym.config import ConfigError
-from ffe_gym.portfolio import Portfolio
 from ffe_gym.portfolio import layout as L
 
 E0 = 10_000.0
-
-
-def book(md, cfg, start=0, end=None):
-    pf = Portfolio(md, cfg)
-    pf.reset(start=start, end=end)
-    return pf
 
 
 def reasons(pf):
