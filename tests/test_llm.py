@@ -322,6 +322,30 @@ def test_cache_keeps_every_row_under_concurrent_writers_and_a_held_lock(tmp_path
     assert n == 8 * 500 + 1
 
 
+def test_cache_reads_a_decisions_rows_in_one_query_from_file_and_pending(tmp_path):
+    path = tmp_path / "c.sqlite"
+    c = ReplyCache(path)
+    for i in range(1200):  # more keys than one statement binds (chunks of 500)
+        c.put(f"k{i}", backend="b", model="m", digest=f"d{i}", reply={"text": str(i)})
+    c.pending["late"] = ("late", "b", "m", None, '{"text": "kept"}', 0.0)  # not yet written
+    keys = [f"k{i}" for i in range(0, 1200, 2)] + ["missing", "late"]
+    rows = c.get_rows(keys)
+    assert set(rows) == set(keys) - {"missing"}
+    assert rows["k1198"] == {"reply": {"text": "1198"}, "digest": "d1198", "model": "m"}
+    assert rows["late"]["reply"] == {"text": "kept"}
+    assert c.get_row("k7")["digest"] == "d7" and c.get_row("missing") is None
+    c.close()
+    holder = sqlite3.connect(path, isolation_level=None)  # a reader locked out: misses
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        r = ReplyCache(path, "read_only", timeout=0.05)
+        assert r.get_rows(["k1", "k2"]) == {} and r.locked == 1 and r.errors == 0
+        r.close()
+    finally:
+        holder.close()
+
+
 def test_a_cache_folder_that_is_missing_or_cannot_be_written_never_raises(tmp_path):
     blocker = tmp_path / "a-file"  # a folder that cannot be created, even by root
     blocker.write_text("")

@@ -126,26 +126,33 @@ class ReplyCache:
 
     def get_row(self, key: str) -> dict[str, Any] | None:
         """``{"reply", "digest", "model"}`` of a stored reply, or None."""
-        if key in self.pending:
-            r = self.pending[key]
-            return {"reply": json.loads(r[4]), "digest": r[3], "model": r[2]}
-        db = self._conn()
+        return self.get_rows([key]).get(key)
+
+    def get_rows(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """The stored rows of ``keys`` (``get_row``'s form) in one query; a key not stored
+        is absent. A locked or broken file reads as misses (counted), never raises."""
+        out = {k: {"reply": json.loads(r[4]), "digest": r[3], "model": r[2]}
+               for k in keys if (r := self.pending.get(k)) is not None}
+        rest = [k for k in keys if k not in out]
+        db = self._conn() if rest else None
         if db is None:
-            return None
+            return out
         try:
-            row = db.execute("SELECT reply, digest, model FROM replies WHERE key = ?",
-                             (key,)).fetchone()
-            return {"reply": json.loads(row[0]), "digest": row[1], "model": row[2]} \
-                if row else None
+            for i in range(0, len(rest), 500):  # under SQLite's limit on bound parameters
+                part = rest[i:i + 500]
+                marks = ",".join("?" * len(part))
+                for key, reply, digest, model in db.execute(
+                        f"SELECT key, reply, digest, model FROM replies WHERE key IN ({marks})",
+                        part):
+                    out[key] = {"reply": json.loads(reply), "digest": digest, "model": model}
         except sqlite3.OperationalError as exc:
             if _is_lock(exc):  # a read waits at most `timeout`; a miss, not an outage
                 self.locked += 1
-                return None
+                return out
             self._fail(exc)
-            return None
         except (sqlite3.Error, ValueError) as exc:
             self._fail(exc)
-            return None
+        return out
 
     def put(self, key: str, *, backend: str, model: str, digest: str | None,
             reply: dict[str, Any]) -> None:

@@ -480,29 +480,29 @@ class LLMEnsemble:
         todo: list[tuple[str, Prompt, str]] = []
         if self.cache.mode != "off":
             self._check_digests(members)
-        for m in members:
-            for p in self._prompts_for(m):
-                key = self._key(m, p)
-                row = self.cache.get_row(key)
-                hit = row["reply"] if row else None
-                if hit is not None and not self._digest_ok(m, row):
-                    hit = None
-                if hit is not None:
-                    self.member_stats[m].cache_hits += 1
-                    ds = self._parse(hit["text"], p, hit.get("finish_reason"))
-                    if hit.get("finish_reason") == "length":
-                        self.member_stats[m].truncations += 1
-                    self._record(m, ds)
-                    for j, d in zip(p.assets, ds, strict=True):
-                        out[m][j] = d
-                elif m in self._dead:
-                    self.member_stats[m].errors[self._dead[m]] += 1
-                    self._record(m, [ERROR] * len(p.assets))
-                elif self._is_suspended(m):
-                    self.member_stats[m].calls_skipped += 1
-                    self._record(m, [ERROR] * len(p.assets))
-                else:
-                    todo.append((m, p, key))
+        asked = [(m, p, self._key(m, p)) for m in members for p in self._prompts_for(m)]
+        rows = self.cache.get_rows([key for _, _, key in asked])  # one query a decision
+        for m, p, key in asked:
+            row = rows.get(key)
+            hit = row["reply"] if row else None
+            if hit is not None and not self._digest_ok(m, row):
+                hit = None
+            if hit is not None:
+                self.member_stats[m].cache_hits += 1
+                ds = self._parse(hit["text"], p, hit.get("finish_reason"))
+                if hit.get("finish_reason") == "length":
+                    self.member_stats[m].truncations += 1
+                self._record(m, ds)
+                for j, d in zip(p.assets, ds, strict=True):
+                    out[m][j] = d
+            elif m in self._dead:
+                self.member_stats[m].errors[self._dead[m]] += 1
+                self._record(m, [ERROR] * len(p.assets))
+            elif self._is_suspended(m):
+                self.member_stats[m].calls_skipped += 1
+                self._record(m, [ERROR] * len(p.assets))
+            else:
+                todo.append((m, p, key))
         if todo:
             if self._loop is None or self._loop.is_closed():
                 self._loop = asyncio.new_event_loop()

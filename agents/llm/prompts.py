@@ -169,23 +169,25 @@ def _position(pos: dict[str, np.ndarray], j: int) -> Any:
 def _asset_blocks(layout: ObservationLayout, feats: np.ndarray, pos: dict[str, np.ndarray],
                   labels: list[str], history: int) -> list[dict[str, Any]]:
     """Every asset's block, each array rounded once for all assets (a replay builds
-    thousands of prompts a second)."""
+    thousands of prompts a second: ndarray methods, not numpy's module wrappers)."""
     names = layout.features
     h = min(history, layout.window)
     cols: dict[str, list[Any]] = {}
     if "log_return" in names:
         rall = feats[:, :, names.index("log_return")]  # (W, N)
-        cols["returns_pct"] = np.round(rall[-h:], 3).T.tolist()
-        index = 100.0 * np.exp(np.cumsum(rall / 100.0, axis=0))
-        cols["price_index"] = np.round(index[-h:], 2).T.tolist()
+        cols["returns_pct"] = rall[-h:].round(3).T.tolist()
+        index = 100.0 * np.exp((rall / 100.0).cumsum(axis=0)[-h:])
+        cols["price_index"] = index.round(2).T.tolist()
+    last = feats[-1]  # (N, F)
     for name, key, digits in (("range", "range_pct", 3), ("volatility", "volatility_pct", 3),
                               ("macd", "macd_pct", 3), ("volume_z", "volume_z", 2)):
         if name in names:
-            cols[key] = np.round(feats[-1, :, names.index(name)], digits).tolist()
+            cols[key] = last[:, names.index(name)].round(digits).tolist()
     if "rsi" in names:  # the feature is RSI / 100 - 0.5; the prompt shows the familiar 0-100
-        cols["rsi"] = np.round(100.0 * (feats[-1, :, names.index("rsi")] + 0.5), 1).tolist()
-    return [{"asset": label, **{k: v[j] for k, v in cols.items()},
-             "position": _position(pos, j)} for j, label in enumerate(labels)]
+        cols["rsi"] = (100.0 * (last[:, names.index("rsi")] + 0.5)).round(1).tolist()
+    items = list(cols.items())
+    return [{"asset": label, **{k: v[j] for k, v in items}, "position": _position(pos, j)}
+            for j, label in enumerate(labels)]
 
 
 def _portfolio_block(layout: ObservationLayout, obs: Any) -> dict[str, Any]:
@@ -212,8 +214,9 @@ def build_prompts(layout: ObservationLayout, obs: Any, *, mode: str, guard: bool
     feats = layout.market(obs).astype(np.float64)  # (W, N, F), read once per decision
     pos = layout.positions(obs)
     blocks = _asset_blocks(layout, feats, pos, labels, history)
+    present = blocks[0].keys() if blocks else ()  # every block has the same fields
     keys = tuple(k for k in LEGEND
-                 if k == "position" or any(k in b for b in blocks)
+                 if k == "position" or k in present
                  or (k == "your_recent_decisions" and memory))
     head = _head(layout, keys)  # '{"setting":...,"legend":{...}': the same every decision
     if mode == "joint":
