@@ -65,6 +65,9 @@ class PortfolioConfig:
     max_positions: int | None = _bounded(5, ge=1)
     correlation_threshold: float | None = _bounded(0.7, ge=0, lt=1, doc="null: no adjustment")
     correlation_window: int = _bounded(30, ge=2)
+    # absolute: |rho| with any held asset cuts an opening (the seed's rule); hedge_aware:
+    # side_i x side_j x rho, so only an opening that adds to a correlated bet is cut
+    correlation_mode: Literal["absolute", "hedge_aware"] = "absolute"
     max_portfolio_risk: float | None = _bounded(0.02, gt=0, doc="95% VaR / equity, one decision")
     max_drawdown: float | None = _bounded(0.05, gt=0, lt=1)
     position_sizing: Literal[

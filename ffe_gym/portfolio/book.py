@@ -43,6 +43,7 @@ def build_params(config: Config, market: MarketData,
     p[L.P_MAX_POSITIONS] = off if pf.max_positions is None else pf.max_positions
     p[L.P_CORR_THRESHOLD] = off if pf.correlation_threshold is None else pf.correlation_threshold
     p[L.P_CORR_WINDOW] = pf.correlation_window
+    p[L.P_CORR_HEDGE] = float(pf.correlation_mode == "hedge_aware")
     p[L.P_MAX_VAR] = off if pf.max_portfolio_risk is None else pf.max_portfolio_risk
     p[L.P_MAX_DRAWDOWN] = off if pf.max_drawdown is None else pf.max_drawdown
     p[L.P_SIZER] = L.SIZERS.index(pf.position_sizing)
@@ -161,7 +162,13 @@ class Portfolio:
         costs = build_costs(self.config, market)
         self.fee_rate, self.fixed_fee = costs["fee_rate"], costs["fixed_fee"]
         self.slippage, self.borrow_rate = costs["slippage"], costs["borrow_rate"]
+        self.costs = np.stack([self.fee_rate, self.fixed_fee, self.slippage, self.borrow_rate])
+        self.fee_rate, self.fixed_fee, self.slippage, self.borrow_rate = self.costs  # views
         self.returns = simple_returns(market.close)
+        from ffe_gym.portfolio.statistics import MarketStatistics
+
+        self.stats = MarketStatistics(self.returns, self.params)  # shared by every book
+        self.params[L.P_PAIR_CACHE] = float(self.stats.cached)
         self.max_step_bars = int(np.max(self.next_decision - np.arange(market.n_bars))) or 1
         self.pos = np.zeros((B, N, L.NPOS))
         self.acct = np.zeros((B, L.NACCT))
@@ -235,8 +242,8 @@ class Portfolio:
         md = self.market
         _compiled()[0].step_books(
             act, scheme, self._dirs, self._confs, self._weights, md.open, md.high, md.low,
-            md.close, md.tradable, self.returns, self.next_decision, self.fee_rate,
-            self.fixed_fee, self.slippage, self.borrow_rate, self.params, self.pos, self.acct,
+            md.close, md.tradable, self.returns, self.stats.vol, self.stats.pairs,
+            self.next_decision, self.costs, self.params, self.pos, self.acct,
             self.clock, self.count, self.curve, self.gross_curve, self.n_curve, self.fills,
             self.n_fills, self.refused)
 

@@ -125,6 +125,33 @@ def _var(series, n, p, horizon):
 
 
 @njit(cache=True)
+def rolling_std(R, window):
+    """``vol[t, i] = _std(R, _window_start(t, window), t, i)`` for every bar: the same sums
+    in the same order as a scan at the decision, so every lookup is bitwise the rescan."""
+    T, N = R.shape
+    vol = np.zeros((T, N))
+    for t in range(T):
+        lo = _window_start(t, window)
+        for i in range(N):
+            vol[t, i] = _std(R, lo, t, i)
+    return vol
+
+
+@njit(cache=True)
+def _pair(pc, R, t, i, j, window):
+    """The correlation of assets i and j at bar t over ``window`` bars, computed once and
+    shared by every book and episode: entry ``[t, i, j]`` holds (value, bar it belongs to)."""
+    if pc[t, i, j, 1] == t:
+        return pc[t, i, j, 0]
+    v = _corr(R, _window_start(t, window), t, i, j)
+    pc[t, i, j, 0] = v
+    pc[t, i, j, 1] = t
+    pc[t, j, i, 0] = v  # symmetric, bit for bit
+    pc[t, j, i, 1] = t
+    return v
+
+
+@njit(cache=True)
 def _parametric_trial(series, n, R, lo, i, w, z, horizon):
     """Parametric VaR of ``series + w * R[lo:lo+n, i]`` in one pass (sums of x and x^2)."""
     if n < 2:
@@ -142,12 +169,11 @@ def _parametric_trial(series, n, R, lo, i, w, z, horizon):
 
 
 @njit(cache=True)
-def _slippage(R, bar, i, slip, p):
+def _slippage(vol, bar, i, slip, p):
     """Adverse slippage fraction of asset i for a fill in ``bar`` (volatility up to bar-1)."""
     s = slip[i]
     if p[L.P_VOL_SLIPPAGE] > 0.0 and bar >= 2:
-        s += p[L.P_VOL_SLIPPAGE] * _std(R, _window_start(bar - 1, int(p[L.P_VOL_WINDOW])),
-                                        bar - 1, i)
+        s += p[L.P_VOL_SLIPPAGE] * vol[bar - 1, i]
     return s
 
 
@@ -234,7 +260,7 @@ def _margin_terms(q, ref, px, fr, fixed, cash, net, gross, short, p):
 
 
 @njit(cache=True)
-def _margin_call(b, s, c, tradable, R, fee_rate, fixed_fee, slip, p, pos, acct, clock, count,
+def _margin_call(b, s, c, tradable, vol, fee_rate, fixed_fee, slip, p, pos, acct, clock, count,
                  fills, nf):
     """Maintenance margin at the close of bar ``s``; returns the new fill count.
 
@@ -263,7 +289,7 @@ def _margin_call(b, s, c, tradable, R, fee_rate, fixed_fee, slip, p, pos, acct, 
         if u < 0.0:
             short -= v
         if tradable[s, i]:
-            px = c[s, i] * (1.0 - np.sign(u) * _slippage(R, s, i, slip, p))
+            px = c[s, i] * (1.0 - np.sign(u) * _slippage(vol, s, i, slip, p))
             cost = abs(u) * abs(c[s, i] - px) + fee_rate[i] * abs(u) * px
             if u > 0.0 and not borrowing:
                 gain += abs(v) - cost
@@ -284,20 +310,20 @@ def _margin_call(b, s, c, tradable, R, fee_rate, fixed_fee, slip, p, pos, acct, 
         if u == 0.0 or not tradable[s, i]:
             continue
         q = -u if f >= 1.0 else -f * u
-        px = c[s, i] * (1.0 - np.sign(u) * _slippage(R, s, i, slip, p))
+        px = c[s, i] * (1.0 - np.sign(u) * _slippage(vol, s, i, slip, p))
         nf = _fill(pos, acct, fills, b, nf, s, i, q, px, fee_rate[i], fixed_fee[i],
                    L.MARGIN_CALL, np.nan, np.nan)
     return nf
 
 
 @njit(cache=True)
-def _liquidate(b, s, c, tradable, R, fee_rate, fixed_fee, slip, p, pos, acct, fills, nf,
+def _liquidate(b, s, c, tradable, vol, fee_rate, fixed_fee, slip, p, pos, acct, fills, nf,
                reason):
     """Close every position of an open market at bar ``s``'s close; returns the fill count."""
     for i in range(c.shape[1]):
         u = pos[b, i, L.UNITS]
         if u != 0.0 and tradable[s, i]:
-            px = c[s, i] * (1.0 - np.sign(u) * _slippage(R, s, i, slip, p))
+            px = c[s, i] * (1.0 - np.sign(u) * _slippage(vol, s, i, slip, p))
             nf = _fill(pos, acct, fills, b, nf, s, i, -u, px, fee_rate[i], fixed_fee[i],
                        reason, np.nan, np.nan)
     return nf
@@ -353,8 +379,10 @@ def _exit_level(u, stop, target, o, h, lo, c, intrabar):
 
 
 @njit(cache=True)
-def _opening_notional(equity, i, conf, t, R, units_after, sigma, base, p):
-    """Notional of an opening of asset i at decision bar t (see the design, point 3)."""
+def _opening_notional(equity, i, side, conf, t, R, pc, units_after, sigma, base, p):
+    """Notional of an opening of asset i (``side`` +1 long, -1 short) at decision bar t (see
+    the design, point 3). The correlation factor uses the largest |rho| with a held asset, or
+    with ``hedge_aware`` the largest side_i x side_j x rho (a hedge is not cut)."""
     conf_f = max(p[L.P_MIN_CONF], conf)
     sizer = int(p[L.P_SIZER])
     if sizer == 1:  # fixed fraction
@@ -362,11 +390,18 @@ def _opening_notional(equity, i, conf, t, R, units_after, sigma, base, p):
     if sizer == 0:  # correlation adjusted
         if p[L.P_CORR_THRESHOLD] == np.inf:  # adjustment off
             return equity * base * conf_f
-        lo = _window_start(t, int(p[L.P_CORR_WINDOW]))
+        window = int(p[L.P_CORR_WINDOW])
+        hedge = p[L.P_CORR_HEDGE] > 0.0
+        cached = p[L.P_PAIR_CACHE] > 0.0
+        lo = _window_start(t, window)
         m = 0.0
         for j in range(units_after.shape[0]):
             if j != i and units_after[j] != 0.0:
-                r = abs(_corr(R, lo, t, i, j))
+                rho = _pair(pc, R, t, i, j, window) if cached else _corr(R, lo, t, i, j)
+                if hedge:
+                    r = rho if (side > 0.0) == (units_after[j] > 0.0) else -rho
+                else:
+                    r = abs(rho)
                 if r > m:
                     m = r
         return equity * base * correlation_factor(m, p[L.P_CORR_THRESHOLD]) * conf_f
@@ -395,8 +430,8 @@ def _refuse(refused, count, b, i, reason):
 
 
 @njit(cache=True)
-def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_dec,
-               fee_rate, fixed_fee, slip, borrow, p, pos, acct, clock, count,
+def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol, pc,
+               next_dec, fee_rate, fixed_fee, slip, borrow, p, pos, acct, clock, count,
                curve, gross_curve, n_curve, fills, n_fills, refused, work, vwork):
     N = c.shape[1]
     n_fills[b] = 0
@@ -483,7 +518,7 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
     for i in range(N):
         q = close_q[i]
         if q != 0.0:
-            px = c[t, i] * (1.0 + np.sign(q) * _slippage(R, fb, i, slip, p))
+            px = c[t, i] * (1.0 + np.sign(q) * _slippage(vol, fb, i, slip, p))
             cash_est -= q * px + _fee(q, px, fee_rate[i], fixed_fee[i])
     held = 0
     gross = 0.0
@@ -511,15 +546,13 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
     series_ready = False
     sizer = int(p[L.P_SIZER])
     if scheme == SIGNALS and sizer >= 2 and any_candidate:
-        vwin = _window_start(t, int(p[L.P_VOL_WINDOW]))
         for i in range(N):
-            sigma[i] = _std(R, vwin, t, i)
+            sigma[i] = vol[t, i]
     stop_vol = p[L.P_STOP_VOL] > 0.0
     if stop_vol and any_candidate:
-        vwin = _window_start(t, int(p[L.P_VOL_WINDOW]))
         for i in range(N):
             if prio[i] >= 0.0:
-                scale = _std(R, vwin, t, i) * np.sqrt(p[L.P_STOP_HORIZON])
+                scale = vol[t, i] * np.sqrt(p[L.P_STOP_HORIZON])
                 sl_d[i] = p[L.P_STOP_LOSS] * scale if scale > 0.0 else np.nan
                 tp_d[i] = p[L.P_TAKE_PROFIT] * scale if scale > 0.0 else np.nan
     else:
@@ -546,13 +579,13 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
             base = p[L.P_BASE]
             if stop_vol and p[L.P_BASE_RISK] > 0.0:
                 base = p[L.P_RISK_PER_TRADE] / sl_d[i]  # NaN without volatility: zero_size
-            notional = _opening_notional(equity, i, confs[b, i], t, R, units_after, sigma,
-                                         base, p)
+            notional = _opening_notional(equity, i, cand[i], confs[b, i], t, R, pc,
+                                         units_after, sigma, base, p)
             q = cand[i] * notional / c[t, i]
         if not (abs(q) > 0.0 and np.isfinite(q)) or equity <= 0.0:
             _refuse(refused, count, b, i, L.R_ZERO_SIZE)
             continue
-        px = c[t, i] * (1.0 + np.sign(q) * _slippage(R, fb, i, slip, p))
+        px = c[t, i] * (1.0 + np.sign(q) * _slippage(vol, fb, i, slip, p))
         num, den = _margin_terms(q, c[t, i], px, fee_rate[i], fixed_fee[i], cash_est, net,
                                  gross, short, p)
         if abs(q) * den - num > 1e-9 * (1.0 + abs(cash_est)):  # rounding is not a shortfall
@@ -607,7 +640,7 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
         q = close_q[i]
         if q != 0.0:
             ref = o[fb, i] if next_open else c[t, i]
-            px = ref * (1.0 + np.sign(q) * _slippage(R, fb, i, slip, p))
+            px = ref * (1.0 + np.sign(q) * _slippage(vol, fb, i, slip, p))
             nf = _fill(pos, acct, fills, b, nf, fb, i, q, px, fee_rate[i], fixed_fee[i],
                        L.SIGNAL, np.nan, np.nan)
     fnet = 0.0  # the book at the fill prices, for the margin check repeated at the fill
@@ -629,7 +662,7 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
         if q == 0.0:
             continue
         ref = o[fb, i] if next_open else c[t, i]
-        px = ref * (1.0 + np.sign(q) * _slippage(R, fb, i, slip, p))
+        px = ref * (1.0 + np.sign(q) * _slippage(vol, fb, i, slip, p))
         cash = acct[b, L.CASH]
         num, den = _margin_terms(q, ref, px, fee_rate[i], fixed_fee[i], cash, fnet, fgross,
                                  fshort, p)
@@ -659,7 +692,7 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
             if u == 0.0 or not tradable[s, i]:
                 continue
             if pos[b, i, L.PENDING] > 0.0:  # the portfolio stop's sale, at the first real open
-                px = o[s, i] * (1.0 - np.sign(u) * _slippage(R, s, i, slip, p))
+                px = o[s, i] * (1.0 - np.sign(u) * _slippage(vol, s, i, slip, p))
                 nf = _fill(pos, acct, fills, b, nf, s, i, -u, px, fee_rate[i], fixed_fee[i],
                            L.PORTFOLIO_STOP, np.nan, np.nan)
                 pos[b, i, L.PENDING] = 0.0
@@ -670,7 +703,7 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
             level, why = _exit_level(u, pos[b, i, L.STOP], pos[b, i, L.TARGET],
                                      o[s, i], h[s, i], lo_[s, i], c[s, i], intrabar)
             if why >= 0:
-                px = level * (1.0 - np.sign(u) * _slippage(R, s, i, slip, p))
+                px = level * (1.0 - np.sign(u) * _slippage(vol, s, i, slip, p))
                 nf = _fill(pos, acct, fills, b, nf, s, i, -u, px, fee_rate[i], fixed_fee[i],
                            why, np.nan, np.nan)
                 pos[b, i, L.REENTRY] = s + p[L.P_REENTRY]
@@ -697,7 +730,7 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
                 if u != 0.0:
                     pos[b, i, L.BORROW] += charge * abs(u * c[s, i]) / gross
         k0 = nf
-        nf = _margin_call(b, s, c, tradable, R, fee_rate, fixed_fee, slip, p, pos, acct,
+        nf = _margin_call(b, s, c, tradable, vol, fee_rate, fixed_fee, slip, p, pos, acct,
                           clock, count, fills, nf)
         if nf != k0:
             eq, gross = _mark(b, s, c, pos, acct)
@@ -712,7 +745,7 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
                 if u == 0.0:
                     continue
                 if tradable[s, i]:
-                    px = c[s, i] * (1.0 - np.sign(u) * _slippage(R, s, i, slip, p))
+                    px = c[s, i] * (1.0 - np.sign(u) * _slippage(vol, s, i, slip, p))
                     nf = _fill(pos, acct, fills, b, nf, s, i, -u, px, fee_rate[i],
                                fixed_fee[i], L.PORTFOLIO_STOP, np.nan, np.nan)
                 else:  # a closed market: never sold at its carried close; at its next open
@@ -731,7 +764,7 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_
         if ended:
             clock[b, L.STATUS] = L.STOPPED
         if eq <= p[L.P_RUIN] and clock[b, L.STATUS] == L.RUNNING:
-            nf = _liquidate(b, s, c, tradable, R, fee_rate, fixed_fee, slip, p, pos, acct,
+            nf = _liquidate(b, s, c, tradable, vol, fee_rate, fixed_fee, slip, p, pos, acct,
                             fills, nf, L.RUIN)
             eq, gross = _mark(b, s, c, pos, acct)
             clock[b, L.STATUS] = L.RUINED
@@ -773,16 +806,25 @@ def load_signals(d, cf, dirs, confs):
 
 
 @njit(cache=True)
-def step_books(active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_dec,
-               fee_rate, fixed_fee, slip, borrow, p, pos, acct, clock, count,
-               curve, gross_curve, n_curve, fills, n_fills, refused):
-    """One decision step for every book b with ``active[b]``; see the module docstring."""
+def step_books(active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol, pc,
+               next_dec, costs, p, pos, acct, clock, count, curve, gross_curve, n_curve, fills,
+               n_fills, refused):
+    """One decision step for every book b with ``active[b]``; see the module docstring.
+
+    ``vol`` and the pair cache ``pc`` are market statistics shared by every book
+    (:class:`~ffe_gym.portfolio.statistics.MarketStatistics`); ``costs`` is (4, N): fee
+    rate, fixed fee, slippage, borrow rate (few arguments: each one costs dispatch time)."""
+    fee_rate = costs[0]
+    fixed_fee = costs[1]
+    slip = costs[2]
+    borrow = costs[3]
     work = np.empty((9, c.shape[1]))
     vwork = np.empty((2, max(int(p[L.P_VAR_WINDOW]), 1)))
     for b in range(pos.shape[0]):
         if active[b]:
-            _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, next_dec,
-                       fee_rate, fixed_fee, slip, borrow, p, pos, acct, clock, count,
+            _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol, pc,
+                       next_dec, fee_rate, fixed_fee, slip, borrow, p, pos, acct,
+                       clock, count,
                        curve, gross_curve, n_curve, fills, n_fills, refused, work, vwork)
         else:
             n_fills[b] = 0

@@ -142,7 +142,9 @@ P_INIT_MARGIN = 33  # initial margin (see kernel._margin_terms)
 P_MAINT_MARGIN = 34  # maintenance margin, checked at every close
 P_BORROWING = 35  # 1: cash may go negative (longs on credit); margin on gross exposure
 P_MARGIN_RATE = 36  # per year, charged per bar on negative cash
-NPARAM = 37
+P_CORR_HEDGE = 37  # 1: correlation_mode hedge_aware (side_i x side_j x rho)
+P_PAIR_CACHE = 38  # 1: correlations from the shared cache (statistics.py)
+NPARAM = 39
 
 # action schemes of the kernel
 SIGNALS = 0

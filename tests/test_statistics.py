@@ -1,0 +1,101 @@
+"""Market statistics shared by every book, and hedge-aware correlation sizing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ffe_gym.data import synthetic_market
+from ffe_gym.portfolio import Portfolio
+from ffe_gym.portfolio import statistics as S
+from tests.helpers import bare, book, signals
+from tests.test_engine_rules import E0, _market_with_correlation
+
+
+def _sized(rho: float, mode: str, second: int) -> float:
+    """Units of a1 opened beside a long a0 in one decision (a0 goes first: higher
+    confidence), as a share of the unadjusted size 0.5 x E0 x 0.9 / price."""
+    md = _market_with_correlation(rho)
+    pf = book(md, bare(portfolio={"correlation_window": 30, "correlation_mode": mode}))
+    while pf.bar[0] < 30:
+        pf.step_signals(*signals(2))
+    t = int(pf.bar[0])
+    pf.step_signals(*signals(2, a0=(1, 1.0), a1=(second, 0.9)))
+    assert pf.units[0, 0] == pytest.approx(0.5 * E0 / md.close[t, 0], rel=1e-12)
+    return abs(pf.units[0, 1]) / (0.5 * E0 * 0.9 / md.close[t, 1])
+
+
+def test_hedge_aware_sizing_cuts_only_a_bet_that_adds_to_a_correlated_one():
+    # rho 0.85 at threshold 0.7: factor 1 - 0.5 x 0.15 / 0.3 = 0.75 (the seed's numbers)
+    assert _sized(0.85, "absolute", +1) == pytest.approx(0.75, rel=1e-9)
+    assert _sized(0.85, "absolute", -1) == pytest.approx(0.75, rel=1e-9)  # a hedge, cut
+    assert _sized(0.85, "hedge_aware", +1) == pytest.approx(0.75, rel=1e-9)
+    assert _sized(0.85, "hedge_aware", -1) == pytest.approx(1.0, rel=1e-12)  # a hedge
+    # negative correlation: long + long is the hedge, long + short doubles the bet
+    assert _sized(-0.85, "absolute", +1) == pytest.approx(0.75, rel=1e-9)
+    assert _sized(-0.85, "hedge_aware", +1) == pytest.approx(1.0, rel=1e-12)
+    assert _sized(-0.85, "hedge_aware", -1) == pytest.approx(0.75, rel=1e-9)
+
+
+def test_rolling_volatility_table_is_bitwise_the_scan_and_the_sample_std():
+    from ffe_gym.portfolio import kernel
+
+    md = synthetic_market(3, 400, "mixed", seed=2)
+    pf = Portfolio(md, bare(execution={"volatility_slippage": 0.1},
+                            sizing={"volatility_window": 20}))
+    vol, R = pf.stats.vol, pf.returns
+    assert vol.shape == (md.n_bars, 3)
+    for t in (0, 1, 2, 19, 20, 21, md.n_bars - 1):
+        lo = max(1, t - 19)
+        for i in range(3):
+            assert vol[t, i] == kernel._std(R, lo, t, i)  # the same sums: bit for bit
+            want = np.std(R[lo:t + 1, i], ddof=1) if t - lo >= 1 else 0.0
+            assert vol[t, i] == pytest.approx(want, rel=1e-12, abs=1e-15)
+    assert not Portfolio(md, bare()).stats.vol.any()  # not needed: never computed
+
+
+def _run(md, cfg, seed: int = 0, books: int = 8, steps: int = 150):
+    rng = np.random.default_rng(seed)
+    pf = Portfolio(md, cfg, n_books=books)
+    pf.reset(start=rng.integers(70, 200, books))
+    out = []
+    for _ in range(steps):
+        d = rng.choice(np.array([-1, 0, 0, 1], dtype=np.int8), size=(books, md.n_assets))
+        pf.step_signals(d, rng.random((books, md.n_assets)))
+        out.append((pf.refused.copy(), pf.fills[:, :int(pf.n_fills.max())].copy(),
+                    pf.acct.copy()))
+        if pf.done.all():
+            break
+    return pf, out
+
+
+def test_cached_correlations_give_the_scans_decisions_bit_for_bit(monkeypatch):
+    md = synthetic_market(5, 600, "mixed", seed=4)
+    cfg = bare(portfolio={"correlation_window": 64, "correlation_threshold": 0.05},
+               risk={"allow_short": True})
+    cached, a = _run(md, cfg)
+    assert cached.stats.cached and cached.stats.pairs.shape == (md.n_bars, 5, 5, 2)
+    monkeypatch.setattr(S, "MIN_CACHED_WINDOW", 10**9)
+    scanned, b = _run(md, cfg)
+    assert not scanned.stats.cached
+    assert len(a) == len(b)
+    for (ra, fa, aa), (rb, fb, ab) in zip(a, b, strict=True):
+        assert np.array_equal(ra, rb) and np.array_equal(fa, fb, equal_nan=True)
+        assert np.array_equal(aa, ab)
+    from ffe_gym.portfolio import kernel
+
+    pairs, R = cached.stats.pairs, cached.returns
+    done = np.argwhere(pairs[..., 1] >= 0)
+    assert len(done) > 100  # the run used the cache
+    for t, i, j in done[:: max(1, len(done) // 50)]:
+        assert pairs[t, i, j, 1] == t
+        assert pairs[t, i, j, 0] == kernel._corr(R, max(1, t - 63), t, i, j)
+
+
+def test_the_correlation_cache_is_used_only_where_it_fits_and_pays():
+    cfg = bare(portfolio={"correlation_window": 64})
+    assert Portfolio(synthetic_market(10, 2000, "crypto", seed=0), cfg).stats.cached
+    assert not Portfolio(synthetic_market(10, 2000, "crypto", seed=0), bare()).stats.cached
+    big = synthetic_market(100, 500, "crypto", seed=0)  # 500 x 100^2 = 5 M > 4 M entries
+    pf = Portfolio(big, cfg)
+    assert not pf.stats.cached and pf.stats.pairs.size == 2
