@@ -99,3 +99,41 @@ def test_the_correlation_cache_is_used_only_where_it_fits_and_pays():
     big = synthetic_market(100, 500, "crypto", seed=0)  # 500 x 100^2 = 5 M > 4 M entries
     pf = Portfolio(big, cfg)
     assert not pf.stats.cached and pf.stats.pairs.size == 2
+
+
+def test_rolling_covariance_is_the_sample_covariance_of_every_window():
+    from ffe_gym.portfolio import kernel
+
+    rng = np.random.default_rng(0)
+    for scale, mean in ((0.01, 0.0), (1e-4, 0.01), (0.05, -0.002)):  # mean 100 sd: cancellation
+        R = mean + scale * rng.standard_normal((1500, 4))
+        R[0] = 0.0
+        R[300:360, 2] = 0.0  # a closed market: carried prices
+        sd = R[1:].std(axis=0)
+        for window in (2, 30, 250):
+            C = kernel.rolling_cov(R, window)
+            for t in [0, 1, 2, 3, *range(29, 33), *range(100, 1500, 13)]:
+                lo = max(1, t - window + 1)
+                want = np.cov(R[lo:t + 1].T) if t - lo >= 1 else np.zeros((4, 4))
+                assert np.max(np.abs(C[t] - want) / np.outer(sd, sd)) < 1e-12, (window, t)
+
+
+def test_parametric_var_from_the_shared_covariance_refuses_what_the_scan_refuses(monkeypatch):
+    md = synthetic_market(6, 900, "mixed", seed=5)
+    cfg = bare(portfolio={"max_portfolio_risk": 0.01, "max_positions": None},
+               risk={"var_window": 120})
+    shared, a = _run(md, cfg, seed=3, steps=300)
+    assert shared.stats.shared_cov
+    monkeypatch.setattr(S, "PAIR_BUDGET", 0)
+    scanned, b = _run(md, cfg, seed=3, steps=300)
+    assert not scanned.stats.shared_cov and not scanned.stats.cached
+    var_refusals = sum(int((r == 5).sum()) for r, _, _ in b)  # layout.R_VAR
+    assert var_refusals > 100  # the limit binds
+    assert len(a) == len(b)
+    for (ra, fa, aa), (rb, fb, ab) in zip(a, b, strict=True):
+        assert np.array_equal(ra, rb)
+        np.testing.assert_allclose(fa, fb, rtol=1e-12, atol=1e-9)
+        np.testing.assert_allclose(aa, ab, rtol=1e-12, atol=1e-9)
+    hist = Portfolio(md, bare(portfolio={"max_portfolio_risk": 0.01},
+                              risk={"var_method": "historical"}))
+    assert not hist.stats.shared_cov  # historical VaR scans the book's series

@@ -169,6 +169,7 @@ class Portfolio:
 
         self.stats = MarketStatistics(self.returns, self.params)  # shared by every book
         self.params[L.P_PAIR_CACHE] = float(self.stats.cached)
+        self.params[L.P_SHARED_COV] = float(self.stats.shared_cov)
         self.max_step_bars = int(np.max(self.next_decision - np.arange(market.n_bars))) or 1
         self.pos = np.zeros((B, N, L.NPOS))
         self.acct = np.zeros((B, L.NACCT))
@@ -243,7 +244,7 @@ class Portfolio:
         _compiled()[0].step_books(
             act, scheme, self._dirs, self._confs, self._weights, md.open, md.high, md.low,
             md.close, md.tradable, self.returns, self.stats.vol, self.stats.pairs,
-            self.next_decision, self.costs, self.params, self.pos, self.acct,
+            self.stats.cov, self.next_decision, self.costs, self.params, self.pos, self.acct,
             self.clock, self.count, self.curve, self.gross_curve, self.n_curve, self.fills,
             self.n_fills, self.refused)
 

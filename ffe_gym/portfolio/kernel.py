@@ -138,6 +138,58 @@ def rolling_std(R, window):
 
 
 @njit(cache=True)
+def _add_row(R, s, sign, shift, sx, sxy):
+    N = R.shape[1]
+    for i in range(N):
+        xi = R[s, i] - shift[i]
+        sx[i] += sign * xi
+        for j in range(i, N):
+            sxy[i, j] += sign * xi * (R[s, j] - shift[j])
+
+
+@njit(cache=True)
+def rolling_cov(R, window):
+    """``cov[t]``: the (N, N) sample covariance of rows ``_window_start(t, window)..t``, for
+    every bar, in O(T N^2): sums of shifted returns updated a row at a time (add the new row,
+    drop the rows that left) and recomputed exactly around the window's mean every
+    ``window`` bars, so rounding cannot drift."""
+    T, N = R.shape
+    out = np.zeros((T, N, N))
+    sx = np.zeros(N)
+    sxy = np.zeros((N, N))
+    shift = np.zeros(N)
+    lo_prev = 1
+    since = window  # the first bar recomputes
+    for t in range(1, T):
+        lo = _window_start(t, window)
+        n = t - lo + 1
+        if since >= window:
+            for i in range(N):
+                m = 0.0
+                for s in range(lo, t + 1):
+                    m += R[s, i]
+                shift[i] = m / n
+            sx[:] = 0.0
+            sxy[:, :] = 0.0
+            for s in range(lo, t + 1):
+                _add_row(R, s, 1.0, shift, sx, sxy)
+            since = 0
+        else:
+            _add_row(R, t, 1.0, shift, sx, sxy)
+            for s in range(lo_prev, lo):
+                _add_row(R, s, -1.0, shift, sx, sxy)
+            since += 1
+        lo_prev = lo
+        if n >= 2:
+            for i in range(N):
+                for j in range(i, N):
+                    v = (sxy[i, j] - sx[i] * sx[j] / n) / (n - 1)
+                    out[t, i, j] = v
+                    out[t, j, i] = v
+    return out
+
+
+@njit(cache=True)
 def _pair(pc, R, t, i, j, window):
     """The correlation of assets i and j at bar t over ``window`` bars, computed once and
     shared by every book and episode: entry ``[t, i, j]`` holds (value, bar it belongs to)."""
@@ -430,7 +482,7 @@ def _refuse(refused, count, b, i, reason):
 
 
 @njit(cache=True)
-def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol, pc,
+def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol, pc, cov,
                next_dec, fee_rate, fixed_fee, slip, borrow, p, pos, acct, clock, count,
                curve, gross_curve, n_curve, fills, n_fills, refused, work, vwork):
     N = c.shape[1]
@@ -544,6 +596,10 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol, 
     series = vwork[0]  # per-bar returns of the shadow book over the VaR window, built lazily
     trial = vwork[1]
     series_ready = False
+    shared_cov = p[L.P_SHARED_COV] > 0.0 and p[L.P_VAR_HISTORICAL] == 0.0
+    held_w = work[9]  # shared covariance: the shadow book's weights
+    quad = 0.0
+    trial_quad = 0.0
     sizer = int(p[L.P_SIZER])
     if scheme == SIGNALS and sizer >= 2 and any_candidate:
         for i in range(N):
@@ -605,7 +661,35 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol, 
         if gross + add > p[L.P_GROSS_CAP] * equity:
             _refuse(refused, count, b, i, L.R_GROSS_CAP)
             continue
-        if var_on:
+        if var_on and shared_cov:  # w' S w from the market's covariance of the VaR window
+            w = q * c[t, i] / equity
+            if not series_ready:
+                quad = 0.0
+                for j in range(N):
+                    held_w[j] = units_after[j] * c[t, j] / equity if units_after[j] != 0.0 \
+                        else 0.0
+                for j in range(N):
+                    if held_w[j] != 0.0:
+                        for k in range(N):
+                            if held_w[k] != 0.0:
+                                quad += held_w[j] * held_w[k] * cov[t, j, k]
+                series_ready = True
+            cross = 0.0
+            for j in range(N):
+                if held_w[j] != 0.0 and j != i:
+                    cross += held_w[j] * cov[t, i, j]
+            wi = held_w[i] + w  # a top-up of a held asset (weights scheme) included
+            trial_quad = quad + 2.0 * (wi - held_w[i]) * cross + \
+                (wi * wi - held_w[i] * held_w[i]) * cov[t, i, i]
+            v = 0.0
+            if nv >= 2 and trial_quad > 0.0:
+                v = p[L.P_VAR_Z] * np.sqrt(trial_quad * horizon)
+            if v > p[L.P_MAX_VAR]:
+                _refuse(refused, count, b, i, L.R_VAR)
+                continue
+            quad = trial_quad
+            held_w[i] = wi
+        elif var_on:
             if not series_ready:
                 series[:nv] = 0.0
                 for j in range(N):
@@ -806,24 +890,24 @@ def load_signals(d, cf, dirs, confs):
 
 
 @njit(cache=True)
-def step_books(active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol, pc,
+def step_books(active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol, pc, cov,
                next_dec, costs, p, pos, acct, clock, count, curve, gross_curve, n_curve, fills,
                n_fills, refused):
     """One decision step for every book b with ``active[b]``; see the module docstring.
 
-    ``vol`` and the pair cache ``pc`` are market statistics shared by every book
+    ``vol``, the correlation cache ``pc`` and ``cov`` are market statistics shared by every book
     (:class:`~ffe_gym.portfolio.statistics.MarketStatistics`); ``costs`` is (4, N): fee
     rate, fixed fee, slippage, borrow rate (few arguments: each one costs dispatch time)."""
     fee_rate = costs[0]
     fixed_fee = costs[1]
     slip = costs[2]
     borrow = costs[3]
-    work = np.empty((9, c.shape[1]))
+    work = np.empty((10, c.shape[1]))
     vwork = np.empty((2, max(int(p[L.P_VAR_WINDOW]), 1)))
     for b in range(pos.shape[0]):
         if active[b]:
             _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol, pc,
-                       next_dec, fee_rate, fixed_fee, slip, borrow, p, pos, acct,
+                       cov, next_dec, fee_rate, fixed_fee, slip, borrow, p, pos, acct,
                        clock, count,
                        curve, gross_curve, n_curve, fills, n_fills, refused, work, vwork)
         else:

@@ -144,7 +144,8 @@ P_BORROWING = 35  # 1: cash may go negative (longs on credit); margin on gross e
 P_MARGIN_RATE = 36  # per year, charged per bar on negative cash
 P_CORR_HEDGE = 37  # 1: correlation_mode hedge_aware (side_i x side_j x rho)
 P_PAIR_CACHE = 38  # 1: correlations from the shared cache (statistics.py)
-NPARAM = 39
+P_SHARED_COV = 39  # 1: parametric VaR from the shared rolling covariance (statistics.py)
+NPARAM = 40
 
 # action schemes of the kernel
 SIGNALS = 0
