@@ -390,6 +390,34 @@ def test_vector_env_equals_single_envs(md):
             assert vinfo["equity"][i] == pytest.approx(e.portfolio.equity[0], rel=1e-12)
 
 
+@pytest.mark.parametrize("mode", ["NextStep", "SameStep"])
+def test_vector_env_without_copy_or_step_info_gives_the_same_steps(md, mode):
+    c = cfg()
+    c.env.episode_bars = 40  # autoresets inside the run
+    full = PortfolioVectorEnv(3, c, md, autoreset_mode=mode)
+    lean = PortfolioVectorEnv(3, c, md, autoreset_mode=mode, step_info=False, copy=False)
+    a, _ = full.reset(seed=5)
+    b, info = lean.reset(seed=5)
+    first = b["market"]
+    rng = np.random.default_rng(1)
+    for _ in range(120):
+        actions = rng.uniform(-1, 1, (3, 4)).astype(np.float32)
+        a, ra, ta, ua, ia = full.step(actions)
+        b, rb, tb, ub, ib = lean.step(actions)
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+        np.testing.assert_array_equal(ra, rb)
+        assert (ta == tb).all() and (ua == ub).all()
+        assert np.shares_memory(b["market"], first)  # one buffer, overwritten every step
+        assert "equity" in ia and "equity" not in ib
+        if "portfolio_episode" in ia:
+            np.testing.assert_array_equal(ia["portfolio_episode"]["return"],
+                                          ib["portfolio_episode"]["return"])
+        if "final_obs" in ia:  # the last observation is its own array, not the buffer
+            assert not np.shares_memory(ib["final_obs"]["market"], first)
+            np.testing.assert_array_equal(ia["final_obs"]["market"], ib["final_obs"]["market"])
+
+
 def test_vector_env_same_step_autoreset(md):
     c = cfg()
     c.env.episode_bars = 10

@@ -9,12 +9,15 @@ rules on (correlation-adjusted sizing, VaR limit, stops and targets, drawdown st
 mode so that books keep trading, next-open fills, fees, slippage, borrow), random signals on the
 synthetic market. A book that ends is restarted, outside the timed kernel call.
 
-Env: ``PortfolioEnv`` steps per second at N = 10 and 100 and ``PortfolioVectorEnv`` env-steps
-per second at n = 256, N = 10, with the same rules, random actions and full ``info``; episode
-resets are inside the timing. Peers on comparable synthetic data with random actions:
-gym-anytrading (``stocks-v0``, one asset), Gym-Trading-Env (one asset) and FinRL's
-``StockTradingEnv`` (N = 10). A peer that is not installed or fails is reported as such.
-Install them with ``pip install gym-anytrading`` and
+Env: ``PortfolioEnv`` steps per second at N = 10 and 100 beside a numpy floor (a portfolio env
+with no rules: weights, returns, the same observation window), and ``PortfolioVectorEnv``
+env-steps per second at n = 256 (full ``info``, and ``step_info=False, copy=False``) and
+n = 1024, N = 10, with the same rules and random actions drawn from the action space ahead of
+the clock; episode resets are inside the timing. Every measure runs once per repeat,
+interleaved, three repeats: medians and ranges, ratios from medians. Peers on comparable
+synthetic data with random actions: gym-anytrading (``stocks-v0``, one asset),
+Gym-Trading-Env (one asset) and FinRL's ``StockTradingEnv`` (N = 10). A peer that is not
+installed or fails is reported as such. Install them with ``pip install gym-anytrading`` and
 ``pip install --no-deps gym-trading-env finrl`` (both pin old dependencies).
 
 PPO: training steps per second on ``ffe/Portfolio-v0`` with N = 10 and the share of the
@@ -44,6 +47,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -127,13 +131,58 @@ def bench_env(n_assets: int, seconds: float) -> float:
     return _timed(step, lambda: env.reset(seed=k[0]), seconds)
 
 
-def bench_vector_env(n_envs: int, n_assets: int, seconds: float) -> float:
+def bench_floor_env(n_assets: int, seconds: float) -> float:
+    """The numpy floor: a portfolio env with no rules at all (weights, returns, the same
+    observation window), the most a Python env step can cost less than ours."""
+    from ffe_gym.config import Config
+    from ffe_gym.data import synthetic_market
+    from ffe_gym.features import compute_features
+
+    md = synthetic_market(n_assets, 5000, "crypto", seed=0)
+    cfg = Config()
+    feats = compute_features(md, cfg.env.features).reshape(md.n_bars, -1)
+    W, length = cfg.env.window, cfg.env.episode_bars or 1000
+    rel = md.close[1:] / md.close[:-1]
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, (1024, n_assets)).astype(np.float32)
+    state = {"t": W, "end": W + length, "w": np.zeros(n_assets), "eq": 1.0, "k": 0}
+
+    def observe() -> np.ndarray:
+        t = state["t"]
+        return np.concatenate([feats[t - W + 1:t + 1].ravel(), state["w"].astype(np.float32)])
+
+    def reset() -> None:
+        state["t"] = int(rng.integers(W, md.n_bars - length - 1))
+        state["end"] = state["t"] + length
+        state["w"][:] = 0.0
+        state["eq"] = 1.0
+        observe()
+
+    def step() -> bool:
+        state["k"] += 1
+        a = actions[state["k"] % 1024].astype(np.float64)
+        w = a / max(1.0, np.abs(a).sum())
+        t = state["t"]
+        growth = 1.0 + float(w @ (rel[t] - 1.0))
+        state["eq"] *= growth
+        state["w"] = w
+        state["t"] = t + 1
+        observe()
+        _ = np.log(max(growth, 1e-12))
+        return state["t"] >= state["end"]
+
+    return _timed(step, reset, seconds)
+
+
+def bench_vector_env(n_envs: int, n_assets: int, seconds: float, step_info: bool = True,
+                     copy: bool = True) -> float:
     from ffe_gym.data import synthetic_market
     from ffe_gym.env import PortfolioVectorEnv
 
     md = synthetic_market(n_assets, 5000, "crypto", seed=0)
-    env = PortfolioVectorEnv(n_envs, _engine_config(), md)
-    actions = np.random.default_rng(0).uniform(-1, 1, (64, n_envs, n_assets)).astype(np.float32)
+    env = PortfolioVectorEnv(n_envs, _engine_config(), md, step_info=step_info, copy=copy)
+    env.action_space.seed(0)
+    actions = np.stack([env.action_space.sample() for _ in range(64)])  # ahead of the clock
     k = [0]
 
     def step() -> bool:
@@ -360,6 +409,71 @@ def bench_embedded(decisions: int, threads: int, sequential: bool = False) -> di
                         for m, v in members.items()}}
 
 
+def _measures(args) -> list[tuple[str, str, Any]]:
+    """(name, assets, callable) of the env section, in the order they are interleaved."""
+    sec, n = args.seconds, args.vector_envs
+    out: list[tuple[str, str, Any]] = [
+        ("ffe-gym PortfolioEnv (all rules on)", "10", lambda: bench_env(10, sec))]
+    if "env" in args.sections:
+        out += [
+            ("numpy floor (no rules)", "10", lambda: bench_floor_env(10, sec)),
+            ("ffe-gym PortfolioEnv (all rules on)", "100", lambda: bench_env(100, sec)),
+            ("numpy floor (no rules)", "100", lambda: bench_floor_env(100, sec)),
+            (f"ffe-gym PortfolioVectorEnv n={n}, full info", "10",
+             lambda: bench_vector_env(n, 10, sec)),
+            (f"ffe-gym PortfolioVectorEnv n={n}, step_info=False, copy=False", "10",
+             lambda: bench_vector_env(n, 10, sec, step_info=False, copy=False)),
+            ("ffe-gym PortfolioVectorEnv n=1024, step_info=False, copy=False", "10",
+             lambda: bench_vector_env(1024, 10, sec, step_info=False, copy=False)),
+        ]
+    if "peers" in args.sections:
+        out += [("gym-anytrading stocks-v0", "1", lambda: peer_anytrading(sec)),
+                ("Gym-Trading-Env TradingEnv", "1", lambda: peer_gym_trading_env(sec)),
+                ("FinRL StockTradingEnv", "10", lambda: peer_finrl(10, sec))]
+    return out
+
+
+def section_env(args, console, repeats: int = 3) -> list:
+    """Every env measure run once per repeat, interleaved (a busy machine slows all of them
+    alike), then the median and range of the repeats; ratios from the medians."""
+    from rich.table import Table
+
+    measures = _measures(args)
+    values: list[list[float]] = [[] for _ in measures]
+    errors: dict[int, str] = {}
+    for _ in range(repeats):
+        for k, (_, _, fn) in enumerate(measures):
+            if k in errors:
+                continue
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    values[k].append(fn())
+            except Exception as exc:  # a peer that cannot run is reported, not dropped
+                errors[k] = f"could not run: {type(exc).__name__}: {exc}"
+    med = {k: float(np.median(v)) for k, v in enumerate(values) if v}
+    floor = {assets: med[k] for k, (name, assets, _) in enumerate(measures)
+             if name.startswith("numpy floor") and k in med}
+    t = Table(title=f"Environments: steps per second, random actions; median (range) of "
+                    f"{repeats} interleaved repeats", header_style="bold")
+    for col in ("environment", "assets", "steps/s", "ratio"):
+        t.add_column(col, justify="right" if col != "environment" else "left")
+    ours = med.get(0)
+    for k, (name, assets, _) in enumerate(measures):
+        if k in errors:
+            t.add_row(name, assets, errors[k][:60], "")
+            continue
+        v = values[k]
+        cell = f"{med[k]:,.0f} ({min(v):,.0f}-{max(v):,.0f})"
+        if name.startswith("ffe-gym PortfolioEnv") and assets in floor:
+            ratio = f"{med[k] / floor[assets]:.2f}x the floor"
+        elif not name.startswith(("ffe-gym", "numpy")) and ours:
+            ratio = f"ours N=10 {ours / med[k]:.2f}x"
+        else:
+            ratio = ""
+        t.add_row(name, assets, cell, ratio)
+    return [t]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="ffe-gym benchmark", description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=2.0, help="timed seconds per figure")
@@ -388,37 +502,9 @@ def main(argv: list[str] | None = None) -> int:
             t.add_row(str(r["assets"]), str(r["books"]), f"{r['decisions_per_s']:,.0f}",
                       f"{r['book_steps_per_s']:,.0f}")
         console.print(t)
-    ours = None
     if "env" in args.sections or "peers" in args.sections:
-        t = Table(title="Environments: steps per second, random actions", header_style="bold")
-        for col in ("environment", "assets", "steps/s", "PortfolioEnv N=10 / peer"):
-            t.add_column(col, justify="right" if col != "environment" else "left")
-        ours = bench_env(10, args.seconds)
-        rows = [("ffe-gym PortfolioEnv (all rules on)", "10", ours)]
-        if "env" in args.sections:
-            rows.append(("ffe-gym PortfolioEnv (all rules on)", "100",
-                         bench_env(100, args.seconds)))
-            n = args.vector_envs
-            rows.append((f"ffe-gym PortfolioVectorEnv n={n} (env-steps)", "10",
-                         bench_vector_env(n, 10, args.seconds)))
-        if "peers" in args.sections:
-            for name, assets, fn in (
-                ("gym-anytrading stocks-v0", "1", lambda: peer_anytrading(args.seconds)),
-                ("Gym-Trading-Env TradingEnv", "1", lambda: peer_gym_trading_env(args.seconds)),
-                ("FinRL StockTradingEnv", "10", lambda: peer_finrl(10, args.seconds)),
-            ):
-                try:
-                    with contextlib.redirect_stdout(io.StringIO()):
-                        rows.append((name, assets, fn()))
-                except Exception as exc:  # a peer that cannot run is reported, not dropped
-                    rows.append((name, assets, f"could not run: {type(exc).__name__}: {exc}"))
-        for name, assets, value in rows:
-            if isinstance(value, str):
-                t.add_row(name, assets, value[:60], "")
-            else:
-                ratio = "" if name.startswith("ffe-gym") else f"{ours / value:.2f}x"
-                t.add_row(name, assets, f"{value:,.0f}", ratio)
-        console.print(t)
+        for table in section_env(args, console):
+            console.print(table)
     if "ppo" in args.sections:
         r = bench_ppo(10, args.ppo_timesteps)
         t = Table(title="PPO training on ffe/Portfolio-v0, N = 10 (configs/agents/ppo.yaml)",

@@ -199,8 +199,8 @@ class EnvCore:
                 "costs": (P[:, :, L.FEES] + P[:, :, L.BORROW]).sum(axis=1),
                 "steps": self._ep_steps.copy()}
 
-    def observe(self) -> dict[str, np.ndarray] | np.ndarray:
-        return self.observations.build(self.portfolio)
+    def observe(self, out: np.ndarray | None = None) -> dict[str, np.ndarray] | np.ndarray:
+        return self.observations.build(self.portfolio, out)
 
     # ------------------------------------------------------------------ info
     def info(self, b: int) -> dict[str, Any]:

@@ -127,12 +127,14 @@ class ObservationBuilder:
         self.space = (spaces.Box(-self.clip, self.clip, (sum(self.sizes.values()),),
                                  dtype=np.float32) if flat else self.dict_space)
 
-    def build(self, pf: Portfolio) -> dict[str, np.ndarray] | np.ndarray:
+    def build(self, pf: Portfolio, out: np.ndarray | None = None
+              ) -> dict[str, np.ndarray] | np.ndarray:
         """Observations of all B books: a dict of (B, size) arrays, or (B, total); fresh
-        arrays every call."""
+        arrays every call, or views of ``out`` (a (B, total) float32 buffer, overwritten)."""
         B = pf.n_books
         total = sum(self.sizes.values())
-        out = np.empty((B, total), dtype=np.float32)
+        if out is None:
+            out = np.empty((B, total), dtype=np.float32)
         _fill(self._flat, self.window, pf.market.close, pf.pos, pf.acct, pf.clock,
               pf.params, 1.0 / self.cooldown_bars, self.clip, out)
         if self.flat:

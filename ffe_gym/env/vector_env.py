@@ -43,6 +43,10 @@ class PortfolioVectorEnv(VectorEnv):
     :param autoreset_mode: ``AutoresetMode.NEXT_STEP`` or ``AutoresetMode.SAME_STEP``.
     :param step_info: build the per-step ``info`` arrays (``False`` leaves only
         ``portfolio_episode`` and, in same-step mode, ``final_obs``: what a trainer needs).
+    :param copy: return fresh observation arrays every step (the default, as Gymnasium's
+        ``SyncVectorEnv(copy=True)``); ``False`` writes every step into one preallocated
+        batch and returns views of it, valid until the next ``step`` or ``reset`` (a trainer
+        that copies observations into its own buffer, as SB3 and CleanRL do, loses nothing).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": [],
@@ -51,7 +55,8 @@ class PortfolioVectorEnv(VectorEnv):
     def __init__(self, num_envs: int = 1, config: Config | Mapping | str | Path | None = None,
                  data: MarketData | str | Path | None = None,
                  autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
-                 render_mode: str | None = None, step_info: bool = True) -> None:
+                 render_mode: str | None = None, step_info: bool = True,
+                 copy: bool = True) -> None:
         mode = AutoresetMode(autoreset_mode)
         if mode == AutoresetMode.DISABLED:
             raise ValueError("autoreset_mode DISABLED is not supported; use NEXT_STEP or "
@@ -75,6 +80,10 @@ class PortfolioVectorEnv(VectorEnv):
         self._pending = np.zeros(self.num_envs, dtype=bool)  # NEXT_STEP: reset on next step
         self._ones = np.ones(self.num_envs, dtype=bool)
         self.step_info = step_info
+        self.copy = copy
+        b = self.core.observations
+        self._obs = None if copy else np.empty((self.num_envs, sum(b.sizes.values())),
+                                               dtype=np.float32)
 
     @property
     def portfolio(self):
@@ -119,7 +128,7 @@ class PortfolioVectorEnv(VectorEnv):
                 raise ValueError(f"expected {self.num_envs} option mappings")
         self._reset(self._ones)
         self._pending[:] = False
-        return self.core.observe(), self._info()
+        return self._observe(), self._info()
 
     # ------------------------------------------------------------------ step
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -144,12 +153,15 @@ class PortfolioVectorEnv(VectorEnv):
             info["final_obs"] = final_obs
             info["final_info"] = final_info
             info["_final_obs"] = info["_final_info"] = done.copy()
-            return core.observe(), rewards, terminated, truncated, info
+            return self._observe(), rewards, terminated, truncated, info
         self._pending = done
         info = self._info() if self.step_info else {}
         if episode is not None:
             info["portfolio_episode"], info["_portfolio_episode"] = episode, done.copy()
-        return core.observe(), rewards, terminated, truncated, info
+        return self._observe(), rewards, terminated, truncated, info
+
+    def _observe(self) -> dict[str, np.ndarray] | np.ndarray:
+        return self.core.observe(self._obs)
 
     def _info(self) -> dict[str, Any]:
         pf = self.core.portfolio
