@@ -165,6 +165,13 @@ class ExecutionConfig:
 FEATURES = ("log_return", "range", "volatility", "rsi", "macd", "volume_z")
 
 
+def _is_callable_name(name: str) -> bool:
+    """``"package.module:function"``: a user feature (loaded and checked when the env is built)."""
+    module, sep, attr = name.partition(":")
+    return bool(sep) and all(part.isidentifier() for part in module.split(".")) \
+        and attr.isidentifier()
+
+
 @dataclass
 class FeatureConfig:
     """Causal per-asset features, computed once per dataset (see ffe_gym.features)."""
@@ -179,10 +186,13 @@ class FeatureConfig:
     clip: float = _bounded(10.0, gt=0, doc="features and other observations are clipped to +-clip")
 
     def __post_init__(self) -> None:
-        unknown = [n for n in self.names if n not in FEATURES]
+        unknown = [n for n in self.names if n not in FEATURES and not _is_callable_name(n)]
         if unknown:
             raise ConfigError(f"env.features.names: unknown feature {unknown[0]!r} "
-                              f"(allowed: {', '.join(FEATURES)})")
+                              f"(allowed: {', '.join(FEATURES)}, or 'module:callable')")
+        if len(set(self.names)) != len(self.names):
+            dup = next(n for n in self.names if self.names.count(n) > 1)
+            raise ConfigError(f"env.features.names: {dup!r} is listed twice")
         if not self.names:
             raise ConfigError("env.features.names: at least one feature is needed")
         if self.macd_fast >= self.macd_slow:

@@ -14,6 +14,17 @@ Features and their scale (percent where it keeps crypto and forex comparable):
 * ``macd``        100 * (MACD - signal line) / close[t], MACD = EMA(fast) - EMA(slow) of closes
 * ``volume_z``    (volume[t] - mean) / std of volume over ``volume_window`` bars (0 if std is 0)
 
+Custom features: a name ``"package.module:function"`` in ``env.features.names`` is a user
+feature. ``function(market)`` gets the :class:`~ffe_gym.data.MarketData` (``open``, ``high``,
+``low``, ``close``, ``volume`` and ``tradable`` as (T, N) arrays, ``index``, ``symbols``) and
+returns a (T, N) float array; its row t may use rows <= t only (the causal contract). It is
+stored and clipped like the built-in ones (NaN and inf become 0), and an optional integer
+attribute ``function.lookback`` (bars until its window is full) joins the env's warm-up. When
+the env is built the contract is checked: the feature is recomputed on copies of the market
+whose rows after a sampled bar t are perturbed (prices and volumes scaled by random factors),
+and a feature whose rows <= t change is refused, by name, as is one that raises or returns
+another shape.
+
 Computed with numba kernels over the (T, N) panel, column by column, in float64 and stored as
 float32 (the pandas formulation they replace, rolling().std() and ewm(adjust=False), is the
 reference in tests/test_features.py). A rolling window skips missing values (a NaN volume) and
@@ -22,17 +33,87 @@ needs two of them; exponential averages start at the first bar.
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
+from dataclasses import replace
+
 import numpy as np
 from numba import njit
 
-from ffe_gym.config import FeatureConfig
+from ffe_gym.config import ConfigError, FeatureConfig
 from ffe_gym.data.market import MarketData
 
 
 def lookback(cfg: FeatureConfig) -> int:
-    """Bars after which every feature's window is full."""
+    """Bars after which every feature's window is full (a custom feature's ``lookback``
+    attribute included)."""
+    custom = [int(getattr(load_feature(n), "lookback", 0)) for n in cfg.names if ":" in n]
     return max(cfg.volatility_window, cfg.rsi_window, cfg.macd_slow + cfg.macd_signal,
-               cfg.volume_window) + 1
+               cfg.volume_window, *custom) + 1
+
+
+def load_feature(name: str) -> Callable[[MarketData], np.ndarray]:
+    """The callable behind a ``"module:function"`` feature name."""
+    module, _, attr = name.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"env.features.names: cannot load feature {name!r} ({exc})") from None
+    if not callable(fn):
+        raise ConfigError(f"env.features.names: {name!r} is not callable")
+    return fn
+
+
+def _evaluate(fn: Callable[[MarketData], np.ndarray], name: str, md: MarketData) -> np.ndarray:
+    try:
+        out = fn(md)
+    except Exception as exc:
+        raise ConfigError(f"env.features.names: feature {name!r} raised "
+                          f"{type(exc).__name__}: {exc}") from exc
+    try:
+        a = np.asarray(out, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"env.features.names: feature {name!r} did not return a float "
+                          f"array ({exc})") from None
+    if a.shape != md.close.shape:
+        raise ConfigError(f"env.features.names: feature {name!r} returned shape {a.shape}, "
+                          f"expected (T, N) = {md.close.shape}")
+    return a
+
+
+def _perturbed(md: MarketData, t: int, rng: np.random.Generator) -> MarketData:
+    """A copy of ``md`` whose rows after t have new prices (one random factor per bar and
+    asset scales open, high, low and close alike) and new volumes."""
+    f = np.ones_like(md.close)
+    f[t + 1:] = np.exp(rng.normal(0.0, 0.05, f[t + 1:].shape))
+    g = np.ones_like(md.volume)
+    g[t + 1:] = rng.uniform(0.2, 5.0, g[t + 1:].shape)
+    return replace(md, open=md.open * f, high=md.high * f, low=md.low * f, close=md.close * f,
+                   volume=md.volume * g)
+
+
+def custom_feature(name: str, md: MarketData, checks: int = 2) -> np.ndarray:
+    """A custom feature's (T, N) values, after checking its causal contract on ``checks``
+    sampled bars (module doc). :raises ConfigError: naming the feature."""
+    fn = load_feature(name)
+    base = _evaluate(fn, name, md)
+    T = md.n_bars
+    rng = np.random.default_rng(0)
+    for t in sorted({int(x) for x in rng.integers(T // 4, max(T // 4 + 1, 3 * T // 4),
+                                                   checks)}):
+        if t >= T - 1:
+            continue
+        other = _evaluate(fn, name, _perturbed(md, t, rng))
+        a, b = base[:t + 1], other[:t + 1]
+        same = np.isclose(a, b, rtol=1e-9, atol=1e-12) | (np.isnan(a) & np.isnan(b))
+        if not same.all():
+            row, col = np.argwhere(~same)[0]
+            raise ConfigError(
+                f"env.features.names: feature {name!r} is not causal: changing the bars after "
+                f"{md.index[t]} (row {t}) changed its value at row {row} "
+                f"({md.index[row]}), asset {md.symbols[col]} ({a[row, col]!r} -> "
+                f"{b[row, col]!r}); row t may use rows <= t only")
+    return base
 
 
 @njit(cache=True)
@@ -171,6 +252,8 @@ def compute_features(md: MarketData, cfg: FeatureConfig) -> np.ndarray:
             _rolling_moments(vol, cfg.volume_window, spare, work)
             with np.errstate(divide="ignore", invalid="ignore"):
                 np.divide(vol - spare, work, out=work)  # sd 0 or undefined: 0 below
+        elif ":" in name:
+            work[:] = custom_feature(name, md)
         else:  # pragma: no cover - FeatureConfig validates names
             raise ValueError(name)
         _store(work, float(cfg.clip), feats, k)

@@ -86,3 +86,56 @@ def test_row_t_never_reads_a_later_bar():
     changed = replace(md, close=close, high=np.maximum(md.high, close),
                       low=np.minimum(md.low, close))
     np.testing.assert_array_equal(compute_features(changed, cfg)[: t + 1], base[: t + 1])
+
+
+# ---------------------------------------------------------------- custom "module:callable"
+
+def test_a_causal_custom_feature_is_stored_clipped_and_joins_the_warmup():
+    from ffe_gym.config import FeatureConfig
+    from ffe_gym.data import synthetic_market
+    from ffe_gym.env import PortfolioEnv
+    from ffe_gym.features import compute_features, lookback
+
+    md = synthetic_market(3, 400, "crypto", seed=1)
+    name = "tests.custom_features:momentum_5"
+    cfg = FeatureConfig(names=["log_return", name], clip=2.0, volatility_window=3,
+                        rsi_window=3, macd_fast=2, macd_slow=3, macd_signal=1,
+                        volume_window=3)
+    feats = compute_features(md, cfg)
+    want = np.zeros_like(md.close)
+    want[5:] = 100.0 * np.log(md.close[5:] / md.close[:-5])
+    np.testing.assert_array_equal(feats[:, :, 1], np.clip(want, -2.0, 2.0).astype(np.float32))
+    assert lookback(cfg) == 6  # its lookback (5) beats the built-in windows (4)
+    env = PortfolioEnv({"env": {"features": {"names": ["log_return", name]}}}, md)
+    obs, _ = env.reset(seed=0)
+    assert env.layout.features == ("log_return", name)
+    np.testing.assert_array_equal(env.layout.feature(obs, name)[-1],
+                                  env.core.features[env.portfolio.bar[0], :, 1])
+
+
+@pytest.mark.parametrize("fn, message", [
+    ("centred_mean", "is not causal"),
+    ("whole_sample_z", "is not causal"),
+    ("wrong_shape", "returned shape"),
+    ("raises", "raised ValueError: no data for this"),
+    ("not_callable", "is not callable"),
+    ("absent", "cannot load feature"),
+])
+def test_a_custom_feature_that_breaks_its_contract_is_refused_by_name(fn, message):
+    from ffe_gym.config import ConfigError
+    from ffe_gym.data import synthetic_market
+    from ffe_gym.env import PortfolioEnv
+
+    md = synthetic_market(2, 300, "fx", seed=0)
+    name = f"tests.custom_features:{fn}"
+    with pytest.raises(ConfigError, match=message) as err:
+        PortfolioEnv({"env": {"features": {"names": ["log_return", name]}}}, md)
+    assert name in str(err.value)
+
+
+def test_feature_names_other_than_builtins_or_module_callable_are_refused():
+    from ffe_gym.config import ConfigError, FeatureConfig
+
+    for bad in (["momentum"], ["a b:c"], ["log_return", "log_return"]):
+        with pytest.raises(ConfigError, match=r"env\.features\.names"):
+            FeatureConfig(names=bad)
