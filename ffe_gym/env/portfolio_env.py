@@ -12,6 +12,7 @@ import numpy as np
 from ffe_gym.config import Config
 from ffe_gym.data import MarketData
 from ffe_gym.env.core import EnvCore
+from ffe_gym.env.market_view import MarketView
 from ffe_gym.portfolio import layout as L
 
 _ONE = np.ones(1, dtype=bool)
@@ -143,6 +144,10 @@ class PortfolioEnv(gym.Env):
     def view(self, obs: dict | np.ndarray) -> np.ndarray:
         """The market part of an observation as (W, N, F)."""
         return self.core.observations.view(obs)
+
+    def market_view(self) -> MarketView:
+        """A read-only view of prices and volumes up to the current bar (never later)."""
+        return MarketView(self.market, self.portfolio)
 
     def _observation(self) -> dict[str, np.ndarray] | np.ndarray:
         obs = self.core.observe()

@@ -2,7 +2,10 @@
 
 Every policy (baseline, stable-baselines3 agent, LLM ensemble) has ``name``, ``reset(seed)`` and
 ``act(observation, info) -> action`` for one action scheme. Optional: ``bind(layout)`` to learn
-how observations are laid out (:class:`ffe_gym.env.observations.ObservationLayout`), and
+how observations are laid out (:class:`ffe_gym.env.observations.ObservationLayout`),
+``bind_market(view)`` to read prices and volumes up to the current bar
+(:class:`ffe_gym.env.market_view.MarketView`: read-only, causal; what the classic portfolio
+baselines use), and
 ``env_overrides()`` naming the ``env`` config keys it needs (its action scheme, and for a
 trained model the observation it was trained on). Costs, limits and data are never a policy's
 to choose: every policy meets the same ones.
@@ -30,6 +33,9 @@ REGISTRY: dict[str, str] = {
     "equal-weight": "ffe_agents.baselines:EqualWeight",
     "random": "ffe_agents.baselines:RandomPolicy",
     "momentum": "ffe_agents.baselines:Momentum",
+    "eg": "ffe_agents.olps:EG",
+    "olmar": "ffe_agents.olps:OLMAR",
+    "pamr": "ffe_agents.olps:PAMR",
     "llm-ensemble": "ffe_agents.llm:LLMEnsemble",
 }
 

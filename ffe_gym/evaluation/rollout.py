@@ -108,6 +108,9 @@ def rollout(policy: Policy, env: Any, window: Any = None, seed: int | None = Non
     bind = getattr(policy, "bind", None)
     if bind is not None:
         bind(base.layout)
+    bind_market = getattr(policy, "bind_market", None)
+    if bind_market is not None:  # prices up to the current bar only (MarketView)
+        bind_market(base.market_view())
     policy.reset(seed)
     obs, info = env.reset(seed=seed, options=_options(window))
     journal = Journal(base.portfolio)

@@ -1,0 +1,138 @@
+"""Online portfolio selection (OLPS) baselines, as policies in the loop.
+
+Each one is a long-only portfolio b on the simplex, chosen at every decision from the price
+relatives x = close[now] / close[previous decision] of the period just ended (read from the
+env's causal :class:`~ffe_gym.env.market_view.MarketView`: only bars <= the decision bar),
+and acts through the ``weights`` scheme (no cash). The first decision holds 1/N. Costs, limits
+and stops apply as to every policy; without them, wealth is the product of ``b_t . x_{t+1}``
+(tests/test_olps.py checks it against direct numpy implementations).
+
+* :class:`EG`: exponentiated gradient (Helmbold, Schapire, Singer and Warmuth 1998),
+  ``b_i <- b_i exp(eta x_i / b.x)`` normalised; ``eta = 0.05``. ``eta = 0`` is the uniform
+  constant-rebalanced portfolio (UCRP).
+* :class:`OLMAR`: online moving-average reversion (Li and Hoi 2012), OLMAR-1: the predicted
+  relative is the ``window``-decision moving average of closes over the current close; the
+  passive-aggressive step ``lambda = max(0, (eps - b.x~) / |x~ - mean(x~)|^2)`` towards it, then
+  the projection onto the simplex; ``eps = 10``, ``window = 5``.
+* :class:`PAMR`: passive-aggressive mean reversion (Li, Zhao, Hoi and Gopalkrishnan 2012),
+  PAMR: ``loss = max(0, b.x - eps)``, ``tau = loss / |x - mean(x)|^2``, ``b <- proj(b - tau (x -
+  mean(x)))``; ``eps = 0.5``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from ffe_agents.baselines import _Baseline
+
+
+def project_simplex(v: np.ndarray) -> np.ndarray:
+    """The Euclidean projection of ``v`` onto the probability simplex (Duchi, Shalev-Shwartz,
+    Singer and Chandra 2008)."""
+    u = np.sort(v)[::-1]
+    css = np.cumsum(u) - 1.0
+    k = np.arange(1, len(v) + 1)
+    rho = int(np.nonzero(u - css / k > 0)[0][-1])
+    return np.maximum(v - css[rho] / (rho + 1), 0.0)
+
+
+class _OnlinePortfolio(_Baseline):
+    """The shared loop: remember the decision bar and b, update from the period's relatives."""
+
+    name = "olps"
+
+    def __init__(self) -> None:
+        self._view: Any = None
+        self._b: np.ndarray | None = None
+        self._bar = -1
+
+    def bind_market(self, view: Any) -> None:
+        self._view = view
+
+    def reset(self, seed: int | None = None) -> None:
+        self._b = None
+        self._bar = -1
+
+    def start(self, close: np.ndarray) -> None:
+        """The first decision's hook (prices at that bar)."""
+
+    def update(self, b: np.ndarray, x: np.ndarray, close: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def act(self, observation: Any, info: dict[str, Any]) -> np.ndarray:
+        if self._view is None:
+            raise RuntimeError(f"{type(self).__name__}.act before bind_market(view); use "
+                               "ffe_gym.evaluation.rollout")
+        view = self._view
+        bar = view.bar
+        close = view.close(1)[0]
+        if self._b is None or self._bar < 0:
+            n = len(close)
+            b = np.full(n, 1.0 / n)
+            self.start(close)
+        else:
+            b = self.update(self._b, view.relatives(self._bar), close)
+        self._b, self._bar = b, bar
+        return np.append(b, 0.0)
+
+
+class EG(_OnlinePortfolio):
+    """Exponentiated gradient. :param eta: learning rate (0: UCRP)."""
+
+    name = "eg"
+
+    def __init__(self, eta: float = 0.05) -> None:
+        super().__init__()
+        self.eta = float(eta)
+
+    def update(self, b: np.ndarray, x: np.ndarray, close: np.ndarray) -> np.ndarray:
+        w = b * np.exp(self.eta * x / float(b @ x))
+        return w / w.sum()
+
+
+class OLMAR(_OnlinePortfolio):
+    """Online moving-average reversion (OLMAR-1). :param eps: reversion threshold;
+    :param window: decisions in the moving average of closes."""
+
+    name = "olmar"
+
+    def __init__(self, eps: float = 10.0, window: int = 5) -> None:
+        super().__init__()
+        self.eps = float(eps)
+        self.window = int(window)
+        self._closes: deque[np.ndarray] = deque(maxlen=self.window)
+
+    def reset(self, seed: int | None = None) -> None:
+        super().reset(seed)
+        self._closes = deque(maxlen=self.window)
+
+    def start(self, close: np.ndarray) -> None:
+        self._closes.append(close.copy())
+
+    def update(self, b: np.ndarray, x: np.ndarray, close: np.ndarray) -> np.ndarray:
+        self._closes.append(close.copy())
+        predicted = np.mean(self._closes, axis=0) / close
+        dev = predicted - predicted.mean()
+        norm = float(dev @ dev)
+        lam = 0.0 if norm == 0.0 else max(0.0, (self.eps - float(b @ predicted)) / norm)
+        return project_simplex(b + lam * dev)
+
+
+class PAMR(_OnlinePortfolio):
+    """Passive-aggressive mean reversion (PAMR). :param eps: sensitivity."""
+
+    name = "pamr"
+
+    def __init__(self, eps: float = 0.5) -> None:
+        super().__init__()
+        self.eps = float(eps)
+
+    def update(self, b: np.ndarray, x: np.ndarray, close: np.ndarray) -> np.ndarray:
+        dev = x - x.mean()
+        norm = float(dev @ dev)
+        loss = max(0.0, float(b @ x) - self.eps)
+        tau = 0.0 if norm == 0.0 else loss / norm
+        return project_simplex(b - tau * dev)

@@ -1,0 +1,150 @@
+"""Online portfolio selection baselines: updates by hand, identities, wealth against numpy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from helpers import BARE, market
+
+from ffe_agents.baselines import EqualWeight
+from ffe_agents.olps import EG, OLMAR, PAMR, project_simplex
+from ffe_gym.data import synthetic_market
+from ffe_gym.evaluation import env_for, resolve_policy, rollout
+
+# no costs, no limits, fills at the close, a decision every bar: wealth is prod(b_t . x_t+1)
+FREE = {k: dict(v) for k, v in BARE.items()}
+FREE["portfolio"] = dict(BARE["portfolio"], correlation_threshold=None)
+FREE["env"] = {"window": 2, "episode_bars": None,
+               "features": {"names": ["log_return"], "volatility_window": 2, "rsi_window": 2,
+                            "macd_fast": 1, "macd_slow": 2, "macd_signal": 1,
+                            "volume_window": 2}}
+
+
+def _env(policy, md):
+    return env_for(policy, FREE, md)
+
+
+def test_eg_update_by_hand():
+    eg = EG(eta=0.05)
+    b = eg.update(np.array([0.5, 0.5]), np.array([1.1, 0.9]), np.ones(2))
+    # b.x = 1: b_1 = e^0.055 / (e^0.055 + e^0.045) = 1 / (1 + e^-0.01)
+    assert b[0] == pytest.approx(1.0 / (1.0 + math.exp(-0.01)), rel=1e-15)
+    assert b.sum() == pytest.approx(1.0, rel=1e-15)
+
+
+def test_pamr_and_olmar_updates_by_hand():
+    # PAMR: b.x = 1.0 > eps 0.5: loss 0.5, x - mean = (0.1, -0.1), |.|^2 = 0.02, tau = 25;
+    # b - 25 (0.1, -0.1) = (-2, 3) -> projected (0, 1)
+    b = PAMR(eps=0.5).update(np.array([0.5, 0.5]), np.array([1.1, 0.9]), np.ones(2))
+    np.testing.assert_allclose(b, [0.0, 1.0], atol=1e-15)
+    # OLMAR: closes (10, 10) then (11, 9): predicted (10.5/11, 9.5/9); b.x~ < eps = 10, so
+    # lambda = (10 - b.x~) / |x~ - mean|^2, a step far enough to land on a vertex (0, 1)
+    o = OLMAR(eps=10.0, window=5)
+    o.start(np.array([10.0, 10.0]))
+    b = o.update(np.array([0.5, 0.5]), np.array([1.1, 0.9]), np.array([11.0, 9.0]))
+    np.testing.assert_allclose(b, [0.0, 1.0], atol=1e-15)
+    # a small eps keeps it passive: b.x~ >= eps, lambda 0
+    o = OLMAR(eps=0.5)
+    o.start(np.array([10.0, 10.0]))
+    b = o.update(np.array([0.3, 0.7]), np.array([1.1, 0.9]), np.array([11.0, 9.0]))
+    np.testing.assert_allclose(b, [0.3, 0.7], rtol=1e-15)
+
+
+def test_simplex_projection():
+    np.testing.assert_allclose(project_simplex(np.array([0.6, 0.6, -0.3])), [0.5, 0.5, 0.0])
+    np.testing.assert_allclose(project_simplex(np.array([0.2, 0.3, 0.5])), [0.2, 0.3, 0.5])
+    p = project_simplex(np.array([3.0, -1.0, 0.5, 0.4]))
+    assert p.sum() == pytest.approx(1.0) and (p >= 0).all()
+
+
+def _reference_wealth(close: np.ndarray, start: int, end: int, update) -> float:
+    """Direct numpy: b_start = 1/N, b_t = update(b_{t-1}, x_t, history), W *= b_t . x_{t+1}."""
+    n = close.shape[1]
+    b = np.full(n, 1.0 / n)
+    wealth = 1.0
+    for t in range(start, end):
+        if t > start:
+            b = update(b, close[t] / close[t - 1], close[start:t + 1])
+        wealth *= float(b @ (close[t + 1] / close[t]))
+    return wealth
+
+
+def _eg(eta):
+    def update(b, x, _):
+        w = b * np.exp(eta * x / (b @ x))
+        return w / w.sum()
+    return update
+
+
+def _olmar(eps, window):
+    def update(b, x, hist):
+        pred = hist[-window:].mean(axis=0) / hist[-1]
+        dev = pred - pred.mean()
+        lam = max(0.0, (eps - b @ pred) / (dev @ dev)) if dev @ dev > 0 else 0.0
+        return project_simplex(b + lam * dev)
+    return update
+
+
+def _pamr(eps):
+    def update(b, x, _):
+        dev = x - x.mean()
+        tau = max(0.0, b @ x - eps) / (dev @ dev) if dev @ dev > 0 else 0.0
+        return project_simplex(b - tau * dev)
+    return update
+
+
+@pytest.mark.parametrize("policy, update", [
+    (EG(0.05), _eg(0.05)), (EG(0.5), _eg(0.5)), (OLMAR(10.0, 5), _olmar(10.0, 5)),
+    (OLMAR(1.5, 3), _olmar(1.5, 3)), (PAMR(0.5), _pamr(0.5)), (PAMR(0.99), _pamr(0.99)),
+])
+def test_wealth_without_costs_equals_the_published_update_rule_in_numpy(policy, update):
+    md = synthetic_market(4, 300, "crypto", seed=2)  # 24/7: every rebalance can trade
+    start, end = 50, 250
+    r = rollout(policy, _env(policy, md), window=(start, end), seed=0)
+    want = _reference_wealth(md.close, start, end, update)
+    assert r.equity.iloc[-1] / r.equity.iloc[0] == pytest.approx(want, rel=1e-10)
+
+
+def test_eg_with_zero_learning_rate_is_the_uniform_constant_rebalanced_portfolio():
+    md = synthetic_market(3, 300, "fx", seed=1)
+    a = rollout(EG(eta=0.0), _env(EG(), md), window=(40, 260), seed=0)
+    b = rollout(EqualWeight(), _env(EqualWeight(), md), window=(40, 260), seed=0)
+    np.testing.assert_allclose(a.equity.to_numpy(), b.equity.to_numpy(), rtol=1e-12)
+
+
+def test_olps_policies_see_no_price_after_the_decision_bar():
+    md = synthetic_market(3, 300, "crypto", seed=3)
+    t = 150
+    future = md.close.copy()
+    future[t + 1:] *= np.exp(np.random.default_rng(0).normal(0, 0.1, future[t + 1:].shape))
+    from dataclasses import replace
+
+    md2 = replace(md, close=future, open=np.minimum(md.open, future) * 0 + future,
+                  high=np.maximum(md.high, future), low=np.minimum(md.low, future))
+    for name in ("eg", "olmar", "pamr"):
+        acts = []
+        for m in (md, md2):
+            p = resolve_policy(name)
+            rec = []
+            act = p.act
+            p.act = lambda obs, info, act=act, rec=rec: rec.append(act(obs, info)) or rec[-1]
+            rollout(p, _env(p, m), window=(100, 200), seed=0)
+            acts.append(rec)
+        k = t - 100 + 1  # decisions at bars 100..t
+        np.testing.assert_array_equal(np.array(acts[0][:k]), np.array(acts[1][:k]))
+        assert not np.array_equal(np.array(acts[0]), np.array(acts[1]))  # later ones move
+
+
+def test_a_policy_needs_the_market_view():
+    eg = EG()
+    with pytest.raises(RuntimeError, match="bind_market"):
+        eg.act(None, {"weights": np.zeros(2)})
+    md = market([[100.0, 50.0]] * 8)
+    env = _env(eg, md)
+    env.reset(seed=0, options={"start": 2})
+    view = env.unwrapped.market_view()
+    assert view.bar == 2 and view.close().shape == (3, 2)
+    with pytest.raises(ValueError, match="read-only"):
+        view.close()[0, 0] = 1.0
