@@ -69,36 +69,43 @@ def _run(md, cfg, seed: int = 0, books: int = 8, steps: int = 150):
     return pf, out
 
 
-def test_cached_correlations_give_the_scans_decisions_bit_for_bit(monkeypatch):
-    md = synthetic_market(5, 600, "mixed", seed=4)
-    cfg = bare(portfolio={"correlation_window": 64, "correlation_threshold": 0.05},
-               risk={"allow_short": True})
-    cached, a = _run(md, cfg)
-    assert cached.stats.cached and cached.stats.pairs.shape == (md.n_bars, 5, 5, 2)
-    monkeypatch.setattr(S, "MIN_CACHED_WINDOW", 10**9)
-    scanned, b = _run(md, cfg)
-    assert not scanned.stats.cached
-    assert len(a) == len(b)
-    for (ra, fa, aa), (rb, fb, ab) in zip(a, b, strict=True):
-        assert np.array_equal(ra, rb) and np.array_equal(fa, fb, equal_nan=True)
-        assert np.array_equal(aa, ab)
+def test_the_correlation_table_gives_the_scans_decisions(monkeypatch):
     from ffe_gym.portfolio import kernel
 
-    pairs, R = cached.stats.pairs, cached.returns
-    done = np.argwhere(pairs[..., 1] >= 0)
-    assert len(done) > 100  # the run used the cache
-    for t, i, j in done[:: max(1, len(done) // 50)]:
-        assert pairs[t, i, j, 1] == t
-        assert pairs[t, i, j, 0] == kernel._corr(R, max(1, t - 63), t, i, j)
+    md = synthetic_market(5, 600, "mixed", seed=4)  # fx and crypto: closed weekends included
+    cfg = bare(portfolio={"correlation_window": 30, "correlation_threshold": 0.05},
+               risk={"allow_short": True})
+    table, a = _run(md, cfg)
+    assert table.stats.cached and table.stats.pairs.shape == (md.n_bars, 5, 5)
+    pairs, R = table.stats.pairs, table.returns
+    for t in range(0, md.n_bars, 7):  # every pair, against the scan
+        for i in range(5):
+            for j in range(5):
+                if i != j:
+                    want = kernel._corr(R, max(1, t - 29), t, i, j)
+                    assert pairs[t, i, j] == pytest.approx(want, abs=1e-12), (t, i, j)
+    monkeypatch.setattr(S, "PAIR_BUDGET", 0)
+    scanned, b = _run(md, cfg)
+    assert not scanned.stats.cached and not scanned.stats.shared_cov
+    assert len(a) == len(b)
+    for (ra, fa, aa), (rb, fb, ab) in zip(a, b, strict=True):
+        assert np.array_equal(ra, rb)
+        np.testing.assert_allclose(fa, fb, rtol=1e-10, atol=1e-9)
+        np.testing.assert_allclose(aa, ab, rtol=1e-10, atol=1e-9)
 
 
-def test_the_correlation_cache_is_used_only_where_it_fits_and_pays():
-    cfg = bare(portfolio={"correlation_window": 64})
-    assert Portfolio(synthetic_market(10, 2000, "crypto", seed=0), cfg).stats.cached
-    assert not Portfolio(synthetic_market(10, 2000, "crypto", seed=0), bare()).stats.cached
-    big = synthetic_market(100, 500, "crypto", seed=0)  # 500 x 100^2 = 5 M > 4 M entries
-    pf = Portfolio(big, cfg)
-    assert not pf.stats.cached and pf.stats.pairs.size == 2
+def test_a_closed_market_has_zero_correlation_in_the_table_as_in_the_scan():
+    from ffe_gym.portfolio import kernel
+
+    rng = np.random.default_rng(0)
+    R = 0.01 * rng.standard_normal((200, 3))
+    R[0] = 0.0
+    R[50:120, 1] = 0.0  # carried prices: no return for 70 bars
+    C = kernel.rolling_corr(R, 30)
+    for t in range(80, 120):
+        assert C[t, 0, 1] == 0.0 and C[t, 1, 2] == 0.0
+        assert kernel._corr(R, t - 29, t, 0, 1) == 0.0
+    assert C[150, 0, 1] != 0.0
 
 
 def test_rolling_covariance_is_the_sample_covariance_of_every_window():
@@ -137,3 +144,13 @@ def test_parametric_var_from_the_shared_covariance_refuses_what_the_scan_refuses
     hist = Portfolio(md, bare(portfolio={"max_portfolio_risk": 0.01},
                               risk={"var_method": "historical"}))
     assert not hist.stats.shared_cov  # historical VaR scans the book's series
+
+
+def test_the_correlation_table_is_built_only_where_it_fits_and_is_read():
+    md = synthetic_market(10, 2000, "crypto", seed=0)
+    assert Portfolio(md, bare()).stats.cached
+    assert not Portfolio(md, bare(portfolio={"correlation_threshold": None})).stats.cached
+    big = synthetic_market(100, 500, "crypto", seed=0)  # 500 x 100^2 = 5 M > 4 M entries
+    pf = Portfolio(big, bare(portfolio={"max_portfolio_risk": 0.02}))
+    assert not pf.stats.cached and pf.stats.pairs.size == 1
+    assert not pf.stats.shared_cov and pf.stats.cov.size == 1

@@ -190,17 +190,32 @@ def rolling_cov(R, window):
 
 
 @njit(cache=True)
-def _pair(pc, R, t, i, j, window):
-    """The correlation of assets i and j at bar t over ``window`` bars, computed once and
-    shared by every book and episode: entry ``[t, i, j]`` holds (value, bar it belongs to)."""
-    if pc[t, i, j, 1] == t:
-        return pc[t, i, j, 0]
-    v = _corr(R, _window_start(t, window), t, i, j)
-    pc[t, i, j, 0] = v
-    pc[t, i, j, 1] = t
-    pc[t, j, i, 0] = v  # symmetric, bit for bit
-    pc[t, j, i, 1] = t
-    return v
+def rolling_corr(R, window):
+    """``corr[t]``: the (N, N) Pearson correlations of rows ``_window_start(t, window)..t``,
+    from :func:`rolling_cov`; 0 where either asset's returns are all equal in the window (a
+    closed market's carried prices: exactly what the scan returns there)."""
+    T, N = R.shape
+    out = rolling_cov(R, window)
+    changed = np.zeros(N, dtype=np.int64)  # the last row whose return differs from the one before
+    for t in range(1, T):
+        lo = _window_start(t, window)
+        for i in range(N):
+            if t > 1 and R[t, i] != R[t - 1, i]:
+                changed[i] = t
+        for i in range(N):
+            flat_i = changed[i] <= lo
+            for j in range(i, N):
+                v = 0.0
+                if not (flat_i or changed[j] <= lo):
+                    den = out[t, i, i] * out[t, j, j]
+                    if den > 0.0:
+                        v = out[t, i, j] / np.sqrt(den)
+                if i != j:
+                    out[t, i, j] = v
+                    out[t, j, i] = v
+        for i in range(N):
+            out[t, i, i] = 0.0 if changed[i] <= lo or out[t, i, i] <= 0.0 else 1.0
+    return out
 
 
 @njit(cache=True)
@@ -449,7 +464,7 @@ def _opening_notional(equity, i, side, conf, t, R, pc, units_after, sigma, base,
         m = 0.0
         for j in range(units_after.shape[0]):
             if j != i and units_after[j] != 0.0:
-                rho = _pair(pc, R, t, i, j, window) if cached else _corr(R, lo, t, i, j)
+                rho = pc[t, i, j] if cached else _corr(R, lo, t, i, j)
                 if hedge:
                     r = rho if (side > 0.0) == (units_after[j] > 0.0) else -rho
                 else:
@@ -895,7 +910,7 @@ def step_books(active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, 
                n_fills, refused):
     """One decision step for every book b with ``active[b]``; see the module docstring.
 
-    ``vol``, the correlation cache ``pc`` and ``cov`` are market statistics shared by every book
+    ``vol``, the correlations ``pc`` and ``cov`` are market statistics shared by every book
     (:class:`~ffe_gym.portfolio.statistics.MarketStatistics`); ``costs`` is (4, N): fee
     rate, fixed fee, slippage, borrow rate (few arguments: each one costs dispatch time)."""
     fee_rate = costs[0]

@@ -8,17 +8,16 @@ every book, every candidate, every step (cost linear in each window). Here:
   a (T, N) float64 table computed once (only when volatility slippage, an inverse-volatility
   or volatility-target sizer, or volatility stops are on). Each entry is computed with the
   same sums in the same order as the scan, so it is bitwise the scan.
-- ``pairs``: the correlation of each pair at each bar over ``portfolio.correlation_window``,
-  computed on demand, one pair at a time, and kept for every book and every later episode
-  (entry ``[t, i, j]`` holds the value and the bar it belongs to; bitwise the scan, the same
-  function). Used when every bar's pairs fit, ``T N^2 <= PAIR_BUDGET`` (4 M entries of 16
-  bytes, 64 MB: N = 10 up to T = 40,000; the packaged daily and hourly data fit), and the
-  window is at least ``MIN_CACHED_WINDOW`` bars: a lookup that misses the CPU cache costs
-  about what a 30-bar scan costs, so short windows are scanned (measured, N = 10, 256 books
-  at random bars: window 30 cached 0.85x the scan, window 1,920 cached 2.9-4.4x). Beyond the
-  memory cutoff the pairs are scanned where needed, as before: books of a vector env start at
-  random bars, so a partial cache would be evicted before another book asks. All pairs of
-  T = 100k x N = 100 would take 16 GB.
+- ``pairs``: the (N, N) correlations over ``portfolio.correlation_window`` at every bar, a
+  (T, N, N) table from the same rolling sums as ``cov`` (0 where an asset's returns are all
+  equal in the window, as the scan gives for a closed market), so correlation sizing is
+  O(held) lookups a candidate instead of O(held x window). Within 1e-13 of the scan
+  (tests/test_statistics.py); a factor at exactly the threshold could round the other way.
+  Used when the table fits, ``T N^2 <= PAIR_BUDGET`` (4 M entries, 32 MB: N = 10 up to
+  T = 40,000; the packaged daily and hourly data fit). Beyond that cutoff the pairs are
+  scanned where needed, as before (all pairs of T = 100k x N = 100 would take 8 GB; a lazy
+  per-bar cache was tried and dropped: books of a vector env start at random bars, so it was
+  evicted before reuse, and a miss cost more than the scan).
 - ``cov``: the (N, N) covariance of the VaR window at every bar, a (T, N, N) table computed
   once in O(T N^2) (sums of shifted returns updated a row at a time and recomputed exactly
   every window; error under 5e-14 of sd_i sd_j in the tests, means 100 sd included). The
@@ -35,8 +34,7 @@ import numpy as np
 
 from ffe_gym.portfolio import layout as L
 
-PAIR_BUDGET = 4 * 1024 * 1024  # entries of T x N^2 (correlations: 16 bytes; covariances: 8)
-MIN_CACHED_WINDOW = 64  # bars: shorter correlation windows are cheaper to scan
+PAIR_BUDGET = 4 * 1024 * 1024  # float64 entries of a T x N^2 table (32 MB)
 
 
 class MarketStatistics:
@@ -53,11 +51,9 @@ class MarketStatistics:
         self.vol = (kernel.rolling_std(returns, int(p[L.P_VOL_WINDOW])) if needs_vol
                     else np.zeros((max(T, 1), N)))  # never read when not needed
         sizing_by_correlation = p[L.P_SIZER] == 0 and np.isfinite(p[L.P_CORR_THRESHOLD])
-        self.cached = bool(sizing_by_correlation and T * N * N <= PAIR_BUDGET
-                           and p[L.P_CORR_WINDOW] >= MIN_CACHED_WINDOW)
-        shape = (T, N, N, 2) if self.cached else (1, 1, 1, 2)  # (value, bar); bar -1: empty
-        self.pairs = np.empty(shape)
-        self.pairs[..., 1] = -1.0
+        self.cached = bool(sizing_by_correlation and T * N * N <= PAIR_BUDGET)
+        self.pairs = (kernel.rolling_corr(returns, int(p[L.P_CORR_WINDOW])) if self.cached
+                      else np.zeros((1, 1, 1)))  # never read when not cached
         parametric_var = np.isfinite(p[L.P_MAX_VAR]) and p[L.P_VAR_HISTORICAL] == 0.0
         self.shared_cov = bool(parametric_var and T * N * N <= PAIR_BUDGET)
         self.cov = (kernel.rolling_cov(returns, int(p[L.P_VAR_WINDOW])) if self.shared_cov
