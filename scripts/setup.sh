@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up .venv with ffe-gym, its test tools, the LLM extra and Ray. Safe to run again.
+# Set up .venv with ffe-gym, its test tools, the LLM extra, Ray and the classic baselines' solvers
+# (skfolio). Safe to run again.
 #
 # torch==2.13.0 first: a CPU wheel (another version may pull several GB of CUDA).
 # llama-cpp-python is compiled from source once per machine, with portable CPU flags
@@ -25,6 +26,6 @@ if ! ls "$WHEELS"/llama_cpp_python-*.whl > /dev/null 2>&1; then
     pip wheel -q --no-cache-dir --no-deps -w "$WHEELS" "llama-cpp-python==$LLAMA_VERSION"
   echo "setup: llama-cpp-python compiled in $(( $(date +%s) - started )) s"
 fi
-echo "setup: installing ffe-gym with its dev, llm and ray extras"
+echo "setup: installing ffe-gym with its dev, llm, ray and classic extras"
 pip install -q "$(ls "$WHEELS"/llama_cpp_python-*.whl | head -n 1)[server]"
-pip install -q -e ".[dev,llm,ray]"
+pip install -q -e ".[dev,llm,ray,classic]"

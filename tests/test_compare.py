@@ -419,8 +419,13 @@ def test_shipped_experiments_load():
     assert len(folds) == 12 and ex.embargo_for(cfg) >= cfg.risk.var_window
     for a, b in itertools.pairwise(folds):
         assert a.test.stop == b.test.start  # test windows tile the end of the data
+    classic = ex.load_experiment(ROOT / "configs" / "experiments" / "classic.yaml")
+    assert {a.name for a in classic.agents} >= {"eg", "olmar", "pamr", "min-variance",
+                                                "mean-variance", "max-diversification",
+                                                "hrp", "erc"}
+    assert classic.folds == exp.folds and classic.reference == "market"
     risk = ex.load_experiment(ROOT / "configs" / "experiments" / "risk_rules.yaml")
-    assert {"seed_rules", "no_correlation_sizing", "no_var", "no_stops",
+    assert {"seed_rules", "no_correlation_sizing", "hedge_aware_sizing", "no_var", "no_stops",
             "no_drawdown_stop"} <= set(risk.variants)
     if SHARED_DATA.is_dir():
         real = ex.load_experiment(ROOT / "configs" / "experiments" / "real_h1.yaml")

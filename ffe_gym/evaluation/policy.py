@@ -36,6 +36,11 @@ REGISTRY: dict[str, str] = {
     "eg": "ffe_agents.olps:EG",
     "olmar": "ffe_agents.olps:OLMAR",
     "pamr": "ffe_agents.olps:PAMR",
+    "min-variance": "ffe_agents.optimisation:MinimumVariance",
+    "mean-variance": "ffe_agents.optimisation:MeanVariance",
+    "max-diversification": "ffe_agents.optimisation:MaximumDiversification",
+    "hrp": "ffe_agents.optimisation:HierarchicalRiskParity",
+    "erc": "ffe_agents.optimisation:EqualRiskContribution",
     "llm-ensemble": "ffe_agents.llm:LLMEnsemble",
 }
 
