@@ -14,6 +14,12 @@ and stops apply as to every policy; without them, wealth is the product of ``b_t
   relative is the ``window``-decision moving average of closes over the current close; the
   passive-aggressive step ``lambda = max(0, (eps - b.x~) / |x~ - mean(x~)|^2)`` towards it, then
   the projection onto the simplex; ``eps = 10``, ``window = 5``.
+* :class:`BCRP`: the best constant-rebalanced portfolio of the episode, in HINDSIGHT: at the
+  first decision it reads the whole episode's closes (``MarketView.hindsight_close``), finds
+  ``argmax_b sum_t log(b . x_t)`` over decision periods (Cover 1991; scipy's SLSQP on the
+  simplex), and rebalances to it. A labelled upper bound: an experiment entry
+  must say ``hindsight: true`` (the comparison refuses it otherwise) and it is never a
+  contender or in the SPA test.
 * :class:`PAMR`: passive-aggressive mean reversion (Li, Zhao, Hoi and Gopalkrishnan 2012),
   PAMR: ``loss = max(0, b.x - eps)``, ``tau = loss / |x - mean(x)|^2``, ``b <- proj(b - tau (x -
   mean(x)))``; ``eps = 0.5``.
@@ -136,3 +142,50 @@ class PAMR(_OnlinePortfolio):
         loss = max(0.0, float(b @ x) - self.eps)
         tau = 0.0 if norm == 0.0 else loss / norm
         return project_simplex(b - tau * dev)
+
+
+def best_crp(relatives: np.ndarray) -> np.ndarray:
+    """The log-optimal constant-rebalanced portfolio of (T, N) price relatives:
+    ``argmax_b sum_t log(b . x_t)`` on the simplex (concave), by scipy's SLSQP with the
+    analytic gradient, from 1/N."""
+    from scipy.optimize import minimize
+
+    x = np.asarray(relatives, dtype=np.float64)
+    n = x.shape[1]
+    b0 = np.full(n, 1.0 / n)
+    if len(x) == 0:
+        return b0
+
+    def loss(b: np.ndarray) -> tuple[float, np.ndarray]:
+        g = x @ b
+        return -float(np.sum(np.log(g))), -(x / g[:, None]).sum(axis=0)
+
+    res = minimize(loss, b0, jac=True, method="SLSQP", bounds=[(0.0, 1.0)] * n,
+                   constraints=[{"type": "eq", "fun": lambda b: b.sum() - 1.0,
+                                 "jac": lambda b: np.ones_like(b)}],
+                   options={"ftol": 1e-15, "maxiter": 1000})
+    b = np.clip(res.x, 0.0, None)
+    return b / b.sum()
+
+
+class BCRP(_OnlinePortfolio):
+    """Best constant-rebalanced portfolio in hindsight (module doc): a bound, not a policy.
+
+    :param decide_every: bars between decisions, as the env decides (the relatives it
+        optimises are over the same periods); 1 by default."""
+
+    name = "bcrp"
+    hindsight = True
+
+    def __init__(self, decide_every: int = 1) -> None:
+        super().__init__()
+        self.decide_every = int(decide_every)
+
+    def act(self, observation: Any, info: dict[str, Any]) -> np.ndarray:
+        if self._view is None:
+            raise RuntimeError("BCRP.act before bind_market(view); use "
+                               "ffe_gym.evaluation.rollout")
+        if self._b is None:
+            future = self._view.hindsight_close()[:: self.decide_every]
+            self._b = best_crp(future[1:] / future[:-1])
+        return np.append(self._b, 0.0)

@@ -488,3 +488,21 @@ def test_a_trained_run_as_policy_travels_with_its_jobs(tmp_path):
     key = [(r["agent"], r["fold"], r["final_equity"]) for r in first]
     assert key == [(r["agent"], r["fold"], r["final_equity"]) for r in again]
     assert all(r["reuse"] == "new" for r in again)
+
+
+def test_a_hindsight_bound_must_be_labelled_and_is_never_a_contender(tmp_path):
+    agents = [{"name": "cash", "policy": "cash"},
+              {"name": "bcrp", "policy": "bcrp", "hindsight": True}]
+    exp = ex.load_experiment(tiny_experiment(tmp_path, agents=agents, seeds=[0]))
+    rows = runner.run_jobs(ex.jobs(exp, tmp_path / "runs"), "serial", progress=False)
+    bound = [r for r in rows if r["agent"] == "bcrp"]
+    assert len(bound) == 2 and all(r["hindsight"] for r in bound)
+    (tmp_path / "u").mkdir()
+    unlabelled = ex.load_experiment(tiny_experiment(
+        tmp_path / "u", agents=[{"name": "bcrp", "policy": "bcrp"}], seeds=[0]))
+    rows = runner.run_jobs(ex.jobs(unlabelled, tmp_path / "u" / "runs"), "serial",
+                           progress=False)
+    failed = [r for r in rows if r["agent"] == "bcrp"]
+    assert len(failed) == 2 and all(r["status"] == "failed" for r in failed)
+    assert all("read prices after its decision bars" in r["error"]
+               and "hindsight: true" in r["error"] for r in failed)

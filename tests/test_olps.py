@@ -148,3 +148,21 @@ def test_a_policy_needs_the_market_view():
     assert view.bar == 2 and view.close().shape == (3, 2)
     with pytest.raises(ValueError, match="read-only"):
         view.close()[0, 0] = 1.0
+
+
+def test_bcrp_beats_every_constant_rebalanced_portfolio_of_its_window():
+    from ffe_agents.olps import BCRP, best_crp
+
+    md = synthetic_market(3, 300, "crypto", seed=7)
+    start, end = 40, 240
+    r = rollout(BCRP(), _env(BCRP(), md), window=(start, end), seed=0)
+    assert r.hindsight  # it read the future: a labelled bound only
+    x = md.close[start + 1:end + 1] / md.close[start:end]
+    best = best_crp(x)
+    assert r.equity.iloc[-1] / r.equity.iloc[0] == pytest.approx(np.prod(x @ best), rel=1e-10)
+    grid = [np.array([i, j, 20 - i - j]) / 20 for i in range(21) for j in range(21 - i)]
+    crps = [float(np.sum(np.log(x @ b))) for b in grid]
+    assert float(np.sum(np.log(x @ best))) >= max(crps) - 1e-12  # at least every CRP tried
+    ucrp = rollout(EqualWeight(), _env(EqualWeight(), md), window=(start, end), seed=0)
+    assert r.equity.iloc[-1] >= ucrp.equity.iloc[-1] - 1e-9
+    assert not ucrp.hindsight

@@ -71,6 +71,18 @@ class MarketView:
         start = 0 if lookback is None else max(0, end - int(lookback))
         return self._md.index[start:end]
 
+    def hindsight_close(self) -> np.ndarray:
+        """(k, N) closes from the current bar to the end of the book's episode: the FUTURE.
+
+        Only for labelled hindsight bounds (BCRP): calling it sets ``peeked``, the rollout
+        records it in ``EpisodeResult.hindsight``, and the comparison refuses the result of an
+        agent that used it without ``hindsight: true`` in its experiment entry."""
+        self.peeked = True
+        end = int(self._pf.clock[self._book, L.END])
+        return _readonly(self._md.close[self.bar:end + 1])
+
+    peeked = False
+
     def relatives(self, since: int) -> np.ndarray:
         """Price relatives ``close[bar] / close[since]`` (N,): the move since an earlier bar."""
         if not 0 <= since <= self.bar:

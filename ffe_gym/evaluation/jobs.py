@@ -230,6 +230,10 @@ def _evaluate(spec: JobSpec, md: MarketData | None, work: Path
         close = getattr(policy, "close", None)
         if close is not None:
             close()
+    if result.hindsight and not spec.agent.get("hindsight"):
+        raise ValueError(f"agent {spec.agent.get('name')!r} read prices after its decision "
+                         f"bars (MarketView.hindsight_close): mark it 'hindsight: true' in the "
+                         f"experiment (a labelled bound, never a contender) or remove it")
     eq = result.equity.to_numpy()
     rets = eq[1:] / eq[:-1] - 1.0
     ppy = md.periods_per_year

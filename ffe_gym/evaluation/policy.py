@@ -36,6 +36,7 @@ REGISTRY: dict[str, str] = {
     "eg": "ffe_agents.olps:EG",
     "olmar": "ffe_agents.olps:OLMAR",
     "pamr": "ffe_agents.olps:PAMR",
+    "bcrp": "ffe_agents.olps:BCRP",
     "min-variance": "ffe_agents.optimisation:MinimumVariance",
     "mean-variance": "ffe_agents.optimisation:MeanVariance",
     "max-diversification": "ffe_agents.optimisation:MaximumDiversification",

@@ -42,6 +42,7 @@ class EpisodeResult:
     synthetic: bool
     policy_stats: dict[str, Any] = field(default_factory=dict)
     weights: pd.DataFrame | None = None  # per decision: signed position value / equity
+    hindsight: bool = False  # the policy read prices after its decision bars (MarketView)
 
     @property
     def start(self) -> pd.Timestamp:
@@ -109,8 +110,10 @@ def rollout(policy: Policy, env: Any, window: Any = None, seed: int | None = Non
     if bind is not None:
         bind(base.layout)
     bind_market = getattr(policy, "bind_market", None)
+    view = None
     if bind_market is not None:  # prices up to the current bar only (MarketView)
-        bind_market(base.market_view())
+        view = base.market_view()
+        bind_market(view)
     policy.reset(seed)
     obs, info = env.reset(seed=seed, options=_options(window))
     journal = Journal(base.portfolio)
@@ -141,5 +144,6 @@ def rollout(policy: Policy, env: Any, window: Any = None, seed: int | None = Non
         refusals=pf.refusals(0), steps=steps, status=info["status"], data=md.describe(),
         synthetic=md.is_synthetic, policy_stats=dict(stats()) if stats is not None else {},
         weights=pd.DataFrame(np.array(weights), index=md.index[bars], columns=list(md.symbols)),
+        hindsight=bool(view is not None and view.peeked),
     )
 
