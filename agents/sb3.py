@@ -208,20 +208,28 @@ def training_config(cfg: Config, spec: AgentSpec) -> Config:
 
 
 def _make_callback():
+    return PortfolioScalars()
+
+
+def PortfolioScalars(verbose: int = 0) -> Any:
+    """A callback logging each finished episode's portfolio statistics (return, sharpe,
+    max_drawdown, turnover, costs, ...) as ``portfolio/*`` TensorBoard scalars.
+
+    Works with ``SB3VecEnv`` (``info["portfolio"]``) and with any SB3 vec env of
+    ``PortfolioEnv`` (``info["portfolio_episode"]`` at the last step), so rl_zoo3 users add it
+    in their hyperparameter file: ``callback: ffe_agents.sb3.PortfolioScalars``."""
     from stable_baselines3.common.callbacks import BaseCallback
 
-    class PortfolioScalars(BaseCallback):
-        """Logs each finished episode's portfolio statistics as ``portfolio/*`` scalars."""
-
+    class _PortfolioScalars(BaseCallback):
         def _on_step(self) -> bool:
             for info in self.locals.get("infos", ()):
-                stats = info.get("portfolio")
+                stats = info.get("portfolio") or info.get("portfolio_episode")
                 if stats:
                     for key, value in stats.items():
-                        self.logger.record_mean(f"portfolio/{key}", value)
+                        self.logger.record_mean(f"portfolio/{key}", float(value))
             return True
 
-    return PortfolioScalars()
+    return _PortfolioScalars(verbose)
 
 
 def _vec_env(cfg: Config, md: MarketData, n: int, options: dict | None, seed: int):
@@ -385,16 +393,89 @@ class SB3Policy:
         return action[0]
 
 
+def _zoo_yaml(path: Path) -> Any:
+    """An rl_zoo3 ``config.yml`` / ``args.yml``: YAML with ``OrderedDict`` and tuple tags.
+    Those two tags are read; any other Python tag is refused (no object is constructed)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def ordered(loader: Any, node: Any) -> dict:
+        (pairs,) = loader.construct_sequence(node, deep=True)
+        return {k: v for k, v in pairs}
+
+    Loader.add_constructor("tag:yaml.org,2002:python/object/apply:collections.OrderedDict",
+                           ordered)
+    Loader.add_constructor("tag:yaml.org,2002:python/tuple",
+                           lambda loader, node: tuple(loader.construct_sequence(node)))
+    try:
+        return yaml.load(path.read_text(), Loader=Loader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not an rl_zoo3 file this loader reads ({exc})") from None
+
+
+def zoo_run(path: str | Path) -> dict[str, Path] | None:
+    """The files of an rl_zoo3 run folder (``logs/<algo>/<env>_<id>``): its model
+    (``<env>.zip``, else ``best_model.zip``) and the ``<env>/`` folder with ``args.yml``,
+    ``config.yml`` and ``vecnormalize.pkl``; None when ``path`` is not one."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return None
+    for stats in sorted(p for p in folder.iterdir() if (p / "args.yml").is_file()):
+        for model in (folder / f"{stats.name}.zip", folder / "best_model.zip"):
+            if model.is_file():
+                return {"model": model, "stats": stats}
+    return None
+
+
+def load_zoo_policy(path: str | Path, **kwargs: Any) -> SB3Policy:
+    """An rl_zoo3 run folder as a policy: the model, its frozen ``VecNormalize`` statistics
+    (when ``config.yml`` says ``normalize``) and the env's ``config`` from the ``env_kwargs``
+    in ``args.yml`` (a config path or mapping, as given to ``gym.make``)."""
+    import pickle
+
+    found = zoo_run(path)
+    if found is None:
+        raise ConfigError(f"{path}: not an rl_zoo3 run folder (needs <env>/args.yml beside "
+                          "<env>.zip or best_model.zip)")
+    args = _zoo_yaml(found["stats"] / "args.yml") or {}
+    hyper = _zoo_yaml(found["stats"] / "config.yml") if (found["stats"] / "config.yml").is_file() \
+        else {}
+    algo = str(args.get("algo") or Path(path).parent.name)
+    from ffe_gym.config import coerce_config
+
+    env_kwargs = args.get("env_kwargs") or {}
+    cfg = coerce_config(env_kwargs.get("config"))
+    model = algo_class(algo).load(str(found["model"]), device="cpu")
+    normalizer = None
+    vec = found["stats"] / "vecnormalize.pkl"
+    if hyper.get("normalize") and vec.is_file():
+        with open(vec, "rb") as fh:
+            normalizer = pickle.load(fh)
+        normalizer.training = False
+        normalizer.norm_reward = False
+    elif hyper.get("normalize"):
+        raise ConfigError(f"{found['stats']}: config.yml says normalize but vecnormalize.pkl "
+                          "is missing")
+    return SB3Policy(model, to_dict(cfg)["env"], normalizer,
+                     name=kwargs.get("name", f"{algo}:{Path(path).name}"))
+
+
 def load_policy(path: str | Path, **kwargs: Any) -> SB3Policy:
-    """Load a run folder written by :func:`train` (or a ``model.zip`` inside one)."""
+    """Load a run folder written by :func:`train` (or a ``model.zip`` inside one), or an
+    rl_zoo3 run folder (:func:`load_zoo_policy`)."""
     import pickle
 
     path = Path(path)
     folder = path.parent if path.is_file() else path
     model_file = path if path.is_file() else folder / "model.zip"
     man_file = folder / "manifest.json"
+    if not man_file.exists() and zoo_run(path) is not None:
+        return load_zoo_policy(path, **kwargs)
     if not model_file.exists() or not man_file.exists():
-        raise ConfigError(f"{path}: not a trained run (needs model.zip and manifest.json)")
+        raise ConfigError(f"{path}: not a trained run (needs model.zip and manifest.json, or "
+                          "an rl_zoo3 run folder)")
     import json
 
     man = json.loads(man_file.read_text())

@@ -148,3 +148,78 @@ def test_windows_are_apart(md):
     assert w["train"].stop + 40 == w["validation"].start
     assert w["validation"].stop + 40 == w["test"].start
     assert w["test"].stop == md.n_bars
+
+
+def test_an_rl_zoo3_run_folder_is_a_policy_and_the_zoo_callback_logs_portfolio_scalars(
+        tmp_path):
+    """A run folder in rl_zoo3's layout (logs/<algo>/<env>_<id>/: <env>.zip, <env>/args.yml
+    with env_kwargs, config.yml, vecnormalize.pkl; OrderedDicts dumped as the zoo dumps
+    them), trained the way the zoo trains: gym.make with env_kwargs, VecNormalize, the
+    callback named in the hyperparameters. rl_zoo3 itself would downgrade pillow and
+    python-dateutil here, so the folder is written by this test."""
+    import subprocess
+    import sys
+    from collections import OrderedDict
+
+    import gymnasium as gym
+    import yaml
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    import ffe_gym  # noqa: F401  (registers ffe/Portfolio-v0)
+    from ffe_gym.evaluation import resolve_policy
+
+    config = tmp_path / "env.yaml"
+    config.write_text(yaml.safe_dump({
+        "data": {"source": "synthetic", "synthetic": {"n_assets": 3, "n_bars": 1200,
+                                                      "seed": 2}},
+        "risk": {"on_portfolio_stop": "flat"}, "env": {"window": 8, "episode_bars": 50}}))
+    env_kwargs = {"config": str(config)}
+    venv = VecNormalize(make_vec_env(lambda: gym.make("ffe/Portfolio-v0", **env_kwargs),
+                                     n_envs=2, seed=0))
+    model = PPO("MultiInputPolicy", venv, seed=0, device="cpu", tensorboard_log=str(tmp_path),
+                policy_kwargs={"net_arch": [16]}, **TINY)
+    model.learn(128, callback=sb3.PortfolioScalars(), tb_log_name="zoo")
+    run = tmp_path / "logs" / "ppo" / "ffe-Portfolio-v0_1"
+    stats = run / "ffe-Portfolio-v0"
+    stats.mkdir(parents=True)
+    model.save(run / "ffe-Portfolio-v0.zip")
+    venv.save(str(stats / "vecnormalize.pkl"))
+    with open(stats / "args.yml", "w") as f:
+        yaml.dump(OrderedDict([("algo", "ppo"), ("env", "ffe/Portfolio-v0"),
+                               ("env_kwargs", env_kwargs), ("n_timesteps", 128),
+                               ("seed", 0)]), f)
+    with open(stats / "config.yml", "w") as f:
+        yaml.dump(OrderedDict([("callback", "ffe_agents.sb3.PortfolioScalars"),
+                               ("n_envs", 2), ("normalize", True),
+                               ("policy", "MultiInputPolicy")]), f)
+    assert "!!python/object/apply:collections.OrderedDict" in (stats / "args.yml").read_text()
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(glob.glob(str(tmp_path / "zoo_*"))[0])
+    ea.Reload()
+    assert {"portfolio/return", "portfolio/sharpe", "portfolio/max_drawdown"} <= \
+        set(ea.Tags()["scalars"])
+
+    policy = resolve_policy(str(run))
+    assert isinstance(policy, sb3.SB3Policy) and policy.normalizer is not None
+    env = env_for(policy, config)
+    obs, info = env.reset(seed=0, options={"start": 500, "end": 540})
+    for _ in range(20):
+        batch = policy.normalizer.normalize_obs({k: v[None] for k, v in obs.items()})
+        expected, _ = model.predict(batch, deterministic=True)
+        action = policy.act(obs, info)
+        np.testing.assert_array_equal(action, expected[0])
+        obs, _, term, trunc, info = env.step(action)
+        if term or trunc:
+            break
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate.py"), "--policy",
+                          str(run), "--config", str(config), "--start", "500", "--end", "600",
+                          "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "ppo:ffe-Portfolio-v0_1" in out.stdout
+    (stats / "args.yml").write_text("!!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="not an rl_zoo3 file"):
+        resolve_policy(str(run))

@@ -176,8 +176,12 @@ class PortfolioEnv(gym.Env):
         self._done = bool(terminated[0] or truncated[0])
         if self._history is not None:
             self._record()
+        info = self.core.info(0)
+        if self._done:  # the episode's portfolio statistics, as the vector env gives them
+            info["portfolio_episode"] = {k: float(v[0])
+                                         for k, v in self.core.episode_stats().items()}
         return (self._observation(), float(rewards[0]), bool(terminated[0]),
-                bool(truncated[0]), self.core.info(0))
+                bool(truncated[0]), info)
 
     def _record(self) -> None:
         pf = self.portfolio
