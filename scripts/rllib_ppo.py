@@ -26,6 +26,8 @@ class Args:
     """books per env runner, stepped together by PortfolioVectorEnv"""
     train_batch: int = 512
     """env steps per iteration"""
+    episode_bars: int = 100
+    """bars per training episode"""
     seed: int = 0
     config: str | None = None
     """an ffe-gym config YAML (default: the embedded synthetic market)"""
@@ -46,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     import ffe_gym  # noqa: F401  (registers ffe/Portfolio-v0 with its vector entry point)
 
     torch.set_num_threads(1)
-    env_config = {"config": {"env": {"observation": "flat"}, "risk": {"on_portfolio_stop": "flat"}}}
+    env_config = {"config": {"env": {"observation": "flat", "episode_bars": args.episode_bars},
+                             "risk": {"on_portfolio_stop": "flat"}}}
     if args.config:
         from ffe_gym.config import coerce_config, merge, to_dict
 

@@ -29,3 +29,7 @@ fi
 echo "setup: installing ffe-gym with its dev, llm, ray and classic extras"
 pip install -q "$(ls "$WHEELS"/llama_cpp_python-*.whl | head -n 1)[server]"
 pip install -q -e ".[dev,llm,ray,classic]"
+if [ "${FFE_GYM_NO_RLLIB:-0}" != 1 ]; then
+  echo "setup: RLlib in its own environment (.venv-rllib; ray[rllib] pins gymnasium 1.2.2)"
+  bash scripts/setup_rllib.sh
+fi
