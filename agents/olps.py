@@ -20,6 +20,12 @@ and stops apply as to every policy; without them, wealth is the product of ``b_t
   simplex), and rebalances to it. A labelled upper bound: an experiment entry
   must say ``hindsight: true`` (the comparison refuses it otherwise) and it is never a
   contender or in the SPA test.
+* :class:`UP`: Cover's (1991) universal portfolio, approximated by 1,000 CRPs sampled
+  uniformly on the simplex (seeded), weighted by their wealth.
+* :class:`ONS`: online Newton step (Agarwal, Hazan, Kale and Schapire 2006), delta 1/8,
+  beta 1, eta 0; the projection in A's norm by scipy's SLSQP.
+* :class:`CORN`: correlation-driven nonparametric learning (Li, Hoi and Gopalkrishnan 2011),
+  CORN-U, window 5, rho 0.1; the log-optimal portfolio of the matched periods' relatives.
 * :class:`PAMR`: passive-aggressive mean reversion (Li, Zhao, Hoi and Gopalkrishnan 2012),
   PAMR: ``loss = max(0, b.x - eps)``, ``tau = loss / |x - mean(x)|^2``, ``b <- proj(b - tau (x -
   mean(x)))``; ``eps = 0.5``.
@@ -189,3 +195,122 @@ class BCRP(_OnlinePortfolio):
             future = self._view.hindsight_close()[:: self.decide_every]
             self._b = best_crp(future[1:] / future[:-1])
         return np.append(self._b, 0.0)
+
+
+class UP(_OnlinePortfolio):
+    """Cover's (1991) universal portfolio, approximated by sampling: ``samples`` constant-
+    rebalanced portfolios drawn uniformly on the simplex (Dirichlet(1, ..., 1), seeded), each
+    weighted by the wealth it would have made; b is their wealth-weighted mean.
+
+    :param samples: CRPs in the mixture; :param seed: their draw."""
+
+    name = "up"
+
+    def __init__(self, samples: int = 1000, seed: int = 0) -> None:
+        super().__init__()
+        self.samples = int(samples)
+        self.seed = int(seed)
+        self._crps: np.ndarray | None = None
+        self._log_wealth: np.ndarray | None = None
+
+    def reset(self, seed: int | None = None) -> None:
+        super().reset(seed)
+        self._crps = None
+        self._log_wealth = None
+
+    def start(self, close: np.ndarray) -> None:
+        rng = np.random.default_rng(self.seed)
+        self._crps = rng.dirichlet(np.ones(len(close)), self.samples)
+        self._log_wealth = np.zeros(self.samples)
+
+    def update(self, b: np.ndarray, x: np.ndarray, close: np.ndarray) -> np.ndarray:
+        self._log_wealth += np.log(self._crps @ x)
+        w = np.exp(self._log_wealth - self._log_wealth.max())
+        return (w @ self._crps) / w.sum()
+
+
+class ONS(_OnlinePortfolio):
+    """Online Newton step (Agarwal, Hazan, Kale and Schapire 2006), with its published
+    parameters ``delta = 1/8``, ``beta = 1``, ``eta = 0``: ``A += g g'``, ``c += (1 + 1/beta) g``
+    with ``g = x / b.x``, then b is the projection of ``delta A^-1 c`` onto the simplex in the
+    norm of A, mixed with 1/N by ``eta``. A starts as the identity (as in Li and Hoi's
+    OLPS toolbox)."""
+
+    name = "ons"
+
+    def __init__(self, delta: float = 0.125, beta: float = 1.0, eta: float = 0.0) -> None:
+        super().__init__()
+        self.delta, self.beta, self.eta = float(delta), float(beta), float(eta)
+        self._A: np.ndarray | None = None
+        self._c: np.ndarray | None = None
+
+    def start(self, close: np.ndarray) -> None:
+        n = len(close)
+        self._A = np.eye(n)
+        self._c = np.zeros(n)
+
+    def update(self, b: np.ndarray, x: np.ndarray, close: np.ndarray) -> np.ndarray:
+        g = x / float(b @ x)
+        self._A += np.outer(g, g)
+        self._c += (1.0 + 1.0 / self.beta) * g
+        q = self.delta * np.linalg.solve(self._A, self._c)
+        p = project_simplex_in(q, self._A)
+        return (1.0 - self.eta) * p + self.eta / len(p)
+
+
+def project_simplex_in(q: np.ndarray, A: np.ndarray) -> np.ndarray:
+    """``argmin_{p in simplex} (p - q)' A (p - q)`` (A positive definite), by scipy's SLSQP
+    from the Euclidean projection."""
+    from scipy.optimize import minimize
+
+    n = len(q)
+
+    def loss(p: np.ndarray) -> tuple[float, np.ndarray]:
+        d = p - q
+        Ad = A @ d
+        return float(d @ Ad), 2.0 * Ad
+
+    res = minimize(loss, project_simplex(q), jac=True, method="SLSQP",
+                   bounds=[(0.0, 1.0)] * n,
+                   constraints=[{"type": "eq", "fun": lambda p: p.sum() - 1.0,
+                                 "jac": lambda p: np.ones_like(p)}],
+                   options={"ftol": 1e-15, "maxiter": 500})
+    p = np.clip(res.x, 0.0, None)
+    return p / p.sum()
+
+
+class CORN(_OnlinePortfolio):
+    """Correlation-driven nonparametric learning (Li, Hoi and Gopalkrishnan 2011), CORN-U with
+    its published ``window = 5`` and ``rho = 0.1``: among past decision periods whose preceding
+    ``window`` relatives correlate with the latest ``window`` above ``rho``, the log-optimal
+    portfolio of the relatives that followed them (``best_crp``); 1/N when none matches."""
+
+    name = "corn"
+
+    def __init__(self, window: int = 5, rho: float = 0.1) -> None:
+        super().__init__()
+        self.window = int(window)
+        self.rho = float(rho)
+        self._x: list[np.ndarray] = []
+
+    def reset(self, seed: int | None = None) -> None:
+        super().reset(seed)
+        self._x = []
+
+    def update(self, b: np.ndarray, x: np.ndarray, close: np.ndarray) -> np.ndarray:
+        self._x.append(x.copy())
+        X = np.array(self._x)
+        T, n = X.shape
+        w = self.window
+        if T <= w:
+            return np.full(n, 1.0 / n)
+        latest = X[T - w:].ravel()
+        matched = []
+        for i in range(w, T):  # the window X[i-w:i] is followed by X[i]
+            past = X[i - w:i].ravel()
+            if np.std(past) > 0 and np.std(latest) > 0 and \
+                    np.corrcoef(past, latest)[0, 1] >= self.rho:
+                matched.append(X[i])
+        if not matched:
+            return np.full(n, 1.0 / n)
+        return best_crp(np.array(matched))

@@ -123,7 +123,7 @@ def test_olps_policies_see_no_price_after_the_decision_bar():
 
     md2 = replace(md, close=future, open=np.minimum(md.open, future) * 0 + future,
                   high=np.maximum(md.high, future), low=np.minimum(md.low, future))
-    for name in ("eg", "olmar", "pamr"):
+    for name in ("eg", "olmar", "pamr", "up", "ons", "corn"):
         acts = []
         for m in (md, md2):
             p = resolve_policy(name)
@@ -166,3 +166,63 @@ def test_bcrp_beats_every_constant_rebalanced_portfolio_of_its_window():
     ucrp = rollout(EqualWeight(), _env(EqualWeight(), md), window=(start, end), seed=0)
     assert r.equity.iloc[-1] >= ucrp.equity.iloc[-1] - 1e-9
     assert not ucrp.hindsight
+
+
+def _up(samples, seed):
+    def update(b, x, hist):  # the mixture of CRPs by their wealth over the whole history
+        crps = np.random.default_rng(seed).dirichlet(np.ones(len(b)), samples)
+        rel = hist[1:] / hist[:-1]
+        wealth = np.prod(rel @ crps.T, axis=0)
+        return wealth @ crps / wealth.sum()
+    return update
+
+
+def _ons(delta, beta):
+    state = {}
+
+    def project(q, A, steps=20000):  # projected gradient in A's norm: another method than SLSQP
+        p = project_simplex(q)
+        lr = 0.5 / np.linalg.eigvalsh(A).max()
+        for _ in range(steps):
+            p = project_simplex(p - lr * 2 * A @ (p - q))
+        return p
+
+    def update(b, x, hist):
+        if len(hist) == 2:
+            state["A"], state["c"] = np.eye(len(b)), np.zeros(len(b))
+        g = x / (b @ x)
+        state["A"] = state["A"] + np.outer(g, g)
+        state["c"] = state["c"] + (1 + 1 / beta) * g
+        return project(delta * np.linalg.solve(state["A"], state["c"]), state["A"])
+    return update
+
+
+@pytest.mark.parametrize("policy, update, rel", [
+    (resolve_policy("up", samples=200, seed=3), _up(200, 3), 1e-10),
+    (resolve_policy("ons"), _ons(0.125, 1.0), 1e-6),
+])
+def test_up_and_ons_wealth_equal_a_direct_implementation(policy, update, rel):
+    md = synthetic_market(3, 200, "crypto", seed=4)
+    start, end = 30, 90
+    r = rollout(policy, _env(policy, md), window=(start, end), seed=0)
+    want = _reference_wealth(md.close, start, end, update)
+    assert r.equity.iloc[-1] / r.equity.iloc[0] == pytest.approx(want, rel=rel)
+
+
+def test_up_with_one_sample_is_that_crp_and_corn_without_a_match_is_uniform():
+    from ffe_agents.olps import CORN, UP
+
+    up = UP(samples=1, seed=5)
+    up.start(np.ones(3))
+    crp = np.random.default_rng(5).dirichlet(np.ones(3), 1)[0]
+    np.testing.assert_allclose(up.update(crp, np.array([1.1, 0.9, 1.0]), np.ones(3)), crp)
+    corn = CORN(window=2, rho=0.99)
+    for x in ([1.01, 0.99], [0.98, 1.02], [1.0, 1.0]):  # the first windows: 1/N
+        b = corn.update(np.full(2, 0.5), np.array(x), np.ones(2))
+    np.testing.assert_allclose(b, [0.5, 0.5])
+    # a repeating pattern: the period after each earlier copy of the latest window is
+    # (1.05, 0.95), so CORN puts everything on the first asset
+    corn = CORN(window=1, rho=0.5)
+    for x in ([1.0, 1.0], [1.02, 0.97], [1.05, 0.95], [1.0, 1.0], [1.02, 0.97]):
+        b = corn.update(np.full(2, 0.5), np.array(x), np.ones(2))
+    np.testing.assert_allclose(b, [1.0, 0.0], atol=1e-6)
