@@ -26,6 +26,7 @@ and stops apply as to every policy; without them, wealth is the product of ``b_t
   beta 1, eta 0; the projection in A's norm by scipy's SLSQP.
 * :class:`CORN`: correlation-driven nonparametric learning (Li, Hoi and Gopalkrishnan 2011),
   CORN-U, window 5, rho 0.1; the log-optimal portfolio of the matched periods' relatives.
+* :class:`Anticor`: Borodin, El-Yaniv and Gogan (2004), window 30.
 * :class:`PAMR`: passive-aggressive mean reversion (Li, Zhao, Hoi and Gopalkrishnan 2012),
   PAMR: ``loss = max(0, b.x - eps)``, ``tau = loss / |x - mean(x)|^2``, ``b <- proj(b - tau (x -
   mean(x)))``; ``eps = 0.5``.
@@ -314,3 +315,48 @@ class CORN(_OnlinePortfolio):
         if not matched:
             return np.full(n, 1.0 / n)
         return best_crp(np.array(matched))
+
+
+class Anticor(_OnlinePortfolio):
+    """Anticor (Borodin, El-Yaniv and Gogan 2004), ``window = 30``: compare the log relatives
+    of the last two windows; money moves from asset i to asset j when i did better in the
+    latest window and i's earlier window correlates positively with j's latest one
+    (``claim_ij = M_ij + max(-M_ii, 0) + max(-M_jj, 0)``), out of the drifted portfolio.
+    Holds its portfolio until 2 x window decisions have been seen."""
+
+    name = "anticor"
+
+    def __init__(self, window: int = 30) -> None:
+        super().__init__()
+        self.window = int(window)
+        self._x: list[np.ndarray] = []
+
+    def reset(self, seed: int | None = None) -> None:
+        super().reset(seed)
+        self._x = []
+
+    def update(self, b: np.ndarray, x: np.ndarray, close: np.ndarray) -> np.ndarray:
+        self._x.append(x.copy())
+        drifted = b * x / float(b @ x)
+        w = self.window
+        if len(self._x) < 2 * w:
+            return drifted
+        lx = np.log(np.array(self._x[-2 * w:]))
+        lx1, lx2 = lx[:w], lx[w:]
+        mu1, mu2 = lx1.mean(axis=0), lx2.mean(axis=0)
+        sd1, sd2 = lx1.std(axis=0, ddof=1), lx2.std(axis=0, ddof=1)
+        cov = (lx1 - mu1).T @ (lx2 - mu2) / (w - 1)
+        den = np.outer(sd1, sd2)
+        m = np.divide(cov, den, out=np.zeros_like(cov), where=den > 0)
+        n = len(b)
+        claim = np.zeros((n, n))
+        for i in range(n):
+            for j in range(n):
+                if i != j and mu2[i] >= mu2[j] and m[i, j] > 0:
+                    claim[i, j] = m[i, j] + max(-m[i, i], 0.0) + max(-m[j, j], 0.0)
+        total = claim.sum(axis=1, keepdims=True)
+        transfer = np.divide(drifted[:, None] * claim, total, out=np.zeros_like(claim),
+                             where=total > 0)
+        out = drifted + transfer.sum(axis=0) - transfer.sum(axis=1)
+        out = np.clip(out, 0.0, None)
+        return out / out.sum()

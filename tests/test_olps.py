@@ -123,7 +123,7 @@ def test_olps_policies_see_no_price_after_the_decision_bar():
 
     md2 = replace(md, close=future, open=np.minimum(md.open, future) * 0 + future,
                   high=np.maximum(md.high, future), low=np.minimum(md.low, future))
-    for name in ("eg", "olmar", "pamr", "up", "ons", "corn"):
+    for name in ("eg", "olmar", "pamr", "up", "ons", "corn", "anticor"):
         acts = []
         for m in (md, md2):
             p = resolve_policy(name)
@@ -226,3 +226,22 @@ def test_up_with_one_sample_is_that_crp_and_corn_without_a_match_is_uniform():
     for x in ([1.0, 1.0], [1.02, 0.97], [1.05, 0.95], [1.0, 1.0], [1.02, 0.97]):
         b = corn.update(np.full(2, 0.5), np.array(x), np.ones(2))
     np.testing.assert_allclose(b, [1.0, 0.0], atol=1e-6)
+
+
+def test_anticor_moves_money_from_the_recent_winner_to_the_correlated_loser_by_hand():
+    from ffe_agents.olps import Anticor
+
+    # window 2; earlier window: a0 (1.0, 1.1), a1 (1.0, 1.0); latest: a0 (1.1, 1.21), a1
+    # (1.05, 1.10): a0 did better lately (mu2_0 > mu2_1) and a0's earlier log relatives
+    # (0, log 1.1) correlate +1 with a1's latest (log 1.05, log 1.1): claim 0->1 =
+    # 1 + max(-M_00, 0) + max(-M_11, 0) = 1 (M_00 = +1; M_11 = 0, a1's earlier window is
+    # flat), so all of a0's drifted weight moves to a1
+    a = Anticor(window=2)
+    b = np.array([0.5, 0.5])
+    for x in ([1.0, 1.0], [1.1, 1.0], [1.1, 1.05]):
+        b = a.update(b, np.array(x), np.ones(2))
+    b = a.update(b, np.array([1.21, 1.10]), np.ones(2))
+    np.testing.assert_allclose(b, [0.0, 1.0], atol=1e-12)
+    early = Anticor(window=30)  # before 2 x window periods it only drifts
+    np.testing.assert_allclose(early.update(np.array([0.5, 0.5]), np.array([1.2, 1.0]),
+                                            np.ones(2)), [1.2 / 2.2, 1.0 / 2.2])

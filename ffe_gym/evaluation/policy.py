@@ -40,6 +40,7 @@ REGISTRY: dict[str, str] = {
     "up": "ffe_agents.olps:UP",
     "ons": "ffe_agents.olps:ONS",
     "corn": "ffe_agents.olps:CORN",
+    "anticor": "ffe_agents.olps:Anticor",
     "min-variance": "ffe_agents.optimisation:MinimumVariance",
     "mean-variance": "ffe_agents.optimisation:MeanVariance",
     "max-diversification": "ffe_agents.optimisation:MaximumDiversification",
