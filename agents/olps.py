@@ -27,6 +27,8 @@ and stops apply as to every policy; without them, wealth is the product of ``b_t
 * :class:`CORN`: correlation-driven nonparametric learning (Li, Hoi and Gopalkrishnan 2011),
   CORN-U, window 5, rho 0.1; the log-optimal portfolio of the matched periods' relatives.
 * :class:`Anticor`: Borodin, El-Yaniv and Gogan (2004), window 30.
+* :class:`CWMR`: confidence-weighted mean reversion, CWMR-Var (Li et al. 2013), confidence
+  0.95, eps -0.5 on log M.
 * :class:`PAMR`: passive-aggressive mean reversion (Li, Zhao, Hoi and Gopalkrishnan 2012),
   PAMR: ``loss = max(0, b.x - eps)``, ``tau = loss / |x - mean(x)|^2``, ``b <- proj(b - tau (x -
   mean(x)))``; ``eps = 0.5``.
@@ -360,3 +362,52 @@ class Anticor(_OnlinePortfolio):
         out = drifted + transfer.sum(axis=0) - transfer.sum(axis=1)
         out = np.clip(out, 0.0, None)
         return out / out.sum()
+
+
+class CWMR(_OnlinePortfolio):
+    """Confidence-weighted mean reversion, CWMR-Var (Li, Hoi, Zhao and Gopalkrishnan 2013).
+
+    The portfolio is the mean mu of a Gaussian N(mu, S) over portfolios. After relatives x,
+    with M = mu.x, V = x'Sx and x_bar the S-diagonal-weighted mean of x, the step lambda >= 0
+    is the larger root of ``a l^2 + b l + c = 0``, where f = (V - x_bar x'S1) / M^2,
+    a = 2 theta V f, b = f + 2 theta V (eps - log M), c = eps - log M - theta V; then
+    ``mu <- proj(mu - lambda S (x - x_bar) / M)`` and ``S^-1 <- S^-1 + 2 lambda theta diag(x)^2``,
+    S rescaled to trace 1/N^2. theta = Phi^-1(confidence). Defaults: confidence 0.95 and
+    eps = -0.5 on log M, as in the universal-portfolios implementation; S starts at I / N^2.
+    """
+
+    name = "cwmr"
+
+    def __init__(self, eps: float = -0.5, confidence: float = 0.95) -> None:
+        super().__init__()
+        if not 0.0 < confidence < 1.0:
+            raise ValueError("confidence must lie in (0, 1)")
+        from statistics import NormalDist
+
+        self.eps = float(eps)
+        self.theta = NormalDist().inv_cdf(confidence)
+        self._S: np.ndarray | None = None
+
+    def start(self, close: np.ndarray) -> None:
+        n = len(close)
+        self._S = np.eye(n) / n**2
+
+    def update(self, b: np.ndarray, x: np.ndarray, close: np.ndarray) -> np.ndarray:
+        S, th, n = self._S, self.theta, len(b)
+        M = float(b @ x)
+        V = float(x @ S @ x)
+        x_bar = float(np.diag(S) @ x / np.trace(S))
+        f = (V - x_bar * float(x @ S.sum(axis=1))) / M**2
+        gap = self.eps - np.log(M)
+        a, bq, c = 2.0 * th * V * f, f + 2.0 * th * V * gap, gap - th * V
+        lam = 0.0
+        if a != 0.0:
+            disc = bq * bq - 4.0 * a * c
+            if disc >= 0.0:
+                lam = max(0.0, (-bq + np.sqrt(disc)) / (2.0 * a),
+                          (-bq - np.sqrt(disc)) / (2.0 * a))
+        lam = min(lam, 1e7)  # numerically bounded
+        mu = b - lam * S @ (x - x_bar) / M
+        S = np.linalg.inv(np.linalg.inv(S) + 2.0 * lam * th * np.diag(x * x))
+        self._S = S / (n**2 * np.trace(S))
+        return project_simplex(mu)

@@ -123,7 +123,7 @@ def test_olps_policies_see_no_price_after_the_decision_bar():
 
     md2 = replace(md, close=future, open=np.minimum(md.open, future) * 0 + future,
                   high=np.maximum(md.high, future), low=np.minimum(md.low, future))
-    for name in ("eg", "olmar", "pamr", "up", "ons", "corn", "anticor"):
+    for name in ("eg", "olmar", "pamr", "up", "ons", "corn", "anticor", "cwmr"):
         acts = []
         for m in (md, md2):
             p = resolve_policy(name)
@@ -245,3 +245,40 @@ def test_anticor_moves_money_from_the_recent_winner_to_the_correlated_loser_by_h
     early = Anticor(window=30)  # before 2 x window periods it only drifts
     np.testing.assert_allclose(early.update(np.array([0.5, 0.5]), np.array([1.2, 1.0]),
                                             np.ones(2)), [1.2 / 2.2, 1.0 / 2.2])
+
+
+def _cwmr(eps=-0.5, theta=1.6448536269514722):
+    state = {}
+
+    def update(b, x, hist):  # the published CWMR-Var step, written with explicit matrices
+        n = len(b)
+        S = state.get("S", np.eye(n) / n**2) if len(hist) > 2 else np.eye(n) / n**2
+        M, V = b @ x, x @ S @ x
+        xb = np.sum(np.diag(S) * x) / np.trace(S)
+        f = (V - xb * (x @ S @ np.ones(n))) / M**2
+        a, bb, c = 2 * theta * V * f, f + 2 * theta * V * (eps - np.log(M)), \
+            eps - np.log(M) - theta * V
+        roots = np.roots([a, bb, c])
+        lam = min(max([0.0, *[r.real for r in roots if abs(r.imag) < 1e-12]]), 1e7)
+        mu = b - lam * S @ (x - xb) / M
+        S = np.linalg.inv(np.linalg.inv(S) + 2 * lam * theta * np.diag(x) ** 2)
+        state["S"] = S / (n**2 * np.trace(S))
+        return project_simplex(mu)
+    return update
+
+
+def test_cwmr_reverts_to_the_loser_keeps_b_without_dispersion_and_matches_numpy():
+    from ffe_agents.olps import CWMR
+
+    c = CWMR()
+    c.start(np.ones(2))
+    b = c.update(np.array([0.5, 0.5]), np.array([1.1, 0.9]), np.ones(2))
+    assert b[1] > 0.5 and b.sum() == pytest.approx(1.0)  # towards the asset that fell
+    c = CWMR()
+    c.start(np.ones(3))
+    np.testing.assert_allclose(c.update(np.array([0.2, 0.3, 0.5]), np.full(3, 1.02),
+                                        np.ones(3)), [0.2, 0.3, 0.5], atol=1e-12)
+    md = synthetic_market(3, 200, "crypto", seed=6)
+    r = rollout(CWMR(), _env(CWMR(), md), window=(30, 130), seed=0)
+    want = _reference_wealth(md.close, 30, 130, _cwmr())
+    assert r.equity.iloc[-1] / r.equity.iloc[0] == pytest.approx(want, rel=1e-9)

@@ -90,7 +90,7 @@ def test_refitted_baselines_see_no_price_after_the_decision_bar():
         assert not np.array_equal(runs[0], runs[1])
 
 
-@pytest.mark.parametrize("name", ["eg", "olmar", "pamr", "up", "ons", "corn", "anticor",
+@pytest.mark.parametrize("name", ["eg", "olmar", "pamr", "up", "ons", "corn", "anticor", "cwmr",
                                   "min-variance", "mean-variance", "max-diversification",
                                   "hrp", "erc"])
 def test_every_classic_baseline_runs_on_the_packaged_real_data(name):

@@ -41,6 +41,7 @@ REGISTRY: dict[str, str] = {
     "ons": "ffe_agents.olps:ONS",
     "corn": "ffe_agents.olps:CORN",
     "anticor": "ffe_agents.olps:Anticor",
+    "cwmr": "ffe_agents.olps:CWMR",
     "min-variance": "ffe_agents.optimisation:MinimumVariance",
     "mean-variance": "ffe_agents.optimisation:MeanVariance",
     "max-diversification": "ffe_agents.optimisation:MaximumDiversification",
