@@ -97,7 +97,7 @@ def test_a_causal_custom_feature_is_stored_clipped_and_joins_the_warmup():
     from ffe_gym.features import compute_features, lookback
 
     md = synthetic_market(3, 400, "crypto", seed=1)
-    name = "tests.custom_features:momentum_5"
+    name = "custom_features:momentum_5"
     cfg = FeatureConfig(names=["log_return", name], clip=2.0, volatility_window=3,
                         rsi_window=3, macd_fast=2, macd_slow=3, macd_signal=1,
                         volume_window=3)
@@ -127,7 +127,7 @@ def test_a_custom_feature_that_breaks_its_contract_is_refused_by_name(fn, messag
     from ffe_gym.env import PortfolioEnv
 
     md = synthetic_market(2, 300, "fx", seed=0)
-    name = f"tests.custom_features:{fn}"
+    name = f"custom_features:{fn}"
     with pytest.raises(ConfigError, match=message) as err:
         PortfolioEnv({"env": {"features": {"names": ["log_return", name]}}}, md)
     assert name in str(err.value)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import bare, book, signals
+from test_engine_rules import E0, _market_with_correlation
 
 from ffe_gym.data import synthetic_market
 from ffe_gym.portfolio import Portfolio
 from ffe_gym.portfolio import statistics as S
-from tests.helpers import bare, book, signals
-from tests.test_engine_rules import E0, _market_with_correlation
 
 
 def _sized(rho: float, mode: str, second: int) -> float:
