@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from numba import njit
 
 from ffe_gym.config import Config, coerce_config
 from ffe_gym.data import MarketData, load_market, market_from_config
@@ -168,13 +169,9 @@ class EnvCore:
         return rewards, terminated, truncated
 
     def _track(self, before: np.ndarray, after: np.ndarray, stepped: np.ndarray) -> None:
-        r = np.where(stepped, np.log(np.maximum(after, self.floor) / before), 0.0)
-        self._ep_steps += stepped
-        self._ep_bars += np.where(stepped, self.portfolio.n_curve, 0)
-        self._ep_sum += r
-        self._ep_sum2 += r * r
-        np.maximum(self._ep_peak, after, out=self._ep_peak)
-        np.maximum(self._ep_maxdd, 1.0 - after / self._ep_peak, out=self._ep_maxdd)
+        _track_books(before, after, stepped, self.portfolio.n_curve, self.floor,
+                     self._ep_steps, self._ep_bars, self._ep_sum, self._ep_sum2, self._ep_peak,
+                     self._ep_maxdd)
 
     def episode_stats(self) -> dict[str, np.ndarray]:
         """Per-book statistics of the running episodes (arrays of shape (B,)).
@@ -234,6 +231,25 @@ class EnvCore:
                                        strict=True)),
             "status": L.STATUS_NAMES[int(pf.clock[b, L.STATUS])],
         }
+
+
+@njit(cache=True)
+def _track_books(before, after, stepped, n_curve, floor, steps, bars, s1, s2, peak, maxdd):
+    """Running episode statistics of every book after a step, in one compiled pass (a single
+    env's step spent 20 us in the numpy version's calls on length-1 arrays)."""
+    for b in range(before.shape[0]):
+        r = 0.0
+        if stepped[b]:
+            r = np.log(max(after[b], floor) / before[b])
+            steps[b] += 1.0
+            bars[b] += n_curve[b]
+        s1[b] += r
+        s2[b] += r * r
+        if after[b] > peak[b]:
+            peak[b] = after[b]
+        dd = 1.0 - after[b] / peak[b]
+        if dd > maxdd[b]:
+            maxdd[b] = dd
 
 
 def _fill_record(f: np.ndarray, symbols: tuple[str, ...]) -> dict[str, Any]:
