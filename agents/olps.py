@@ -84,7 +84,7 @@ class _OnlinePortfolio(_Baseline):
         view = self._view
         bar = view.bar
         close = view.close(1)[0]
-        if self._b is None or self._bar < 0:
+        if self._b is None:
             n = len(close)
             b = np.full(n, 1.0 / n)
             self.start(close)
@@ -184,7 +184,6 @@ class BCRP(_OnlinePortfolio):
         optimises are over the same periods); 1 by default."""
 
     name = "bcrp"
-    hindsight = True
 
     def __init__(self, decide_every: int = 1) -> None:
         super().__init__()

@@ -51,7 +51,6 @@ class _Refitted(_Baseline):
         self.lookback = int(lookback)
         self.min_bars = int(min_bars)
         self._view: Any = None
-        self.fits = 0
 
     def bind_market(self, view: Any) -> None:
         self._view = view
@@ -72,7 +71,6 @@ class _Refitted(_Baseline):
             m.fit(returns)
             w = np.clip(np.asarray(m.weights_, dtype=np.float64), 0.0, None)
             w = w / w.sum() if w.sum() > 0 else np.full(n, 1.0 / n)
-            self.fits += 1
         return np.append(w, 0.0)
 
 

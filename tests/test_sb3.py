@@ -38,6 +38,18 @@ def spec(algo: str, **override) -> sb3.AgentSpec:
     return s
 
 
+def acts_as_model(policy, model, env, obs, info, steps: int) -> None:
+    """The loaded policy's action equals the model's on the frozen-normalised observation."""
+    for _ in range(steps):
+        batch = policy.normalizer.normalize_obs({k: v[None] for k, v in obs.items()})
+        expected, _ = model.predict(batch, deterministic=True)
+        action = policy.act(obs, info)
+        np.testing.assert_array_equal(action, expected[0])
+        obs, _, term, trunc, info = env.step(action)
+        if term or trunc:
+            break
+
+
 def scalars(folder: Path) -> set[str]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -83,15 +95,7 @@ def test_trained_saved_loaded_model_acts_exactly_as_trained(tmp_path, md, algo):
     policy = sb3.load_policy(tmp_path)
     env = env_for(policy, cfg(), md)
     obs, info = env.reset(seed=0, options={"start": 500, "end": 560})
-    normalizer = policy.normalizer
-    for _ in range(40):
-        batch = normalizer.normalize_obs({k: v[None] for k, v in obs.items()})
-        expected, _ = model.predict(batch, deterministic=True)
-        action = policy.act(obs, info)
-        np.testing.assert_array_equal(action, expected[0])
-        obs, _, term, trunc, info = env.step(action)
-        if term or trunc:
-            break
+    acts_as_model(policy, model, env, obs, info, 40)
     for name in ("model.zip", "vecnormalize.pkl", "config.yaml", "agent.yaml",
                  "manifest.json"):
         assert (tmp_path / name).exists(), name
@@ -207,14 +211,7 @@ def test_an_rl_zoo3_run_folder_is_a_policy_and_the_zoo_callback_logs_portfolio_s
     assert isinstance(policy, sb3.SB3Policy) and policy.normalizer is not None
     env = env_for(policy, config)
     obs, info = env.reset(seed=0, options={"start": 500, "end": 540})
-    for _ in range(20):
-        batch = policy.normalizer.normalize_obs({k: v[None] for k, v in obs.items()})
-        expected, _ = model.predict(batch, deterministic=True)
-        action = policy.act(obs, info)
-        np.testing.assert_array_equal(action, expected[0])
-        obs, _, term, trunc, info = env.step(action)
-        if term or trunc:
-            break
+    acts_as_model(policy, model, env, obs, info, 20)
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate.py"), "--policy",
                           str(run), "--config", str(config), "--start", "500", "--end", "600",
                           "--no-progress"], capture_output=True, text=True, timeout=300)

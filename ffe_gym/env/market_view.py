@@ -34,6 +34,7 @@ class MarketView:
         self._md = market
         self._pf = portfolio
         self._book = book
+        self.peeked = False  # hindsight_close was called
         self.symbols = market.symbols
         self.periods_per_year = market.periods_per_year
 
@@ -80,8 +81,6 @@ class MarketView:
         self.peeked = True
         end = int(self._pf.clock[self._book, L.END])
         return _readonly(self._md.close[self.bar:end + 1])
-
-    peeked = False
 
     def relatives(self, since: int) -> np.ndarray:
         """Price relatives ``close[bar] / close[since]`` (N,): the move since an earlier bar."""
