@@ -418,6 +418,39 @@ def test_vector_env_without_copy_or_step_info_gives_the_same_steps(md, mode):
             np.testing.assert_array_equal(ia["final_obs"]["market"], ib["final_obs"]["market"])
 
 
+
+def test_threaded_engine_step_is_the_serial_one_bit_for_bit(md):
+    """threads=2 splits the books over numba's threads; every number stays the serial one."""
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has one thread on this machine")
+    c = cfg()
+    c.env.episode_bars = 40
+    c.risk.max_positions = 2  # refusals and stops happen, so every branch is compared
+    serial = PortfolioVectorEnv(7, c, md)  # 7 books over 2 chunks: uneven ranges
+    threaded = PortfolioVectorEnv(7, c, md, threads=2)
+    a, _ = serial.reset(seed=3)
+    b, _ = threaded.reset(seed=3)
+    rng = np.random.default_rng(2)
+    ended = 0
+    for _ in range(200):
+        actions = rng.uniform(-1, 1, (7, 4)).astype(np.float32)
+        a, ra, ta, ua, ia = serial.step(actions)
+        b, rb, tb, ub, ib = threaded.step(actions)
+        same(a, b)
+        same(ia, ib)
+        np.testing.assert_array_equal(ra, rb)
+        assert (ta == tb).all() and (ua == ub).all()
+        ended += int((ta | ua).sum())
+    assert ended > 0  # autoresets were inside the comparison
+    np.testing.assert_array_equal(serial.core.portfolio.count, threaded.core.portfolio.count)
+    assert serial.core.portfolio.count[:, 1:].sum() > 0  # some openings were refused
+    with pytest.raises(ValueError, match="NUMBA_NUM_THREADS"):
+        PortfolioVectorEnv(2, c, md, threads=numba.config.NUMBA_NUM_THREADS + 1)
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        PortfolioVectorEnv(2, c, md, threads=0)
+
 def test_vector_env_same_step_autoreset(md):
     c = cfg()
     c.env.episode_bars = 10

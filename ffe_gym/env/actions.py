@@ -39,10 +39,11 @@ class Signals:
 
     def apply(self, pf: Portfolio, actions: np.ndarray, active: np.ndarray | None) -> None:
         a = np.asarray(actions)
-        if not np.issubdtype(a.dtype, np.floating):
-            raise ValueError(f"signals action must be a float array, got dtype {a.dtype}")
-        if a.dtype not in (np.float32, np.float64):
-            a = a.astype(np.float64)  # float16 / longdouble: the compiled mapping takes these two
+        kind = a.dtype.char  # (cheaper than np.issubdtype, which costs ~1 us a call)
+        if kind not in "fd":
+            if a.dtype.kind != "f":
+                raise ValueError(f"signals action must be a float array, got dtype {a.dtype}")
+            a = a.astype(np.float64)  # float16 / longdouble: the compiled mapping takes f4, f8
         _check(a, (pf.n_books, self.n_assets), "signals")
         dirs, confs = pf.intent_buffers()
         error = _signals_into(a, self.dead_band, dirs, confs)

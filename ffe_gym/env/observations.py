@@ -121,6 +121,9 @@ class ObservationBuilder:
         self.sizes = {"market": window * N * F, "positions": N * len(POSITION_FIELDS),
                       "account": len(ACCOUNT_FIELDS)}
         self._offsets = np.arange(-window + 1, 1)
+        self.total = sum(self.sizes.values())
+        m, p = self.sizes["market"], self.sizes["positions"]
+        self._parts_at = ((0, m), (m, m + p), (m + p, self.total))
         box = {k: spaces.Box(-self.clip, self.clip, (n,), dtype=np.float32)
                for k, n in self.sizes.items()}
         self.dict_space = spaces.Dict(box)
@@ -131,16 +134,25 @@ class ObservationBuilder:
               ) -> dict[str, np.ndarray] | np.ndarray:
         """Observations of all B books: a dict of (B, size) arrays, or (B, total); fresh
         arrays every call, or views of ``out`` (a (B, total) float32 buffer, overwritten)."""
-        B = pf.n_books
-        total = sum(self.sizes.values())
         if out is None:
-            out = np.empty((B, total), dtype=np.float32)
+            out = np.empty((pf.n_books, self.total), dtype=np.float32)
         _fill(self._flat, self.window, pf.market.close, pf.pos, pf.acct, pf.clock,
               pf.params, 1.0 / self.cooldown_bars, self.clip, out)
         if self.flat:
             return out
-        m, p = self.sizes["market"], self.sizes["positions"]
-        return {"market": out[:, :m], "positions": out[:, m:m + p], "account": out[:, m + p:]}
+        (m0, m1), (p0, p1), (a0, a1) = self._parts_at
+        return {"market": out[:, m0:m1], "positions": out[:, p0:p1], "account": out[:, a0:a1]}
+
+    def build_one(self, pf: Portfolio) -> dict[str, np.ndarray] | np.ndarray:
+        """The observation of book 0 of a one-book portfolio: 1-D arrays (fresh every call)."""
+        out = np.empty((1, self.total), dtype=np.float32)
+        _fill(self._flat, self.window, pf.market.close, pf.pos, pf.acct, pf.clock,
+              pf.params, 1.0 / self.cooldown_bars, self.clip, out)
+        row = out[0]
+        if self.flat:
+            return row
+        (m0, m1), (p0, p1), (a0, a1) = self._parts_at
+        return {"market": row[m0:m1], "positions": row[p0:p1], "account": row[a0:a1]}
 
     def view(self, obs: dict | np.ndarray) -> np.ndarray:
         """The market part of one observation (dict, flat array or market vector) as (W, N, F)."""

@@ -150,11 +150,7 @@ class PortfolioEnv(gym.Env):
         return MarketView(self.market, self.portfolio)
 
     def _observation(self) -> dict[str, np.ndarray] | np.ndarray:
-        obs = self.core.observe()
-        if isinstance(obs, dict):
-            return {"market": obs["market"][0], "positions": obs["positions"][0],
-                    "account": obs["account"][0]}
-        return obs[0]
+        return self.core.observations.build_one(self.portfolio)
 
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:

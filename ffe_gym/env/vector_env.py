@@ -47,6 +47,8 @@ class PortfolioVectorEnv(VectorEnv):
         ``SyncVectorEnv(copy=True)``); ``False`` writes every step into one preallocated
         batch and returns views of it, valid until the next ``step`` or ``reset`` (a trainer
         that copies observations into its own buffer, as SB3 and CleanRL do, loses nothing).
+    :param threads: numba threads the books are split over in the engine step (1: serial;
+        the trajectories are the same bit for bit).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": [],
@@ -56,14 +58,14 @@ class PortfolioVectorEnv(VectorEnv):
                  data: MarketData | str | Path | None = None,
                  autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
                  render_mode: str | None = None, step_info: bool = True,
-                 copy: bool = True) -> None:
+                 copy: bool = True, threads: int = 1) -> None:
         mode = AutoresetMode(autoreset_mode)
         if mode == AutoresetMode.DISABLED:
             raise ValueError("autoreset_mode DISABLED is not supported; use NEXT_STEP or "
                              "SAME_STEP")
         if render_mode is not None:
             raise ValueError("PortfolioVectorEnv does not render; render a PortfolioEnv")
-        self.core = EnvCore(config, data, int(num_envs))
+        self.core = EnvCore(config, data, int(num_envs), threads=threads)
         self.num_envs = int(num_envs)
         self.config = self.core.config
         self.market = self.core.market

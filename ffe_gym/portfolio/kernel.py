@@ -34,7 +34,7 @@ Windows of returns end at the decision bar t (inclusive): only bars <= t are use
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from ffe_gym.portfolio import layout as L
 
@@ -913,13 +913,36 @@ def step_books(active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, 
     ``vol``, the correlations ``pc`` and ``cov`` are market statistics shared by every book
     (:class:`~ffe_gym.portfolio.statistics.MarketStatistics`); ``costs`` is (4, N): fee
     rate, fixed fee, slippage, borrow rate (few arguments: each one costs dispatch time)."""
+    _step_range(0, pos.shape[0], active, scheme, dirs, confs, weights, o, h, lo_, c, tradable,
+                R, vol, pc, cov, next_dec, costs, p, pos, acct, clock, count, curve,
+                gross_curve, n_curve, fills, n_fills, refused)
+
+
+@njit(cache=True, parallel=True)
+def step_books_threaded(n_chunks, active, scheme, dirs, confs, weights, o, h, lo_, c,
+                        tradable, R, vol, pc, cov, next_dec, costs, p, pos, acct, clock, count,
+                        curve, gross_curve, n_curve, fills, n_fills, refused):
+    """``step_books`` with the books split into ``n_chunks`` contiguous ranges stepped on
+    numba's threads. Books share nothing but read-only market data, so the result is the
+    serial one, bit for bit (each range has its own scratch)."""
+    B = pos.shape[0]
+    for k in prange(n_chunks):
+        _step_range(k * B // n_chunks, (k + 1) * B // n_chunks, active, scheme, dirs, confs,
+                    weights, o, h, lo_, c, tradable, R, vol, pc, cov, next_dec, costs, p, pos,
+                    acct, clock, count, curve, gross_curve, n_curve, fills, n_fills, refused)
+
+
+@njit(cache=True)
+def _step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol,
+                pc, cov, next_dec, costs, p, pos, acct, clock, count, curve, gross_curve,
+                n_curve, fills, n_fills, refused):
     fee_rate = costs[0]
     fixed_fee = costs[1]
     slip = costs[2]
     borrow = costs[3]
     work = np.empty((10, c.shape[1]))
     vwork = np.empty((2, max(int(p[L.P_VAR_WINDOW]), 1)))
-    for b in range(pos.shape[0]):
+    for b in range(b0, b1):
         if active[b]:
             _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol, pc,
                        cov, next_dec, fee_rate, fixed_fee, slip, borrow, p, pos, acct,

@@ -99,7 +99,8 @@ REASON_NAMES = ("signal", "stop", "take_profit", "portfolio_stop", "margin_call"
 
 # --- summary of one book (summary.summarize: book[:], assets[i, :])
 B_EQUITY, B_CASH, B_DRAWDOWN, B_VAR, B_GROSS, B_NET, B_FEES, B_BORROW, B_PNL = range(9)
-NBOOK = 9
+B_REFUSED = 9  # assets refused at the last step
+NBOOK = 10
 A_WEIGHT, A_REALIZED, A_UNREALIZED, A_FEES, A_BORROW, A_PNL, A_TRADES, A_WINS = range(8)
 A_GROSS_WIN, A_GROSS_LOSS = 8, 9
 NASSET = 10

@@ -14,7 +14,7 @@ from ffe_gym.portfolio.kernel import _var, _window_start
 
 
 @njit(cache=True)
-def summarize(b, close, R, next_dec, p, pos, acct, clock, book, assets, series):
+def summarize(b, close, R, next_dec, p, pos, acct, clock, refused, book, assets, series):
     """Fill ``book`` and ``assets`` for book b; ``series`` is scratch of length var_window."""
     t = clock[b, L.BAR]
     eq = acct[b, L.EQUITY]
@@ -67,3 +67,8 @@ def summarize(b, close, R, next_dec, p, pos, acct, clock, book, assets, series):
     book[L.B_FEES] = fees
     book[L.B_BORROW] = borrow
     book[L.B_PNL] = pnl
+    nr = 0
+    for i in range(N):
+        if refused[b, i] != 0:
+            nr += 1
+    book[L.B_REFUSED] = nr
