@@ -1,35 +1,88 @@
 #!/usr/bin/env bash
 # Set up .venv with ffe-gym, its test tools, the LLM extra, Ray and the classic baselines' solvers
-# (skfolio). Safe to run again.
+# (skfolio), and .venv-rllib for RLlib (FFE_GYM_NO_RLLIB=1 skips it). Safe to run again.
 #
 # torch==2.13.0 first: a CPU wheel (another version may pull several GB of CUDA).
-# llama-cpp-python is compiled from source once per machine, with portable CPU flags
-# (AVX2/FMA; no AVX-512/AMX: a native build crashed in llama_decode on a CPU with AMX), into a
-# wheel folder keyed by version and flags. pip's own cache is keyed by the source archive only,
-# so it could hand back a wheel built with other flags; this folder cannot.
+# llama-cpp-python has no prebuilt wheel on PyPI, so it is compiled once per machine into a
+# wheel folder keyed by version and flags (pip's own cache is keyed by the source archive only,
+# so it could hand back a wheel built with other flags; this folder cannot), and only what the
+# Python binding loads is built:
+# - portable CPU flags (AVX2/FMA; no AVX-512/AMX: a native build crashed in llama_decode on a
+#   CPU with AMX);
+# - no multimodal library (LLAVA_BUILD=OFF: libmtmd is loaded only by image chat handlers);
+# - no llama.cpp "common" library: llama-cpp-python's CMakeLists forces it on, yet the binding
+#   never loads it, and it is a third of the sources (chat parsers, jinja, HTTP). The source
+#   archive is patched to switch it off; the libraries the binding loads are the same files.
+# The compile runs in the background while the Python packages install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 LLAMA_VERSION=0.3.36
-LLAMA_FLAGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
-WHEELS="${FFE_GYM_WHEELS:-${XDG_CACHE_HOME:-$HOME/.cache}/ffe-gym/wheels}/llama-${LLAMA_VERSION}-$(printf '%s' "$LLAMA_FLAGS" | sha256sum | cut -c1-12)"
+LLAMA_FLAGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAVA_BUILD=OFF"
+BUILD_KEY="$LLAMA_FLAGS no-common"
+WHEELS="${FFE_GYM_WHEELS:-${XDG_CACHE_HOME:-$HOME/.cache}/ffe-gym/wheels}/llama-${LLAMA_VERSION}-$(printf '%s' "$BUILD_KEY" | sha256sum | cut -c1-12)"
+started=$(date +%s)
+
+build_llama() {  # compile llama-cpp-python into $WHEELS (run in the background)
+  local tmp src
+  tmp=$(mktemp -d)
+  pip download -q --no-deps --no-binary=:all: -d "$tmp" "llama-cpp-python==$LLAMA_VERSION"
+  tar xzf "$tmp"/llama_cpp_python-"$LLAMA_VERSION".tar.gz -C "$tmp"
+  src="$tmp/llama_cpp_python-$LLAMA_VERSION"
+  sed -i 's/set(LLAMA_BUILD_COMMON ON CACHE BOOL "Build llama.cpp common library" FORCE)/set(LLAMA_BUILD_COMMON OFF CACHE BOOL "Build llama.cpp common library" FORCE)/' \
+    "$src/CMakeLists.txt"
+  if ! grep -q 'set(LLAMA_BUILD_COMMON OFF CACHE BOOL "Build llama.cpp common library" FORCE)' \
+      "$src/CMakeLists.txt"; then
+    echo "setup: llama-cpp-python $LLAMA_VERSION's CMakeLists.txt no longer has the line that" \
+         "forces llama.cpp's common library on; update build_llama in scripts/setup.sh" >&2
+    return 1
+  fi
+  mkdir -p "$WHEELS"
+  CMAKE_ARGS="$LLAMA_FLAGS" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+    pip wheel -q --no-cache-dir --no-deps -w "$WHEELS" "$src"
+  rm -rf "$tmp"
+}
 
 python3 -m venv .venv
 . .venv/bin/activate
-pip install -q torch==2.13.0
+compile_pid=""
+compile_log=""
 if ! ls "$WHEELS"/llama_cpp_python-*.whl > /dev/null 2>&1; then
+  compile_log=$(mktemp)
   echo "setup: compiling llama-cpp-python $LLAMA_VERSION (llama.cpp, C++) once for this machine" \
-       "on $(nproc) cores, portable CPU flags; about 5-15 minutes, kept in $WHEELS"
-  mkdir -p "$WHEELS"
-  started=$(date +%s)
-  CMAKE_ARGS="$LLAMA_FLAGS" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
-    pip wheel -q --no-cache-dir --no-deps -w "$WHEELS" "llama-cpp-python==$LLAMA_VERSION"
-  echo "setup: llama-cpp-python compiled in $(( $(date +%s) - started )) s"
+       "on $(nproc) cores in the background (about 3 minutes on 2 cores), kept in $WHEELS"
+  build_llama > "$compile_log" 2>&1 &
+  compile_pid=$!
 fi
-echo "setup: installing ffe-gym with its dev, llm, ray and classic extras"
+rllib_pid=""
+rllib_log=""
+if [ "${FFE_GYM_NO_RLLIB:-0}" != 1 ]; then
+  rllib_log=$(mktemp)
+  echo "setup: RLlib in its own environment (.venv-rllib; ray[rllib] pins gymnasium 1.2.2)," \
+       "in the background"
+  bash scripts/setup_rllib.sh > "$rllib_log" 2>&1 &
+  rllib_pid=$!
+fi
+pip install -q torch==2.13.0
+echo "setup: installing ffe-gym with its dev, ray and classic extras"
+pip install -q -e ".[dev,ray,classic]"
+if [ -n "$compile_pid" ]; then
+  if ! wait "$compile_pid"; then
+    cat "$compile_log" >&2
+    echo "setup: compiling llama-cpp-python failed (log above)" >&2
+    exit 1
+  fi
+  echo "setup: llama-cpp-python compiled ($(( $(date +%s) - started )) s since the start)"
+fi
+echo "setup: installing the llm extra"
 pip install -q "$(ls "$WHEELS"/llama_cpp_python-*.whl | head -n 1)[server]"
 pip install -q -e ".[dev,llm,ray,classic]"
-if [ "${FFE_GYM_NO_RLLIB:-0}" != 1 ]; then
-  echo "setup: RLlib in its own environment (.venv-rllib; ray[rllib] pins gymnasium 1.2.2)"
-  bash scripts/setup_rllib.sh
+if [ -n "$rllib_pid" ]; then
+  if ! wait "$rllib_pid"; then
+    cat "$rllib_log" >&2
+    echo "setup: the RLlib environment failed (log above)" >&2
+    exit 1
+  fi
+  tail -n 1 "$rllib_log"
 fi
+echo "setup: done in $(( $(date +%s) - started )) s"

@@ -13,7 +13,8 @@ Env: ``PortfolioEnv`` steps per second at N = 10 and 100 beside a numpy floor (a
 with no rules: weights, returns, the same observation window), and ``PortfolioVectorEnv``
 env-steps per second at n = 256 (full ``info``, and ``step_info=False, copy=False``) and
 n = 1024, N = 10, with the same rules and random actions drawn from the action space ahead of
-the clock; episode resets are inside the timing. Every measure runs once per repeat,
+the clock (and the lean ones again with the books split over 2 numba threads, ``threads=2``,
+where numba has two); episode resets are inside the timing. Every measure runs once per repeat,
 interleaved, three repeats: medians and ranges, ratios from medians. Peers on comparable
 synthetic data with random actions: gym-anytrading (``stocks-v0``, one asset),
 Gym-Trading-Env (one asset) and FinRL's ``StockTradingEnv`` (N = 10). A peer that is not
@@ -175,12 +176,13 @@ def bench_floor_env(n_assets: int, seconds: float) -> float:
 
 
 def bench_vector_env(n_envs: int, n_assets: int, seconds: float, step_info: bool = True,
-                     copy: bool = True) -> float:
+                     copy: bool = True, threads: int = 1) -> float:
     from ffe_gym.data import synthetic_market
     from ffe_gym.env import PortfolioVectorEnv
 
     md = synthetic_market(n_assets, 5000, "crypto", seed=0)
-    env = PortfolioVectorEnv(n_envs, _engine_config(), md, step_info=step_info, copy=copy)
+    env = PortfolioVectorEnv(n_envs, _engine_config(), md, step_info=step_info, copy=copy,
+                             threads=threads)
     env.action_space.seed(0)
     actions = np.stack([env.action_space.sample() for _ in range(64)])  # ahead of the clock
     k = [0]
@@ -409,6 +411,13 @@ def bench_embedded(decisions: int, threads: int, sequential: bool = False) -> di
                         for m, v in members.items()}}
 
 
+def _threads() -> int:
+    """numba's threads here, at most 2 (the threaded rows of the env section)."""
+    import numba
+
+    return min(2, numba.config.NUMBA_NUM_THREADS)
+
+
 def _measures(args) -> list[tuple[str, str, Any]]:
     """(name, assets, callable) of the env section, in the order they are interleaved."""
     sec, n = args.seconds, args.vector_envs
@@ -426,6 +435,15 @@ def _measures(args) -> list[tuple[str, str, Any]]:
             ("ffe-gym PortfolioVectorEnv n=1024, step_info=False, copy=False", "10",
              lambda: bench_vector_env(1024, 10, sec, step_info=False, copy=False)),
         ]
+        if _threads() > 1:
+            out += [(f"ffe-gym PortfolioVectorEnv n={n}, step_info=False, copy=False, "
+                     f"{_threads()} threads", "10",
+                     lambda: bench_vector_env(n, 10, sec, step_info=False, copy=False,
+                                              threads=_threads())),
+                    (f"ffe-gym PortfolioVectorEnv n=1024, step_info=False, copy=False, "
+                     f"{_threads()} threads", "10",
+                     lambda: bench_vector_env(1024, 10, sec, step_info=False, copy=False,
+                                              threads=_threads()))]
     if "peers" in args.sections:
         out += [("gym-anytrading stocks-v0", "1", lambda: peer_anytrading(sec)),
                 ("Gym-Trading-Env TradingEnv", "1", lambda: peer_gym_trading_env(sec)),
