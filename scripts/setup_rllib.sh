@@ -6,6 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv-rllib
 . .venv-rllib/bin/activate
-pip install -q torch==2.13.0
-pip install -q "ray[rllib]==2.60.0" -e .
+pip install -q --no-compile torch==2.13.0
+pip install -q --no-compile "ray[rllib]==2.60.0" -e .
 python -c "import gymnasium, ray; print('rllib env: ray', ray.__version__, 'gymnasium', gymnasium.__version__)"
