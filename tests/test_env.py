@@ -419,6 +419,32 @@ def test_vector_env_without_copy_or_step_info_gives_the_same_steps(md, mode):
 
 
 
+def test_single_env_without_step_info_gives_the_same_steps(md):
+    full = PortfolioEnv(cfg(episode_bars=60), md)
+    lean = PortfolioEnv(cfg(episode_bars=60), md, step_info=False)
+    a, ia = full.reset(seed=4)
+    b, ib = lean.reset(seed=4)
+    same(a, b)
+    same(ia, ib)  # reset keeps the full info
+    rng = np.random.default_rng(3)
+    ends = 0
+    for _ in range(150):
+        action = rng.uniform(-1, 1, 4).astype(np.float32)
+        a, ra, ta, ua, ia = full.step(action)
+        b, rb, tb, ub, ib = lean.step(action)
+        same(a, b)
+        assert (ra, ta, ua) == (rb, tb, ub)
+        if ta or ua:
+            assert ib.keys() == {"portfolio_episode"}
+            same(ia["portfolio_episode"], ib["portfolio_episode"])
+            ends += 1
+            full.reset(seed=ends)
+            lean.reset(seed=ends)
+        else:
+            assert ib == {} and "equity" in ia
+    assert ends >= 2
+
+
 def test_threaded_engine_step_is_the_serial_one_bit_for_bit(md):
     """threads=2 splits the books over numba's threads; every number stays the serial one."""
     import numba

@@ -9,8 +9,9 @@ rules on (correlation-adjusted sizing, VaR limit, stops and targets, drawdown st
 mode so that books keep trading, next-open fills, fees, slippage, borrow), random signals on the
 synthetic market. A book that ends is restarted, outside the timed kernel call.
 
-Env: ``PortfolioEnv`` steps per second at N = 10 and 100 beside a numpy floor (a portfolio env
-with no rules: weights, returns, the same observation window), and ``PortfolioVectorEnv``
+Env: ``PortfolioEnv`` steps per second at N = 10 and 100 (full ``info``, and
+``step_info=False``) beside a numpy floor (a portfolio env with no rules: weights, returns, the
+same observation window), and ``PortfolioVectorEnv``
 env-steps per second at n = 256 (full ``info``, and ``step_info=False, copy=False``) and
 n = 1024, N = 10, with the same rules and random actions drawn from the action space ahead of
 the clock (and the lean ones again with the books split over 2 numba threads, ``threads=2``,
@@ -115,12 +116,12 @@ def _timed(step, reset, seconds: float) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def bench_env(n_assets: int, seconds: float) -> float:
+def bench_env(n_assets: int, seconds: float, step_info: bool = True) -> float:
     from ffe_gym.data import synthetic_market
     from ffe_gym.env import PortfolioEnv
 
     md = synthetic_market(n_assets, 5000, "crypto", seed=0)
-    env = PortfolioEnv(_engine_config(), md)
+    env = PortfolioEnv(_engine_config(), md, step_info=step_info)
     actions = np.random.default_rng(0).uniform(-1, 1, (1024, n_assets)).astype(np.float32)
     k = [0]
 
@@ -425,8 +426,12 @@ def _measures(args) -> list[tuple[str, str, Any]]:
         ("ffe-gym PortfolioEnv (all rules on)", "10", lambda: bench_env(10, sec))]
     if "env" in args.sections:
         out += [
+            ("ffe-gym PortfolioEnv (all rules on), step_info=False", "10",
+             lambda: bench_env(10, sec, step_info=False)),
             ("numpy floor (no rules)", "10", lambda: bench_floor_env(10, sec)),
             ("ffe-gym PortfolioEnv (all rules on)", "100", lambda: bench_env(100, sec)),
+            ("ffe-gym PortfolioEnv (all rules on), step_info=False", "100",
+             lambda: bench_env(100, sec, step_info=False)),
             ("numpy floor (no rules)", "100", lambda: bench_floor_env(100, sec)),
             (f"ffe-gym PortfolioVectorEnv n={n}, full info", "10",
              lambda: bench_vector_env(n, 10, sec)),

@@ -154,9 +154,11 @@ class EnvCore:
         self._ep[_EP_PEAK, books] = pf.acct[books, L.EQUITY]
 
     # ------------------------------------------------------------------ stepping
-    def step(self, actions: np.ndarray, active: np.ndarray | None = None
+    def step(self, actions: np.ndarray, active: np.ndarray | None = None, fresh: bool = True
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Apply a batch of actions: (rewards, terminated, truncated), each (B,), fresh arrays."""
+        """Apply a batch of actions: (rewards, terminated, truncated), each (B,): fresh arrays,
+        or with ``fresh=False`` buffers overwritten by the next step (for a caller that reads
+        them at once)."""
         pf = self.portfolio
         acct = pf.acct
         before = acct[:, L.EQUITY].copy()
@@ -168,12 +170,14 @@ class EnvCore:
                 stepped, before, self._traded, self._step_traded, self._step_dd,
                 self._step_log, self._term, self._trunc, self._ep)
         if self._plain_log:
-            rewards = self._step_log.copy()
+            rewards = self._step_log.copy() if fresh else self._step_log
         else:
             rewards = self.reward(StepOutcome(before, acct[:, L.EQUITY], self.floor,
                                               self._step_traded.copy(), self._step_dd.copy()))
             if active is not None:
                 rewards = np.where(stepped, rewards, 0.0)
+        if not fresh:
+            return rewards, self._term, self._trunc
         return rewards, self._term.copy(), self._trunc.copy()
 
     def episode_stats(self) -> dict[str, np.ndarray]:
