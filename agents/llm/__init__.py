@@ -7,8 +7,10 @@ skill; configs/agents/llm_ensemble.yaml has the seed's Ollama models for real ru
 
 EMBEDDED_PROFILE = {
     "members": [
-        {"name": "smollm2", "backend": "embedded", "model": "smollm2-135m", "context": 2048},
-        {"name": "gemma3", "backend": "embedded", "model": "gemma3-270m", "context": 2048},
+        {"name": "smollm2", "backend": "embedded", "model": "smollm2-135m", "context": 2048,
+         "binding": "node-llama-cpp"},
+        {"name": "gemma3", "backend": "embedded", "model": "gemma3-270m", "context": 2048,
+         "binding": "node-llama-cpp"},
     ],
     "prompt_mode": "joint",
     "history_bars": 4,

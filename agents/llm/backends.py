@@ -15,6 +15,8 @@
   PyPI packages, an explicit context size, one call at a time per model. A generation whose
   deadline passes is aborted at its next token (counted), and a call still queued behind the
   model when its deadline passes never starts, so abandoned replies do not hold the CPU.
+  ``binding: node-llama-cpp`` runs the same models prebuilt from npm in a sidecar process
+  (:mod:`ffe_agents.llm.node_backend`), with the same deadline rules.
 
 Every reply says why it ended (``finish_reason``: ``stop``, or ``length`` when the token limit
 cut it; Ollama's ``done_reason``).
@@ -492,4 +494,8 @@ def make_backend(member: MemberConfig, model_dir: str | Path):
         return OllamaBackend(member)
     if member.backend == "openai":
         return OpenAIBackend(member)
+    if member.binding == "node-llama-cpp":
+        from ffe_agents.llm.node_backend import NodeBackend
+
+        return NodeBackend(member, model_dir)
     return EmbeddedBackend(member, model_dir)

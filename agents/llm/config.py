@@ -15,8 +15,9 @@ class MemberConfig:
     """One model of the ensemble.
 
     ``backend``: ``ollama`` (``POST /api/chat``), ``openai`` (any OpenAI-compatible server:
-    llama.cpp's, vLLM, LM Studio, hosted APIs) or ``embedded`` (llama.cpp in-process; ``model``
-    is ``smollm2-135m``, ``gemma3-270m`` or a path to a GGUF file).
+    llama.cpp's, vLLM, LM Studio, hosted APIs) or ``embedded`` (llama.cpp on this machine,
+    through ``binding``: ``llama-cpp-python`` in this process, or ``node-llama-cpp`` in a
+    sidecar; ``model`` is ``smollm2-135m``, ``gemma3-270m`` or a path to a GGUF file).
     """
 
     name: str
@@ -32,6 +33,8 @@ class MemberConfig:
     context: int = 2048  # num_ctx (Ollama) / n_ctx (embedded)
     keep_alive: str | None = "5m"
     threads: int = 1  # embedded only
+    binding: Literal["llama-cpp-python", "node-llama-cpp"] = "llama-cpp-python"  # embedded:
+    # llama.cpp in this process (compiled at setup), or prebuilt from npm in a sidecar process
     abort_at_deadline: bool = True  # embedded: stop a generation at its deadline (else it
     # runs on and only its tokens after the deadline are counted)
     thinking: bool = False  # a thinking model (deepseek-r1, qwen3, gpt-oss): Ollama gets

