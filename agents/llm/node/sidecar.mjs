@@ -114,7 +114,8 @@ function cancel(req) {
 async function handle(req) {
   try {
     let out;
-    if (req.op === "load") out = await load(req);
+    if (req.op === "cancel") out = cancel(req);
+    else if (req.op === "load") out = await load(req);
     else if (req.op === "chat") out = await chat(req);
     else if (req.op === "tokenize") out = {n: model.tokenize(req.text, true).length + (model.tokens.bos == null ? 0 : 1)};
     else throw new Error(`unknown op ${JSON.stringify(req.op)}`);
@@ -132,6 +133,8 @@ readline.createInterface({input: process.stdin}).on("line", (line) => {
     send({id: null, ok: false, error: `not JSON: ${line.slice(0, 80)}`});
     return;
   }
-  if (req.op === "cancel") send({id: req.id, ok: true, ...cancel(req)}); // at once
-  else queue = queue.then(() => handle(req)); // one model, one request at a time
+  // cancel and tokenize are answered at once (tokenize reads only the vocabulary, so it never
+  // waits behind a generation); chats and the load run one at a time, in arrival order
+  if (req.op === "cancel" || (req.op === "tokenize" && model)) handle(req);
+  else queue = queue.then(() => handle(req));
 }).on("close", () => process.exit(0));
