@@ -72,3 +72,16 @@ def book(md: MarketData, cfg: Config, start: int = 0, end: int | None = None):
     pf = Portfolio(md, cfg)
     pf.reset(start=start, end=end)
     return pf
+
+
+def ensemble_rollout(cfg: dict[str, Any], md: MarketData, window: tuple[int, int]):
+    """(EpisodeResult, ensemble) of one rollout of an LLM ensemble built from ``cfg``; the
+    ensemble is closed (its backends' processes stopped) before this returns."""
+    from ffe_agents.llm import LLMEnsemble
+    from ffe_gym.evaluation import env_for, rollout
+
+    ens = LLMEnsemble(cfg)
+    try:
+        return rollout(ens, env_for(ens, None, md), window=window, seed=0), ens
+    finally:
+        ens.close()

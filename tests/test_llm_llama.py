@@ -14,6 +14,7 @@ import time
 
 import httpx
 import pytest
+from helpers import ensemble_rollout
 
 pytestmark = pytest.mark.llama
 llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
@@ -28,11 +29,7 @@ WINDOW = (300, 303)
 
 
 def run(cfg):
-    ens = LLMEnsemble(cfg)
-    try:
-        return rollout(ens, env_for(ens, None, MD), window=WINDOW, seed=0), ens
-    finally:
-        ens.close()
+    return ensemble_rollout(cfg, MD, WINDOW)
 
 
 def check_live(result, members):

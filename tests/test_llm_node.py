@@ -11,6 +11,7 @@ import asyncio
 import re
 
 import pytest
+from helpers import ensemble_rollout
 
 from ffe_agents.llm import LLMEnsemble
 from ffe_agents.llm.backends import make_backend
@@ -30,11 +31,7 @@ NODE = {"backend": "embedded", "binding": "node-llama-cpp"}
 
 
 def run(cfg):
-    ens = LLMEnsemble(cfg)
-    try:
-        return rollout(ens, env_for(ens, None, MD), window=WINDOW, seed=0), ens
-    finally:
-        ens.close()
+    return ensemble_rollout(cfg, MD, WINDOW)
 
 
 def test_node_binding_live_then_exact_replay(tmp_path):
