@@ -123,8 +123,8 @@ def test_node_generation_past_its_deadline_is_stopped_and_counted(tmp_path, abor
         ens.close()
     st = r.policy_stats["members"]["smollm2"]
     assert st["answers"] == 0 and st["calls"] >= 1
-    assert after["aborted"] + after["not_started"] + (0 if abort else st["calls"]) >= st["calls"]
-    if abort:
+    if abort:  # every call that was sent ended cancelled: stopped, or never started
+        assert after["aborted"] + after["not_started"] >= st["calls"]
         assert after["aborted"] >= 1 and after["tokens_after_deadline"] == 0
     else:
         assert after["aborted"] == 0 and after["tokens_after_deadline"] > 0
