@@ -108,6 +108,23 @@ def test_a_closed_market_has_zero_correlation_in_the_table_as_in_the_scan():
     assert C[150, 0, 1] != 0.0
 
 
+def test_the_scan_with_moments_once_a_decision_is_bitwise_the_two_pass_scan():
+    from ffe_gym.portfolio import kernel
+
+    rng = np.random.default_rng(3)
+    R = 0.02 * rng.standard_normal((300, 6)) + 0.001
+    R[0] = 0.0
+    R[100:180, 4] = 0.0  # a closed market
+    for t in (1, 2, 29, 30, 150, 299):
+        lo = max(1, t - 29)
+        moments = np.zeros((3, 6))
+        for i in range(6):
+            for j in range(6):
+                got = kernel._corr_scan(R, lo, t, i, j, moments)
+                assert got == kernel._corr(R, lo, t, i, j), (t, i, j)  # bit for bit
+        assert moments[2].all() == (t >= 2)  # n < 2: nothing to scan
+
+
 def test_rolling_covariance_is_the_sample_covariance_of_every_window():
     from ffe_gym.portfolio import kernel
 

@@ -104,6 +104,44 @@ def _corr(R, lo, t, i, j):
 
 
 @njit(cache=True)
+def _moments(R, lo, t, i, moments):
+    """The window mean and centred sum of squares of asset i over rows lo..t, computed once a
+    decision (``moments[2, i]`` marks them ready): the same sums in the same order as
+    :func:`_corr`, so a correlation from them is bitwise the scan's."""
+    if moments[2, i] == 0.0:
+        n = t - lo + 1
+        m = 0.0
+        for s in range(lo, t + 1):
+            m += R[s, i]
+        m /= n
+        ss = 0.0
+        for s in range(lo, t + 1):
+            d = R[s, i] - m
+            ss += d * d
+        moments[0, i] = m
+        moments[1, i] = ss
+        moments[2, i] = 1.0
+    return moments[0, i], moments[1, i]
+
+
+@njit(cache=True)
+def _corr_scan(R, lo, t, i, j, moments):
+    """:func:`_corr` with each asset's mean and sum of squares taken from ``moments``: one
+    pass over the window per pair instead of two, bitwise the same value."""
+    n = t - lo + 1
+    if n < 2:
+        return 0.0
+    mi, sii = _moments(R, lo, t, i, moments)
+    mj, sjj = _moments(R, lo, t, j, moments)
+    sij = 0.0
+    for s in range(lo, t + 1):
+        sij += (R[s, i] - mi) * (R[s, j] - mj)
+    if sii <= 0.0 or sjj <= 0.0:
+        return 0.0
+    return sij / np.sqrt(sii * sjj)
+
+
+@njit(cache=True)
 def _var(series, n, p, horizon):
     """VaR (a positive share of equity) of per-bar portfolio returns over ``horizon`` bars."""
     if n < 2:
@@ -446,10 +484,14 @@ def _exit_level(u, stop, target, o, h, lo, c, intrabar):
 
 
 @njit(cache=True)
-def _opening_notional(equity, i, side, conf, t, R, pc, units_after, sigma, base, p):
+def _opening_notional(equity, i, side, conf, t, R, pc, units_after, held_idx, n_held, sigma,
+                      base, p, moments):
     """Notional of an opening of asset i (``side`` +1 long, -1 short) at decision bar t (see
     the design, point 3). The correlation factor uses the largest |rho| with a held asset, or
-    with ``hedge_aware`` the largest side_i x side_j x rho (a hedge is not cut)."""
+    with ``hedge_aware`` the largest side_i x side_j x rho (a hedge is not cut). The held
+    assets are ``held_idx[:n_held]`` (O(held) a candidate, not O(N)). Without the market's
+    table the pairs are scanned, each asset's window moments once a decision (``moments``,
+    cleared by the caller)."""
     conf_f = max(p[L.P_MIN_CONF], conf)
     sizer = int(p[L.P_SIZER])
     if sizer == 1:  # fixed fraction
@@ -462,9 +504,10 @@ def _opening_notional(equity, i, side, conf, t, R, pc, units_after, sigma, base,
         cached = p[L.P_PAIR_CACHE] > 0.0
         lo = _window_start(t, window)
         m = 0.0
-        for j in range(units_after.shape[0]):
-            if j != i and units_after[j] != 0.0:
-                rho = pc[t, i, j] if cached else _corr(R, lo, t, i, j)
+        for k in range(n_held):
+            j = held_idx[k]
+            if j != i:
+                rho = pc[t, i, j] if cached else _corr_scan(R, lo, t, i, j, moments)
                 if hedge:
                     r = rho if (side > 0.0) == (units_after[j] > 0.0) else -rho
                 else:
@@ -499,7 +542,7 @@ def _refuse(refused, count, b, i, reason):
 @njit(cache=True)
 def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol, pc, cov,
                next_dec, fee_rate, fixed_fee, slip, borrow, p, pos, acct, clock, count,
-               curve, gross_curve, n_curve, fills, n_fills, refused, work, vwork):
+               curve, gross_curve, n_curve, fills, n_fills, refused, work, vwork, held_idx):
     N = c.shape[1]
     n_fills[b] = 0
     n_curve[b] = 0
@@ -594,6 +637,7 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol, 
     borrowing = p[L.P_BORROWING] > 0.0
     for i in range(N):
         if units_after[i] != 0.0:
+            held_idx[held] = i
             held += 1
             v = abs(units_after[i]) * c[t, i]
             gross += v
@@ -613,6 +657,8 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol, 
     series_ready = False
     shared_cov = p[L.P_SHARED_COV] > 0.0 and p[L.P_VAR_HISTORICAL] == 0.0
     held_w = work[9]  # shared covariance: the shadow book's weights
+    moments = work[10:13]  # scanned correlations: window mean, sum of squares, ready
+    moments[2, :] = 0.0
     quad = 0.0
     trial_quad = 0.0
     sizer = int(p[L.P_SIZER])
@@ -651,7 +697,8 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol, 
             if stop_vol and p[L.P_BASE_RISK] > 0.0:
                 base = p[L.P_RISK_PER_TRADE] / sl_d[i]  # NaN without volatility: zero_size
             notional = _opening_notional(equity, i, cand[i], confs[b, i], t, R, pc,
-                                         units_after, sigma, base, p)
+                                         units_after, held_idx, held, sigma, base, p,
+                                         moments)
             q = cand[i] * notional / c[t, i]
         if not (abs(q) > 0.0 and np.isfinite(q)) or equity <= 0.0:
             _refuse(refused, count, b, i, L.R_ZERO_SIZE)
@@ -727,7 +774,9 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol, 
                 series[s] += w * R[vlo + s, i]
         open_q[i] = q
         units_after[i] += q
-        held += 1 if new else 0
+        if new:
+            held_idx[held] = i
+            held += 1
         gross += add
         net += q * c[t, i]
         if q < 0.0:
@@ -940,14 +989,15 @@ def _step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trad
     fixed_fee = costs[1]
     slip = costs[2]
     borrow = costs[3]
-    work = np.empty((10, c.shape[1]))
+    work = np.empty((13, c.shape[1]))
     vwork = np.empty((2, max(int(p[L.P_VAR_WINDOW]), 1)))
+    held_idx = np.empty(c.shape[1], dtype=np.int64)  # the shadow book's held assets
     for b in range(b0, b1):
         if active[b]:
             _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol, pc,
                        cov, next_dec, fee_rate, fixed_fee, slip, borrow, p, pos, acct,
                        clock, count,
-                       curve, gross_curve, n_curve, fills, n_fills, refused, work, vwork)
+                       curve, gross_curve, n_curve, fills, n_fills, refused, work, vwork, held_idx)
         else:
             n_fills[b] = 0
             n_curve[b] = 0
