@@ -85,10 +85,11 @@ def test_backtest_on_the_real_hourly_data(tmp_path):
 
 def test_benchmark_tiny_budget():
     r = run("scripts/benchmark.py", "--seconds", "0.05", "--assets", "10", "--books", "1", "4",
-            "--sections", "engine", "env", "peers", "ppo", "llm", "--vector-envs", "4",
+            "--sections", "engine", "scaling", "env", "peers", "ppo", "llm", "--vector-envs", "4",
             "--ppo-timesteps", "256", "--llm-decisions", "5")
     assert r.returncode == 0, r.stderr
     assert "decisions/s" in r.stdout
+    assert "Engine scaling" in r.stdout and "1000" in r.stdout
     assert "PortfolioVectorEnv" in r.stdout
     assert "PPO training" in r.stdout and "time inside the env" in r.stdout
     assert "cached replay decisions/s" in r.stdout

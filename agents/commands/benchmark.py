@@ -9,6 +9,9 @@ rules on (correlation-adjusted sizing, VaR limit, stops and targets, drawdown st
 mode so that books keep trading, next-open fills, fees, slippage, borrow), random signals on the
 synthetic market. A book that ends is restarted, outside the timed kernel call.
 
+Scaling (``--sections scaling``): microseconds per book-step at N = 100 and N = 1000 with no
+position cap (16 books at random bars, interleaved, medians of 3): how the step grows with N.
+
 Env: ``PortfolioEnv`` steps per second at N = 10 and 100 (full ``info``, and
 ``step_info=False``) beside a numpy floor (a portfolio env with no rules: weights, returns, the
 same observation window), and ``PortfolioVectorEnv``
@@ -55,26 +58,28 @@ import numpy as np
 import pandas as pd
 
 
-def _engine_config():
+def _engine_config(position_cap: bool = True):
     from ffe_gym.config import Config, from_dict
 
     return from_dict(Config, {
         "risk": {"on_portfolio_stop": "flat", "ruin_floor": 0.0},
         "execution": {"borrow_rate": 0.05, "volatility_slippage": 0.1},
+        **({} if position_cap else {"portfolio": {"max_positions": None}}),
     })
 
 
-def bench_engine(n_assets: int, n_books: int, seconds: float, seed: int = 0) -> dict:
-    """Decision steps per second of the engine alone."""
+def bench_engine(n_assets: int, n_books: int, seconds: float, seed: int = 0,
+                 position_cap: bool = True, random_starts: bool = False) -> dict:
+    """Decision steps per second of the engine alone (books at one bar, or at random bars)."""
     from ffe_gym.data import synthetic_market
     from ffe_gym.portfolio import Portfolio
 
     n_bars = 3000
     md = synthetic_market(n_assets, n_bars, "crypto", seed=seed)
-    cfg = _engine_config()
+    cfg = _engine_config(position_cap)
     pf = Portfolio(md, cfg, n_books=n_books)
     rng = np.random.default_rng(seed)
-    start = 300
+    start = rng.integers(300, 2000, n_books) if random_starts else 300
     pf.reset(start=start)
     K = 64
     dirs = rng.choice(np.array([-1, 0, 0, 0, 1], dtype=np.int8), size=(K, n_books, n_assets))
@@ -97,6 +102,18 @@ def bench_engine(n_assets: int, n_books: int, seconds: float, seed: int = 0) -> 
 
 def section_engine(seconds: float, assets: list[int], books: list[int]) -> list[dict]:
     return [bench_engine(n, b, seconds) for n in assets for b in books]
+
+
+def section_scaling(seconds: float, assets: tuple[int, ...] = (100, 1000), books: int = 16,
+                    repeats: int = 3) -> dict[int, list[float]]:
+    """Microseconds per book-step with no position cap, books at random bars, every N run
+    once per repeat, interleaved: {N: [us, ...]}."""
+    out: dict[int, list[float]] = {n: [] for n in assets}
+    for _ in range(repeats):
+        for n in assets:
+            r = bench_engine(n, books, seconds, position_cap=False, random_starts=True)
+            out[n].append(1e6 / r["book_steps_per_s"])
+    return out
 
 
 def _timed(step, reset, seconds: float) -> float:
@@ -505,7 +522,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--books", type=int, nargs="+", default=[1, 256],
                    help="engine section: numbers of books")
     p.add_argument("--sections", nargs="+", default=["engine", "env", "peers", "ppo", "llm"],
-                   choices=["engine", "env", "peers", "ppo", "llm", "embedded", "build"])
+                   choices=["engine", "scaling", "env", "peers", "ppo", "llm", "embedded",
+                            "build"])
     p.add_argument("--embedded-decisions", type=int, default=4)
     p.add_argument("--llm-decisions", type=int, default=200)
     p.add_argument("--ppo-timesteps", type=int, default=16_384)
@@ -524,6 +542,19 @@ def main(argv: list[str] | None = None) -> int:
         for r in section_engine(args.seconds, args.assets, args.books):
             t.add_row(str(r["assets"]), str(r["books"]), f"{r['decisions_per_s']:,.0f}",
                       f"{r['book_steps_per_s']:,.0f}")
+        console.print(t)
+    if "scaling" in args.sections:
+        res = section_scaling(args.seconds)
+        t = Table(title="Engine scaling: 16 books at random bars, no position cap, all other "
+                        "rules on; median (range) of 3 interleaved repeats", header_style="bold")
+        for col in ("assets N", "us per book-step", "against the first N"):
+            t.add_column(col, justify="right")
+        first = None
+        for n, v in res.items():
+            med = float(np.median(v))
+            first = first or med
+            t.add_row(str(n), f"{med:,.1f} ({min(v):,.1f}-{max(v):,.1f})",
+                      f"{med / first:.1f}x")
         console.print(t)
     if "env" in args.sections or "peers" in args.sections:
         for table in section_env(args, console):
