@@ -56,6 +56,34 @@ def test_correlation_085_at_threshold_07_sizes_075():
     assert u[1] == pytest.approx(0.5 * E0 * 0.75 / c[1], rel=1e-9)
 
 
+@pytest.mark.parametrize("scan", [False, True])
+def test_cash_decides_after_the_correlation_factor_where_the_factor_matters(monkeypatch, scan):
+    # a1 (rho 0.85 with the held a0: factor 0.75) sized 0.55 x E0 unadjusted. After a0 takes
+    # 5,500 the 4,500 left fit 0.75 x 5,500 = 4,125 (opened, cut), not the full 5,500; after a0
+    # takes 7,000 not even half of 7,000 fits the 3,000 left: refused for cash either way
+    from ffe_gym.portfolio import statistics as S
+
+    if scan:
+        monkeypatch.setattr(S, "PAIR_BUDGET", 0)
+    md = _market_with_correlation(0.85)
+    for share, opened in ((0.55, True), (0.7, False)):
+        pf = book(md, bare(portfolio={"correlation_window": 30},
+                           sizing={"base": "notional", "risk_per_trade": share}))
+        assert pf.stats.cached is not scan
+        while pf.bar[0] < 30:
+            pf.step_signals(*signals(2))
+        t = int(pf.bar[0])
+        c = md.close[t]
+        pf.step_signals(*signals(2, a0=(1, 1.0), a1=(1, 1.0)))
+        assert pf.units[0, 0] == pytest.approx(share * E0 / c[0], rel=1e-12)
+        if opened:
+            assert pf.units[0, 1] == pytest.approx(share * E0 * 0.75 / c[1], rel=1e-9)
+            assert not pf.refused[0].any()
+        else:
+            assert pf.units[0, 1] == 0.0
+            assert pf.refused[0, 1] == L.R_CASH and pf.count[0, L.R_CASH] == 1
+
+
 def test_confidence_030_sizes_at_half():
     md = market([100.0, 100.0, 100.0])
     pf = book(md, bare(sizing={"min_confidence_factor": 0.5}))

@@ -696,6 +696,21 @@ def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol, 
             base = p[L.P_BASE]
             if stop_vol and p[L.P_BASE_RISK] > 0.0:
                 base = p[L.P_RISK_PER_TRADE] / sl_d[i]  # NaN without volatility: zero_size
+            if sizer == 0 and held > 0 and p[L.P_CORR_THRESHOLD] != np.inf and equity > 0.0:
+                # the correlation factor lies in [0.5, 1], so the opening is at least half
+                # its unadjusted size (exactly: a power of two); when even that fails the
+                # cash or margin rule (monotone in |q|), so does every size: refused without
+                # the correlation scan, as the full check below would refuse it
+                conf_f = max(p[L.P_MIN_CONF], confs[b, i])
+                q_lo = cand[i] * (equity * base * 0.5 * conf_f) / c[t, i]
+                if abs(q_lo) > 0.0 and np.isfinite(q_lo + q_lo):
+                    px = c[t, i] * (1.0 + np.sign(q_lo) * _slippage(vol, fb, i, slip, p))
+                    num, den = _margin_terms(q_lo, c[t, i], px, fee_rate[i], fixed_fee[i],
+                                             cash_est, net, gross, short, p)
+                    if den >= 0.0 and abs(q_lo) * den - num > 1e-9 * (1.0 + abs(cash_est)):
+                        _refuse(refused, count, b, i,
+                                L.R_CASH if q_lo > 0.0 and not borrowing else L.R_MARGIN)
+                        continue
             notional = _opening_notional(equity, i, cand[i], confs[b, i], t, R, pc,
                                          units_after, held_idx, held, sigma, base, p,
                                          moments)
