@@ -189,3 +189,34 @@ def test_refused_openings_change_nothing(setup):
                 np.testing.assert_array_equal(replay[name], after[name])
             np.testing.assert_array_equal(replay["clock"], after["clock"])
         checked += 1
+
+
+def test_a_copied_or_pickled_portfolio_steps_as_the_original_and_apart_from_it():
+    # the state arrays are views of two buffers: a copy's views must be its own buffers'
+    import copy
+    import pickle
+
+    md = synthetic_market(4, 300, "crypto", seed=1)
+    pf = Portfolio(md, bare(portfolio={"max_positions": None}), n_books=3)
+    pf.reset(start=20)
+    rng = np.random.default_rng(0)
+    actions = [(rng.choice(np.array([-1, 0, 1], dtype=np.int8), size=(3, 4)),
+                rng.random((3, 4))) for _ in range(40)]
+    for d, c in actions[:10]:
+        pf.step_signals(d, c)
+    copies = [copy.deepcopy(pf), pickle.loads(pickle.dumps(pf))]
+    frozen = pf.get_state()
+    for other in copies:
+        assert not np.shares_memory(other.pos, pf.pos)
+        assert np.shares_memory(other.pos, other._fbook)
+        for d, c in actions[10:]:
+            other.step_signals(d, c)
+        assert other.acct[:, L.TRADED].sum() > 0.0
+        for name, v in pf.get_state().items():
+            np.testing.assert_array_equal(v, frozen[name])  # the original did not move
+    for d, c in actions[10:]:
+        pf.step_signals(d, c)
+    for other in copies:
+        for name, v in pf.get_state().items():
+            np.testing.assert_array_equal(getattr(other, name), v)
+        np.testing.assert_array_equal(other.fills, pf.fills)

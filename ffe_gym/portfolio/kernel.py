@@ -969,27 +969,91 @@ def load_signals(d, cf, dirs, confs):
 
 
 @njit(cache=True)
-def step_books(active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol, pc, cov,
-               next_dec, costs, p, pos, acct, clock, count, curve, gross_curve, n_curve, fills,
-               n_fills, refused):
+def book_sizes(B, N, M):
+    """Lengths of the float64 and int64 buffers that hold the state of B books of N assets
+    (M: ``P_MAX_STEP_BARS``); :func:`book_views` carves them."""
+    nf = B * N * L.NPOS + B * L.NACCT + 2 * B * M + B * (4 * N + 1) * L.NFILL + 2 * B * N
+    ni = B * L.NCLOCK + B * L.NCOUNT + 2 * B + B * N
+    return nf, ni
+
+
+@njit(cache=True)
+def book_views(fbook, ibook, B, N, M):
+    """The books' state as views of two buffers (few arguments: each costs dispatch time):
+    ``pos, acct, curve, gross_curve, fills, confs, weights`` from ``fbook`` and ``clock,
+    count, n_curve, n_fills, refused`` from ``ibook``. The one layout, used by the kernel and
+    by :class:`~ffe_gym.portfolio.Portfolio` alike."""
+    k = 0
+    pos = fbook[k:k + B * N * L.NPOS].reshape((B, N, L.NPOS))
+    k += B * N * L.NPOS
+    acct = fbook[k:k + B * L.NACCT].reshape((B, L.NACCT))
+    k += B * L.NACCT
+    curve = fbook[k:k + B * M].reshape((B, M))
+    k += B * M
+    gross_curve = fbook[k:k + B * M].reshape((B, M))
+    k += B * M
+    fills = fbook[k:k + B * (4 * N + 1) * L.NFILL].reshape((B, 4 * N + 1, L.NFILL))
+    k += B * (4 * N + 1) * L.NFILL
+    confs = fbook[k:k + B * N].reshape((B, N))
+    k += B * N
+    weights = fbook[k:k + B * N].reshape((B, N))
+    j = 0
+    clock = ibook[j:j + B * L.NCLOCK].reshape((B, L.NCLOCK))
+    j += B * L.NCLOCK
+    count = ibook[j:j + B * L.NCOUNT].reshape((B, L.NCOUNT))
+    j += B * L.NCOUNT
+    n_curve = ibook[j:j + B]
+    j += B
+    n_fills = ibook[j:j + B]
+    j += B
+    refused = ibook[j:j + B * N].reshape((B, N))
+    return (pos, acct, curve, gross_curve, fills, confs, weights, clock, count, n_curve,
+            n_fills, refused)
+
+
+@njit(cache=True)
+def step_books(active, scheme, dirs, fbook, ibook, o, h, lo_, c, tradable, R, vol, pc, cov,
+               next_dec, costs, p):
     """One decision step for every book b with ``active[b]``; see the module docstring.
 
-    ``vol``, the correlations ``pc`` and ``cov`` are market statistics shared by every book
+    The books' state is in ``fbook`` and ``ibook`` (:func:`book_views`); ``vol``, the
+    correlations ``pc`` and ``cov`` are market statistics shared by every book
     (:class:`~ffe_gym.portfolio.statistics.MarketStatistics`); ``costs`` is (4, N): fee
-    rate, fixed fee, slippage, borrow rate (few arguments: each one costs dispatch time)."""
-    _step_range(0, pos.shape[0], active, scheme, dirs, confs, weights, o, h, lo_, c, tradable,
-                R, vol, pc, cov, next_dec, costs, p, pos, acct, clock, count, curve,
-                gross_curve, n_curve, fills, n_fills, refused)
+    rate, fixed fee, slippage, borrow rate."""
+    B, N = dirs.shape
+    (pos, acct, curve, gross_curve, fills, confs, weights, clock, count, n_curve, n_fills,
+     refused) = book_views(fbook, ibook, B, N, int(p[L.P_MAX_STEP_BARS]))
+    _step_range(0, B, active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol,
+                pc, cov, next_dec, costs, p, pos, acct, clock, count, curve, gross_curve,
+                n_curve, fills, n_fills, refused)
+
+
+@njit(cache=True)
+def step_signal_books(d, cf, active, dirs, fbook, ibook, o, h, lo_, c, tradable, R, vol, pc,
+                      cov, next_dec, costs, p):
+    """:func:`load_signals` of the raw intents ``d``, ``cf`` then :func:`step_books`, in one
+    call; the check's code (0: stepped; 1, 2: refused, nothing changed)."""
+    B, N = dirs.shape
+    (pos, acct, curve, gross_curve, fills, confs, weights, clock, count, n_curve, n_fills,
+     refused) = book_views(fbook, ibook, B, N, int(p[L.P_MAX_STEP_BARS]))
+    bad = load_signals(d, cf, dirs, confs)  # checks everything before it copies
+    if bad != 0:
+        return bad
+    _step_range(0, B, active, SIGNALS, dirs, confs, weights, o, h, lo_, c, tradable, R, vol,
+                pc, cov, next_dec, costs, p, pos, acct, clock, count, curve, gross_curve,
+                n_curve, fills, n_fills, refused)
+    return 0
 
 
 @njit(cache=True, parallel=True)
-def step_books_threaded(n_chunks, active, scheme, dirs, confs, weights, o, h, lo_, c,
-                        tradable, R, vol, pc, cov, next_dec, costs, p, pos, acct, clock, count,
-                        curve, gross_curve, n_curve, fills, n_fills, refused):
+def step_books_threaded(n_chunks, active, scheme, dirs, fbook, ibook, o, h, lo_, c,
+                        tradable, R, vol, pc, cov, next_dec, costs, p):
     """``step_books`` with the books split into ``n_chunks`` contiguous ranges stepped on
     numba's threads. Books share nothing but read-only market data, so the result is the
     serial one, bit for bit (each range has its own scratch)."""
-    B = pos.shape[0]
+    B, N = dirs.shape
+    (pos, acct, curve, gross_curve, fills, confs, weights, clock, count, n_curve, n_fills,
+     refused) = book_views(fbook, ibook, B, N, int(p[L.P_MAX_STEP_BARS]))
     for k in prange(n_chunks):
         _step_range(k * B // n_chunks, (k + 1) * B // n_chunks, active, scheme, dirs, confs,
                     weights, o, h, lo_, c, tradable, R, vol, pc, cov, next_dec, costs, p, pos,

@@ -146,7 +146,8 @@ P_MARGIN_RATE = 36  # per year, charged per bar on negative cash
 P_CORR_HEDGE = 37  # 1: correlation_mode hedge_aware (side_i x side_j x rho)
 P_PAIR_CACHE = 38  # 1: correlations from the shared cache (statistics.py)
 P_SHARED_COV = 39  # 1: parametric VaR from the shared rolling covariance (statistics.py)
-NPARAM = 40
+P_MAX_STEP_BARS = 40  # M: bars one decision step can span (the curve buffers' width)
+NPARAM = 41
 
 # action schemes of the kernel
 SIGNALS = 0
