@@ -783,3 +783,17 @@ def test_portfolio_stop_sells_a_closed_market_at_its_next_real_open():
         assert f[-1][L.F_REASON] == L.PORTFOLIO_STOP and f[-1][L.F_PRICE] == 75.0
         assert pf.units[0, 1] == 0.0
         assert pf.status[0] == (L.STOPPED if mode == "terminate" else L.RUNNING)
+
+
+def test_openings_are_ordered_by_descending_priority_ties_by_asset_index():
+    from ffe_gym.portfolio import kernel
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 5, 16, 17, 40, 300):  # insertion sort up to 16 candidates, merge beyond
+        for _ in range(20):
+            prio = np.round(rng.random(n) * 4) / 4  # many ties
+            prio[rng.random(n) < 0.3] = -1.0  # not a candidate
+            order = np.full(n, -7, dtype=np.int64)
+            k = kernel._priority_order(prio, order)
+            want = [i for i in np.argsort(-prio, kind="mergesort") if prio[i] >= 0.0]
+            assert k == len(want) and order[:k].tolist() == want

@@ -1,7 +1,8 @@
 """The decision step, compiled with numba and batched over B books.
 
-This is the only place where the accounting happens. ``step_books`` loops over books and calls
-``_step_book``; one book and B books therefore run the same instructions. The rules (numbers
+This is the only place where the accounting happens. ``step_books`` loops over books in
+``_step_range`` (the step is that loop's body); one book and B books therefore run the same
+instructions. The rules (numbers
 refer to the design's "one decision step"):
 
 1-2. Intents become closing legs (never refused) and opening candidates, ordered by descending
@@ -364,7 +365,7 @@ def _margin_terms(q, ref, px, fr, fixed, cash, net, gross, short, p):
     return num, ref * (1.0 + m) - px * (1.0 - fr)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _margin_call(b, s, c, tradable, vol, fee_rate, fixed_fee, slip, p, pos, acct, clock, count,
                  fills, nf):
     """Maintenance margin at the close of bar ``s``; returns the new fill count.
@@ -483,7 +484,7 @@ def _exit_level(u, stop, target, o, h, lo, c, intrabar):
     return np.nan, -1
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _opening_notional(equity, i, side, conf, t, R, pc, units_after, held_idx, n_held, sigma,
                       base, p, moments):
     """Notional of an opening of asset i (``side`` +1 long, -1 short) at decision bar t (see
@@ -534,415 +535,36 @@ def _opening_notional(equity, i, side, conf, t, R, pc, units_after, held_idx, n_
 
 
 @njit(cache=True)
-def _refuse(refused, count, b, i, reason):
-    refused[b, i] = reason
-    count[b, reason] += 1
+def _priority_order(prio, order):
+    """Write the candidates (``prio >= 0``) into ``order`` by descending priority, ties by
+    asset index (what a stable sort of ``-prio`` gives), and return how many there are.
+    Insertion sort for a few (no allocation), a merge sort beyond."""
+    n = 0
+    for i in range(prio.shape[0]):
+        if prio[i] >= 0.0:
+            order[n] = i
+            n += 1
+    if n > 16:
+        sub = order[:n].copy()
+        idx = np.argsort(-prio[sub], kind="mergesort")
+        for k in range(n):
+            order[k] = sub[idx[k]]
+        return n
+    for a in range(1, n):
+        x = order[a]
+        px = prio[x]
+        k = a - 1
+        while k >= 0 and prio[order[k]] < px:
+            order[k + 1] = order[k]
+            k -= 1
+        order[k + 1] = x
+    return n
 
 
 @njit(cache=True)
-def _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol, pc, cov,
-               next_dec, fee_rate, fixed_fee, slip, borrow, p, pos, acct, clock, count,
-               curve, gross_curve, n_curve, fills, n_fills, refused, work, vwork, held_idx):
-    N = c.shape[1]
-    n_fills[b] = 0
-    n_curve[b] = 0
-    refused[b, :] = 0
-    if clock[b, L.STATUS] != L.RUNNING:
-        return
-    t = clock[b, L.BAR]
-    end = clock[b, L.END]
-    clock[b, L.CALLED] = 0
-    if t >= end:
-        clock[b, L.STATUS] = L.ENDED
-        return
-    t_next = min(next_dec[t], end)
-    horizon = t_next - t
-    equity = acct[b, L.EQUITY]
-    next_open = p[L.P_NEXT_OPEN] > 0.0
-    fb = t + 1 if next_open else t
-    nf = 0
-
-    # ---- 1. intents -> closing legs and opening candidates
-    # scratch rows (books are stepped one after another, so one set serves all)
-    close_q = work[0]
-    cand = work[1]  # signals: direction of the opening; weights: units to add
-    prio = work[2]
-    units_after = work[3]
-    open_q = work[4]
-    sigma = work[5]
-    sl_d = work[6]  # stop distance of an opening, fraction of entry (NaN: none)
-    tp_d = work[7]
-    scaled = work[8]  # 1: this order was already counted as scaled down
-    scaled[:] = 0.0
-    close_q[:] = 0.0
-    cand[:] = 0.0
-    prio[:] = -1.0
-    open_q[:] = 0.0
-    units_after[:] = pos[b, :, L.UNITS]
-    for i in range(N):
-        u = pos[b, i, L.UNITS]
-        if scheme == WEIGHTS:
-            wt = weights[b, i]
-            if np.isnan(wt):
-                continue
-            tu = wt * equity / c[t, i]
-            if tu < 0.0 and p[L.P_ALLOW_SHORT] == 0.0:
-                _refuse(refused, count, b, i, L.R_NO_SHORTING)  # the short part: refused
-                tu = 0.0  # a held long is still closed
-            if abs(tu - u) <= 1e-9 * max(abs(tu), abs(u)):
-                continue  # already there, up to rounding: no dust trades
-            if not tradable[fb, i]:
-                _refuse(refused, count, b, i, L.R_NOT_TRADABLE)
-                continue
-            if u != 0.0 and (tu == 0.0 or (tu > 0.0) != (u > 0.0)):
-                close_q[i] = -u
-                units_after[i] = 0.0
-                if tu != 0.0:
-                    cand[i] = tu
-                    prio[i] = abs(wt)
-            elif u != 0.0 and abs(tu) < abs(u):
-                close_q[i] = tu - u
-                units_after[i] = tu
-            else:
-                cand[i] = tu - u
-                prio[i] = abs(wt)
-        else:
-            d = dirs[b, i]
-            if d == 0 or (d > 0 and u > 0.0) or (d < 0 and u < 0.0):
-                continue  # HOLD, BUY long, SELL short: keep
-            if not tradable[fb, i]:
-                _refuse(refused, count, b, i, L.R_NOT_TRADABLE)
-                continue
-            if u != 0.0:  # BUY while short, SELL while long: close
-                close_q[i] = -u
-                units_after[i] = 0.0
-            if d > 0 or u == 0.0:  # BUY -> long; SELL flat -> short if allowed
-                if d < 0 and p[L.P_ALLOW_SHORT] == 0.0:
-                    _refuse(refused, count, b, i, L.R_NO_SHORTING)
-                    continue
-                cand[i] = d
-                prio[i] = confs[b, i]
-
-    # ---- 2. shadow book at the decision bar's close: check each opening against every limit
-    cash_est = acct[b, L.CASH]
-    for i in range(N):
-        q = close_q[i]
-        if q != 0.0:
-            px = c[t, i] * (1.0 + np.sign(q) * _slippage(vol, fb, i, slip, p))
-            cash_est -= q * px + _fee(q, px, fee_rate[i], fixed_fee[i])
-    held = 0
-    gross = 0.0
-    short = 0.0
-    net = 0.0  # signed value of the shadow book: equity estimate = cash_est + net
-    borrowing = p[L.P_BORROWING] > 0.0
-    for i in range(N):
-        if units_after[i] != 0.0:
-            held_idx[held] = i
-            held += 1
-            v = abs(units_after[i]) * c[t, i]
-            gross += v
-            net += units_after[i] * c[t, i]
-            if units_after[i] < 0.0:
-                short += v
-    any_candidate = False
-    for i in range(N):
-        if prio[i] >= 0.0:
-            any_candidate = True
-            break
-    var_on = p[L.P_MAX_VAR] < np.inf and any_candidate
-    vlo = _window_start(t, int(p[L.P_VAR_WINDOW]))
-    nv = t - vlo + 1 if t >= 1 else 0
-    series = vwork[0]  # per-bar returns of the shadow book over the VaR window, built lazily
-    trial = vwork[1]
-    series_ready = False
-    shared_cov = p[L.P_SHARED_COV] > 0.0 and p[L.P_VAR_HISTORICAL] == 0.0
-    held_w = work[9]  # shared covariance: the shadow book's weights
-    moments = work[10:13]  # scanned correlations: window mean, sum of squares, ready
-    moments[2, :] = 0.0
-    quad = 0.0
-    trial_quad = 0.0
-    sizer = int(p[L.P_SIZER])
-    if scheme == SIGNALS and sizer >= 2 and any_candidate:
-        for i in range(N):
-            sigma[i] = vol[t, i]
-    stop_vol = p[L.P_STOP_VOL] > 0.0
-    if stop_vol and any_candidate:
-        for i in range(N):
-            if prio[i] >= 0.0:
-                scale = vol[t, i] * np.sqrt(p[L.P_STOP_HORIZON])
-                sl_d[i] = p[L.P_STOP_LOSS] * scale if scale > 0.0 else np.nan
-                tp_d[i] = p[L.P_TAKE_PROFIT] * scale if scale > 0.0 else np.nan
-    else:
-        sl_d[:] = p[L.P_STOP_LOSS]
-        tp_d[:] = p[L.P_TAKE_PROFIT]
-    order = np.argsort(-prio, kind="mergesort")
-    for k in range(N):
-        i = order[k]
-        if prio[i] < 0.0:
-            break
-        new = units_after[i] == 0.0
-        if clock[b, L.COOLDOWN] > 0 or clock[b, L.WAITING] > 0:  # after a portfolio stop
-            _refuse(refused, count, b, i, L.R_COOLDOWN)
-            continue
-        if new and t < pos[b, i, L.REENTRY]:
-            _refuse(refused, count, b, i, L.R_REENTRY)
-            continue
-        if new and held >= p[L.P_MAX_POSITIONS]:
-            _refuse(refused, count, b, i, L.R_MAX_POSITIONS)
-            continue
-        if scheme == WEIGHTS:
-            q = cand[i]
-        else:
-            base = p[L.P_BASE]
-            if stop_vol and p[L.P_BASE_RISK] > 0.0:
-                base = p[L.P_RISK_PER_TRADE] / sl_d[i]  # NaN without volatility: zero_size
-            if sizer == 0 and held > 0 and p[L.P_CORR_THRESHOLD] != np.inf and equity > 0.0:
-                # the correlation factor lies in [0.5, 1], so the opening is at least half
-                # its unadjusted size (exactly: a power of two); when even that fails the
-                # cash or margin rule (monotone in |q|), so does every size: refused without
-                # the correlation scan, as the full check below would refuse it
-                conf_f = max(p[L.P_MIN_CONF], confs[b, i])
-                q_lo = cand[i] * (equity * base * 0.5 * conf_f) / c[t, i]
-                if abs(q_lo) > 0.0 and np.isfinite(q_lo + q_lo):
-                    px = c[t, i] * (1.0 + np.sign(q_lo) * _slippage(vol, fb, i, slip, p))
-                    num, den = _margin_terms(q_lo, c[t, i], px, fee_rate[i], fixed_fee[i],
-                                             cash_est, net, gross, short, p)
-                    if den >= 0.0 and abs(q_lo) * den - num > 1e-9 * (1.0 + abs(cash_est)):
-                        _refuse(refused, count, b, i,
-                                L.R_CASH if q_lo > 0.0 and not borrowing else L.R_MARGIN)
-                        continue
-            notional = _opening_notional(equity, i, cand[i], confs[b, i], t, R, pc,
-                                         units_after, held_idx, held, sigma, base, p,
-                                         moments)
-            q = cand[i] * notional / c[t, i]
-        if not (abs(q) > 0.0 and np.isfinite(q)) or equity <= 0.0:
-            _refuse(refused, count, b, i, L.R_ZERO_SIZE)
-            continue
-        px = c[t, i] * (1.0 + np.sign(q) * _slippage(vol, fb, i, slip, p))
-        num, den = _margin_terms(q, c[t, i], px, fee_rate[i], fixed_fee[i], cash_est, net,
-                                 gross, short, p)
-        if abs(q) * den - num > 1e-9 * (1.0 + abs(cash_est)):  # rounding is not a shortfall
-            room = num / den if den > 0.0 else 0.0
-            if scheme == WEIGHTS and room > 0.0:
-                q = room if q > 0.0 else -room
-                count[b, L.C_SCALED] += 1
-                scaled[i] = 1.0
-            else:
-                _refuse(refused, count, b, i,
-                        L.R_CASH if q > 0.0 and not borrowing else L.R_MARGIN)
-                continue
-        add = abs(q) * c[t, i]
-        if q < 0.0 and short + add > p[L.P_SHORT_CAP] * equity:
-            _refuse(refused, count, b, i, L.R_SHORT_CAP)
-            continue
-        if gross + add > p[L.P_GROSS_CAP] * equity:
-            _refuse(refused, count, b, i, L.R_GROSS_CAP)
-            continue
-        if var_on and shared_cov:  # w' S w from the market's covariance of the VaR window
-            w = q * c[t, i] / equity
-            if not series_ready:
-                quad = 0.0
-                for j in range(N):
-                    held_w[j] = units_after[j] * c[t, j] / equity if units_after[j] != 0.0 \
-                        else 0.0
-                for j in range(N):
-                    if held_w[j] != 0.0:
-                        for k in range(N):
-                            if held_w[k] != 0.0:
-                                quad += held_w[j] * held_w[k] * cov[t, j, k]
-                series_ready = True
-            cross = 0.0
-            for j in range(N):
-                if held_w[j] != 0.0 and j != i:
-                    cross += held_w[j] * cov[t, i, j]
-            wi = held_w[i] + w  # a top-up of a held asset (weights scheme) included
-            trial_quad = quad + 2.0 * (wi - held_w[i]) * cross + \
-                (wi * wi - held_w[i] * held_w[i]) * cov[t, i, i]
-            v = 0.0
-            if nv >= 2 and trial_quad > 0.0:
-                v = p[L.P_VAR_Z] * np.sqrt(trial_quad * horizon)
-            if v > p[L.P_MAX_VAR]:
-                _refuse(refused, count, b, i, L.R_VAR)
-                continue
-            quad = trial_quad
-            held_w[i] = wi
-        elif var_on:
-            if not series_ready:
-                series[:nv] = 0.0
-                for j in range(N):
-                    if units_after[j] != 0.0:
-                        wj = units_after[j] * c[t, j] / equity
-                        for s in range(nv):
-                            series[s] += wj * R[vlo + s, j]
-                series_ready = True
-            w = q * c[t, i] / equity
-            if p[L.P_VAR_HISTORICAL] > 0.0:
-                for s in range(nv):
-                    trial[s] = series[s] + w * R[vlo + s, i]
-                v = _var(trial, nv, p, horizon)
-            else:  # parametric: one pass over the window
-                v = _parametric_trial(series, nv, R, vlo, i, w, p[L.P_VAR_Z], horizon)
-            if v > p[L.P_MAX_VAR]:
-                _refuse(refused, count, b, i, L.R_VAR)
-                continue
-            for s in range(nv):
-                series[s] += w * R[vlo + s, i]
-        open_q[i] = q
-        units_after[i] += q
-        if new:
-            held_idx[held] = i
-            held += 1
-        gross += add
-        net += q * c[t, i]
-        if q < 0.0:
-            short += add
-        cash_est -= q * px + _fee(q, px, fee_rate[i], fixed_fee[i])
-
-    # ---- 3. fills: closing legs first, then openings in priority order
-    for i in range(N):
-        q = close_q[i]
-        if q != 0.0:
-            ref = o[fb, i] if next_open else c[t, i]
-            px = ref * (1.0 + np.sign(q) * _slippage(vol, fb, i, slip, p))
-            nf = _fill(pos, acct, fills, b, nf, fb, i, q, px, fee_rate[i], fixed_fee[i],
-                       L.SIGNAL, np.nan, np.nan)
-    fnet = 0.0  # the book at the fill prices, for the margin check repeated at the fill
-    fgross = 0.0
-    fshort = 0.0
-    for i in range(N):
-        u = pos[b, i, L.UNITS]
-        if u != 0.0:
-            v = u * (o[fb, i] if next_open else c[t, i])
-            fnet += v
-            fgross += abs(v)
-            if u < 0.0:
-                fshort -= v
-    for k in range(N):
-        i = order[k]
-        q = open_q[i]
-        if prio[i] < 0.0:
-            break
-        if q == 0.0:
-            continue
-        ref = o[fb, i] if next_open else c[t, i]
-        px = ref * (1.0 + np.sign(q) * _slippage(vol, fb, i, slip, p))
-        cash = acct[b, L.CASH]
-        num, den = _margin_terms(q, ref, px, fee_rate[i], fixed_fee[i], cash, fnet, fgross,
-                                 fshort, p)
-        if abs(q) * den - num > 1e-9 * (1.0 + abs(cash)):
-            room = num / den if den > 0.0 else 0.0
-            if room <= 0.0:
-                _refuse(refused, count, b, i, L.R_CASH_AT_FILL)
-                continue
-            q = room if q > 0.0 else -room
-            if scaled[i] == 0.0:  # one scaled order counts once
-                count[b, L.C_SCALED] += 1
-        nf = _fill(pos, acct, fills, b, nf, fb, i, q, px, fee_rate[i], fixed_fee[i],
-                   L.SIGNAL, sl_d[i], tp_d[i])
-        fnet += q * ref
-        fgross += abs(q) * ref
-        if q < 0.0:
-            fshort -= q * ref
-
-    # ---- 4. the bars up to the next decision: exits, marking, portfolio stop, ruin
-    intrabar = p[L.P_INTRABAR] > 0.0
-    per_bar_borrow = 1.0 / p[L.P_PERIODS_PER_YEAR]
-    j = 0
-    for s in range(t + 1, t_next + 1):
-        ended = False
-        for i in range(N):
-            u = pos[b, i, L.UNITS]
-            if u == 0.0 or not tradable[s, i]:
-                continue
-            if pos[b, i, L.PENDING] > 0.0:  # the portfolio stop's sale, at the first real open
-                px = o[s, i] * (1.0 - np.sign(u) * _slippage(vol, s, i, slip, p))
-                nf = _fill(pos, acct, fills, b, nf, s, i, -u, px, fee_rate[i], fixed_fee[i],
-                           L.PORTFOLIO_STOP, np.nan, np.nan)
-                pos[b, i, L.PENDING] = 0.0
-                clock[b, L.WAITING] -= 1
-                if clock[b, L.WAITING] == 0 and clock[b, L.STOP_WAIT] > 0:
-                    ended = True  # a terminating stop has sold its last position
-                continue
-            level, why = _exit_level(u, pos[b, i, L.STOP], pos[b, i, L.TARGET],
-                                     o[s, i], h[s, i], lo_[s, i], c[s, i], intrabar)
-            if why >= 0:
-                px = level * (1.0 - np.sign(u) * _slippage(vol, s, i, slip, p))
-                nf = _fill(pos, acct, fills, b, nf, s, i, -u, px, fee_rate[i], fixed_fee[i],
-                           why, np.nan, np.nan)
-                pos[b, i, L.REENTRY] = s + p[L.P_REENTRY]
-        eq = acct[b, L.CASH]
-        gross = 0.0
-        for i in range(N):
-            u = pos[b, i, L.UNITS]
-            if u != 0.0:
-                v = u * c[s, i]
-                eq += v
-                gross += abs(v)
-                if u < 0.0 and borrow[i] > 0.0:
-                    charge = -v * borrow[i] * per_bar_borrow
-                    acct[b, L.CASH] -= charge
-                    pos[b, i, L.BORROW] += charge
-                    eq -= charge
-        if acct[b, L.CASH] < 0.0 and p[L.P_MARGIN_RATE] > 0.0 and gross > 0.0:
-            # interest on borrowed cash, charged to the positions it finances by value
-            charge = -acct[b, L.CASH] * p[L.P_MARGIN_RATE] * per_bar_borrow
-            acct[b, L.CASH] -= charge
-            eq -= charge
-            for i in range(N):
-                u = pos[b, i, L.UNITS]
-                if u != 0.0:
-                    pos[b, i, L.BORROW] += charge * abs(u * c[s, i]) / gross
-        k0 = nf
-        nf = _margin_call(b, s, c, tradable, vol, fee_rate, fixed_fee, slip, p, pos, acct,
-                          clock, count, fills, nf)
-        if nf != k0:
-            eq, gross = _mark(b, s, c, pos, acct)
-        if clock[b, L.COOLDOWN] > 0:
-            clock[b, L.COOLDOWN] -= 1
-        if eq > acct[b, L.PEAK]:
-            acct[b, L.PEAK] = eq
-        ref = acct[b, L.BASE] if p[L.P_DD_FROM_INITIAL] > 0.0 else acct[b, L.PEAK]
-        if eq < ref * (1.0 - p[L.P_MAX_DRAWDOWN]) and clock[b, L.WAITING] == 0:
-            for i in range(N):
-                u = pos[b, i, L.UNITS]
-                if u == 0.0:
-                    continue
-                if tradable[s, i]:
-                    px = c[s, i] * (1.0 - np.sign(u) * _slippage(vol, s, i, slip, p))
-                    nf = _fill(pos, acct, fills, b, nf, s, i, -u, px, fee_rate[i],
-                               fixed_fee[i], L.PORTFOLIO_STOP, np.nan, np.nan)
-                else:  # a closed market: never sold at its carried close; at its next open
-                    pos[b, i, L.PENDING] = 1.0
-                    clock[b, L.WAITING] += 1
-                    count[b, L.C_PENDING] += 1
-            eq, gross = _mark(b, s, c, pos, acct)  # a closed market's: its carried close
-            if p[L.P_STOP_FLAT] > 0.0:
-                clock[b, L.COOLDOWN] = int(p[L.P_COOLDOWN])
-                acct[b, L.PEAK] = eq
-                acct[b, L.BASE] = eq  # the reference after a flat stop: from here on
-            elif clock[b, L.WAITING] > 0:
-                clock[b, L.STOP_WAIT] = 1  # ends once the closed markets are sold
-            else:
-                clock[b, L.STATUS] = L.STOPPED
-        if ended:
-            clock[b, L.STATUS] = L.STOPPED
-        if eq <= p[L.P_RUIN] and clock[b, L.STATUS] == L.RUNNING:
-            nf = _liquidate(b, s, c, tradable, vol, fee_rate, fixed_fee, slip, p, pos, acct,
-                            fills, nf, L.RUIN)
-            eq, gross = _mark(b, s, c, pos, acct)
-            clock[b, L.STATUS] = L.RUINED
-        acct[b, L.EQUITY] = eq
-        acct[b, L.GROSS] = gross
-        clock[b, L.BAR] = s
-        curve[b, j] = eq
-        gross_curve[b, j] = gross
-        j += 1
-        if clock[b, L.STATUS] != L.RUNNING:
-            break
-    n_curve[b] = j
-    n_fills[b] = nf
-    if clock[b, L.STATUS] == L.RUNNING and clock[b, L.BAR] >= end:
-        clock[b, L.STATUS] = L.ENDED
+def _refuse(refused, count, b, i, reason):
+    refused[b, i] = reason
+    count[b, reason] += 1
 
 
 @njit(cache=True)
@@ -1064,19 +686,415 @@ def step_books_threaded(n_chunks, active, scheme, dirs, fbook, ibook, o, h, lo_,
 def _step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol,
                 pc, cov, next_dec, costs, p, pos, acct, clock, count, curve, gross_curve,
                 n_curve, fills, n_fills, refused):
+    """Step books b0..b1-1 (those with ``active[b]``): the decision step of the module
+    docstring, one book after another. The step is this loop's body, not a function called
+    per book: a numba call with the 35 arrays of a book step cost about 0.8 us, more than a
+    flat book's whole step."""
     fee_rate = costs[0]
     fixed_fee = costs[1]
     slip = costs[2]
     borrow = costs[3]
-    work = np.empty((13, c.shape[1]))
+    N = c.shape[1]
+    work = np.empty((13, N))
     vwork = np.empty((2, max(int(p[L.P_VAR_WINDOW]), 1)))
-    held_idx = np.empty(c.shape[1], dtype=np.int64)  # the shadow book's held assets
+    iwork = np.empty((2, N), dtype=np.int64)  # held assets; openings in order
     for b in range(b0, b1):
-        if active[b]:
-            _step_book(b, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol, pc,
-                       cov, next_dec, fee_rate, fixed_fee, slip, borrow, p, pos, acct,
-                       clock, count,
-                       curve, gross_curve, n_curve, fills, n_fills, refused, work, vwork, held_idx)
+        n_fills[b] = 0
+        n_curve[b] = 0
+        if not active[b]:
+            continue
+        refused[b, :] = 0
+        if clock[b, L.STATUS] != L.RUNNING:
+            continue
+        t = clock[b, L.BAR]
+        end = clock[b, L.END]
+        clock[b, L.CALLED] = 0
+        if t >= end:
+            clock[b, L.STATUS] = L.ENDED
+            continue
+        t_next = min(next_dec[t], end)
+        horizon = t_next - t
+        equity = acct[b, L.EQUITY]
+        next_open = p[L.P_NEXT_OPEN] > 0.0
+        fb = t + 1 if next_open else t
+        nf = 0
+
+        # ---- 1. intents -> closing legs and opening candidates
+        # scratch rows (books are stepped one after another, so one set serves all)
+        close_q = work[0]
+        cand = work[1]  # signals: direction of the opening; weights: units to add
+        prio = work[2]
+        units_after = work[3]
+        open_q = work[4]
+        sigma = work[5]
+        sl_d = work[6]  # stop distance of an opening, fraction of entry (NaN: none)
+        tp_d = work[7]
+        scaled = work[8]  # 1: this order was already counted as scaled down
+        held_idx = iwork[0]  # the shadow book's held assets, in the order they were seen
+        order = iwork[1]  # the openings by priority
+        scaled[:] = 0.0
+        close_q[:] = 0.0
+        cand[:] = 0.0
+        prio[:] = -1.0
+        open_q[:] = 0.0
+        units_after[:] = pos[b, :, L.UNITS]
+        for i in range(N):
+            u = pos[b, i, L.UNITS]
+            if scheme == WEIGHTS:
+                wt = weights[b, i]
+                if np.isnan(wt):
+                    continue
+                tu = wt * equity / c[t, i]
+                if tu < 0.0 and p[L.P_ALLOW_SHORT] == 0.0:
+                    _refuse(refused, count, b, i, L.R_NO_SHORTING)  # the short part: refused
+                    tu = 0.0  # a held long is still closed
+                if abs(tu - u) <= 1e-9 * max(abs(tu), abs(u)):
+                    continue  # already there, up to rounding: no dust trades
+                if not tradable[fb, i]:
+                    _refuse(refused, count, b, i, L.R_NOT_TRADABLE)
+                    continue
+                if u != 0.0 and (tu == 0.0 or (tu > 0.0) != (u > 0.0)):
+                    close_q[i] = -u
+                    units_after[i] = 0.0
+                    if tu != 0.0:
+                        cand[i] = tu
+                        prio[i] = abs(wt)
+                elif u != 0.0 and abs(tu) < abs(u):
+                    close_q[i] = tu - u
+                    units_after[i] = tu
+                else:
+                    cand[i] = tu - u
+                    prio[i] = abs(wt)
+            else:
+                d = dirs[b, i]
+                if d == 0 or (d > 0 and u > 0.0) or (d < 0 and u < 0.0):
+                    continue  # HOLD, BUY long, SELL short: keep
+                if not tradable[fb, i]:
+                    _refuse(refused, count, b, i, L.R_NOT_TRADABLE)
+                    continue
+                if u != 0.0:  # BUY while short, SELL while long: close
+                    close_q[i] = -u
+                    units_after[i] = 0.0
+                if d > 0 or u == 0.0:  # BUY -> long; SELL flat -> short if allowed
+                    if d < 0 and p[L.P_ALLOW_SHORT] == 0.0:
+                        _refuse(refused, count, b, i, L.R_NO_SHORTING)
+                        continue
+                    cand[i] = d
+                    prio[i] = confs[b, i]
+
+        # ---- 2. shadow book at the decision bar's close: check each opening against every limit
+        cash_est = acct[b, L.CASH]
+        for i in range(N):
+            q = close_q[i]
+            if q != 0.0:
+                px = c[t, i] * (1.0 + np.sign(q) * _slippage(vol, fb, i, slip, p))
+                cash_est -= q * px + _fee(q, px, fee_rate[i], fixed_fee[i])
+        held = 0
+        gross = 0.0
+        short = 0.0
+        net = 0.0  # signed value of the shadow book: equity estimate = cash_est + net
+        borrowing = p[L.P_BORROWING] > 0.0
+        for i in range(N):
+            if units_after[i] != 0.0:
+                held_idx[held] = i
+                held += 1
+                v = abs(units_after[i]) * c[t, i]
+                gross += v
+                net += units_after[i] * c[t, i]
+                if units_after[i] < 0.0:
+                    short += v
+        any_candidate = False
+        for i in range(N):
+            if prio[i] >= 0.0:
+                any_candidate = True
+                break
+        var_on = p[L.P_MAX_VAR] < np.inf and any_candidate
+        vlo = _window_start(t, int(p[L.P_VAR_WINDOW]))
+        nv = t - vlo + 1 if t >= 1 else 0
+        series = vwork[0]  # per-bar returns of the shadow book over the VaR window, built lazily
+        trial = vwork[1]
+        series_ready = False
+        shared_cov = p[L.P_SHARED_COV] > 0.0 and p[L.P_VAR_HISTORICAL] == 0.0
+        held_w = work[9]  # shared covariance: the shadow book's weights
+        moments = work[10:13]  # scanned correlations: window mean, sum of squares, ready
+        moments[2, :] = 0.0
+        quad = 0.0
+        trial_quad = 0.0
+        sizer = int(p[L.P_SIZER])
+        if scheme == SIGNALS and sizer >= 2 and any_candidate:
+            for i in range(N):
+                sigma[i] = vol[t, i]
+        stop_vol = p[L.P_STOP_VOL] > 0.0
+        if stop_vol and any_candidate:
+            for i in range(N):
+                if prio[i] >= 0.0:
+                    scale = vol[t, i] * np.sqrt(p[L.P_STOP_HORIZON])
+                    sl_d[i] = p[L.P_STOP_LOSS] * scale if scale > 0.0 else np.nan
+                    tp_d[i] = p[L.P_TAKE_PROFIT] * scale if scale > 0.0 else np.nan
         else:
-            n_fills[b] = 0
-            n_curve[b] = 0
+            sl_d[:] = p[L.P_STOP_LOSS]
+            tp_d[:] = p[L.P_TAKE_PROFIT]
+        n_cand = _priority_order(prio, order)
+        for k in range(n_cand):
+            i = order[k]
+            new = units_after[i] == 0.0
+            if clock[b, L.COOLDOWN] > 0 or clock[b, L.WAITING] > 0:  # after a portfolio stop
+                _refuse(refused, count, b, i, L.R_COOLDOWN)
+                continue
+            if new and t < pos[b, i, L.REENTRY]:
+                _refuse(refused, count, b, i, L.R_REENTRY)
+                continue
+            if new and held >= p[L.P_MAX_POSITIONS]:
+                _refuse(refused, count, b, i, L.R_MAX_POSITIONS)
+                continue
+            if scheme == WEIGHTS:
+                q = cand[i]
+            else:
+                base = p[L.P_BASE]
+                if stop_vol and p[L.P_BASE_RISK] > 0.0:
+                    base = p[L.P_RISK_PER_TRADE] / sl_d[i]  # NaN without volatility: zero_size
+                if sizer == 0 and held > 0 and p[L.P_CORR_THRESHOLD] != np.inf and equity > 0.0:
+                    # the correlation factor lies in [0.5, 1], so the opening is at least half
+                    # its unadjusted size (exactly: a power of two); when even that fails the
+                    # cash or margin rule (monotone in |q|), so does every size: refused without
+                    # the correlation scan, as the full check below would refuse it
+                    conf_f = max(p[L.P_MIN_CONF], confs[b, i])
+                    q_lo = cand[i] * (equity * base * 0.5 * conf_f) / c[t, i]
+                    if abs(q_lo) > 0.0 and np.isfinite(q_lo + q_lo):
+                        px = c[t, i] * (1.0 + np.sign(q_lo) * _slippage(vol, fb, i, slip, p))
+                        num, den = _margin_terms(q_lo, c[t, i], px, fee_rate[i], fixed_fee[i],
+                                                 cash_est, net, gross, short, p)
+                        if den >= 0.0 and abs(q_lo) * den - num > 1e-9 * (1.0 + abs(cash_est)):
+                            _refuse(refused, count, b, i,
+                                    L.R_CASH if q_lo > 0.0 and not borrowing else L.R_MARGIN)
+                            continue
+                notional = _opening_notional(equity, i, cand[i], confs[b, i], t, R, pc,
+                                             units_after, held_idx, held, sigma, base, p,
+                                             moments)
+                q = cand[i] * notional / c[t, i]
+            if not (abs(q) > 0.0 and np.isfinite(q)) or equity <= 0.0:
+                _refuse(refused, count, b, i, L.R_ZERO_SIZE)
+                continue
+            px = c[t, i] * (1.0 + np.sign(q) * _slippage(vol, fb, i, slip, p))
+            num, den = _margin_terms(q, c[t, i], px, fee_rate[i], fixed_fee[i], cash_est, net,
+                                     gross, short, p)
+            if abs(q) * den - num > 1e-9 * (1.0 + abs(cash_est)):  # rounding is not a shortfall
+                room = num / den if den > 0.0 else 0.0
+                if scheme == WEIGHTS and room > 0.0:
+                    q = room if q > 0.0 else -room
+                    count[b, L.C_SCALED] += 1
+                    scaled[i] = 1.0
+                else:
+                    _refuse(refused, count, b, i,
+                            L.R_CASH if q > 0.0 and not borrowing else L.R_MARGIN)
+                    continue
+            add = abs(q) * c[t, i]
+            if q < 0.0 and short + add > p[L.P_SHORT_CAP] * equity:
+                _refuse(refused, count, b, i, L.R_SHORT_CAP)
+                continue
+            if gross + add > p[L.P_GROSS_CAP] * equity:
+                _refuse(refused, count, b, i, L.R_GROSS_CAP)
+                continue
+            if var_on and shared_cov:  # w' S w from the market's covariance of the VaR window
+                w = q * c[t, i] / equity
+                if not series_ready:
+                    quad = 0.0
+                    for j in range(N):
+                        held_w[j] = units_after[j] * c[t, j] / equity if units_after[j] != 0.0 \
+                            else 0.0
+                    for j in range(N):
+                        if held_w[j] != 0.0:
+                            for k in range(N):
+                                if held_w[k] != 0.0:
+                                    quad += held_w[j] * held_w[k] * cov[t, j, k]
+                    series_ready = True
+                cross = 0.0
+                for j in range(N):
+                    if held_w[j] != 0.0 and j != i:
+                        cross += held_w[j] * cov[t, i, j]
+                wi = held_w[i] + w  # a top-up of a held asset (weights scheme) included
+                trial_quad = quad + 2.0 * (wi - held_w[i]) * cross + \
+                    (wi * wi - held_w[i] * held_w[i]) * cov[t, i, i]
+                v = 0.0
+                if nv >= 2 and trial_quad > 0.0:
+                    v = p[L.P_VAR_Z] * np.sqrt(trial_quad * horizon)
+                if v > p[L.P_MAX_VAR]:
+                    _refuse(refused, count, b, i, L.R_VAR)
+                    continue
+                quad = trial_quad
+                held_w[i] = wi
+            elif var_on:
+                if not series_ready:
+                    series[:nv] = 0.0
+                    for j in range(N):
+                        if units_after[j] != 0.0:
+                            wj = units_after[j] * c[t, j] / equity
+                            for s in range(nv):
+                                series[s] += wj * R[vlo + s, j]
+                    series_ready = True
+                w = q * c[t, i] / equity
+                if p[L.P_VAR_HISTORICAL] > 0.0:
+                    for s in range(nv):
+                        trial[s] = series[s] + w * R[vlo + s, i]
+                    v = _var(trial, nv, p, horizon)
+                else:  # parametric: one pass over the window
+                    v = _parametric_trial(series, nv, R, vlo, i, w, p[L.P_VAR_Z], horizon)
+                if v > p[L.P_MAX_VAR]:
+                    _refuse(refused, count, b, i, L.R_VAR)
+                    continue
+                for s in range(nv):
+                    series[s] += w * R[vlo + s, i]
+            open_q[i] = q
+            units_after[i] += q
+            if new:
+                held_idx[held] = i
+                held += 1
+            gross += add
+            net += q * c[t, i]
+            if q < 0.0:
+                short += add
+            cash_est -= q * px + _fee(q, px, fee_rate[i], fixed_fee[i])
+
+        # ---- 3. fills: closing legs first, then openings in priority order
+        for i in range(N):
+            q = close_q[i]
+            if q != 0.0:
+                ref = o[fb, i] if next_open else c[t, i]
+                px = ref * (1.0 + np.sign(q) * _slippage(vol, fb, i, slip, p))
+                nf = _fill(pos, acct, fills, b, nf, fb, i, q, px, fee_rate[i], fixed_fee[i],
+                           L.SIGNAL, np.nan, np.nan)
+        fnet = 0.0  # the book at the fill prices, for the margin check repeated at the fill
+        fgross = 0.0
+        fshort = 0.0
+        for i in range(N):
+            u = pos[b, i, L.UNITS]
+            if u != 0.0:
+                v = u * (o[fb, i] if next_open else c[t, i])
+                fnet += v
+                fgross += abs(v)
+                if u < 0.0:
+                    fshort -= v
+        for k in range(n_cand):
+            i = order[k]
+            q = open_q[i]
+            if q == 0.0:
+                continue
+            ref = o[fb, i] if next_open else c[t, i]
+            px = ref * (1.0 + np.sign(q) * _slippage(vol, fb, i, slip, p))
+            cash = acct[b, L.CASH]
+            num, den = _margin_terms(q, ref, px, fee_rate[i], fixed_fee[i], cash, fnet, fgross,
+                                     fshort, p)
+            if abs(q) * den - num > 1e-9 * (1.0 + abs(cash)):
+                room = num / den if den > 0.0 else 0.0
+                if room <= 0.0:
+                    _refuse(refused, count, b, i, L.R_CASH_AT_FILL)
+                    continue
+                q = room if q > 0.0 else -room
+                if scaled[i] == 0.0:  # one scaled order counts once
+                    count[b, L.C_SCALED] += 1
+            nf = _fill(pos, acct, fills, b, nf, fb, i, q, px, fee_rate[i], fixed_fee[i],
+                       L.SIGNAL, sl_d[i], tp_d[i])
+            fnet += q * ref
+            fgross += abs(q) * ref
+            if q < 0.0:
+                fshort -= q * ref
+
+        # ---- 4. the bars up to the next decision: exits, marking, portfolio stop, ruin
+        intrabar = p[L.P_INTRABAR] > 0.0
+        per_bar_borrow = 1.0 / p[L.P_PERIODS_PER_YEAR]
+        j = 0
+        for s in range(t + 1, t_next + 1):
+            ended = False
+            for i in range(N):
+                u = pos[b, i, L.UNITS]
+                if u == 0.0 or not tradable[s, i]:
+                    continue
+                if pos[b, i, L.PENDING] > 0.0:  # the portfolio stop's sale, at the first real open
+                    px = o[s, i] * (1.0 - np.sign(u) * _slippage(vol, s, i, slip, p))
+                    nf = _fill(pos, acct, fills, b, nf, s, i, -u, px, fee_rate[i], fixed_fee[i],
+                               L.PORTFOLIO_STOP, np.nan, np.nan)
+                    pos[b, i, L.PENDING] = 0.0
+                    clock[b, L.WAITING] -= 1
+                    if clock[b, L.WAITING] == 0 and clock[b, L.STOP_WAIT] > 0:
+                        ended = True  # a terminating stop has sold its last position
+                    continue
+                level, why = _exit_level(u, pos[b, i, L.STOP], pos[b, i, L.TARGET],
+                                         o[s, i], h[s, i], lo_[s, i], c[s, i], intrabar)
+                if why >= 0:
+                    px = level * (1.0 - np.sign(u) * _slippage(vol, s, i, slip, p))
+                    nf = _fill(pos, acct, fills, b, nf, s, i, -u, px, fee_rate[i], fixed_fee[i],
+                               why, np.nan, np.nan)
+                    pos[b, i, L.REENTRY] = s + p[L.P_REENTRY]
+            eq = acct[b, L.CASH]
+            gross = 0.0
+            for i in range(N):
+                u = pos[b, i, L.UNITS]
+                if u != 0.0:
+                    v = u * c[s, i]
+                    eq += v
+                    gross += abs(v)
+                    if u < 0.0 and borrow[i] > 0.0:
+                        charge = -v * borrow[i] * per_bar_borrow
+                        acct[b, L.CASH] -= charge
+                        pos[b, i, L.BORROW] += charge
+                        eq -= charge
+            if acct[b, L.CASH] < 0.0 and p[L.P_MARGIN_RATE] > 0.0 and gross > 0.0:
+                # interest on borrowed cash, charged to the positions it finances by value
+                charge = -acct[b, L.CASH] * p[L.P_MARGIN_RATE] * per_bar_borrow
+                acct[b, L.CASH] -= charge
+                eq -= charge
+                for i in range(N):
+                    u = pos[b, i, L.UNITS]
+                    if u != 0.0:
+                        pos[b, i, L.BORROW] += charge * abs(u * c[s, i]) / gross
+            k0 = nf
+            nf = _margin_call(b, s, c, tradable, vol, fee_rate, fixed_fee, slip, p, pos, acct,
+                              clock, count, fills, nf)
+            if nf != k0:
+                eq, gross = _mark(b, s, c, pos, acct)
+            if clock[b, L.COOLDOWN] > 0:
+                clock[b, L.COOLDOWN] -= 1
+            if eq > acct[b, L.PEAK]:
+                acct[b, L.PEAK] = eq
+            ref = acct[b, L.BASE] if p[L.P_DD_FROM_INITIAL] > 0.0 else acct[b, L.PEAK]
+            if eq < ref * (1.0 - p[L.P_MAX_DRAWDOWN]) and clock[b, L.WAITING] == 0:
+                for i in range(N):
+                    u = pos[b, i, L.UNITS]
+                    if u == 0.0:
+                        continue
+                    if tradable[s, i]:
+                        px = c[s, i] * (1.0 - np.sign(u) * _slippage(vol, s, i, slip, p))
+                        nf = _fill(pos, acct, fills, b, nf, s, i, -u, px, fee_rate[i],
+                                   fixed_fee[i], L.PORTFOLIO_STOP, np.nan, np.nan)
+                    else:  # a closed market: never sold at its carried close; at its next open
+                        pos[b, i, L.PENDING] = 1.0
+                        clock[b, L.WAITING] += 1
+                        count[b, L.C_PENDING] += 1
+                eq, gross = _mark(b, s, c, pos, acct)  # a closed market's: its carried close
+                if p[L.P_STOP_FLAT] > 0.0:
+                    clock[b, L.COOLDOWN] = int(p[L.P_COOLDOWN])
+                    acct[b, L.PEAK] = eq
+                    acct[b, L.BASE] = eq  # the reference after a flat stop: from here on
+                elif clock[b, L.WAITING] > 0:
+                    clock[b, L.STOP_WAIT] = 1  # ends once the closed markets are sold
+                else:
+                    clock[b, L.STATUS] = L.STOPPED
+            if ended:
+                clock[b, L.STATUS] = L.STOPPED
+            if eq <= p[L.P_RUIN] and clock[b, L.STATUS] == L.RUNNING:
+                nf = _liquidate(b, s, c, tradable, vol, fee_rate, fixed_fee, slip, p, pos, acct,
+                                fills, nf, L.RUIN)
+                eq, gross = _mark(b, s, c, pos, acct)
+                clock[b, L.STATUS] = L.RUINED
+            acct[b, L.EQUITY] = eq
+            acct[b, L.GROSS] = gross
+            clock[b, L.BAR] = s
+            curve[b, j] = eq
+            gross_curve[b, j] = gross
+            j += 1
+            if clock[b, L.STATUS] != L.RUNNING:
+                break
+        n_curve[b] = j
+        n_fills[b] = nf
+        if clock[b, L.STATUS] == L.RUNNING and clock[b, L.BAR] >= end:
+            clock[b, L.STATUS] = L.ENDED
