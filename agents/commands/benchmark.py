@@ -9,6 +9,12 @@ rules on (correlation-adjusted sizing, VaR limit, stops and targets, drawdown st
 mode so that books keep trading, next-open fills, fees, slippage, borrow), random signals on the
 synthetic market. A book that ends is restarted, outside the timed kernel call.
 
+vectorbt (``--sections vectorbt``, an optional peer: ``pip install "vectorbt[rust]"``): our
+engine against vectorbt's ``Portfolio.from_signals`` (numba and Rust engines) on one market and
+one set of random intents, 256 books of 10 assets sharing cash, interleaved, medians of 3; our
+engine with the rules vectorbt also applies (fixed fraction, long only, close fills, 2% / 5%
+stops on high and low, fee, slippage) and with all rules on.
+
 Scaling (``--sections scaling``): microseconds per book-step at N = 100 and N = 1000 with no
 position cap (16 books at random bars, interleaved, medians of 3): how the step grows with N.
 
@@ -102,6 +108,106 @@ def bench_engine(n_assets: int, n_books: int, seconds: float, seed: int = 0,
 
 def section_engine(seconds: float, assets: list[int], books: list[int]) -> list[dict]:
     return [bench_engine(n, b, seconds) for n in assets for b in books]
+
+
+def _comparable_config():
+    """Our engine with only the rules vectorbt's ``from_signals`` also applies: fixed-fraction
+    sizing (10% of equity), long only, fills at the close, 2% stop-loss and 5% take-profit on
+    the bar's high and low, fee and slippage; no correlation sizing, VaR, drawdown stop or
+    position cap."""
+    from ffe_gym.config import Config, from_dict
+
+    return from_dict(Config, {
+        "portfolio": {"correlation_threshold": None, "max_portfolio_risk": None,
+                      "max_drawdown": None, "max_positions": None,
+                      "position_sizing": "fixed_fraction"},
+        "sizing": {"base": "notional", "risk_per_trade": 0.1},
+        "risk": {"stop_loss": 0.02, "take_profit": 0.05, "allow_short": False,
+                 "reentry_bars": 0},
+        "execution": {"price": "close", "fee_rate": 0.001, "slippage": 0.0005},
+    })
+
+
+def _vectorbt_inputs(n_books: int, n_assets: int, n_bars: int, seed: int = 0):
+    from ffe_gym.data import synthetic_market
+
+    md = synthetic_market(n_assets, n_bars, "crypto", seed=seed)
+    rng = np.random.default_rng(seed)
+    dirs = rng.choice(np.array([-1, 0, 0, 0, 1], dtype=np.int8),
+                      size=(n_bars, n_books, n_assets))
+    return md, dirs
+
+
+def bench_engine_pass(md, dirs, cfg) -> tuple[float, float]:
+    """(book-steps per second, fills per book-step) of one pass over every bar, every book
+    deciding at every bar."""
+    from ffe_gym.portfolio import Portfolio
+
+    T, B, N = dirs.shape
+    pf = Portfolio(md, cfg, n_books=B)
+    conf = np.ones((B, N))
+    pf.reset(start=0)
+    pf.step_signals(dirs[0], conf)  # compiled
+    pf.reset(start=0)
+    fills = 0
+    t0 = time.perf_counter()
+    for t in range(T - 1):
+        pf.step_signals(dirs[t], conf)
+        fills += int(pf.n_fills.sum())
+    el = time.perf_counter() - t0
+    return B * (T - 1) / el, fills / (B * (T - 1))
+
+
+def bench_vectorbt_pass(md, dirs, engine: str) -> tuple[float, float]:
+    """The same market and intents through vectorbt's ``Portfolio.from_signals``: one column
+    per (book, asset), books as groups sharing cash, BUY an entry and SELL an exit (long
+    only), 10% of the cash per entry, 2% / 5% stops on the bar's high and low, the same fee
+    and slippage; ``engine`` "numba" or "rust". (book-steps per second, orders per
+    book-step), the pass timed whole, its input conversion included."""
+    import vectorbt as vbt
+
+    T, B, N = dirs.shape
+    wide = dirs.reshape(T, B * N)
+    tile = (1, B)
+    kw = dict(open=np.tile(md.open, tile), high=np.tile(md.high, tile),
+              low=np.tile(md.low, tile), entries=wide > 0, exits=wide < 0, size=0.1,
+              size_type="percent", fees=0.001, slippage=0.0005, sl_stop=0.02, tp_stop=0.05,
+              init_cash=10_000.0, cash_sharing=True, group_by=np.repeat(np.arange(B), N),
+              freq="1h", engine=engine)
+    close = np.tile(md.close, tile)
+    vbt.Portfolio.from_signals(close, **kw)  # compiled
+    t0 = time.perf_counter()
+    pf = vbt.Portfolio.from_signals(close, **kw)
+    el = time.perf_counter() - t0
+    return B * T / el, pf.order_records.shape[0] / (B * T)
+
+
+def section_vectorbt(repeats: int = 3, n_books: int = 256, n_assets: int = 10,
+                     n_bars: int = 2000) -> list[tuple[str, list[float], float | None, str]]:
+    """Our engine (comparable rules, and all rules on) against vectorbt's numba and Rust
+    engines on one market and one set of random intents, interleaved: (name, book-steps/s
+    of each repeat, orders per book-step, error)."""
+    md, dirs = _vectorbt_inputs(n_books, n_assets, n_bars)
+    measures = [
+        ("ffe-gym engine, comparable rules", lambda: bench_engine_pass(md, dirs,
+                                                                        _comparable_config())),
+        ("ffe-gym engine, all rules on", lambda: bench_engine_pass(md, dirs, _engine_config())),
+        ("vectorbt from_signals, numba engine", lambda: bench_vectorbt_pass(md, dirs, "numba")),
+        ("vectorbt from_signals, Rust engine", lambda: bench_vectorbt_pass(md, dirs, "rust")),
+    ]
+    out = [(name, [], None, "") for name, _ in measures]
+    for _ in range(repeats):
+        for k, (name, fn) in enumerate(measures):
+            if out[k][3]:
+                continue
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    rate, orders = fn()
+                out[k][1].append(rate)
+                out[k] = (name, out[k][1], orders, "")
+            except Exception as exc:  # not installed, or a version without that engine
+                out[k] = (name, [], None, f"could not run: {type(exc).__name__}: {exc}")
+    return out
 
 
 def section_scaling(seconds: float, assets: tuple[int, ...] = (100, 1000), books: int = 16,
@@ -522,8 +628,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--books", type=int, nargs="+", default=[1, 256],
                    help="engine section: numbers of books")
     p.add_argument("--sections", nargs="+", default=["engine", "env", "peers", "ppo", "llm"],
-                   choices=["engine", "scaling", "env", "peers", "ppo", "llm", "embedded",
-                            "build"])
+                   choices=["engine", "scaling", "vectorbt", "env", "peers", "ppo", "llm",
+                            "embedded", "build"])
     p.add_argument("--embedded-decisions", type=int, default=4)
     p.add_argument("--llm-decisions", type=int, default=200)
     p.add_argument("--ppo-timesteps", type=int, default=16_384)
@@ -555,6 +661,22 @@ def main(argv: list[str] | None = None) -> int:
             first = first or med
             t.add_row(str(n), f"{med:,.1f} ({min(v):,.1f}-{max(v):,.1f})",
                       f"{med / first:.1f}x")
+        console.print(t)
+    if "vectorbt" in args.sections:
+        rows = section_vectorbt()
+        t = Table(title="Engine against vectorbt: 256 books x 10 assets sharing cash, random "
+                        "orders every bar, 2,000 bars; median (range) of 3 interleaved repeats",
+                  header_style="bold")
+        for col in ("simulator", "book-steps/s", "orders per book-step", "ours (comparable) /"):
+            t.add_column(col, justify="right" if col != "simulator" else "left")
+        ours = float(np.median(rows[0][1])) if rows[0][1] else None
+        for name, v, orders, err in rows:
+            if err:
+                t.add_row(name, err[:70], "", "")
+                continue
+            med = float(np.median(v))
+            ratio = f"{ours / med:.2f}x" if ours and not name.startswith("ffe-gym") else ""
+            t.add_row(name, f"{med:,.0f} ({min(v):,.0f}-{max(v):,.0f})", f"{orders:.3f}", ratio)
         console.print(t)
     if "env" in args.sections or "peers" in args.sections:
         for table in section_env(args, console):
