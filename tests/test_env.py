@@ -446,7 +446,8 @@ def test_single_env_without_step_info_gives_the_same_steps(md):
 
 
 def test_threaded_engine_step_is_the_serial_one_bit_for_bit(md):
-    """threads=2 splits the books over numba's threads; every number stays the serial one."""
+    """threads=2 splits the books over numba's threads (the engine step and the observations);
+    every number stays the serial one."""
     import numba
 
     if numba.config.NUMBA_NUM_THREADS < 2:

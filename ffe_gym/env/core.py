@@ -47,7 +47,8 @@ class EnvCore:
     :param config: a :class:`Config`, a mapping, a YAML path or None.
     :param data: a :class:`MarketData`, a path, or None for ``config.data``.
     :param n_books: B.
-    :param threads: numba threads of the engine step (see :class:`Portfolio`).
+    :param threads: numba threads of the engine step (see :class:`Portfolio`) and of the
+        observations.
     """
 
     def __init__(self, config: Config | Mapping | str | Path | None,
@@ -63,7 +64,7 @@ class EnvCore:
                                   allow_short=cfg.risk.allow_short)
         self.observations = ObservationBuilder(self.features, ecfg.window, ecfg.features.clip,
                                                ecfg.observation == "flat",
-                                               cfg.risk.cooldown_bars)
+                                               cfg.risk.cooldown_bars, threads=threads)
         self.reward = Reward(ecfg.reward, n_books)
         steps = self.portfolio.next_decision - np.arange(md.n_bars)
         spacing = (np.asarray((md.index[1:] - md.index[:-1]).total_seconds()) if md.n_bars > 1

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 from gymnasium import spaces
-from numba import njit
+from numba import njit, prange
 
 from ffe_gym.portfolio import Portfolio
 from ffe_gym.portfolio import layout as L
@@ -106,10 +106,13 @@ class ObservationBuilder:
     :param clip: bound of every value.
     :param flat: one Box instead of a Dict.
     :param cooldown_bars: to scale the cooldown field.
+    :param threads: numba threads the books' observations are written on (1: serial; the
+        same bytes either way).
     """
 
     def __init__(self, features: np.ndarray, window: int, clip: float, flat: bool,
-                 cooldown_bars: int) -> None:
+                 cooldown_bars: int, threads: int = 1) -> None:
+        self.threads = int(threads)
         self.features = features
         self._flat = np.ascontiguousarray(features).reshape(-1)  # a view: bars are contiguous
         self.window = window
@@ -136,8 +139,13 @@ class ObservationBuilder:
         arrays every call, or views of ``out`` (a (B, total) float32 buffer, overwritten)."""
         if out is None:
             out = np.empty((pf.n_books, self.total), dtype=np.float32)
-        _fill(self._flat, self.window, pf.market.close, pf.pos, pf.acct, pf.clock,
-              pf.params, 1.0 / self.cooldown_bars, self.clip, out)
+        if self.threads > 1 and pf.n_books > 1:
+            _fill_threaded(min(self.threads, pf.n_books), self._flat, self.window,
+                           pf.market.close, pf.pos, pf.acct, pf.clock, pf.params,
+                           1.0 / self.cooldown_bars, self.clip, out)
+        else:
+            _fill(self._flat, self.window, pf.market.close, pf.pos, pf.acct, pf.clock,
+                  pf.params, 1.0 / self.cooldown_bars, self.clip, out)
         if self.flat:
             return out
         (m0, m1), (p0, p1), (a0, a1) = self._parts_at
@@ -178,11 +186,27 @@ def _fill(flat, window, close, pos, acct, clock, p, cooldown_scale, clip, out):
 
     ``flat`` is the (T * N * F,) feature array: one bar's N * F values are contiguous.
     """
+    _fill_range(0, pos.shape[0], flat, window, close, pos, acct, clock, p, cooldown_scale,
+                clip, out)
+
+
+@njit(cache=True, parallel=True)
+def _fill_threaded(n_chunks, flat, window, close, pos, acct, clock, p, cooldown_scale, clip,
+                   out):
+    """:func:`_fill` with the books split into ``n_chunks`` contiguous ranges on numba's
+    threads (each book writes only its own row)."""
     B = pos.shape[0]
+    for k in prange(n_chunks):
+        _fill_range(k * B // n_chunks, (k + 1) * B // n_chunks, flat, window, close, pos,
+                    acct, clock, p, cooldown_scale, clip, out)
+
+
+@njit(cache=True)
+def _fill_range(b0, b1, flat, window, close, pos, acct, clock, p, cooldown_scale, clip, out):
     N = close.shape[1]
     per_bar = flat.shape[0] // close.shape[0]
     m = window * per_bar
-    for b in range(B):
+    for b in range(b0, b1):
         t = clock[b, L.BAR]
         row = out[b]
         row[:m] = flat[(t - window + 1) * per_bar: (t + 1) * per_bar]

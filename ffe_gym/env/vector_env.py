@@ -47,8 +47,8 @@ class PortfolioVectorEnv(VectorEnv):
         ``SyncVectorEnv(copy=True)``); ``False`` writes every step into one preallocated
         batch and returns views of it, valid until the next ``step`` or ``reset`` (a trainer
         that copies observations into its own buffer, as SB3 and CleanRL do, loses nothing).
-    :param threads: numba threads the books are split over in the engine step (1: serial;
-        the trajectories are the same bit for bit).
+    :param threads: numba threads the books are split over in the engine step and the
+        observations (1: serial; the trajectories are the same bit for bit).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": [],
