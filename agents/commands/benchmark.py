@@ -110,6 +110,37 @@ def section_engine(seconds: float, assets: list[int], books: list[int]) -> list[
     return [bench_engine(n, b, seconds) for n in assets for b in books]
 
 
+def bench_decision(seconds: float, hold: bool, n_assets: int = 10) -> float:
+    """Microseconds per ``Portfolio.step_signals`` call on one book (all rules on): every
+    intent HOLD (the cost of the call itself: input check, copy, dispatch, a flat book's
+    step) or random intents; a book that ends (every 2,700 decisions) restarts on the clock."""
+    from ffe_gym.data import synthetic_market
+    from ffe_gym.portfolio import Portfolio
+    from ffe_gym.portfolio import layout as L
+
+    md = synthetic_market(n_assets, 3000, "crypto", seed=0)
+    pf = Portfolio(md, _engine_config())
+    rng = np.random.default_rng(0)
+    K = 64
+    if hold:
+        dirs = np.zeros((K, n_assets), dtype=np.int8)
+    else:
+        dirs = rng.choice(np.array([-1, 0, 0, 0, 1], dtype=np.int8), size=(K, n_assets))
+    confs = rng.random((K, n_assets))
+    pf.reset(start=300)
+    pf.step_signals(dirs[0], confs[0])
+    n, elapsed = 0, 0.0
+    while elapsed < seconds:
+        t0 = time.perf_counter()
+        for k in range(256):
+            pf.step_signals(dirs[k % K], confs[k % K])
+            if pf.clock[0, L.STATUS] != L.RUNNING:
+                pf.reset(start=300)
+        elapsed += time.perf_counter() - t0
+        n += 256
+    return elapsed / n * 1e6
+
+
 def _comparable_config():
     """Our engine with only the rules vectorbt's ``from_signals`` also applies: fixed-fraction
     sizing (10% of equity), long only, fills at the close, 2% stop-loss and 5% take-profit on
@@ -604,6 +635,7 @@ def section_env(args, console, repeats: int = 3) -> list:
     for col in ("environment", "assets", "steps/s", "ratio"):
         t.add_column(col, justify="right" if col != "environment" else "left")
     ours = med.get(0)
+    lean = med.get(1) if len(measures) > 1 and "step_info=False" in measures[1][0] else None
     for k, (name, assets, _) in enumerate(measures):
         if k in errors:
             t.add_row(name, assets, errors[k][:60], "")
@@ -614,6 +646,8 @@ def section_env(args, console, repeats: int = 3) -> list:
             ratio = f"{med[k] / floor[assets]:.2f}x the floor"
         elif not name.startswith(("ffe-gym", "numpy")) and ours:
             ratio = f"ours N=10 {ours / med[k]:.2f}x"
+            if lean:  # the peers' steps build no info either
+                ratio += f", step_info=False {lean / med[k]:.2f}x"
         else:
             ratio = ""
         t.add_row(name, assets, cell, ratio)
@@ -648,6 +682,17 @@ def main(argv: list[str] | None = None) -> int:
         for r in section_engine(args.seconds, args.assets, args.books):
             t.add_row(str(r["assets"]), str(r["books"]), f"{r['decisions_per_s']:,.0f}",
                       f"{r['book_steps_per_s']:,.0f}")
+        console.print(t)
+        t = Table(title="One book, one decision (Portfolio.step_signals, N = 10, all rules on): "
+                        "median (range) of 3 interleaved repeats", header_style="bold")
+        for col in ("intents", "us per decision"):
+            t.add_column(col, justify="right" if col != "intents" else "left")
+        runs: dict[str, list[float]] = {"all HOLD": [], "random": []}
+        for _ in range(3):
+            for label in runs:
+                runs[label].append(bench_decision(args.seconds, hold=label == "all HOLD"))
+        for label, v in runs.items():
+            t.add_row(label, f"{np.median(v):.2f} ({min(v):.2f}-{max(v):.2f})")
         console.print(t)
     if "scaling" in args.sections:
         res = section_scaling(args.seconds)
