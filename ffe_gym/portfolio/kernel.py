@@ -698,6 +698,22 @@ def _step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trad
     work = np.empty((13, N))
     vwork = np.empty((2, max(int(p[L.P_VAR_WINDOW]), 1)))
     iwork = np.empty((2, N), dtype=np.int64)  # held assets; openings in order
+    # scratch rows (books are stepped one after another, so one set serves all)
+    close_q = work[0]
+    cand = work[1]  # signals: direction of the opening; weights: units to add
+    prio = work[2]
+    units_after = work[3]
+    open_q = work[4]
+    sigma = work[5]
+    sl_d = work[6]  # stop distance of an opening, fraction of entry (NaN: none)
+    tp_d = work[7]
+    scaled = work[8]  # 1: this order was already counted as scaled down
+    held_w = work[9]  # shared covariance: the shadow book's weights
+    moments = work[10:13]  # scanned correlations: window mean, sum of squares, ready
+    series = vwork[0]  # per-bar returns of the shadow book over the VaR window, built lazily
+    trial = vwork[1]
+    held_idx = iwork[0]  # the shadow book's held assets, in the order they were seen
+    order = iwork[1]  # the openings by priority
     for b in range(b0, b1):
         n_fills[b] = 0
         n_curve[b] = 0
@@ -720,26 +736,15 @@ def _step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trad
         nf = 0
 
         # ---- 1. intents -> closing legs and opening candidates
-        # scratch rows (books are stepped one after another, so one set serves all)
-        close_q = work[0]
-        cand = work[1]  # signals: direction of the opening; weights: units to add
-        prio = work[2]
-        units_after = work[3]
-        open_q = work[4]
-        sigma = work[5]
-        sl_d = work[6]  # stop distance of an opening, fraction of entry (NaN: none)
-        tp_d = work[7]
-        scaled = work[8]  # 1: this order was already counted as scaled down
-        held_idx = iwork[0]  # the shadow book's held assets, in the order they were seen
-        order = iwork[1]  # the openings by priority
-        scaled[:] = 0.0
-        close_q[:] = 0.0
-        cand[:] = 0.0
-        prio[:] = -1.0
-        open_q[:] = 0.0
-        units_after[:] = pos[b, :, L.UNITS]
-        for i in range(N):
+        for i in range(N):  # the scratch rows are reset as the intents are read
             u = pos[b, i, L.UNITS]
+            scaled[i] = 0.0
+            close_q[i] = 0.0
+            cand[i] = 0.0
+            prio[i] = -1.0
+            open_q[i] = 0.0
+            units_after[i] = u
+            moments[2, i] = 0.0
             if scheme == WEIGHTS:
                 wt = weights[b, i]
                 if np.isnan(wt):
@@ -784,17 +789,17 @@ def _step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trad
 
         # ---- 2. shadow book at the decision bar's close: check each opening against every limit
         cash_est = acct[b, L.CASH]
-        for i in range(N):
-            q = close_q[i]
-            if q != 0.0:
-                px = c[t, i] * (1.0 + np.sign(q) * _slippage(vol, fb, i, slip, p))
-                cash_est -= q * px + _fee(q, px, fee_rate[i], fixed_fee[i])
         held = 0
         gross = 0.0
         short = 0.0
         net = 0.0  # signed value of the shadow book: equity estimate = cash_est + net
         borrowing = p[L.P_BORROWING] > 0.0
+        any_candidate = False
         for i in range(N):
+            q = close_q[i]
+            if q != 0.0:
+                px = c[t, i] * (1.0 + np.sign(q) * _slippage(vol, fb, i, slip, p))
+                cash_est -= q * px + _fee(q, px, fee_rate[i], fixed_fee[i])
             if units_after[i] != 0.0:
                 held_idx[held] = i
                 held += 1
@@ -803,21 +808,13 @@ def _step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trad
                 net += units_after[i] * c[t, i]
                 if units_after[i] < 0.0:
                     short += v
-        any_candidate = False
-        for i in range(N):
             if prio[i] >= 0.0:
                 any_candidate = True
-                break
         var_on = p[L.P_MAX_VAR] < np.inf and any_candidate
         vlo = _window_start(t, int(p[L.P_VAR_WINDOW]))
         nv = t - vlo + 1 if t >= 1 else 0
-        series = vwork[0]  # per-bar returns of the shadow book over the VaR window, built lazily
-        trial = vwork[1]
         series_ready = False
         shared_cov = p[L.P_SHARED_COV] > 0.0 and p[L.P_VAR_HISTORICAL] == 0.0
-        held_w = work[9]  # shared covariance: the shadow book's weights
-        moments = work[10:13]  # scanned correlations: window mean, sum of squares, ready
-        moments[2, :] = 0.0
         quad = 0.0
         trial_quad = 0.0
         sizer = int(p[L.P_SIZER])
