@@ -220,3 +220,36 @@ def test_a_copied_or_pickled_portfolio_steps_as_the_original_and_apart_from_it()
         for name, v in pf.get_state().items():
             np.testing.assert_array_equal(getattr(other, name), v)
         np.testing.assert_array_equal(other.fills, pf.fills)
+
+
+def test_signals_on_two_threads_are_the_serial_step_and_bad_intents_change_nothing():
+    import numba
+    import pytest
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has one thread on this machine")
+    md = synthetic_market(5, 300, "mixed", seed=3)
+    cfg = bare(portfolio={"max_positions": 3, "max_portfolio_risk": 0.02},
+               risk={"allow_short": True, "stop_loss": 0.02, "take_profit": 0.04})
+    serial, threaded = Portfolio(md, cfg, n_books=5), Portfolio(md, cfg, n_books=5, threads=2)
+    for pf in (serial, threaded):
+        pf.reset(start=30)
+    rng = np.random.default_rng(4)
+    for _ in range(120):
+        d = rng.choice(np.array([-1, 0, 1], dtype=np.int8), size=(5, 5))
+        c = rng.random((5, 5))
+        serial.step_signals(d, c)
+        threaded.step_signals(d, c)
+    for name, v in serial.get_state().items():
+        np.testing.assert_array_equal(getattr(threaded, name), v)
+    assert serial.count[:, 1:].sum() > 0 and serial.acct[:, L.TRADED].sum() > 0
+    for pf in (serial, threaded):
+        before = pf.get_state()
+        bad = np.zeros((5, 5), dtype=np.int8)
+        bad[4, 4] = 2
+        with pytest.raises(ValueError, match="direction must be -1, 0 or \\+1"):
+            pf.step_signals(bad, np.zeros((5, 5)))
+        with pytest.raises(ValueError, match="confidence must be finite"):
+            pf.step_signals(np.zeros(5, dtype=np.int8), np.full(5, np.nan))
+        for name, v in before.items():
+            np.testing.assert_array_equal(getattr(pf, name), v)
