@@ -62,10 +62,9 @@ def _window_start(t, window):
 
 
 @njit(cache=True)
-def _std(R, lo, t, i):
+def _mean_ss(R, lo, t, i):
+    """Mean and centred sum of squares of ``R[lo..t, i]``, in two passes."""
     n = t - lo + 1
-    if n < 2:
-        return 0.0
     m = 0.0
     for s in range(lo, t + 1):
         m += R[s, i]
@@ -74,7 +73,15 @@ def _std(R, lo, t, i):
     for s in range(lo, t + 1):
         d = R[s, i] - m
         ss += d * d
-    return np.sqrt(ss / (n - 1))
+    return m, ss
+
+
+@njit(cache=True)
+def _std(R, lo, t, i):
+    n = t - lo + 1
+    if n < 2:
+        return 0.0
+    return np.sqrt(_mean_ss(R, lo, t, i)[1] / (n - 1))
 
 
 @njit(cache=True)
@@ -110,17 +117,7 @@ def _moments(R, lo, t, i, moments):
     decision (``moments[2, i]`` marks them ready): the same sums in the same order as
     :func:`_corr`, so a correlation from them is bitwise the scan's."""
     if moments[2, i] == 0.0:
-        n = t - lo + 1
-        m = 0.0
-        for s in range(lo, t + 1):
-            m += R[s, i]
-        m /= n
-        ss = 0.0
-        for s in range(lo, t + 1):
-            d = R[s, i] - m
-            ss += d * d
-        moments[0, i] = m
-        moments[1, i] = ss
+        moments[0, i], moments[1, i] = _mean_ss(R, lo, t, i)
         moments[2, i] = 1.0
     return moments[0, i], moments[1, i]
 
