@@ -209,7 +209,9 @@ def _fill_range(b0, b1, flat, window, close, pos, acct, clock, p, cooldown_scale
     for b in range(b0, b1):
         t = clock[b, L.BAR]
         row = out[b]
-        row[:m] = flat[(t - window + 1) * per_bar: (t + 1) * per_bar]
+        src = flat[(t - window + 1) * per_bar: (t + 1) * per_bar]
+        for k in range(m):  # memcpy speed: indices known >= 0 (a slice assignment, or an
+            row[k] = src[k]  # index that could be negative, copies at half of it)
         k = m
         eq = acct[b, L.EQUITY]
         inv = 1.0 / eq if eq > 0.0 else 0.0
