@@ -253,3 +253,22 @@ def test_signals_on_two_threads_are_the_serial_step_and_bad_intents_change_nothi
             pf.step_signals(np.zeros(5, dtype=np.int8), np.full(5, np.nan))
         for name, v in before.items():
             np.testing.assert_array_equal(getattr(pf, name), v)
+
+
+def test_intents_of_a_wrong_shape_or_dtype_are_refused_with_the_shapes_named():
+    import pytest
+
+    md = synthetic_market(3, 100, "crypto", seed=0)
+    pf = Portfolio(md, bare(), n_books=2)
+    pf.reset(start=10)
+    before = pf.get_state()
+    for d, c in ((np.zeros(4), np.zeros(4)), (np.zeros((3, 3)), np.zeros((3, 3))),
+                 (np.zeros(3), np.zeros((2, 3)))):
+        with pytest.raises(ValueError, match=r"shape \(2, 3\) or \(3,\), got"):
+            pf.step_signals(d, c)
+    with pytest.raises(ValueError, match="direction must be numeric"):
+        pf.step_signals(np.array(["1", "0", "0"]), np.zeros(3))
+    for name, v in before.items():
+        np.testing.assert_array_equal(getattr(pf, name), v)
+    pf.step_signals(np.array([1, 0, 0]), np.full(3, 0.5))  # (N,): every book, int64 accepted
+    assert (pf.units[:, 0] > 0).all() and not pf.units[:, 1:].any()

@@ -198,6 +198,7 @@ class Portfolio:
         nf, ni = self._kernel.book_sizes(B, N, self.max_step_bars)
         self._bind(np.zeros(nf), np.zeros(ni, dtype=np.int64), np.zeros((B, N), dtype=np.int8))
         self._all = np.ones(B, dtype=np.bool_)
+        self._book_shape, self._row_shape = (B, N), (N,)  # what step_signals accepts
         self._series = np.zeros(max(self.config.risk.var_window, 1))
         self.threads = _check_threads(threads)
         self.reset()
@@ -300,13 +301,13 @@ class Portfolio:
         """
         d = np.asarray(direction)
         cf = np.asarray(confidence, dtype=np.float64)
-        shape = self._dirs.shape
-        if d.shape not in (shape, shape[1:]) or cf.shape != d.shape:
-            raise ValueError(f"direction and confidence must have shape {shape} or {shape[1:]}, "
-                             f"got {d.shape} and {cf.shape}")
+        got = d.shape
+        if got != cf.shape or (got != self._book_shape and got != self._row_shape):
+            raise ValueError(f"direction and confidence must have shape {self._book_shape} or "
+                             f"{self._row_shape}, got {d.shape} and {cf.shape}")
         if d.dtype.kind not in "biuf":
             raise ValueError(f"direction must be numeric, got dtype {d.dtype}")
-        if d.ndim == 1:
+        if len(got) == 1:
             d, cf = d[None], cf[None]
         # compiled: check everything, then copy and step, in one call (numpy's checks cost
         # about 9 us a decision); a refused input changes nothing
