@@ -399,9 +399,9 @@ class Portfolio:
         of book b at its current bar: one compiled pass, fresh arrays."""
         book = np.empty(L.NBOOK)
         assets = np.empty((self.market.n_assets, L.NASSET))
-        self._summarize(b, self.market.close, self.returns, self.next_decision,
-                                 self.params, self.pos, self.acct, self.clock, self.refused,
-                                 book, assets, self._series)
+        self._summarize(b, self.market.close, self.returns, self.next_decision, self.params,
+                        self.pos, self.acct, self.clock, self.refused, book, assets,
+                        self._series)
         return book, assets
 
     def attribution(self, b: int = 0) -> list[AssetAttribution]:
