@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from helpers import bare, book, signals
@@ -10,6 +12,26 @@ from test_engine_rules import E0, _market_with_correlation
 from ffe_gym.data import synthetic_market
 from ffe_gym.portfolio import Portfolio
 from ffe_gym.portfolio import statistics as S
+
+
+def _two_pass_corr(R, lo: int, t: int, i: int, j: int) -> float:
+    """The reference scan: Pearson correlation of R[lo..t, i] and R[lo..t, j], two passes in
+    plain Python (IEEE doubles in the kernel's order, so comparable bit for bit); 0 without
+    variance."""
+    n = t - lo + 1
+    if n < 2:
+        return 0.0
+    mi = sum(float(R[s, i]) for s in range(lo, t + 1)) / n
+    mj = sum(float(R[s, j]) for s in range(lo, t + 1)) / n
+    sii = sjj = sij = 0.0
+    for s in range(lo, t + 1):
+        di, dj = float(R[s, i]) - mi, float(R[s, j]) - mj
+        sii += di * di
+        sjj += dj * dj
+        sij += di * dj
+    if sii <= 0.0 or sjj <= 0.0:
+        return 0.0
+    return sij / math.sqrt(sii * sjj)
 
 
 def _sized(rho: float, mode: str, second: int) -> float:
@@ -70,7 +92,6 @@ def _run(md, cfg, seed: int = 0, books: int = 8, steps: int = 150):
 
 
 def test_the_correlation_table_gives_the_scans_decisions(monkeypatch):
-    from ffe_gym.portfolio import kernel
 
     md = synthetic_market(5, 600, "mixed", seed=4)  # fx and crypto: closed weekends included
     cfg = bare(portfolio={"correlation_window": 30, "correlation_threshold": 0.05},
@@ -82,7 +103,7 @@ def test_the_correlation_table_gives_the_scans_decisions(monkeypatch):
         for i in range(5):
             for j in range(5):
                 if i != j:
-                    want = kernel._corr(R, max(1, t - 29), t, i, j)
+                    want = _two_pass_corr(R, max(1, t - 29), t, i, j)
                     assert pairs[t, i, j] == pytest.approx(want, abs=1e-12), (t, i, j)
     monkeypatch.setattr(S, "PAIR_BUDGET", 0)
     scanned, b = _run(md, cfg)
@@ -104,7 +125,7 @@ def test_a_closed_market_has_zero_correlation_in_the_table_as_in_the_scan():
     C = kernel.rolling_corr(R, 30)
     for t in range(80, 120):
         assert C[t, 0, 1] == 0.0 and C[t, 1, 2] == 0.0
-        assert kernel._corr(R, t - 29, t, 0, 1) == 0.0
+        assert _two_pass_corr(R, t - 29, t, 0, 1) == 0.0
     assert C[150, 0, 1] != 0.0
 
 
@@ -121,7 +142,7 @@ def test_the_scan_with_moments_once_a_decision_is_bitwise_the_two_pass_scan():
         for i in range(6):
             for j in range(6):
                 got = kernel._corr_scan(R, lo, t, i, j, moments)
-                assert got == kernel._corr(R, lo, t, i, j), (t, i, j)  # bit for bit
+                assert got == _two_pass_corr(R, lo, t, i, j), (t, i, j)  # bit for bit
         assert moments[2].all() == (t >= 2)  # n < 2: nothing to scan
 
 

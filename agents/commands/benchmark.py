@@ -74,6 +74,11 @@ def _engine_config(position_cap: bool = True):
     })
 
 
+def _random_intents(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Directions drawn SELL / HOLD / BUY with probabilities 0.2 / 0.6 / 0.2."""
+    return rng.choice(np.array([-1, 0, 0, 0, 1], dtype=np.int8), size=shape)
+
+
 def bench_engine(n_assets: int, n_books: int, seconds: float, seed: int = 0,
                  position_cap: bool = True, random_starts: bool = False) -> dict:
     """Decision steps per second of the engine alone (books at one bar, or at random bars)."""
@@ -88,7 +93,7 @@ def bench_engine(n_assets: int, n_books: int, seconds: float, seed: int = 0,
     start = rng.integers(300, 2000, n_books) if random_starts else 300
     pf.reset(start=start)
     K = 64
-    dirs = rng.choice(np.array([-1, 0, 0, 0, 1], dtype=np.int8), size=(K, n_books, n_assets))
+    dirs = _random_intents(rng, (K, n_books, n_assets))
     confs = rng.random((K, n_books, n_assets))
     pf.step_signals(dirs[0], confs[0])  # compile / warm caches
     steps = 0
@@ -125,7 +130,7 @@ def bench_decision(seconds: float, hold: bool, n_assets: int = 10) -> float:
     if hold:
         dirs = np.zeros((K, n_assets), dtype=np.int8)
     else:
-        dirs = rng.choice(np.array([-1, 0, 0, 0, 1], dtype=np.int8), size=(K, n_assets))
+        dirs = _random_intents(rng, (K, n_assets))
     confs = rng.random((K, n_assets))
     pf.reset(start=300)
     pf.step_signals(dirs[0], confs[0])
@@ -164,8 +169,7 @@ def _vectorbt_inputs(n_books: int, n_assets: int, n_bars: int, seed: int = 0):
 
     md = synthetic_market(n_assets, n_bars, "crypto", seed=seed)
     rng = np.random.default_rng(seed)
-    dirs = rng.choice(np.array([-1, 0, 0, 0, 1], dtype=np.int8),
-                      size=(n_bars, n_books, n_assets))
+    dirs = _random_intents(rng, (n_bars, n_books, n_assets))
     return md, dirs
 
 

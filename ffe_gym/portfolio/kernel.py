@@ -85,37 +85,10 @@ def _std(R, lo, t, i):
 
 
 @njit(cache=True)
-def _corr(R, lo, t, i, j):
-    """Pearson correlation of returns of assets i and j over rows lo..t; 0 without variance."""
-    n = t - lo + 1
-    if n < 2:
-        return 0.0
-    mi = 0.0
-    mj = 0.0
-    for s in range(lo, t + 1):
-        mi += R[s, i]
-        mj += R[s, j]
-    mi /= n
-    mj /= n
-    sii = 0.0
-    sjj = 0.0
-    sij = 0.0
-    for s in range(lo, t + 1):
-        di = R[s, i] - mi
-        dj = R[s, j] - mj
-        sii += di * di
-        sjj += dj * dj
-        sij += di * dj
-    if sii <= 0.0 or sjj <= 0.0:
-        return 0.0
-    return sij / np.sqrt(sii * sjj)
-
-
-@njit(cache=True)
 def _moments(R, lo, t, i, moments):
     """The window mean and centred sum of squares of asset i over rows lo..t, computed once a
-    decision (``moments[2, i]`` marks them ready): the same sums in the same order as
-    :func:`_corr`, so a correlation from them is bitwise the scan's."""
+    decision (``moments[2, i]`` marks them ready), so that a pair costs one pass over the
+    window."""
     if moments[2, i] == 0.0:
         moments[0, i], moments[1, i] = _mean_ss(R, lo, t, i)
         moments[2, i] = 1.0
@@ -124,8 +97,9 @@ def _moments(R, lo, t, i, moments):
 
 @njit(cache=True)
 def _corr_scan(R, lo, t, i, j, moments):
-    """:func:`_corr` with each asset's mean and sum of squares taken from ``moments``: one
-    pass over the window per pair instead of two, bitwise the same value."""
+    """Pearson correlation of the returns of assets i and j over rows lo..t (0 without
+    variance), each asset's mean and sum of squares taken from ``moments``: the sums of a
+    two-pass scan in the same order (bitwise that scan, tested), one pass a pair."""
     n = t - lo + 1
     if n < 2:
         return 0.0
