@@ -17,6 +17,7 @@ from ffe_gym.config import Config, from_dict
 from ffe_gym.data import MarketData, load_market, synthetic_market
 from ffe_gym.env import PortfolioEnv, PortfolioVectorEnv
 from ffe_gym.env.rewards import DifferentialSharpe, StepOutcome
+from ffe_gym.portfolio import Portfolio
 from ffe_gym.portfolio import layout as L
 
 SCHEMES = ["signals", "discrete", "weights"]
@@ -627,3 +628,36 @@ def test_one_ruin_floor_and_never_a_nan():
     assert terminated and info["status"] == "ruin"
     assert total == pytest.approx(np.log(max(info["equity"], floor) / 10_000.0), rel=1e-9)
     assert env.unwrapped.core.floor == env.unwrapped.portfolio.params[L.P_RUIN] == floor
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_step_is_the_engine_step_then_the_observation(md, threads):
+    """The env's one compiled call (engine step, settling, observations) gives what the
+    engine's own step followed by a separate observation build and numpy's reward give."""
+    import numba
+
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip("numba has one thread on this machine")
+    c = cfg()
+    c.env.episode_bars = 30
+    env = PortfolioVectorEnv(5, c, md, copy=False, threads=threads)
+    ref = Portfolio(md, c, n_books=5)  # the engine alone, stepped with the same intents
+    env.reset(seed=4)
+    ref.set_state(env.core.portfolio.get_state())
+    rng = np.random.default_rng(8)
+    for _ in range(25):
+        actions = rng.uniform(-1, 1, (5, 4)).astype(np.float32)
+        before = ref.acct[:, L.EQUITY].copy()
+        d = np.where(np.abs(actions) < c.env.dead_band, 0, np.sign(actions)).astype(np.int8)
+        ref.step_signals(d, np.abs(actions).astype(np.float64))
+        obs, rewards, term, trunc, _ = env.step(actions)
+        same(env.core.portfolio.get_state(), ref.get_state())
+        same(obs, env.core.observations.build(ref))
+        floor = env.core.floor
+        np.testing.assert_allclose(  # numpy's log and the compiled one may differ in an ulp
+            rewards, np.log(np.maximum(ref.acct[:, L.EQUITY], floor) / before), rtol=1e-15)
+        status = ref.clock[:, L.STATUS]
+        assert (trunc == (status == L.ENDED)).all()
+        assert (term == np.isin(status, [L.STOPPED, L.RUINED])).all()
+        if (term | trunc).any():
+            break

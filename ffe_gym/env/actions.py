@@ -8,8 +8,9 @@
   ``w = a / sum(|a|)`` over the N + 1 entries; with shorting disabled negatives are clipped to 0
   first; all zero means all cash. No sizing; the limits still apply.
 
-Every scheme checks the batch it is given and raises ``ValueError`` naming the problem (shape,
-dtype, NaN, out of range) before anything changes.
+Every scheme's ``load`` checks the batch it is given and raises ``ValueError`` naming the problem
+(shape, dtype, NaN, out of range) before anything changes, then writes it into the engine's
+buffers; the env steps with what was loaded (:mod:`ffe_gym.env.stepping`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from gymnasium import spaces
 from numba import njit
 
 from ffe_gym.portfolio import Portfolio
+from ffe_gym.portfolio import layout as L
 
 
 def _check(a: np.ndarray, shape: tuple[int, ...], what: str) -> None:
@@ -37,7 +39,9 @@ class Signals:
         self.dead_band = dead_band
         self.space = spaces.Box(-1.0, 1.0, (n_assets,), dtype=np.float32)
 
-    def apply(self, pf: Portfolio, actions: np.ndarray, active: np.ndarray | None) -> None:
+    def load(self, pf: Portfolio, actions: np.ndarray) -> int:
+        """Check a (B, N) batch and write its intents into the engine's buffers; the scheme
+        code to step with (``Portfolio.step_loaded``)."""
         a = np.asarray(actions)
         kind = a.dtype.char  # (cheaper than np.issubdtype, which costs ~1 us a call)
         if kind not in "fd":
@@ -52,7 +56,7 @@ class Signals:
         if error == 2:
             raise ValueError(f"signals action must lie in [-1, 1], got max |a| = "
                              f"{np.abs(a).max():.6g}")
-        pf.step_buffered_signals(active)
+        return L.SIGNALS
 
 
 @njit(cache=True)
@@ -91,7 +95,8 @@ class Discrete:
         self.levels = levels
         self.space = spaces.MultiDiscrete([2 * levels + 1] * n_assets)
 
-    def apply(self, pf: Portfolio, actions: np.ndarray, active: np.ndarray | None) -> None:
+    def load(self, pf: Portfolio, actions: np.ndarray) -> int:
+        """Check a (B, N) batch and write its intents into the engine's buffers."""
         a = np.asarray(actions)
         if not np.issubdtype(a.dtype, np.integer):
             raise ValueError(f"discrete action must be an integer array, got dtype {a.dtype}")
@@ -100,7 +105,7 @@ class Discrete:
         if (a < 0).any() or (a > 2 * k).any():
             raise ValueError(f"discrete action entries must be in 0..{2 * k}")
         s = a.astype(np.int64) - k
-        pf.step_signals(np.sign(s).astype(np.int8), np.abs(s) / k, active)
+        return pf.load_signals(np.sign(s).astype(np.int8), np.abs(s) / k)
 
 
 class Weights:
@@ -130,8 +135,9 @@ class Weights:
         w = np.divide(w, total, out=np.zeros_like(w), where=total > 0)
         return w[:, : self.n_assets]
 
-    def apply(self, pf: Portfolio, actions: np.ndarray, active: np.ndarray | None) -> None:
-        pf.step_weights(self.target(actions, pf.n_books), active)
+    def load(self, pf: Portfolio, actions: np.ndarray) -> int:
+        """Check a (B, N + 1) batch and write its target weights into the engine's buffer."""
+        return pf.load_weights(self.target(actions, pf.n_books))
 
 
 def make_scheme(name: str, n_assets: int, *, dead_band: float, levels: int,

@@ -11,12 +11,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 import pandas as pd
-from numba import njit
 
 from ffe_gym.config import Config, coerce_config
 from ffe_gym.data import MarketData, load_market, market_from_config
+from ffe_gym.env import stepping as S
 from ffe_gym.env.actions import make_scheme
 from ffe_gym.env.observations import ObservationBuilder, ObservationLayout
 from ffe_gym.env.rewards import Reward, StepOutcome
@@ -65,6 +66,7 @@ class EnvCore:
         self.observations = ObservationBuilder(self.features, ecfg.window, ecfg.features.clip,
                                                ecfg.observation == "flat",
                                                cfg.risk.cooldown_bars, threads=threads)
+        self._fill_args = self.observations.fill_args
         self.reward = Reward(ecfg.reward, n_books)
         steps = self.portfolio.next_decision - np.arange(md.n_bars)
         spacing = (np.asarray((md.index[1:] - md.index[:-1]).total_seconds()) if md.n_bars > 1
@@ -87,17 +89,13 @@ class EnvCore:
                             f"{self.warmup} bars (window {ecfg.window}, features)",
                             file=md.source)
         self.floor = ruin_floor(cfg)  # the engine's floor: one rule
-        self._traded = np.zeros(n_books)  # cumulative traded notional at the last step
-        self._fees = np.zeros(n_books)
+        self.threads = self.portfolio.threads
+        self._fees = np.zeros(n_books)  # cumulative fees and borrow at the last info (book b)
         self._borrow = np.zeros(n_books)
-        # running episode statistics per book (decision-step granularity), rows _EP_*
-        self._ep = np.zeros((6, n_books))
-        # what the last step did, per book (written by _settle, copied out)
-        self._step_traded = np.zeros(n_books)
-        self._step_dd = np.zeros(n_books)
-        self._step_log = np.zeros(n_books)
-        self._term = np.zeros(n_books, dtype=np.bool_)
-        self._trunc = np.zeros(n_books, dtype=np.bool_)
+        # per book: the sums kept between steps and what the last step did (rows of
+        # stepping.ACC_ROWS), and the end flags, written by the compiled step
+        self._acc = np.zeros((S.ACC_ROWS, n_books))
+        self._flags = np.zeros((2, n_books), dtype=np.bool_)
         self._every = np.ones(n_books, dtype=np.bool_)
         rc = ecfg.reward
         self._plain_log = (rc.kind == "log_return" and not rc.drawdown_penalty
@@ -148,38 +146,51 @@ class EnvCore:
         s[books], e[books] = starts, ends
         pf.reset(start=s, end=e, books=books)
         self.reward.reset(books)
-        self._traded[books] = 0.0
+        acc = self._acc
+        acc[S.TRADED_LAST, books] = 0.0
         self._fees[books] = 0.0
         self._borrow[books] = 0.0
-        self._ep[:, books] = 0.0
-        self._ep[_EP_PEAK, books] = pf.acct[books, L.EQUITY]
+        acc[S.EP_STEPS:, books] = 0.0
+        acc[S.EP_PEAK, books] = pf.acct[books, L.EQUITY]
 
     # ------------------------------------------------------------------ stepping
-    def step(self, actions: np.ndarray, active: np.ndarray | None = None, fresh: bool = True
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Apply a batch of actions: (rewards, terminated, truncated), each (B,): fresh arrays,
-        or with ``fresh=False`` buffers overwritten by the next step (for a caller that reads
-        them at once)."""
+    def step(self, actions: np.ndarray, active: np.ndarray | None = None,
+             out: np.ndarray | None = None, fresh: bool = True
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Apply a batch of actions and observe: (observations, rewards, terminated,
+        truncated). The observations of every book are written into ``out`` (a (B, total)
+        float32 buffer) or a fresh array, and returned as that array (``observations.split``
+        gives the env's form); rewards and flags are (B,): fresh arrays, or with
+        ``fresh=False`` buffers overwritten by the next step (for a caller that reads them at
+        once). A refused batch raises before anything changes."""
         pf = self.portfolio
-        acct = pf.acct
-        before = acct[:, L.EQUITY].copy()
-        self.scheme.apply(pf, actions, active)
-        stepped = self._every if active is None else np.asarray(active, bool)
-        # one compiled pass: traded notional, drawdown, the log reward, the episode statistics
-        # and the end flags of every book (numpy's calls on (B,) arrays cost ~15 us a step)
-        _settle(acct, pf.clock, pf.n_curve, pf.params[L.P_DD_FROM_INITIAL] > 0, self.floor,
-                stepped, before, self._traded, self._step_traded, self._step_dd,
-                self._step_log, self._term, self._trunc, self._ep)
-        if self._plain_log:
-            rewards = self._step_log.copy() if fresh else self._step_log
+        scheme = self.scheme.load(pf, actions)
+        stepped = self._every if active is None else np.asarray(active, dtype=np.bool_)
+        if out is None:
+            out = np.empty((self.n_books, self.observations.total), dtype=np.float32)
+        acc, flags = self._acc, self._flags
+        # one compiled call: the engine step, the settling (traded notional, drawdown, the
+        # log reward, the episode statistics, the end flags) and the observations
+        if self.threads > 1 and self.n_books > 1:
+            numba.set_num_threads(self.threads)
+            S.step_observe_threaded(min(self.threads, self.n_books), stepped, scheme,
+                                    *pf.kernel_args, acc, flags, self.floor,
+                                    *self._fill_args, out)
         else:
-            rewards = self.reward(StepOutcome(before, acct[:, L.EQUITY], self.floor,
-                                              self._step_traded.copy(), self._step_dd.copy()))
+            S.step_observe(stepped, scheme, *pf.kernel_args, acc, flags, self.floor,
+                           *self._fill_args, out)
+        if self._plain_log:
+            rewards = acc[S.LOG_RETURN].copy() if fresh else acc[S.LOG_RETURN]
+        else:
+            rewards = self.reward(StepOutcome(acc[S.BEFORE].copy(), pf.acct[:, L.EQUITY],
+                                              self.floor, acc[S.TRADED].copy(),
+                                              acc[S.DRAWDOWN].copy()))
             if active is not None:
                 rewards = np.where(stepped, rewards, 0.0)
+        term, trunc = flags[S.TERMINATED], flags[S.TRUNCATED]
         if not fresh:
-            return rewards, self._term, self._trunc
-        return rewards, self._term.copy(), self._trunc.copy()
+            return out, rewards, term, trunc
+        return out, rewards, term.copy(), trunc.copy()
 
     def episode_stats(self) -> dict[str, np.ndarray]:
         """Per-book statistics of the running episodes (arrays of shape (B,)).
@@ -190,20 +201,20 @@ class EnvCore:
         """
         pf = self.portfolio
         init = pf.params[L.P_INITIAL]
-        ep = self._ep
-        n = np.maximum(ep[_EP_STEPS], 1.0)
-        mean = ep[_EP_SUM] / n
-        var = np.maximum(ep[_EP_SUM2] / n - mean**2, 0.0) * n / np.maximum(n - 1.0, 1.0)
-        bars_per_step = np.maximum(ep[_EP_BARS] / n, 1.0)
+        ep = self._acc
+        n = np.maximum(ep[S.EP_STEPS], 1.0)
+        mean = ep[S.EP_SUM] / n
+        var = np.maximum(ep[S.EP_SUM2] / n - mean**2, 0.0) * n / np.maximum(n - 1.0, 1.0)
+        bars_per_step = np.maximum(ep[S.EP_BARS] / n, 1.0)
         scale = np.sqrt(pf.params[L.P_PERIODS_PER_YEAR] / bars_per_step)
         with np.errstate(divide="ignore", invalid="ignore"):
             sharpe = np.where(var > 0, mean / np.sqrt(var) * scale, 0.0)
         P = pf.pos
         return {"equity": pf.acct[:, L.EQUITY].copy(),
                 "return": pf.acct[:, L.EQUITY] / init - 1.0, "sharpe": sharpe,
-                "max_drawdown": ep[_EP_MAXDD].copy(), "turnover": pf.acct[:, L.TRADED] / init,
+                "max_drawdown": ep[S.EP_MAXDD].copy(), "turnover": pf.acct[:, L.TRADED] / init,
                 "costs": (P[:, :, L.FEES] + P[:, :, L.BORROW]).sum(axis=1),
-                "steps": ep[_EP_STEPS].copy()}
+                "steps": ep[S.EP_STEPS].copy()}
 
     def observe(self, out: np.ndarray | None = None) -> dict[str, np.ndarray] | np.ndarray:
         return self.observations.build(self.portfolio, out)
@@ -244,38 +255,6 @@ class EnvCore:
                                        strict=True)),
             "status": L.STATUS_NAMES[pf.clock[b, L.STATUS]],
         }
-
-
-_EP_STEPS, _EP_BARS, _EP_SUM, _EP_SUM2, _EP_PEAK, _EP_MAXDD = range(6)
-
-
-@njit(cache=True)
-def _settle(acct, clock, n_curve, dd_from_initial, floor, stepped, before, traded_last, traded,
-            dd, logr, term, trunc, ep):
-    """After a step, for every book: traded notional, drawdown from its reference, the floored
-    log return, the running episode statistics (rows ``_EP_*`` of ``ep``; a book that did not
-    step adds a zero return) and the terminated / truncated flags."""
-    for b in range(before.shape[0]):
-        eq = acct[b, L.EQUITY]
-        traded[b] = acct[b, L.TRADED] - traded_last[b]
-        traded_last[b] = acct[b, L.TRADED]
-        dd[b] = 1.0 - eq / (acct[b, L.BASE] if dd_from_initial else acct[b, L.PEAK])
-        r = 0.0
-        if stepped[b]:
-            r = np.log(max(eq, floor) / before[b])
-            ep[_EP_STEPS, b] += 1.0
-            ep[_EP_BARS, b] += n_curve[b]
-        logr[b] = r
-        ep[_EP_SUM, b] += r
-        ep[_EP_SUM2, b] += r * r
-        if eq > ep[_EP_PEAK, b]:
-            ep[_EP_PEAK, b] = eq
-        d = 1.0 - eq / ep[_EP_PEAK, b]
-        if d > ep[_EP_MAXDD, b]:
-            ep[_EP_MAXDD, b] = d
-        status = clock[b, L.STATUS]
-        term[b] = status == L.STOPPED or status == L.RUINED
-        trunc[b] = status == L.ENDED
 
 
 def _fill_record(f: list[float], symbols: tuple[str, ...]) -> dict[str, Any]:

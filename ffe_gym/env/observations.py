@@ -146,21 +146,29 @@ class ObservationBuilder:
         else:
             _fill(self._flat, self.window, pf.market.close, pf.pos, pf.acct, pf.clock,
                   pf.params, 1.0 / self.cooldown_bars, self.clip, out)
+        return self.split(out)
+
+    @property
+    def fill_args(self) -> tuple[np.ndarray, int, float, float]:
+        """What :func:`fill_range` reads besides the engine state: the flat features, W, the
+        cooldown scale and the clip (for callers that fuse the fill with the step)."""
+        return self._flat, self.window, 1.0 / self.cooldown_bars, self.clip
+
+    def split(self, out: np.ndarray) -> dict[str, np.ndarray] | np.ndarray:
+        """A filled (B, total) or (total,) buffer as this builder's observations: itself
+        (flat) or a dict of views of its parts."""
         if self.flat:
             return out
         (m0, m1), (p0, p1), (a0, a1) = self._parts_at
-        return {"market": out[:, m0:m1], "positions": out[:, p0:p1], "account": out[:, a0:a1]}
+        return {"market": out[..., m0:m1], "positions": out[..., p0:p1],
+                "account": out[..., a0:a1]}
 
     def build_one(self, pf: Portfolio) -> dict[str, np.ndarray] | np.ndarray:
         """The observation of book 0 of a one-book portfolio: 1-D arrays (fresh every call)."""
         out = np.empty((1, self.total), dtype=np.float32)
         _fill(self._flat, self.window, pf.market.close, pf.pos, pf.acct, pf.clock,
               pf.params, 1.0 / self.cooldown_bars, self.clip, out)
-        row = out[0]
-        if self.flat:
-            return row
-        (m0, m1), (p0, p1), (a0, a1) = self._parts_at
-        return {"market": row[m0:m1], "positions": row[p0:p1], "account": row[a0:a1]}
+        return self.split(out[0])
 
     def view(self, obs: dict | np.ndarray) -> np.ndarray:
         """The market part of one observation (dict, flat array or market vector) as (W, N, F)."""
@@ -186,7 +194,7 @@ def _fill(flat, window, close, pos, acct, clock, p, cooldown_scale, clip, out):
 
     ``flat`` is the (T * N * F,) feature array: one bar's N * F values are contiguous.
     """
-    _fill_range(0, pos.shape[0], flat, window, close, pos, acct, clock, p, cooldown_scale,
+    fill_range(0, pos.shape[0], flat, window, close, pos, acct, clock, p, cooldown_scale,
                 clip, out)
 
 
@@ -197,12 +205,12 @@ def _fill_threaded(n_chunks, flat, window, close, pos, acct, clock, p, cooldown_
     threads (each book writes only its own row)."""
     B = pos.shape[0]
     for k in prange(n_chunks):
-        _fill_range(k * B // n_chunks, (k + 1) * B // n_chunks, flat, window, close, pos,
+        fill_range(k * B // n_chunks, (k + 1) * B // n_chunks, flat, window, close, pos,
                     acct, clock, p, cooldown_scale, clip, out)
 
 
 @njit(cache=True)
-def _fill_range(b0, b1, flat, window, close, pos, acct, clock, p, cooldown_scale, clip, out):
+def fill_range(b0, b1, flat, window, close, pos, acct, clock, p, cooldown_scale, clip, out):
     N = close.shape[1]
     per_bar = flat.shape[0] // close.shape[0]
     m = window * per_bar

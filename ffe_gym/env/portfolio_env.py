@@ -173,7 +173,8 @@ class PortfolioEnv(gym.Env):
         if self._done:
             raise RuntimeError("step() called on an ended episode (or before reset()); "
                                "call reset() first")
-        rewards, terminated, truncated = self.core.step(np.asarray(action)[None], fresh=False)
+        out, rewards, terminated, truncated = self.core.step(np.asarray(action)[None],
+                                                             fresh=False)
         term, trunc = bool(terminated[0]), bool(truncated[0])
         self._done = term or trunc
         if self._history is not None:
@@ -182,7 +183,7 @@ class PortfolioEnv(gym.Env):
         if self._done:  # the episode's portfolio statistics, as the vector env gives them
             info["portfolio_episode"] = {k: float(v[0])
                                          for k, v in self.core.episode_stats().items()}
-        return self._observation(), float(rewards[0]), term, trunc, info
+        return self.core.observations.split(out[0]), float(rewards[0]), term, trunc, info
 
     def _record(self) -> None:
         pf = self.portfolio

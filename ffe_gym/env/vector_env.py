@@ -139,15 +139,19 @@ class PortfolioVectorEnv(VectorEnv):
         if pending.any():
             self._reset(pending)
             active = ~pending
-            rewards, terminated, truncated = core.step(actions, active)
+            out, rewards, terminated, truncated = core.step(actions, active, self._obs)
             terminated &= active
             truncated &= active
         else:
-            rewards, terminated, truncated = core.step(actions)
+            out, rewards, terminated, truncated = core.step(actions, None, self._obs)
+        obs = core.observations.split(out)
         done = terminated | truncated
-        episode = core.episode_stats() if done.any() else None
-        if self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP and done.any():
-            final_obs = core.observe()
+        if not done.any():
+            self._pending = done
+            return obs, rewards, terminated, truncated, self._info() if self.step_info else {}
+        episode = core.episode_stats()
+        if self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP:
+            final_obs = obs if self.copy else core.observations.split(out.copy())
             final_info = self._info() if self.step_info else {}
             self._reset(done)
             info = self._info() if self.step_info else {}
@@ -158,9 +162,8 @@ class PortfolioVectorEnv(VectorEnv):
             return self._observe(), rewards, terminated, truncated, info
         self._pending = done
         info = self._info() if self.step_info else {}
-        if episode is not None:
-            info["portfolio_episode"], info["_portfolio_episode"] = episode, done.copy()
-        return self._observe(), rewards, terminated, truncated, info
+        info["portfolio_episode"], info["_portfolio_episode"] = episode, done.copy()
+        return obs, rewards, terminated, truncated, info
 
     def _observe(self) -> dict[str, np.ndarray] | np.ndarray:
         return self.core.observe(self._obs)

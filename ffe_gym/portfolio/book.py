@@ -291,14 +291,9 @@ class Portfolio:
         else:
             kernel.step_books(act, scheme, *self._kernel_args)
 
-    def step_signals(self, direction: np.ndarray, confidence: np.ndarray,
-                     active: np.ndarray | None = None) -> None:
-        """One decision step from per-asset intents.
-
-        :param direction: (B, N) or (N,) in {-1, 0, +1}: SELL, HOLD, BUY.
-        :param confidence: same shape, in [0, 1].
-        :param active: optional (B,) mask of books to step.
-        """
+    def _intents(self, direction: np.ndarray, confidence: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """(B or 1, N) intents, shapes and dtype checked (the values are checked compiled)."""
         d = np.asarray(direction)
         cf = np.asarray(confidence, dtype=np.float64)
         got = d.shape
@@ -309,6 +304,24 @@ class Portfolio:
             raise ValueError(f"direction must be numeric, got dtype {d.dtype}")
         if len(got) == 1:
             d, cf = d[None], cf[None]
+        return d, cf
+
+    @staticmethod
+    def _raise_bad_intents(bad: int) -> None:
+        if bad == 1:
+            raise ValueError("direction must be -1, 0 or +1")
+        if bad == 2:
+            raise ValueError("confidence must be finite and in [0, 1]")
+
+    def step_signals(self, direction: np.ndarray, confidence: np.ndarray,
+                     active: np.ndarray | None = None) -> None:
+        """One decision step from per-asset intents.
+
+        :param direction: (B, N) or (N,) in {-1, 0, +1}: SELL, HOLD, BUY.
+        :param confidence: same shape, in [0, 1].
+        :param active: optional (B,) mask of books to step.
+        """
+        d, cf = self._intents(direction, confidence)
         # compiled: check everything, then copy and step, in one call (numpy's checks cost
         # about 9 us a decision); a refused input changes nothing
         if self.threads > 1:
@@ -318,10 +331,14 @@ class Portfolio:
         else:
             act = self._all if active is None else np.asarray(active, dtype=np.bool_)
             bad = self._kernel.step_signal_books(d, cf, act, *self._kernel_args)
-        if bad == 1:
-            raise ValueError("direction must be -1, 0 or +1")
-        if bad == 2:
-            raise ValueError("confidence must be finite and in [0, 1]")
+        self._raise_bad_intents(bad)
+
+    def load_signals(self, direction: np.ndarray, confidence: np.ndarray) -> int:
+        """Check intents as :meth:`step_signals` does and copy them into
+        :meth:`intent_buffers` without stepping; the scheme code for :meth:`step_loaded`."""
+        d, cf = self._intents(direction, confidence)
+        self._raise_bad_intents(self._kernel.load_signals(d, cf, self._dirs, self._confs))
+        return L.SIGNALS
 
     def intent_buffers(self) -> tuple[np.ndarray, np.ndarray]:
         """The (B, N) direction and confidence buffers, for callers that fill them directly
@@ -337,6 +354,11 @@ class Portfolio:
 
         NaN keeps an asset's position as it is. No sizing; limits apply to increases.
         """
+        self._run(self.load_weights(weights), active)
+
+    def load_weights(self, weights: np.ndarray) -> int:
+        """Check target weights as :meth:`step_weights` does and copy them into the engine's
+        buffer without stepping; the scheme code for :meth:`step_loaded`."""
         w = np.asarray(weights, dtype=np.float64)
         shape = self._weights.shape
         if w.shape not in (shape, shape[1:]):
@@ -344,7 +366,19 @@ class Portfolio:
         if np.any(np.isinf(w)):
             raise ValueError("weights must be finite (NaN keeps a position)")
         self._weights[:] = w
-        self._run(L.WEIGHTS, active)
+        return L.WEIGHTS
+
+    def step_loaded(self, scheme: int, active: np.ndarray | None = None) -> None:
+        """Step with what :meth:`load_signals` or :meth:`load_weights` (``scheme``, their
+        return value) put into the engine's buffers."""
+        self._run(scheme, active)
+
+    @property
+    def kernel_args(self) -> tuple[np.ndarray, ...]:
+        """The arrays the compiled step reads and writes, in the order of
+        ``kernel.step_books`` after (active, scheme): for callers that fuse their own compiled
+        pass with the step (:mod:`ffe_gym.env.stepping`). Written only in place."""
+        return self._kernel_args
 
     # ------------------------------------------------------------------ views
     @property

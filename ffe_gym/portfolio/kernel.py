@@ -1,7 +1,7 @@
 """The decision step, compiled with numba and batched over B books.
 
 This is the only place where the accounting happens. ``step_books`` loops over books in
-``_step_range`` (the step is that loop's body); one book and B books therefore run the same
+``step_range`` (the step is that loop's body); one book and B books therefore run the same
 instructions. The rules (numbers
 refer to the design's "one decision step"):
 
@@ -616,7 +616,7 @@ def step_books(active, scheme, dirs, fbook, ibook, o, h, lo_, c, tradable, R, vo
     B, N = dirs.shape
     (pos, acct, curve, gross_curve, fills, confs, weights, clock, count, n_curve, n_fills,
      refused) = book_views(fbook, ibook, B, N, int(p[L.P_MAX_STEP_BARS]))
-    _step_range(0, B, active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol,
+    step_range(0, B, active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol,
                 pc, cov, next_dec, costs, p, pos, acct, clock, count, curve, gross_curve,
                 n_curve, fills, n_fills, refused)
 
@@ -632,7 +632,7 @@ def step_signal_books(d, cf, active, dirs, fbook, ibook, o, h, lo_, c, tradable,
     bad = load_signals(d, cf, dirs, confs)  # checks everything before it copies
     if bad != 0:
         return bad
-    _step_range(0, B, active, SIGNALS, dirs, confs, weights, o, h, lo_, c, tradable, R, vol,
+    step_range(0, B, active, SIGNALS, dirs, confs, weights, o, h, lo_, c, tradable, R, vol,
                 pc, cov, next_dec, costs, p, pos, acct, clock, count, curve, gross_curve,
                 n_curve, fills, n_fills, refused)
     return 0
@@ -648,13 +648,13 @@ def step_books_threaded(n_chunks, active, scheme, dirs, fbook, ibook, o, h, lo_,
     (pos, acct, curve, gross_curve, fills, confs, weights, clock, count, n_curve, n_fills,
      refused) = book_views(fbook, ibook, B, N, int(p[L.P_MAX_STEP_BARS]))
     for k in prange(n_chunks):
-        _step_range(k * B // n_chunks, (k + 1) * B // n_chunks, active, scheme, dirs, confs,
+        step_range(k * B // n_chunks, (k + 1) * B // n_chunks, active, scheme, dirs, confs,
                     weights, o, h, lo_, c, tradable, R, vol, pc, cov, next_dec, costs, p, pos,
                     acct, clock, count, curve, gross_curve, n_curve, fills, n_fills, refused)
 
 
 @njit(cache=True)
-def _step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol,
+def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol,
                 pc, cov, next_dec, costs, p, pos, acct, clock, count, curve, gross_curve,
                 n_curve, fills, n_fills, refused):
     """Step books b0..b1-1 (those with ``active[b]``): the decision step of the module
