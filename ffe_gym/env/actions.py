@@ -41,7 +41,7 @@ class Signals:
 
     def load(self, pf: Portfolio, actions: np.ndarray) -> int:
         """Check a (B, N) batch and write its intents into the engine's buffers; the scheme
-        code to step with (``Portfolio.step_loaded``)."""
+        code the compiled step takes (:mod:`ffe_gym.env.stepping`)."""
         a = np.asarray(actions)
         kind = a.dtype.char  # (cheaper than np.issubdtype, which costs ~1 us a call)
         if kind not in "fd":

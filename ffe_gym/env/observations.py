@@ -195,7 +195,7 @@ def _fill(flat, window, close, pos, acct, clock, p, cooldown_scale, clip, out):
     ``flat`` is the (T * N * F,) feature array: one bar's N * F values are contiguous.
     """
     fill_range(0, pos.shape[0], flat, window, close, pos, acct, clock, p, cooldown_scale,
-                clip, out)
+               clip, out)
 
 
 @njit(cache=True, parallel=True)
@@ -206,7 +206,7 @@ def _fill_threaded(n_chunks, flat, window, close, pos, acct, clock, p, cooldown_
     B = pos.shape[0]
     for k in prange(n_chunks):
         fill_range(k * B // n_chunks, (k + 1) * B // n_chunks, flat, window, close, pos,
-                    acct, clock, p, cooldown_scale, clip, out)
+                   acct, clock, p, cooldown_scale, clip, out)
 
 
 @njit(cache=True)

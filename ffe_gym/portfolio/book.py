@@ -335,7 +335,8 @@ class Portfolio:
 
     def load_signals(self, direction: np.ndarray, confidence: np.ndarray) -> int:
         """Check intents as :meth:`step_signals` does and copy them into
-        :meth:`intent_buffers` without stepping; the scheme code for :meth:`step_loaded`."""
+        :meth:`intent_buffers` without stepping; returns the scheme code the compiled step
+        takes (:mod:`ffe_gym.env.stepping`)."""
         d, cf = self._intents(direction, confidence)
         self._raise_bad_intents(self._kernel.load_signals(d, cf, self._dirs, self._confs))
         return L.SIGNALS
@@ -358,7 +359,7 @@ class Portfolio:
 
     def load_weights(self, weights: np.ndarray) -> int:
         """Check target weights as :meth:`step_weights` does and copy them into the engine's
-        buffer without stepping; the scheme code for :meth:`step_loaded`."""
+        buffer without stepping; returns the scheme code the compiled step takes."""
         w = np.asarray(weights, dtype=np.float64)
         shape = self._weights.shape
         if w.shape not in (shape, shape[1:]):
@@ -367,11 +368,6 @@ class Portfolio:
             raise ValueError("weights must be finite (NaN keeps a position)")
         self._weights[:] = w
         return L.WEIGHTS
-
-    def step_loaded(self, scheme: int, active: np.ndarray | None = None) -> None:
-        """Step with what :meth:`load_signals` or :meth:`load_weights` (``scheme``, their
-        return value) put into the engine's buffers."""
-        self._run(scheme, active)
 
     @property
     def kernel_args(self) -> tuple[np.ndarray, ...]:

@@ -617,8 +617,8 @@ def step_books(active, scheme, dirs, fbook, ibook, o, h, lo_, c, tradable, R, vo
     (pos, acct, curve, gross_curve, fills, confs, weights, clock, count, n_curve, n_fills,
      refused) = book_views(fbook, ibook, B, N, int(p[L.P_MAX_STEP_BARS]))
     step_range(0, B, active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol,
-                pc, cov, next_dec, costs, p, pos, acct, clock, count, curve, gross_curve,
-                n_curve, fills, n_fills, refused)
+               pc, cov, next_dec, costs, p, pos, acct, clock, count, curve, gross_curve,
+               n_curve, fills, n_fills, refused)
 
 
 @njit(cache=True)
@@ -633,8 +633,8 @@ def step_signal_books(d, cf, active, dirs, fbook, ibook, o, h, lo_, c, tradable,
     if bad != 0:
         return bad
     step_range(0, B, active, SIGNALS, dirs, confs, weights, o, h, lo_, c, tradable, R, vol,
-                pc, cov, next_dec, costs, p, pos, acct, clock, count, curve, gross_curve,
-                n_curve, fills, n_fills, refused)
+               pc, cov, next_dec, costs, p, pos, acct, clock, count, curve, gross_curve,
+               n_curve, fills, n_fills, refused)
     return 0
 
 
@@ -649,14 +649,14 @@ def step_books_threaded(n_chunks, active, scheme, dirs, fbook, ibook, o, h, lo_,
      refused) = book_views(fbook, ibook, B, N, int(p[L.P_MAX_STEP_BARS]))
     for k in prange(n_chunks):
         step_range(k * B // n_chunks, (k + 1) * B // n_chunks, active, scheme, dirs, confs,
-                    weights, o, h, lo_, c, tradable, R, vol, pc, cov, next_dec, costs, p, pos,
-                    acct, clock, count, curve, gross_curve, n_curve, fills, n_fills, refused)
+                   weights, o, h, lo_, c, tradable, R, vol, pc, cov, next_dec, costs, p, pos,
+                   acct, clock, count, curve, gross_curve, n_curve, fills, n_fills, refused)
 
 
 @njit(cache=True)
 def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol,
-                pc, cov, next_dec, costs, p, pos, acct, clock, count, curve, gross_curve,
-                n_curve, fills, n_fills, refused):
+               pc, cov, next_dec, costs, p, pos, acct, clock, count, curve, gross_curve,
+               n_curve, fills, n_fills, refused):
     """Step books b0..b1-1 (those with ``active[b]``): the decision step of the module
     docstring, one book after another. The step is this loop's body, not a function called
     per book: a numba call with the 35 arrays of a book step cost about 0.8 us, more than a
