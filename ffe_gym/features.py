@@ -42,6 +42,7 @@ from numba import njit
 
 from ffe_gym.config import ConfigError, FeatureConfig
 from ffe_gym.data.market import MarketData
+from ffe_gym.jit_cache import fresh_cache
 
 
 def lookback(cfg: FeatureConfig) -> int:
@@ -259,3 +260,6 @@ def compute_features(md: MarketData, cfg: FeatureConfig) -> np.ndarray:
         _store(work, float(cfg.clip), feats, k)
     feats.flags.writeable = False
     return feats
+
+
+fresh_cache(globals())  # the compiled code on disk must come from these sources (jit_cache)

@@ -789,11 +789,16 @@ def test_openings_are_ordered_by_descending_priority_ties_by_asset_index():
     from ffe_gym.portfolio import kernel
 
     rng = np.random.default_rng(0)
-    for n in (1, 2, 5, 16, 17, 40, 300):  # insertion sort up to 16 candidates, merge beyond
+    for n in (1, 2, 3, 5, 16, 17, 40, 300):
         for _ in range(20):
             prio = np.round(rng.random(n) * 4) / 4  # many ties
             prio[rng.random(n) < 0.3] = -1.0  # not a candidate
-            order = np.full(n, -7, dtype=np.int64)
-            k = kernel._priority_order(prio, order)
+            heap = np.full(n, -7, dtype=np.int64)
+            left = kernel._candidate_heap(prio, heap)
             want = [i for i in np.argsort(-prio, kind="mergesort") if prio[i] >= 0.0]
-            assert k == len(want) and order[:k].tolist() == want
+            assert left == len(want)
+            taken = []
+            while left > 0:
+                i, left = kernel._take_first(prio, heap, left)
+                taken.append(int(i))
+            assert taken == want

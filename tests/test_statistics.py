@@ -139,10 +139,23 @@ def test_the_scan_with_moments_once_a_decision_is_bitwise_the_two_pass_scan():
     for t in (1, 2, 29, 30, 150, 299):
         lo = max(1, t - 29)
         moments = np.zeros((3, 6))
+        table = np.zeros((1, 1, 1))  # not read: the pairs are scanned
         for i in range(6):
             for j in range(6):
-                got = kernel._corr_scan(R, lo, t, i, j, moments)
-                assert got == _two_pass_corr(R, lo, t, i, j), (t, i, j)  # bit for bit
+                if i == j:
+                    continue
+                held, units = np.array([j]), np.zeros(6)
+                # hedge-aware, a long opening of i: +rho against a held long, -rho a short
+                units[j] = 1.0
+                up = kernel._max_corr(R, table, False, True, lo, t, i, 1.0, units, held, 1,
+                                      moments)
+                units[j] = -1.0
+                down = kernel._max_corr(R, table, False, True, lo, t, i, 1.0, units, held, 1,
+                                        moments)
+                want = _two_pass_corr(R, lo, t, i, j)
+                assert up - down == want, (t, i, j)  # one of the two is 0: bit for bit
+                assert kernel._max_corr(R, table, False, False, lo, t, i, -1.0, units, held, 1,
+                                        moments) == abs(want)
         assert moments[2].all() == (t >= 2)  # n < 2: nothing to scan
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from gymnasium import spaces
 from numba import njit
 
+from ffe_gym.jit_cache import fresh_cache
 from ffe_gym.portfolio import Portfolio
 from ffe_gym.portfolio import layout as L
 
@@ -149,3 +150,6 @@ def make_scheme(name: str, n_assets: int, *, dead_band: float, levels: int,
     if name == "weights":
         return Weights(n_assets, allow_short)
     raise ValueError(f"unknown action scheme {name!r}")
+
+
+fresh_cache(globals())  # the compiled code on disk must come from these sources (jit_cache)

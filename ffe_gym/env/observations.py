@@ -22,6 +22,7 @@ import numpy as np
 from gymnasium import spaces
 from numba import njit, prange
 
+from ffe_gym.jit_cache import fresh_cache
 from ffe_gym.portfolio import Portfolio
 from ffe_gym.portfolio import layout as L
 
@@ -253,3 +254,6 @@ def fill_range(b0, b1, flat, window, close, pos, acct, clock, p, cooldown_scale,
         row[k + 3] = _clip(net * inv, clip)
         row[k + 4] = _clip(1.0 - eq / ref, clip)
         row[k + 5] = _clip(clock[b, L.COOLDOWN] * cooldown_scale, clip)
+
+
+fresh_cache(globals())  # the compiled code on disk must come from these sources (jit_cache)

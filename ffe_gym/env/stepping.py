@@ -20,6 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from ffe_gym.env.observations import fill_range
+from ffe_gym.jit_cache import fresh_cache
 from ffe_gym.portfolio import layout as L
 from ffe_gym.portfolio.kernel import book_views, step_range
 
@@ -103,3 +104,6 @@ def step_observe_threaded(n_chunks, active, scheme, dirs, fbook, ibook, o, h, lo
                weights, o, h, lo_, c, tradable, R, vol, pc, cov, next_dec, costs, p, pos, acct,
                clock, count, curve, gross_curve, n_curve, fills, n_fills, refused, acc, flags,
                floor, features, window, cooldown_scale, clip, out)
+
+
+fresh_cache(globals())  # the compiled code on disk must come from these sources (jit_cache)

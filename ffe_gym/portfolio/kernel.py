@@ -37,6 +37,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ffe_gym.jit_cache import fresh_cache
 from ffe_gym.portfolio import layout as L
 
 SIGNALS = L.SIGNALS
@@ -82,35 +83,6 @@ def _std(R, lo, t, i):
     if n < 2:
         return 0.0
     return np.sqrt(_mean_ss(R, lo, t, i)[1] / (n - 1))
-
-
-@njit(cache=True)
-def _moments(R, lo, t, i, moments):
-    """The window mean and centred sum of squares of asset i over rows lo..t, computed once a
-    decision (``moments[2, i]`` marks them ready), so that a pair costs one pass over the
-    window."""
-    if moments[2, i] == 0.0:
-        moments[0, i], moments[1, i] = _mean_ss(R, lo, t, i)
-        moments[2, i] = 1.0
-    return moments[0, i], moments[1, i]
-
-
-@njit(cache=True)
-def _corr_scan(R, lo, t, i, j, moments):
-    """Pearson correlation of the returns of assets i and j over rows lo..t (0 without
-    variance), each asset's mean and sum of squares taken from ``moments``: the sums of a
-    two-pass scan in the same order (bitwise that scan, tested), one pass a pair."""
-    n = t - lo + 1
-    if n < 2:
-        return 0.0
-    mi, sii = _moments(R, lo, t, i, moments)
-    mj, sjj = _moments(R, lo, t, j, moments)
-    sij = 0.0
-    for s in range(lo, t + 1):
-        sij += (R[s, i] - mi) * (R[s, j] - mj)
-    if sii <= 0.0 or sjj <= 0.0:
-        return 0.0
-    return sij / np.sqrt(sii * sjj)
 
 
 @njit(cache=True)
@@ -228,7 +200,7 @@ def rolling_corr(R, window):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _parametric_trial(series, n, R, lo, i, w, z, horizon):
     """Parametric VaR of ``series + w * R[lo:lo+n, i]`` in one pass (sums of x and x^2)."""
     if n < 2:
@@ -246,12 +218,16 @@ def _parametric_trial(series, n, R, lo, i, w, z, horizon):
 
 
 @njit(cache=True)
-def _slippage(vol, bar, i, slip, p):
-    """Adverse slippage fraction of asset i for a fill in ``bar`` (volatility up to bar-1)."""
-    s = slip[i]
-    if p[L.P_VOL_SLIPPAGE] > 0.0 and bar >= 2:
-        s += p[L.P_VOL_SLIPPAGE] * vol[bar - 1, i]
-    return s
+def _slippage(base, per_vol, bar, vol_before):
+    """Adverse slippage fraction of a fill in ``bar``: the asset's ``base`` plus ``per_vol`` x
+    its volatility up to bar - 1 (``vol_before``, read by the caller), from bar 2 on.
+
+    Scalars only, like every helper called in the step's loops: numba brackets a call to a
+    helper that takes arrays and branches with reference-count updates it does not remove
+    (atomic, about 20 ns a call; they were a fifth of a 100-asset step)."""
+    if per_vol > 0.0 and bar >= 2:
+        return base + per_vol * vol_before
+    return base
 
 
 @njit(cache=True)
@@ -318,7 +294,7 @@ def _fill(pos, acct, fills, b, nf, bar, i, q, px, fee_rate, fixed_fee, reason, s
 
 
 @njit(cache=True)
-def _margin_terms(q, ref, px, fr, fixed, cash, net, gross, short, p):
+def _margin_terms(q, ref, px, fr, fixed, cash, net, gross, short, m, borrowing):
     """``(num, den)`` of the initial-margin rule for an opening of ``|q|`` units, sign(q),
     valued at ``ref`` and filled at ``px``: the opening is allowed while ``|q| * den <= num``.
 
@@ -326,8 +302,7 @@ def _margin_terms(q, ref, px, fr, fixed, cash, net, gross, short, p):
     ``px (1 + fee)`` per unit; a short brings ``px (1 - fee)`` and adds ``ref`` of short value).
     With borrowing: ``equity' >= m * gross'``, where the fill costs equity its slippage and fee.
     """
-    m = p[L.P_INIT_MARGIN]
-    if p[L.P_BORROWING] > 0.0:
+    if borrowing:
         return (cash + net - m * gross - fixed,
                 m * ref + abs(ref - px) + fr * px)
     num = cash - short * (1.0 + m) - fixed
@@ -347,6 +322,7 @@ def _margin_call(b, s, c, tradable, vol, fee_rate, fixed_fee, slip, p, pos, acct
     slippage and fee (without borrowing), anything else ``m * value - costs``. f is the
     smallest that restores the rule, 1 on a second call before the next decision."""
     N = c.shape[1]
+    vslip = p[L.P_VOL_SLIPPAGE]
     m = p[L.P_MAINT_MARGIN]
     borrowing = p[L.P_BORROWING] > 0.0
     cash = acct[b, L.CASH]
@@ -366,7 +342,7 @@ def _margin_call(b, s, c, tradable, vol, fee_rate, fixed_fee, slip, p, pos, acct
         if u < 0.0:
             short -= v
         if tradable[s, i]:
-            px = c[s, i] * (1.0 - np.sign(u) * _slippage(vol, s, i, slip, p))
+            px = c[s, i] * (1.0 - np.sign(u) * _slippage(slip[i], vslip, s, vol[s - 1, i]))
             cost = abs(u) * abs(c[s, i] - px) + fee_rate[i] * abs(u) * px
             if u > 0.0 and not borrowing:
                 gain += abs(v) - cost
@@ -387,7 +363,7 @@ def _margin_call(b, s, c, tradable, vol, fee_rate, fixed_fee, slip, p, pos, acct
         if u == 0.0 or not tradable[s, i]:
             continue
         q = -u if f >= 1.0 else -f * u
-        px = c[s, i] * (1.0 - np.sign(u) * _slippage(vol, s, i, slip, p))
+        px = c[s, i] * (1.0 - np.sign(u) * _slippage(slip[i], vslip, s, vol[s - 1, i]))
         nf = _fill(pos, acct, fills, b, nf, s, i, q, px, fee_rate[i], fixed_fee[i],
                    L.MARGIN_CALL, np.nan, np.nan)
     return nf
@@ -397,10 +373,11 @@ def _margin_call(b, s, c, tradable, vol, fee_rate, fixed_fee, slip, p, pos, acct
 def _liquidate(b, s, c, tradable, vol, fee_rate, fixed_fee, slip, p, pos, acct, fills, nf,
                reason):
     """Close every position of an open market at bar ``s``'s close; returns the fill count."""
+    vslip = p[L.P_VOL_SLIPPAGE]
     for i in range(c.shape[1]):
         u = pos[b, i, L.UNITS]
         if u != 0.0 and tradable[s, i]:
-            px = c[s, i] * (1.0 - np.sign(u) * _slippage(vol, s, i, slip, p))
+            px = c[s, i] * (1.0 - np.sign(u) * _slippage(slip[i], vslip, s, vol[s - 1, i]))
             nf = _fill(pos, acct, fills, b, nf, s, i, -u, px, fee_rate[i], fixed_fee[i],
                        reason, np.nan, np.nan)
     return nf
@@ -455,81 +432,140 @@ def _exit_level(u, stop, target, o, h, lo, c, intrabar):
     return np.nan, -1
 
 
-@njit(cache=True, inline="always")
-def _opening_notional(equity, i, side, conf, t, R, pc, units_after, held_idx, n_held, sigma,
-                      base, p, moments):
-    """Notional of an opening of asset i (``side`` +1 long, -1 short) at decision bar t (see
-    the design, point 3). The correlation factor uses the largest |rho| with a held asset, or
-    with ``hedge_aware`` the largest side_i x side_j x rho (a hedge is not cut). The held
-    assets are ``held_idx[:n_held]`` (O(held) a candidate, not O(N)). Without the market's
-    table the pairs are scanned, each asset's window moments once a decision (``moments``,
-    cleared by the caller)."""
-    conf_f = max(p[L.P_MIN_CONF], conf)
-    sizer = int(p[L.P_SIZER])
-    if sizer == 1:  # fixed fraction
-        return equity * base
-    if sizer == 0:  # correlation adjusted
-        if p[L.P_CORR_THRESHOLD] == np.inf:  # adjustment off
-            return equity * base * conf_f
-        window = int(p[L.P_CORR_WINDOW])
-        hedge = p[L.P_CORR_HEDGE] > 0.0
-        cached = p[L.P_PAIR_CACHE] > 0.0
-        lo = _window_start(t, window)
-        m = 0.0
-        for k in range(n_held):
-            j = held_idx[k]
-            if j != i:
-                rho = pc[t, i, j] if cached else _corr_scan(R, lo, t, i, j, moments)
-                if hedge:
-                    r = rho if (side > 0.0) == (units_after[j] > 0.0) else -rho
-                else:
-                    r = abs(rho)
-                if r > m:
-                    m = r
-        return equity * base * correlation_factor(m, p[L.P_CORR_THRESHOLD]) * conf_f
-    if sizer == 2:  # inverse volatility, relative to the cross-sectional mean volatility
-        total = 0.0
-        n = 0
-        for j in range(sigma.shape[0]):
-            if sigma[j] > 0.0:
-                total += sigma[j]
-                n += 1
-        factor = 1.0
-        if sigma[i] > 0.0:
-            factor = min((total / n) / sigma[i], 4.0)
-        return equity * base * factor * conf_f
-    # volatility target: the position alone has annualised volatility target_volatility
-    ann = sigma[i] * np.sqrt(p[L.P_PERIODS_PER_YEAR])
-    if ann <= 0.0:
-        return equity * conf_f
-    return equity * p[L.P_TARGET_VOL] / ann * conf_f
+@njit(cache=True)
+def _max_corr(R, pc, cached, hedge, lo, t, i, side, units_after, held_idx, n_held, moments):
+    """The correlation of an opening of asset i (``side`` +1 long, -1 short) with the held
+    assets ``held_idx[:n_held]`` that sizes it (the design, point 3): the largest |rho|, or
+    with ``hedge`` the largest side_i x side_j x rho (a hedge is not cut); 0 with none.
+
+    rho comes from the market's table (``cached``) or is scanned over rows lo..t: each asset's
+    window mean and centred sum of squares once a decision (``moments``: mean, sum of squares,
+    ready; cleared by the caller), then one pass a pair, the sums of a two-pass scan in its
+    order (bit for bit, tested). One call a candidate with the scan written out inside: numba
+    brackets each call of a helper that takes arrays and branches with atomic reference-count
+    updates, which cost more than a 30-bar pair."""
+    n = t - lo + 1
+    m = 0.0
+    for k in range(n_held):
+        j = held_idx[k]
+        if j == i:
+            continue
+        if cached:
+            rho = pc[t, i, j]
+        elif n < 2:
+            rho = 0.0
+        else:
+            for z in range(2):
+                a = i if z == 0 else j
+                if moments[2, a] == 0.0:
+                    mean = 0.0
+                    for s in range(lo, t + 1):
+                        mean += R[s, a]
+                    mean /= n
+                    ss = 0.0
+                    for s in range(lo, t + 1):
+                        d = R[s, a] - mean
+                        ss += d * d
+                    moments[0, a] = mean
+                    moments[1, a] = ss
+                    moments[2, a] = 1.0
+            mi = moments[0, i]
+            mj = moments[0, j]
+            sij = 0.0
+            for s in range(lo, t + 1):
+                sij += (R[s, i] - mi) * (R[s, j] - mj)
+            sii = moments[1, i]
+            sjj = moments[1, j]
+            rho = 0.0 if sii <= 0.0 or sjj <= 0.0 else sij / np.sqrt(sii * sjj)
+        if hedge:
+            r = rho if (side > 0.0) == (units_after[j] > 0.0) else -rho
+        else:
+            r = abs(rho)
+        if r > m:
+            m = r
+    return m
 
 
 @njit(cache=True)
-def _priority_order(prio, order):
-    """Write the candidates (``prio >= 0``) into ``order`` by descending priority, ties by
-    asset index (what a stable sort of ``-prio`` gives), and return how many there are.
-    Insertion sort for a few (no allocation), a merge sort beyond."""
+def _opening_notional(equity, conf, base, sizer, min_conf, threshold, m, sigma_i, mean_sigma,
+                      target_vol, sqrt_ppy):
+    """Notional of an opening (the design, point 3) with confidence ``conf`` and base size
+    ``base`` (a share of ``equity``): ``m`` is its correlation with the book (:func:`_max_corr`),
+    ``sigma_i`` its volatility, ``mean_sigma`` the mean positive volatility of the market at
+    that bar. Scalars only (see :func:`_max_corr`)."""
+    conf_f = max(min_conf, conf)
+    if sizer == 1:  # fixed fraction
+        return equity * base
+    if sizer == 0:  # correlation adjusted
+        if threshold == np.inf:  # adjustment off
+            return equity * base * conf_f
+        return equity * base * correlation_factor(m, threshold) * conf_f
+    if sizer == 2:  # inverse volatility, relative to the cross-sectional mean volatility
+        factor = 1.0
+        if sigma_i > 0.0:
+            factor = min(mean_sigma / sigma_i, 4.0)
+        return equity * base * factor * conf_f
+    # volatility target: the position alone has annualised volatility target_volatility
+    ann = sigma_i * sqrt_ppy
+    if ann <= 0.0:
+        return equity * conf_f
+    return equity * target_vol / ann * conf_f
+
+
+@njit(cache=True)
+def _before(pa, a, pb, b):
+    """Candidate a (priority pa) is taken before b (pb): higher priority, ties by asset index
+    (what a stable sort of ``-prio`` gives)."""
+    return pa > pb or (pa == pb and a < b)
+
+
+@njit(cache=True)
+def _sift_down(prio, heap, k, n):
+    """Restore the heap below position k (of n)."""
+    x = heap[k]
+    px = prio[x]
+    while True:
+        c = 2 * k + 1
+        if c >= n:
+            break
+        if c + 1 < n and _before(prio[heap[c + 1]], heap[c + 1], prio[heap[c]], heap[c]):
+            c += 1
+        if not _before(prio[heap[c]], heap[c], px, x):
+            break
+        heap[k] = heap[c]
+        k = c
+    heap[k] = x
+
+
+@njit(cache=True)
+def _candidate_heap(prio, heap):
+    """Write the candidates (``prio >= 0``) into ``heap`` as a binary heap whose root is the
+    first to take (:func:`_before`), and return how many there are. O(n), no allocation; the
+    step then pops them in order (:func:`_take_first`), so a step that refuses the rest of its
+    candidates without looking at their order (the position cap is full) never sorts them."""
     n = 0
     for i in range(prio.shape[0]):
         if prio[i] >= 0.0:
-            order[n] = i
+            heap[n] = i
             n += 1
-    if n > 16:
-        sub = order[:n].copy()
-        idx = np.argsort(-prio[sub], kind="mergesort")
-        for k in range(n):
-            order[k] = sub[idx[k]]
-        return n
-    for a in range(1, n):
-        x = order[a]
-        px = prio[x]
-        k = a - 1
-        while k >= 0 and prio[order[k]] < px:
-            order[k + 1] = order[k]
-            k -= 1
-        order[k + 1] = x
+    for k in range(n // 2 - 1, -1, -1):
+        _sift_down(prio, heap, k, n)
     return n
+
+
+@njit(cache=True)
+def _take_first(prio, heap, n):
+    """Pop the first candidate off a heap of ``n`` (:func:`_candidate_heap`): (asset, n - 1).
+
+    The step runs this code inline, not as a call: numba brackets a call to a helper that
+    takes arrays and branches with atomic reference-count updates (two per array), which cost
+    more than the pop itself."""
+    i = heap[0]
+    n -= 1
+    if n > 0:
+        heap[0] = heap[n]
+        _sift_down(prio, heap, 0, n)
+    return i, n
 
 
 @njit(cache=True)
@@ -665,26 +701,30 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
     fixed_fee = costs[1]
     slip = costs[2]
     borrow = costs[3]
+    vslip = p[L.P_VOL_SLIPPAGE]
+    m_init = p[L.P_INIT_MARGIN]
+    sqrt_ppy = np.sqrt(p[L.P_PERIODS_PER_YEAR])
     N = c.shape[1]
-    work = np.empty((13, N))
+    work = np.empty((14, N))
     vwork = np.empty((2, max(int(p[L.P_VAR_WINDOW]), 1)))
-    iwork = np.empty((2, N), dtype=np.int64)  # held assets; openings in order
+    iwork = np.empty((3, N), dtype=np.int64)  # held assets; openings in order; candidates
     # scratch rows (books are stepped one after another, so one set serves all)
     close_q = work[0]
     cand = work[1]  # signals: direction of the opening; weights: units to add
     prio = work[2]
     units_after = work[3]
     open_q = work[4]
-    sigma = work[5]
     sl_d = work[6]  # stop distance of an opening, fraction of entry (NaN: none)
     tp_d = work[7]
     scaled = work[8]  # 1: this order was already counted as scaled down
     held_w = work[9]  # shared covariance: the shadow book's weights
     moments = work[10:13]  # scanned correlations: window mean, sum of squares, ready
+    slip_fb = work[13]  # slippage of a fill at the decision's fill bar
     series = vwork[0]  # per-bar returns of the shadow book over the VaR window, built lazily
     trial = vwork[1]
     held_idx = iwork[0]  # the shadow book's held assets, in the order they were seen
     order = iwork[1]  # the openings by priority
+    heap = iwork[2]  # the candidates not yet taken, a heap by priority
     for b in range(b0, b1):
         n_fills[b] = 0
         n_curve[b] = 0
@@ -705,6 +745,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
         next_open = p[L.P_NEXT_OPEN] > 0.0
         fb = t + 1 if next_open else t
         nf = 0
+        vb = fb - 1 if fb >= 1 else 0  # the volatility row before the fill bar (unused below 2)
 
         # ---- 1. intents -> closing legs and opening candidates
         for i in range(N):  # the scratch rows are reset as the intents are read
@@ -716,6 +757,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
             open_q[i] = 0.0
             units_after[i] = u
             moments[2, i] = 0.0
+            slip_fb[i] = _slippage(slip[i], vslip, fb, vol[vb, i])
             if scheme == WEIGHTS:
                 wt = weights[b, i]
                 if np.isnan(wt):
@@ -769,7 +811,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
         for i in range(N):
             q = close_q[i]
             if q != 0.0:
-                px = c[t, i] * (1.0 + np.sign(q) * _slippage(vol, fb, i, slip, p))
+                px = c[t, i] * (1.0 + np.sign(q) * slip_fb[i])
                 cash_est -= q * px + _fee(q, px, fee_rate[i], fixed_fee[i])
             if units_after[i] != 0.0:
                 held_idx[held] = i
@@ -789,9 +831,15 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
         quad = 0.0
         trial_quad = 0.0
         sizer = int(p[L.P_SIZER])
-        if scheme == SIGNALS and sizer >= 2 and any_candidate:
+        mean_sigma = 0.0  # inverse volatility: the mean of the positive volatilities at t
+        if scheme == SIGNALS and sizer == 2 and any_candidate:
+            n_sigma = 0
             for i in range(N):
-                sigma[i] = vol[t, i]
+                if vol[t, i] > 0.0:
+                    mean_sigma += vol[t, i]
+                    n_sigma += 1
+            mean_sigma = mean_sigma / n_sigma if n_sigma > 0 else 0.0
+        corr_lo = _window_start(t, int(p[L.P_CORR_WINDOW]))
         stop_vol = p[L.P_STOP_VOL] > 0.0
         if stop_vol and any_candidate:
             for i in range(N):
@@ -802,13 +850,44 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
         else:
             sl_d[:] = p[L.P_STOP_LOSS]
             tp_d[:] = p[L.P_TAKE_PROFIT]
-        n_cand = _priority_order(prio, order)
-        for k in range(n_cand):
-            i = order[k]
+        n_cand = 0  # the candidates taken so far, by priority: order[:n_cand]
+        if clock[b, L.COOLDOWN] > 0 or clock[b, L.WAITING] > 0:  # after a portfolio stop
+            for i in range(N):
+                if prio[i] >= 0.0:
+                    _refuse(refused, count, b, i, L.R_COOLDOWN)
+            n_left = 0
+        else:
+            n_left = _candidate_heap(prio, heap)
+        while n_left > 0:
+            if scheme == SIGNALS and held >= p[L.P_MAX_POSITIONS]:
+                # a signal opens from flat only, so every candidate left is a new position:
+                # refused for its re-entry wait or the full position cap, in any order
+                for k in range(n_left):
+                    i = heap[k]
+                    _refuse(refused, count, b, i,
+                            L.R_REENTRY if t < pos[b, i, L.REENTRY] else L.R_MAX_POSITIONS)
+                break
+            i = heap[0]  # the first candidate off the heap (_take_first, inline)
+            n_left -= 1
+            if n_left > 0:
+                x = heap[n_left]
+                px = prio[x]
+                k = 0
+                while True:
+                    ch = 2 * k + 1
+                    if ch >= n_left:
+                        break
+                    if ch + 1 < n_left and _before(prio[heap[ch + 1]], heap[ch + 1],
+                                                   prio[heap[ch]], heap[ch]):
+                        ch += 1
+                    if not _before(prio[heap[ch]], heap[ch], px, x):
+                        break
+                    heap[k] = heap[ch]
+                    k = ch
+                heap[k] = x
+            order[n_cand] = i
+            n_cand += 1
             new = units_after[i] == 0.0
-            if clock[b, L.COOLDOWN] > 0 or clock[b, L.WAITING] > 0:  # after a portfolio stop
-                _refuse(refused, count, b, i, L.R_COOLDOWN)
-                continue
             if new and t < pos[b, i, L.REENTRY]:
                 _refuse(refused, count, b, i, L.R_REENTRY)
                 continue
@@ -829,23 +908,27 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                     conf_f = max(p[L.P_MIN_CONF], confs[b, i])
                     q_lo = cand[i] * (equity * base * 0.5 * conf_f) / c[t, i]
                     if abs(q_lo) > 0.0 and np.isfinite(q_lo + q_lo):
-                        px = c[t, i] * (1.0 + np.sign(q_lo) * _slippage(vol, fb, i, slip, p))
+                        px = c[t, i] * (1.0 + np.sign(q_lo) * slip_fb[i])
                         num, den = _margin_terms(q_lo, c[t, i], px, fee_rate[i], fixed_fee[i],
-                                                 cash_est, net, gross, short, p)
+                                                 cash_est, net, gross, short, m_init, borrowing)
                         if den >= 0.0 and abs(q_lo) * den - num > 1e-9 * (1.0 + abs(cash_est)):
                             _refuse(refused, count, b, i,
                                     L.R_CASH if q_lo > 0.0 and not borrowing else L.R_MARGIN)
                             continue
-                notional = _opening_notional(equity, i, cand[i], confs[b, i], t, R, pc,
-                                             units_after, held_idx, held, sigma, base, p,
-                                             moments)
+                m = 0.0
+                if sizer == 0 and p[L.P_CORR_THRESHOLD] != np.inf:
+                    m = _max_corr(R, pc, p[L.P_PAIR_CACHE] > 0.0, p[L.P_CORR_HEDGE] > 0.0,
+                                  corr_lo, t, i, cand[i], units_after, held_idx, held, moments)
+                notional = _opening_notional(equity, confs[b, i], base, sizer, p[L.P_MIN_CONF],
+                                             p[L.P_CORR_THRESHOLD], m, vol[t, i], mean_sigma,
+                                             p[L.P_TARGET_VOL], sqrt_ppy)
                 q = cand[i] * notional / c[t, i]
             if not (abs(q) > 0.0 and np.isfinite(q)) or equity <= 0.0:
                 _refuse(refused, count, b, i, L.R_ZERO_SIZE)
                 continue
-            px = c[t, i] * (1.0 + np.sign(q) * _slippage(vol, fb, i, slip, p))
+            px = c[t, i] * (1.0 + np.sign(q) * slip_fb[i])
             num, den = _margin_terms(q, c[t, i], px, fee_rate[i], fixed_fee[i], cash_est, net,
-                                     gross, short, p)
+                                     gross, short, m_init, borrowing)
             if abs(q) * den - num > 1e-9 * (1.0 + abs(cash_est)):  # rounding is not a shortfall
                 room = num / den if den > 0.0 else 0.0
                 if scheme == WEIGHTS and room > 0.0:
@@ -928,7 +1011,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
             q = close_q[i]
             if q != 0.0:
                 ref = o[fb, i] if next_open else c[t, i]
-                px = ref * (1.0 + np.sign(q) * _slippage(vol, fb, i, slip, p))
+                px = ref * (1.0 + np.sign(q) * slip_fb[i])
                 nf = _fill(pos, acct, fills, b, nf, fb, i, q, px, fee_rate[i], fixed_fee[i],
                            L.SIGNAL, np.nan, np.nan)
         fnet = 0.0  # the book at the fill prices, for the margin check repeated at the fill
@@ -948,10 +1031,10 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
             if q == 0.0:
                 continue
             ref = o[fb, i] if next_open else c[t, i]
-            px = ref * (1.0 + np.sign(q) * _slippage(vol, fb, i, slip, p))
+            px = ref * (1.0 + np.sign(q) * slip_fb[i])
             cash = acct[b, L.CASH]
             num, den = _margin_terms(q, ref, px, fee_rate[i], fixed_fee[i], cash, fnet, fgross,
-                                     fshort, p)
+                                     fshort, m_init, borrowing)
             if abs(q) * den - num > 1e-9 * (1.0 + abs(cash)):
                 room = num / den if den > 0.0 else 0.0
                 if room <= 0.0:
@@ -978,7 +1061,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                 if u == 0.0 or not tradable[s, i]:
                     continue
                 if pos[b, i, L.PENDING] > 0.0:  # the portfolio stop's sale, at the first real open
-                    px = o[s, i] * (1.0 - np.sign(u) * _slippage(vol, s, i, slip, p))
+                    px = o[s, i] * (1.0 - np.sign(u) * _slippage(slip[i], vslip, s, vol[s - 1, i]))
                     nf = _fill(pos, acct, fills, b, nf, s, i, -u, px, fee_rate[i], fixed_fee[i],
                                L.PORTFOLIO_STOP, np.nan, np.nan)
                     pos[b, i, L.PENDING] = 0.0
@@ -989,7 +1072,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                 level, why = _exit_level(u, pos[b, i, L.STOP], pos[b, i, L.TARGET],
                                          o[s, i], h[s, i], lo_[s, i], c[s, i], intrabar)
                 if why >= 0:
-                    px = level * (1.0 - np.sign(u) * _slippage(vol, s, i, slip, p))
+                    px = level * (1.0 - np.sign(u) * _slippage(slip[i], vslip, s, vol[s - 1, i]))
                     nf = _fill(pos, acct, fills, b, nf, s, i, -u, px, fee_rate[i], fixed_fee[i],
                                why, np.nan, np.nan)
                     pos[b, i, L.REENTRY] = s + p[L.P_REENTRY]
@@ -1031,7 +1114,8 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                     if u == 0.0:
                         continue
                     if tradable[s, i]:
-                        px = c[s, i] * (1.0 - np.sign(u) * _slippage(vol, s, i, slip, p))
+                        sl = _slippage(slip[i], vslip, s, vol[s - 1, i])
+                        px = c[s, i] * (1.0 - np.sign(u) * sl)
                         nf = _fill(pos, acct, fills, b, nf, s, i, -u, px, fee_rate[i],
                                    fixed_fee[i], L.PORTFOLIO_STOP, np.nan, np.nan)
                     else:  # a closed market: never sold at its carried close; at its next open
@@ -1066,3 +1150,6 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
         n_fills[b] = nf
         if clock[b, L.STATUS] == L.RUNNING and clock[b, L.BAR] >= end:
             clock[b, L.STATUS] = L.ENDED
+
+
+fresh_cache(globals())  # the compiled code on disk must come from these sources (jit_cache)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from numba import njit
 
+from ffe_gym.jit_cache import fresh_cache
 from ffe_gym.portfolio import layout as L
 from ffe_gym.portfolio.kernel import _var, _window_start
 
@@ -72,3 +73,6 @@ def summarize(b, close, R, next_dec, p, pos, acct, clock, refused, book, assets,
         if refused[b, i] != 0:
             nr += 1
     book[L.B_REFUSED] = nr
+
+
+fresh_cache(globals())  # the compiled code on disk must come from these sources (jit_cache)
