@@ -569,12 +569,6 @@ def _take_first(prio, heap, n):
 
 
 @njit(cache=True)
-def _refuse(refused, count, b, i, reason):
-    refused[b, i] = reason
-    count[b, reason] += 1
-
-
-@njit(cache=True)
 def load_signals(d, cf, dirs, confs):
     """Check (B or 1, N) directions in {-1, 0, 1} and confidences in [0, 1], then copy them
     into the (B, N) buffers (one row broadcast to every book). 0: done; 1: a bad direction;
@@ -764,12 +758,14 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                     continue
                 tu = wt * equity / c[t, i]
                 if tu < 0.0 and p[L.P_ALLOW_SHORT] == 0.0:
-                    _refuse(refused, count, b, i, L.R_NO_SHORTING)  # the short part: refused
+                    refused[b, i] = L.R_NO_SHORTING  # the short part: refused
+                    count[b, L.R_NO_SHORTING] += 1
                     tu = 0.0  # a held long is still closed
                 if abs(tu - u) <= 1e-9 * max(abs(tu), abs(u)):
                     continue  # already there, up to rounding: no dust trades
                 if not tradable[fb, i]:
-                    _refuse(refused, count, b, i, L.R_NOT_TRADABLE)
+                    refused[b, i] = L.R_NOT_TRADABLE
+                    count[b, L.R_NOT_TRADABLE] += 1
                     continue
                 if u != 0.0 and (tu == 0.0 or (tu > 0.0) != (u > 0.0)):
                     close_q[i] = -u
@@ -788,14 +784,16 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                 if d == 0 or (d > 0 and u > 0.0) or (d < 0 and u < 0.0):
                     continue  # HOLD, BUY long, SELL short: keep
                 if not tradable[fb, i]:
-                    _refuse(refused, count, b, i, L.R_NOT_TRADABLE)
+                    refused[b, i] = L.R_NOT_TRADABLE
+                    count[b, L.R_NOT_TRADABLE] += 1
                     continue
                 if u != 0.0:  # BUY while short, SELL while long: close
                     close_q[i] = -u
                     units_after[i] = 0.0
                 if d > 0 or u == 0.0:  # BUY -> long; SELL flat -> short if allowed
                     if d < 0 and p[L.P_ALLOW_SHORT] == 0.0:
-                        _refuse(refused, count, b, i, L.R_NO_SHORTING)
+                        refused[b, i] = L.R_NO_SHORTING
+                        count[b, L.R_NO_SHORTING] += 1
                         continue
                     cand[i] = d
                     prio[i] = confs[b, i]
@@ -854,7 +852,8 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
         if clock[b, L.COOLDOWN] > 0 or clock[b, L.WAITING] > 0:  # after a portfolio stop
             for i in range(N):
                 if prio[i] >= 0.0:
-                    _refuse(refused, count, b, i, L.R_COOLDOWN)
+                    refused[b, i] = L.R_COOLDOWN
+                    count[b, L.R_COOLDOWN] += 1
             n_left = 0
         else:
             n_left = _candidate_heap(prio, heap)
@@ -864,8 +863,9 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                 # refused for its re-entry wait or the full position cap, in any order
                 for k in range(n_left):
                     i = heap[k]
-                    _refuse(refused, count, b, i,
-                            L.R_REENTRY if t < pos[b, i, L.REENTRY] else L.R_MAX_POSITIONS)
+                    reason = L.R_REENTRY if t < pos[b, i, L.REENTRY] else L.R_MAX_POSITIONS
+                    refused[b, i] = reason
+                    count[b, reason] += 1
                 break
             i = heap[0]  # the first candidate off the heap (_take_first, inline)
             n_left -= 1
@@ -889,10 +889,12 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
             n_cand += 1
             new = units_after[i] == 0.0
             if new and t < pos[b, i, L.REENTRY]:
-                _refuse(refused, count, b, i, L.R_REENTRY)
+                refused[b, i] = L.R_REENTRY
+                count[b, L.R_REENTRY] += 1
                 continue
             if new and held >= p[L.P_MAX_POSITIONS]:
-                _refuse(refused, count, b, i, L.R_MAX_POSITIONS)
+                refused[b, i] = L.R_MAX_POSITIONS
+                count[b, L.R_MAX_POSITIONS] += 1
                 continue
             if scheme == WEIGHTS:
                 q = cand[i]
@@ -912,8 +914,9 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                         num, den = _margin_terms(q_lo, c[t, i], px, fee_rate[i], fixed_fee[i],
                                                  cash_est, net, gross, short, m_init, borrowing)
                         if den >= 0.0 and abs(q_lo) * den - num > 1e-9 * (1.0 + abs(cash_est)):
-                            _refuse(refused, count, b, i,
-                                    L.R_CASH if q_lo > 0.0 and not borrowing else L.R_MARGIN)
+                            reason = L.R_CASH if q_lo > 0.0 and not borrowing else L.R_MARGIN
+                            refused[b, i] = reason
+                            count[b, reason] += 1
                             continue
                 m = 0.0
                 if sizer == 0 and p[L.P_CORR_THRESHOLD] != np.inf:
@@ -924,7 +927,8 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                                              p[L.P_TARGET_VOL], sqrt_ppy)
                 q = cand[i] * notional / c[t, i]
             if not (abs(q) > 0.0 and np.isfinite(q)) or equity <= 0.0:
-                _refuse(refused, count, b, i, L.R_ZERO_SIZE)
+                refused[b, i] = L.R_ZERO_SIZE
+                count[b, L.R_ZERO_SIZE] += 1
                 continue
             px = c[t, i] * (1.0 + np.sign(q) * slip_fb[i])
             num, den = _margin_terms(q, c[t, i], px, fee_rate[i], fixed_fee[i], cash_est, net,
@@ -936,15 +940,18 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                     count[b, L.C_SCALED] += 1
                     scaled[i] = 1.0
                 else:
-                    _refuse(refused, count, b, i,
-                            L.R_CASH if q > 0.0 and not borrowing else L.R_MARGIN)
+                    reason = L.R_CASH if q > 0.0 and not borrowing else L.R_MARGIN
+                    refused[b, i] = reason
+                    count[b, reason] += 1
                     continue
             add = abs(q) * c[t, i]
             if q < 0.0 and short + add > p[L.P_SHORT_CAP] * equity:
-                _refuse(refused, count, b, i, L.R_SHORT_CAP)
+                refused[b, i] = L.R_SHORT_CAP
+                count[b, L.R_SHORT_CAP] += 1
                 continue
             if gross + add > p[L.P_GROSS_CAP] * equity:
-                _refuse(refused, count, b, i, L.R_GROSS_CAP)
+                refused[b, i] = L.R_GROSS_CAP
+                count[b, L.R_GROSS_CAP] += 1
                 continue
             if var_on and shared_cov:  # w' S w from the market's covariance of the VaR window
                 w = q * c[t, i] / equity
@@ -970,7 +977,8 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                 if nv >= 2 and trial_quad > 0.0:
                     v = p[L.P_VAR_Z] * np.sqrt(trial_quad * horizon)
                 if v > p[L.P_MAX_VAR]:
-                    _refuse(refused, count, b, i, L.R_VAR)
+                    refused[b, i] = L.R_VAR
+                    count[b, L.R_VAR] += 1
                     continue
                 quad = trial_quad
                 held_w[i] = wi
@@ -991,7 +999,8 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                 else:  # parametric: one pass over the window
                     v = _parametric_trial(series, nv, R, vlo, i, w, p[L.P_VAR_Z], horizon)
                 if v > p[L.P_MAX_VAR]:
-                    _refuse(refused, count, b, i, L.R_VAR)
+                    refused[b, i] = L.R_VAR
+                    count[b, L.R_VAR] += 1
                     continue
                 for s in range(nv):
                     series[s] += w * R[vlo + s, i]
@@ -1038,7 +1047,8 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
             if abs(q) * den - num > 1e-9 * (1.0 + abs(cash)):
                 room = num / den if den > 0.0 else 0.0
                 if room <= 0.0:
-                    _refuse(refused, count, b, i, L.R_CASH_AT_FILL)
+                    refused[b, i] = L.R_CASH_AT_FILL
+                    count[b, L.R_CASH_AT_FILL] += 1
                     continue
                 q = room if q > 0.0 else -room
                 if scaled[i] == 0.0:  # one scaled order counts once
