@@ -457,17 +457,8 @@ def _max_corr(R, pc, cached, hedge, lo, t, i, side, units_after, held_idx, n_hel
         else:
             for z in range(2):
                 a = i if z == 0 else j
-                if moments[2, a] == 0.0:
-                    mean = 0.0
-                    for s in range(lo, t + 1):
-                        mean += R[s, a]
-                    mean /= n
-                    ss = 0.0
-                    for s in range(lo, t + 1):
-                        d = R[s, a] - mean
-                        ss += d * d
-                    moments[0, a] = mean
-                    moments[1, a] = ss
+                if moments[2, a] == 0.0:  # once an asset a decision: a call is cheap here
+                    moments[0, a], moments[1, a] = _mean_ss(R, lo, t, a)
                     moments[2, a] = 1.0
             mi = moments[0, i]
             mj = moments[0, j]
