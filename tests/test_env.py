@@ -661,3 +661,50 @@ def test_fused_step_is_the_engine_step_then_the_observation(md, threads):
         assert (term == np.isin(status, [L.STOPPED, L.RUINED])).all()
         if (term | trunc).any():
             break
+
+
+def test_strided_and_float64_actions_step_like_contiguous_float32(md):
+    """The compiled action mapping is called without numba's dispatch (bound once per dtype,
+    typed for any strides): a strided view, a float64 copy and a read-only array of the same
+    float32 values step exactly like the contiguous float32 array."""
+    rng = np.random.default_rng(3)
+    acts = rng.uniform(-1, 1, (40, 8)).astype(np.float32)  # every other column: strided rows
+    runs = []
+    for form in ("c", "strided", "f8", "readonly"):
+        env = PortfolioEnv(cfg(), md)
+        env.reset(seed=5)
+        run = []
+        for k in range(40):
+            a = np.ascontiguousarray(acts[k, ::2])
+            if form == "strided":
+                a = acts[k, ::2]
+                assert not a.flags.c_contiguous
+            elif form == "f8":
+                a = a.astype(np.float64)
+            elif form == "readonly":
+                a.flags.writeable = False
+            run.append(env.step(a))
+        runs.append(run)
+    for other in runs[1:]:
+        same(runs[0], other)
+
+
+def test_core_refuses_a_wrong_output_buffer_or_mask_and_changes_nothing(md):
+    """The compiled step's entry point does not check types, so EnvCore does: a buffer of the
+    wrong dtype, shape or layout, or a mask of the wrong length, is refused before the step."""
+    venv = PortfolioVectorEnv(3, cfg(), md, copy=False)
+    venv.reset(seed=0)
+    core = venv.core
+    actions = np.full((3, 4), 0.9, dtype=np.float32)
+    before = core.portfolio.get_state()
+    for out in (np.empty((3, core.observations.total), np.float64),
+                np.empty((2, core.observations.total), np.float32),
+                np.empty((core.observations.total, 3), np.float32).T, [0.0]):
+        with pytest.raises(ValueError, match="out must be"):
+            core.step(actions, None, out)
+    with pytest.raises(ValueError, match="active must have shape"):
+        core.step(actions, np.ones(2, dtype=bool))
+    same(core.portfolio.get_state(), before)
+    strided = np.ones(6, dtype=bool)[::2]  # a strided mask is copied, not refused
+    obs, *_ = core.step(actions, strided)
+    assert obs.shape == (3, core.observations.total)

@@ -15,6 +15,9 @@ buffers; the env steps with what was loaded (:mod:`ffe_gym.env.stepping`).
 
 from __future__ import annotations
 
+from typing import Any
+
+import numba
 import numpy as np
 from gymnasium import spaces
 from numba import njit
@@ -39,6 +42,7 @@ class Signals:
         self.n_assets = n_assets
         self.dead_band = dead_band
         self.space = spaces.Box(-1.0, 1.0, (n_assets,), dtype=np.float32)
+        self._into: dict[str, Any] = {}  # dtype char -> the compiled mapping's entry point
 
     def load(self, pf: Portfolio, actions: np.ndarray) -> int:
         """Check a (B, N) batch and write its intents into the engine's buffers; the scheme
@@ -49,15 +53,31 @@ class Signals:
             if a.dtype.kind != "f":
                 raise ValueError(f"signals action must be a float array, got dtype {a.dtype}")
             a = a.astype(np.float64)  # float16 / longdouble: the compiled mapping takes f4, f8
+            kind = "d"
         _check(a, (pf.n_books, self.n_assets), "signals")
         dirs, confs = pf.intent_buffers()
-        error = _signals_into(a, self.dead_band, dirs, confs)
+        into = self._into.get(kind) or self._bind(a, dirs, confs)
+        error = into(a, self.dead_band, dirs, confs)
         if error == 1:
             raise ValueError("signals action contains NaN")
         if error == 2:
             raise ValueError(f"signals action must lie in [-1, 1], got max |a| = "
                              f"{np.abs(a).max():.6g}")
         return L.SIGNALS
+
+    def _bind(self, a: np.ndarray, dirs: np.ndarray, confs: np.ndarray) -> Any:
+        """The compiled mapping for a's dtype, called without numba's dispatch
+        (:func:`~ffe_gym.env.stepping.entry_point`); typed for any strides, since the actions
+        are the caller's arrays (the dtype is the only type that varies: 2-D is checked)."""
+        from ffe_gym.env.stepping import entry_point
+
+        loose = numba.types.Array(numba.from_dtype(a.dtype), 2, "A", readonly=True)
+        self._into[a.dtype.char] = fn = entry_point(
+            _signals_into, (a, self.dead_band, dirs, confs), types=(loose,))
+        return fn
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_into": {}}  # compiled entry points are bound again
 
 
 @njit(cache=True)

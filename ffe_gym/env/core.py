@@ -7,7 +7,8 @@ this layer only translates.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,9 @@ class EnvCore:
         rc = ecfg.reward
         self._plain_log = (rc.kind == "log_return" and not rc.drawdown_penalty
                            and not rc.turnover_penalty)
+        self._out_shape = (n_books, self.observations.total)
+        self._step: Callable[..., None] | None = None  # bound at the first step (_bind_step)
+        self._out_checked: np.ndarray | None = None  # the last caller buffer found valid
 
     # ------------------------------------------------------------------ windows
     def bar_of(self, when: Any, *, end: bool = False) -> int:
@@ -154,43 +158,92 @@ class EnvCore:
         acc[S.EP_PEAK, books] = pf.acct[books, L.EQUITY]
 
     # ------------------------------------------------------------------ stepping
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_step"] = state["_out_checked"] = None  # bound to the engine's arrays: rebound
+        return state
+
+    def _bind_step(self) -> Callable[..., None]:
+        """The compiled env step with every argument but (active, scheme, out) bound: its
+        entry point (:func:`~ffe_gym.env.stepping.entry_point`) for the types those three
+        always have here (a C-contiguous bool mask, an int, a C-contiguous (B, total) float32
+        buffer). Bound at the first step, and again after unpickling."""
+        pf, B = self.portfolio, self.n_books
+        fixed = (*pf.kernel_args, self._acc, self._flags, self.floor, *self._fill_args)
+        fn = S.step_observe
+        if self.threads > 1 and B > 1:
+            fixed, fn = (min(self.threads, B), *fixed), S.step_observe_threaded
+        probe = (self._every, L.SIGNALS, np.empty(self._out_shape, dtype=np.float32))
+        self._step = functools.partial(S.entry_point(fn, fixed + probe), *fixed)
+        return self._step
+
+    def _check_out(self, out: Any) -> None:
+        if not (isinstance(out, np.ndarray) and out.dtype == np.float32
+                and out.shape == self._out_shape and out.flags.c_contiguous
+                and out.flags.writeable):
+            raise ValueError(f"out must be a writeable C-contiguous float32 array of shape "
+                             f"{self._out_shape}, got {type(out).__name__} "
+                             f"{getattr(out, 'dtype', '')} {getattr(out, 'shape', '')}")
+        self._out_checked = out
+
+    def _advance(self, actions: np.ndarray, active: np.ndarray | None,
+                 out: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Check and load the actions, then step, settle and observe every book in one
+        compiled call; (the filled buffer, the mask of books stepped)."""
+        scheme = self.scheme.load(self.portfolio, actions)  # raises before anything changes
+        if active is None:
+            stepped = self._every
+        else:
+            stepped = np.ascontiguousarray(active, dtype=np.bool_)
+            if stepped.shape != self._every.shape:
+                raise ValueError(f"active must have shape {self._every.shape}, got "
+                                 f"{stepped.shape}")
+        if out is None:
+            out = np.empty(self._out_shape, dtype=np.float32)
+        elif out is not self._out_checked:
+            self._check_out(out)
+        step = self._step or self._bind_step()
+        if self.threads > 1 and self.n_books > 1:
+            numba.set_num_threads(self.threads)
+        step(stepped, scheme, out)
+        return out, stepped
+
+    def _rewards(self, stepped: np.ndarray, active: np.ndarray | None,
+                 fresh: bool) -> np.ndarray:
+        acc = self._acc
+        if self._plain_log:
+            return acc[S.LOG_RETURN].copy() if fresh else acc[S.LOG_RETURN]
+        pf = self.portfolio
+        rewards = self.reward(StepOutcome(acc[S.BEFORE].copy(), pf.acct[:, L.EQUITY],
+                                          self.floor, acc[S.TRADED].copy(),
+                                          acc[S.DRAWDOWN].copy()))
+        return rewards if active is None else np.where(stepped, rewards, 0.0)
+
     def step(self, actions: np.ndarray, active: np.ndarray | None = None,
              out: np.ndarray | None = None, fresh: bool = True
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Apply a batch of actions and observe: (observations, rewards, terminated,
         truncated). The observations of every book are written into ``out`` (a (B, total)
-        float32 buffer) or a fresh array, and returned as that array (``observations.split``
-        gives the env's form); rewards and flags are (B,): fresh arrays, or with
-        ``fresh=False`` buffers overwritten by the next step (for a caller that reads them at
-        once). A refused batch raises before anything changes."""
-        pf = self.portfolio
-        scheme = self.scheme.load(pf, actions)
-        stepped = self._every if active is None else np.asarray(active, dtype=np.bool_)
-        if out is None:
-            out = np.empty((self.n_books, self.observations.total), dtype=np.float32)
-        acc, flags = self._acc, self._flags
-        # one compiled call: the engine step, the settling (traded notional, drawdown, the
-        # log reward, the episode statistics, the end flags) and the observations
-        if self.threads > 1 and self.n_books > 1:
-            numba.set_num_threads(self.threads)
-            S.step_observe_threaded(min(self.threads, self.n_books), stepped, scheme,
-                                    *pf.kernel_args, acc, flags, self.floor,
-                                    *self._fill_args, out)
-        else:
-            S.step_observe(stepped, scheme, *pf.kernel_args, acc, flags, self.floor,
-                           *self._fill_args, out)
-        if self._plain_log:
-            rewards = acc[S.LOG_RETURN].copy() if fresh else acc[S.LOG_RETURN]
-        else:
-            rewards = self.reward(StepOutcome(acc[S.BEFORE].copy(), pf.acct[:, L.EQUITY],
-                                              self.floor, acc[S.TRADED].copy(),
-                                              acc[S.DRAWDOWN].copy()))
-            if active is not None:
-                rewards = np.where(stepped, rewards, 0.0)
+        C-contiguous float32 buffer) or a fresh array, and returned as that array
+        (``observations.split`` gives the env's form); rewards and flags are (B,): fresh
+        arrays, or with ``fresh=False`` buffers overwritten by the next step (for a caller
+        that reads them at once). A refused batch raises before anything changes."""
+        out, stepped = self._advance(actions, active, out)
+        rewards = self._rewards(stepped, active, fresh)
+        flags = self._flags
         term, trunc = flags[S.TERMINATED], flags[S.TRUNCATED]
         if not fresh:
             return out, rewards, term, trunc
         return out, rewards, term.copy(), trunc.copy()
+
+    def step_one(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool]:
+        """:meth:`step` of a one-book core (the single env): a fresh (total,) observation
+        buffer, the reward and the terminated and truncated flags as Python scalars."""
+        out, stepped = self._advance(np.asarray(action)[None], None, None)
+        # B = 1: the flat index of row k, book 0, is k
+        reward = (self._acc.item(S.LOG_RETURN) if self._plain_log
+                  else float(self._rewards(stepped, None, False)[0]))
+        return out[0], reward, self._flags.item(S.TERMINATED), self._flags.item(S.TRUNCATED)
 
     def episode_stats(self) -> dict[str, np.ndarray]:
         """Per-book statistics of the running episodes (arrays of shape (B,)).

@@ -173,17 +173,16 @@ class PortfolioEnv(gym.Env):
         if self._done:
             raise RuntimeError("step() called on an ended episode (or before reset()); "
                                "call reset() first")
-        out, rewards, terminated, truncated = self.core.step(np.asarray(action)[None],
-                                                             fresh=False)
-        term, trunc = bool(terminated[0]), bool(truncated[0])
+        core = self.core
+        row, reward, term, trunc = core.step_one(action)
         self._done = term or trunc
         if self._history is not None:
             self._record()
-        info = self.core.info(0) if self.step_info else {}
+        info = core.info(0) if self.step_info else {}
         if self._done:  # the episode's portfolio statistics, as the vector env gives them
             info["portfolio_episode"] = {k: float(v[0])
-                                         for k, v in self.core.episode_stats().items()}
-        return self.core.observations.split(out[0]), float(rewards[0]), term, trunc, info
+                                         for k, v in core.episode_stats().items()}
+        return core.observations.split(row), reward, term, trunc, info
 
     def _record(self) -> None:
         pf = self.portfolio
