@@ -664,13 +664,14 @@ def test_fused_step_is_the_engine_step_then_the_observation(md, threads):
 
 
 def test_strided_and_float64_actions_step_like_contiguous_float32(md):
-    """The compiled action mapping is called without numba's dispatch (bound once per dtype,
-    typed for any strides): a strided view, a float64 copy and a read-only array of the same
-    float32 values step exactly like the contiguous float32 array."""
+    """float32 signals are decoded inside the step's compiled call, other dtypes before it,
+    both without numba's dispatch (typed for any strides): a strided view, a float64 copy, a
+    big-endian copy and a read-only array of the same float32 values step exactly like the
+    contiguous float32 array."""
     rng = np.random.default_rng(3)
     acts = rng.uniform(-1, 1, (40, 8)).astype(np.float32)  # every other column: strided rows
     runs = []
-    for form in ("c", "strided", "f8", "readonly"):
+    for form in ("c", "strided", "f8", "big-endian", "readonly"):
         env = PortfolioEnv(cfg(), md)
         env.reset(seed=5)
         run = []
@@ -681,6 +682,8 @@ def test_strided_and_float64_actions_step_like_contiguous_float32(md):
                 assert not a.flags.c_contiguous
             elif form == "f8":
                 a = a.astype(np.float64)
+            elif form == "big-endian":  # dtype.char is "f" too, but not the native layout
+                a = a.astype(">f4")
             elif form == "readonly":
                 a.flags.writeable = False
             run.append(env.step(a))
@@ -708,3 +711,19 @@ def test_core_refuses_a_wrong_output_buffer_or_mask_and_changes_nothing(md):
     strided = np.ones(6, dtype=bool)[::2]  # a strided mask is copied, not refused
     obs, *_ = core.step(actions, strided)
     assert obs.shape == (3, core.observations.total)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_bad_signals_in_one_book_of_a_batch_change_no_book(md, threads):
+    """The fused decode checks the whole batch before it writes an intent or steps a book."""
+    venv = PortfolioVectorEnv(3, cfg(), md, threads=threads)
+    venv.reset(seed=0)
+    rng = np.random.default_rng(1)
+    venv.step(rng.uniform(-1, 1, (3, 4)).astype(np.float32))
+    before = venv.core.portfolio.get_state()
+    for bad, message in ((np.nan, "NaN"), (1.5, r"\[-1, 1\]")):
+        a = rng.uniform(-1, 1, (3, 4)).astype(np.float32)
+        a[2, 3] = bad
+        with pytest.raises(ValueError, match=message):
+            venv.step(a)
+        same(venv.core.portfolio.get_state(), before)

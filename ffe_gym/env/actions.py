@@ -10,7 +10,9 @@
 
 Every scheme's ``load`` checks the batch it is given and raises ``ValueError`` naming the problem
 (shape, dtype, NaN, out of range) before anything changes, then writes it into the engine's
-buffers; the env steps with what was loaded (:mod:`ffe_gym.env.stepping`).
+buffers; the env steps with what was loaded (:mod:`ffe_gym.env.stepping`). ``stage`` is what
+the env calls: a float32 signals batch is passed to the compiled step raw, checked and decoded
+inside the same call (the same checks and messages), anything else is loaded first.
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ def _check(a: np.ndarray, shape: tuple[int, ...], what: str) -> None:
                          f"(batch {shape}), got {a.shape}")
 
 
+RAW_SIGNALS = -1  # the scheme code of raw float32 signals, checked and decoded inside the step
+NO_ACTIONS = np.zeros((0, 0), dtype=np.float32)  # the step's raw actions when none are passed
+_F4, _F8 = np.dtype(np.float32), np.dtype(np.float64)  # native byte order
+
+
 class Signals:
     """Per-asset signed confidence in [-1, 1]; a dead band around 0 is HOLD."""
 
@@ -42,28 +49,42 @@ class Signals:
         self.n_assets = n_assets
         self.dead_band = dead_band
         self.space = spaces.Box(-1.0, 1.0, (n_assets,), dtype=np.float32)
-        self._into: dict[str, Any] = {}  # dtype char -> the compiled mapping's entry point
+        self._into: dict[np.dtype, Any] = {}  # dtype -> the compiled mapping's entry point
+
+    def stage(self, pf: Portfolio, actions: np.ndarray,
+              shape: tuple[int, int]) -> tuple[int, np.ndarray]:
+        """What the env's compiled step takes: (scheme code, raw actions). A (B, N) float32
+        batch (the action space's dtype, any strides) is passed raw, to be checked and decoded
+        inside the step's call before anything else (``RAW_SIGNALS``; :meth:`refuse` gives
+        the error); any other batch is checked and loaded here (:meth:`load`)."""
+        a = np.asarray(actions)
+        if a.dtype is _F4 and a.shape == shape:
+            return RAW_SIGNALS, a
+        return self.load(pf, a), NO_ACTIONS
 
     def load(self, pf: Portfolio, actions: np.ndarray) -> int:
         """Check a (B, N) batch and write its intents into the engine's buffers; the scheme
         code the compiled step takes (:mod:`ffe_gym.env.stepping`)."""
         a = np.asarray(actions)
-        kind = a.dtype.char  # (cheaper than np.issubdtype, which costs ~1 us a call)
-        if kind not in "fd":
+        if a.dtype is not _F4 and a.dtype is not _F8:
             if a.dtype.kind != "f":
                 raise ValueError(f"signals action must be a float array, got dtype {a.dtype}")
-            a = a.astype(np.float64)  # float16 / longdouble: the compiled mapping takes f4, f8
-            kind = "d"
+            # float16, longdouble, another byte order: the compiled mapping takes native f4, f8
+            a = a.astype(np.float64)
         _check(a, (pf.n_books, self.n_assets), "signals")
         dirs, confs = pf.intent_buffers()
-        into = self._into.get(kind) or self._bind(a, dirs, confs)
-        error = into(a, self.dead_band, dirs, confs)
+        into = self._into.get(a.dtype) or self._bind(a, dirs, confs)
+        self.refuse(into(a, self.dead_band, dirs, confs), a)
+        return L.SIGNALS
+
+    @staticmethod
+    def refuse(error: int, a: np.ndarray) -> None:
+        """Raise the ValueError of :func:`signals_into`'s error code (0: none)."""
         if error == 1:
             raise ValueError("signals action contains NaN")
         if error == 2:
             raise ValueError(f"signals action must lie in [-1, 1], got max |a| = "
                              f"{np.abs(a).max():.6g}")
-        return L.SIGNALS
 
     def _bind(self, a: np.ndarray, dirs: np.ndarray, confs: np.ndarray) -> Any:
         """The compiled mapping for a's dtype, called without numba's dispatch
@@ -71,17 +92,21 @@ class Signals:
         are the caller's arrays (the dtype is the only type that varies: 2-D is checked)."""
         from ffe_gym.env.stepping import entry_point
 
-        loose = numba.types.Array(numba.from_dtype(a.dtype), 2, "A", readonly=True)
-        self._into[a.dtype.char] = fn = entry_point(
-            _signals_into, (a, self.dead_band, dirs, confs), types=(loose,))
+        self._into[a.dtype] = fn = entry_point(
+            signals_into, (any_strides(a.dtype), self.dead_band, dirs, confs))
         return fn
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_into": {}}  # compiled entry points are bound again
 
 
+def any_strides(dtype: np.dtype) -> Any:
+    """numba's type of a read-only 2-D array of ``dtype`` with any strides."""
+    return numba.types.Array(numba.from_dtype(dtype), 2, "A", readonly=True)
+
+
 @njit(cache=True)
-def _signals_into(a, dead_band, dirs, confs):
+def signals_into(a, dead_band, dirs, confs):
     """Map signed confidences to intents in place; 1: NaN, 2: out of range, 0: done.
 
     Nothing is written unless the whole batch is valid.
@@ -115,6 +140,11 @@ class Discrete:
         self.n_assets = n_assets
         self.levels = levels
         self.space = spaces.MultiDiscrete([2 * levels + 1] * n_assets)
+
+    def stage(self, pf: Portfolio, actions: np.ndarray,
+              shape: tuple[int, int]) -> tuple[int, np.ndarray]:
+        """(scheme code, raw actions) for the env's compiled step: loaded here."""
+        return self.load(pf, actions), NO_ACTIONS
 
     def load(self, pf: Portfolio, actions: np.ndarray) -> int:
         """Check a (B, N) batch and write its intents into the engine's buffers."""
@@ -155,6 +185,11 @@ class Weights:
         total = np.abs(w).sum(axis=1, keepdims=True)
         w = np.divide(w, total, out=np.zeros_like(w), where=total > 0)
         return w[:, : self.n_assets]
+
+    def stage(self, pf: Portfolio, actions: np.ndarray,
+              shape: tuple[int, int]) -> tuple[int, np.ndarray]:
+        """(scheme code, raw actions) for the env's compiled step: loaded here."""
+        return self.load(pf, actions), NO_ACTIONS
 
     def load(self, pf: Portfolio, actions: np.ndarray) -> int:
         """Check a (B, N + 1) batch and write its target weights into the engine's buffer."""

@@ -19,7 +19,7 @@ import pandas as pd
 from ffe_gym.config import Config, coerce_config
 from ffe_gym.data import MarketData, load_market, market_from_config
 from ffe_gym.env import stepping as S
-from ffe_gym.env.actions import make_scheme
+from ffe_gym.env.actions import any_strides, make_scheme
 from ffe_gym.env.observations import ObservationBuilder, ObservationLayout
 from ffe_gym.env.rewards import Reward, StepOutcome
 from ffe_gym.features import compute_features, lookback
@@ -102,6 +102,7 @@ class EnvCore:
         self._plain_log = (rc.kind == "log_return" and not rc.drawdown_penalty
                            and not rc.turnover_penalty)
         self._out_shape = (n_books, self.observations.total)
+        self._action_shape = (n_books, *self.scheme.space.shape)
         self._step: Callable[..., None] | None = None  # bound at the first step (_bind_step)
         self._out_checked: np.ndarray | None = None  # the last caller buffer found valid
 
@@ -163,17 +164,20 @@ class EnvCore:
         state["_step"] = state["_out_checked"] = None  # bound to the engine's arrays: rebound
         return state
 
-    def _bind_step(self) -> Callable[..., None]:
-        """The compiled env step with every argument but (active, scheme, out) bound: its
-        entry point (:func:`~ffe_gym.env.stepping.entry_point`) for the types those three
-        always have here (a C-contiguous bool mask, an int, a C-contiguous (B, total) float32
-        buffer). Bound at the first step, and again after unpickling."""
+    def _bind_step(self) -> Callable[..., int]:
+        """The compiled env step with every argument but (active, scheme, raw, out) bound:
+        its entry point (:func:`~ffe_gym.env.stepping.entry_point`) for the types those four
+        always have here (a C-contiguous bool mask, an int, float32 actions of any strides, a
+        C-contiguous (B, total) float32 buffer). Bound at the first step, and again after
+        unpickling."""
         pf, B = self.portfolio, self.n_books
-        fixed = (*pf.kernel_args, self._acc, self._flags, self.floor, *self._fill_args)
+        fixed = (*pf.kernel_args, self._acc, self._flags, self.floor, *self._fill_args,
+                 float(getattr(self.scheme, "dead_band", 0.0)))
         fn = S.step_observe
         if self.threads > 1 and B > 1:
             fixed, fn = (min(self.threads, B), *fixed), S.step_observe_threaded
-        probe = (self._every, L.SIGNALS, np.empty(self._out_shape, dtype=np.float32))
+        probe = (self._every, L.SIGNALS, any_strides(np.dtype(np.float32)),
+                 np.empty(self._out_shape, dtype=np.float32))
         self._step = functools.partial(S.entry_point(fn, fixed + probe), *fixed)
         return self._step
 
@@ -188,9 +192,10 @@ class EnvCore:
 
     def _advance(self, actions: np.ndarray, active: np.ndarray | None,
                  out: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Check and load the actions, then step, settle and observe every book in one
-        compiled call; (the filled buffer, the mask of books stepped)."""
-        scheme = self.scheme.load(self.portfolio, actions)  # raises before anything changes
+        """Check the actions, then (in one compiled call) decode them, step, settle and
+        observe every book; (the filled buffer, the mask of books stepped). Refused actions
+        raise before anything changes."""
+        code, raw = self.scheme.stage(self.portfolio, actions, self._action_shape)
         if active is None:
             stepped = self._every
         else:
@@ -205,7 +210,9 @@ class EnvCore:
         step = self._step or self._bind_step()
         if self.threads > 1 and self.n_books > 1:
             numba.set_num_threads(self.threads)
-        step(stepped, scheme, out)
+        error = step(stepped, code, raw, out)
+        if error:
+            self.scheme.refuse(error, raw)
         return out, stepped
 
     def _rewards(self, stepped: np.ndarray, active: np.ndarray | None,

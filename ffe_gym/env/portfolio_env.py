@@ -182,7 +182,7 @@ class PortfolioEnv(gym.Env):
         if self._done:  # the episode's portfolio statistics, as the vector env gives them
             info["portfolio_episode"] = {k: float(v[0])
                                          for k, v in core.episode_stats().items()}
-        return core.observations.split(row), reward, term, trunc, info
+        return core.observations.split_row(row), reward, term, trunc, info
 
     def _record(self) -> None:
         pf = self.portfolio

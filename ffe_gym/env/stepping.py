@@ -10,9 +10,10 @@ still in that core's cache. Books share only read-only market data, so both give
 bytes. The actions were checked and decoded into the engine's intent buffers before the call
 (:meth:`~ffe_gym.env.actions.Signals.load`), so a refused action has changed nothing.
 
-The arguments that stay the same from step to step come first and the three that change
-(``active``, ``scheme``, ``out``) last, so that the env binds the first once
-(:func:`entry_point` and ``functools.partial``).
+The arguments that stay the same from step to step come first and the four that change
+(``active``, ``scheme``, ``raw``, ``out``) last, so that the env binds the first once
+(:func:`entry_point` and ``functools.partial``). A float32 signals batch is passed raw and
+checked and decoded inside the call, before anything changes (``RAW_SIGNALS``).
 
 ``acc`` (``ACC_ROWS``, B) float64 holds the per-book sums the env keeps between steps and what
 the last step did; ``flags`` (2, B) the terminated and truncated flags.
@@ -27,6 +28,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from ffe_gym.env.actions import RAW_SIGNALS, signals_into
 from ffe_gym.env.observations import fill_range
 from ffe_gym.jit_cache import fresh_cache
 from ffe_gym.portfolio import layout as L
@@ -84,49 +86,65 @@ def _chunk(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, tradable,
 
 @njit(cache=True)
 def step_observe(dirs, fbook, ibook, o, h, lo_, c, tradable, R, vol, pc, cov, next_dec, costs,
-                 p, acc, flags, floor, features, window, cooldown_scale, clip, active, scheme,
-                 out):
+                 p, acc, flags, floor, features, window, cooldown_scale, clip, dead_band,
+                 active, scheme, raw, out):
     """Step the books with ``active[b]`` (the engine's arguments as
     :attr:`~ffe_gym.portfolio.Portfolio.kernel_args`), settle every book into ``acc`` and
-    ``flags`` and write every book's observation into ``out`` (B, total), in one call."""
+    ``flags`` and write every book's observation into ``out`` (B, total), in one call.
+
+    With ``scheme`` RAW_SIGNALS the (B, N) float32 actions ``raw`` are first checked and
+    decoded (:func:`~ffe_gym.env.actions.signals_into`); their error code (non-zero) is
+    returned before anything changes. Returns 0 when the books were stepped."""
     B, N = dirs.shape
     (pos, acct, curve, gross_curve, fills, confs, weights, clock, count, n_curve, n_fills,
      refused) = book_views(fbook, ibook, B, N, int(p[L.P_MAX_STEP_BARS]))
+    if scheme == RAW_SIGNALS:
+        error = signals_into(raw, dead_band, dirs, confs)
+        if error != 0:
+            return error
+        scheme = L.SIGNALS
     _chunk(0, B, active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol, pc, cov,
            next_dec, costs, p, pos, acct, clock, count, curve, gross_curve, n_curve, fills,
            n_fills, refused, acc, flags, floor, features, window, cooldown_scale, clip, out)
+    return 0
 
 
 @njit(cache=True, parallel=True)
 def step_observe_threaded(n_chunks, dirs, fbook, ibook, o, h, lo_, c, tradable, R, vol, pc, cov,
                           next_dec, costs, p, acc, flags, floor, features, window,
-                          cooldown_scale, clip, active, scheme, out):
+                          cooldown_scale, clip, dead_band, active, scheme, raw, out):
     """:func:`step_observe` with the books split into ``n_chunks`` contiguous ranges on
     numba's threads (the same bytes: each range has its own scratch and writes only its
     books' rows)."""
     B, N = dirs.shape
     (pos, acct, curve, gross_curve, fills, confs, weights, clock, count, n_curve, n_fills,
      refused) = book_views(fbook, ibook, B, N, int(p[L.P_MAX_STEP_BARS]))
+    if scheme == RAW_SIGNALS:
+        error = signals_into(raw, dead_band, dirs, confs)
+        if error != 0:
+            return error
+        scheme = L.SIGNALS
     for k in prange(n_chunks):
         _chunk(k * B // n_chunks, (k + 1) * B // n_chunks, active, scheme, dirs, confs,
                weights, o, h, lo_, c, tradable, R, vol, pc, cov, next_dec, costs, p, pos, acct,
                clock, count, curve, gross_curve, n_curve, fills, n_fills, refused, acc, flags,
                floor, features, window, cooldown_scale, clip, out)
+    return 0
 
 
-def entry_point(dispatcher: Any, args: tuple, types: tuple = ()) -> Callable[..., Any]:
+def entry_point(dispatcher: Any, args: tuple) -> Callable[..., Any]:
     """The compiled code of a numba ``dispatcher`` for the types of ``args`` (compiled now or
     loaded from the cache), to be called without numba's dispatch.
 
     A dispatcher types every argument at every call to pick the compiled code (about 25 ns an
     argument: 0.6 us of the step's 25); its entry point only converts them. It does not check
     them either, so the caller must pass arguments of exactly the types of ``args`` (dtype,
-    dimensions, layout) at every call: a wrong type is read as the right one. ``types``
-    replaces the types of the first arguments (e.g. an any-strides array type for a caller's
+    dimensions, layout) at every call: a wrong type is read as the right one. An argument
+    given as a numba type stands for itself (e.g. an any-strides array type for a caller's
     array).
     """
-    sig = (*types, *(numba.typeof(a) for a in args[len(types):]))
-    return dispatcher.compile(sig)
+    return dispatcher.compile(tuple(a if isinstance(a, numba.types.Type) else numba.typeof(a)
+                                    for a in args))
 
 
 fresh_cache(globals())  # the compiled code on disk must come from these sources (jit_cache)
