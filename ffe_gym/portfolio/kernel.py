@@ -692,7 +692,8 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
     N = c.shape[1]
     work = np.empty((14, N))
     vwork = np.empty((2, max(int(p[L.P_VAR_WINDOW]), 1)))
-    iwork = np.empty((3, N), dtype=np.int64)  # held assets; openings in order; candidates
+    # held assets (shadow book); openings in order; candidates; positions after the fills
+    iwork = np.empty((4, N), dtype=np.int64)
     # scratch rows (books are stepped one after another, so one set serves all)
     close_q = work[0]
     cand = work[1]  # signals: direction of the opening; weights: units to add
@@ -710,6 +711,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
     held_idx = iwork[0]  # the shadow book's held assets, in the order they were seen
     order = iwork[1]  # the openings by priority
     heap = iwork[2]  # the candidates not yet taken, a heap by priority
+    live = iwork[3]  # the assets held after the decision's fills, ascending (a superset later)
     for b in range(b0, b1):
         n_fills[b] = 0
         n_curve[b] = 0
@@ -742,7 +744,6 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
             open_q[i] = 0.0
             units_after[i] = u
             moments[2, i] = 0.0
-            slip_fb[i] = _slippage(slip[i], vslip, fb, vol[vb, i])
             if scheme == WEIGHTS:
                 wt = weights[b, i]
                 if np.isnan(wt):
@@ -758,6 +759,8 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                     refused[b, i] = L.R_NOT_TRADABLE
                     count[b, L.R_NOT_TRADABLE] += 1
                     continue
+                # (read only for an asset that trades: a closing leg or a candidate)
+                slip_fb[i] = _slippage(slip[i], vslip, fb, vol[vb, i])
                 if u != 0.0 and (tu == 0.0 or (tu > 0.0) != (u > 0.0)):
                     close_q[i] = -u
                     units_after[i] = 0.0
@@ -778,6 +781,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                     refused[b, i] = L.R_NOT_TRADABLE
                     count[b, L.R_NOT_TRADABLE] += 1
                     continue
+                slip_fb[i] = _slippage(slip[i], vslip, fb, vol[vb, i])
                 if u != 0.0:  # BUY while short, SELL while long: close
                     close_q[i] = -u
                     units_after[i] = 0.0
@@ -1054,10 +1058,17 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
         # ---- 4. the bars up to the next decision: exits, marking, portfolio stop, ruin
         intrabar = p[L.P_INTRABAR] > 0.0
         per_bar_borrow = 1.0 / p[L.P_PERIODS_PER_YEAR]
+        m_maint = p[L.P_MAINT_MARGIN]
+        n_live = 0  # positions only close from here to the next decision: the exits and the
+        for i in range(N):  # marking visit these, in ascending order as a scan over N would
+            if pos[b, i, L.UNITS] != 0.0:
+                live[n_live] = i
+                n_live += 1
         j = 0
         for s in range(t + 1, t_next + 1):
             ended = False
-            for i in range(N):
+            for k in range(n_live):
+                i = live[k]
                 u = pos[b, i, L.UNITS]
                 if u == 0.0 or not tradable[s, i]:
                     continue
@@ -1079,17 +1090,21 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                     pos[b, i, L.REENTRY] = s + p[L.P_REENTRY]
             eq = acct[b, L.CASH]
             gross = 0.0
-            for i in range(N):
+            short = 0.0
+            for k in range(n_live):
+                i = live[k]
                 u = pos[b, i, L.UNITS]
                 if u != 0.0:
                     v = u * c[s, i]
                     eq += v
                     gross += abs(v)
-                    if u < 0.0 and borrow[i] > 0.0:
-                        charge = -v * borrow[i] * per_bar_borrow
-                        acct[b, L.CASH] -= charge
-                        pos[b, i, L.BORROW] += charge
-                        eq -= charge
+                    if u < 0.0:
+                        short -= v
+                        if borrow[i] > 0.0:
+                            charge = -v * borrow[i] * per_bar_borrow
+                            acct[b, L.CASH] -= charge
+                            pos[b, i, L.BORROW] += charge
+                            eq -= charge
             if acct[b, L.CASH] < 0.0 and p[L.P_MARGIN_RATE] > 0.0 and gross > 0.0:
                 # interest on borrowed cash, charged to the positions it finances by value
                 charge = -acct[b, L.CASH] * p[L.P_MARGIN_RATE] * per_bar_borrow
@@ -1099,11 +1114,15 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                     u = pos[b, i, L.UNITS]
                     if u != 0.0:
                         pos[b, i, L.BORROW] += charge * abs(u * c[s, i]) / gross
-            k0 = nf
-            nf = _margin_call(b, s, c, tradable, vol, fee_rate, fixed_fee, slip, p, pos, acct,
-                              clock, count, fills, nf)
-            if nf != k0:
-                eq, gross = _mark(b, s, c, pos, acct)
+            # the maintenance margin, as _margin_call computes it (its equity up to rounding):
+            # called only when the rule could bind, since a call costs reference counts
+            need = eq - m_maint * gross if borrowing else acct[b, L.CASH] - short * (1.0 + m_maint)
+            if gross > 0.0 and need < 1e-9 * (1.0 + abs(eq) + gross):
+                k0 = nf
+                nf = _margin_call(b, s, c, tradable, vol, fee_rate, fixed_fee, slip, p, pos,
+                                  acct, clock, count, fills, nf)
+                if nf != k0:
+                    eq, gross = _mark(b, s, c, pos, acct)
             if clock[b, L.COOLDOWN] > 0:
                 clock[b, L.COOLDOWN] -= 1
             if eq > acct[b, L.PEAK]:
