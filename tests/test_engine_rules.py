@@ -794,11 +794,37 @@ def test_openings_are_ordered_by_descending_priority_ties_by_asset_index():
             prio = np.round(rng.random(n) * 4) / 4  # many ties
             prio[rng.random(n) < 0.3] = -1.0  # not a candidate
             heap = np.full(n, -7, dtype=np.int64)
-            left = kernel._candidate_heap(prio, heap)
+            hp = np.full(n, np.nan)
+            left = kernel._candidate_heap(prio, heap, hp)
             want = [i for i in np.argsort(-prio, kind="mergesort") if prio[i] >= 0.0]
             assert left == len(want)
             taken = []
             while left > 0:
-                i, left = kernel._take_first(prio, heap, left)
+                i, left = kernel._take_first(heap, hp, left)
+                assert all(hp[k] == prio[heap[k]] for k in range(left))
                 taken.append(int(i))
             assert taken == want
+
+
+def test_candidates_that_all_fail_cash_or_margin_before_sizing_are_refused_by_hand():
+    """a0 holds 90% of equity (9,000 of 10,000), 1,000 cash left, no costs, initial margin
+    0.5. Half an opening's unadjusted size (the correlation factor is at least 0.5) is
+    conf x 4,500: a long needs that in cash, a short 0.5 x that of margin. Every candidate
+    below fails even half its size, so all are refused before sizing, in one pass without
+    ordering them (the shadow book does not change between them): the reasons are what the
+    rules give one by one. a2 (conf 0.2: half 900 fits, full 1,800 does not) passes the early
+    check and is refused in full."""
+    md = market(np.full((5, 6), 100.0))
+    pf = book(md, bare(sizing={"risk_per_trade": 0.9}))
+    pf.step_signals(*signals(6, a0=(1, 1.0)))
+    assert pf.units[0, 0] == pytest.approx(90.0) and pf.cash[0] == pytest.approx(1_000.0)
+    # long 1.0: 4,500 > 1,000 cash; short 0.9: 0.5 x 4,050 = 2,025 > 1,000; short 0.5: 1,125;
+    # long 0.3: 1,350
+    pf.step_signals(*signals(6, a1=(1, 1.0), a3=(-1, 0.9), a4=(-1, 0.5), a5=(1, 0.3)))
+    assert pf.refused[0].tolist() == [0, L.R_CASH, 0, L.R_MARGIN, L.R_MARGIN, L.R_CASH]
+    assert pf.count[0, L.R_CASH] == 2 and pf.count[0, L.R_MARGIN] == 2
+    assert pf.cash[0] == pytest.approx(1_000.0) and not pf.units[0, 1:].any()
+    pf.step_signals(*signals(6, a1=(1, 1.0), a2=(1, 0.2), a3=(-1, 0.9)))
+    assert pf.refused[0].tolist() == [0, L.R_CASH, L.R_CASH, L.R_MARGIN, 0, 0]
+    assert pf.count[0, L.R_CASH] == 4 and pf.count[0, L.R_MARGIN] == 3
+    assert pf.cash[0] == pytest.approx(1_000.0) and not pf.units[0, 1:].any()

@@ -506,56 +506,123 @@ def _opening_notional(equity, conf, base, sizer, min_conf, threshold, m, sigma_i
 @njit(cache=True)
 def _before(pa, a, pb, b):
     """Candidate a (priority pa) is taken before b (pb): higher priority, ties by asset index
-    (what a stable sort of ``-prio`` gives)."""
-    return pa > pb or (pa == pb and a < b)
+    (what a stable sort of ``-prio`` gives). Bitwise operators, not ``or`` / ``and``: no
+    branch to mispredict."""
+    return (pa > pb) | ((pa == pb) & (a < b))
 
 
 @njit(cache=True)
-def _sift_down(prio, heap, k, n):
-    """Restore the heap below position k (of n)."""
+def _sift_down(heap, hp, k, n):
+    """Restore the heap below position k (of n); ``hp[k]`` is the priority of ``heap[k]``."""
     x = heap[k]
-    px = prio[x]
+    px = hp[k]
     while True:
         c = 2 * k + 1
         if c >= n:
             break
-        if c + 1 < n and _before(prio[heap[c + 1]], heap[c + 1], prio[heap[c]], heap[c]):
+        if c + 1 < n and _before(hp[c + 1], heap[c + 1], hp[c], heap[c]):
             c += 1
-        if not _before(prio[heap[c]], heap[c], px, x):
+        if not _before(hp[c], heap[c], px, x):
             break
         heap[k] = heap[c]
+        hp[k] = hp[c]
         k = c
     heap[k] = x
+    hp[k] = px
 
 
 @njit(cache=True)
-def _candidate_heap(prio, heap):
-    """Write the candidates (``prio >= 0``) into ``heap`` as a binary heap whose root is the
-    first to take (:func:`_before`), and return how many there are. O(n), no allocation; the
-    step then pops them in order (:func:`_take_first`), so a step that refuses the rest of its
-    candidates without looking at their order (the position cap is full) never sorts them."""
+def _collect(prio, heap, hp):
+    """Write the candidates (``prio >= 0``) into ``heap``, their priorities beside them in
+    ``hp`` (no indirect loads while sifting), in asset order; returns how many."""
     n = 0
     for i in range(prio.shape[0]):
         if prio[i] >= 0.0:
             heap[n] = i
+            hp[n] = prio[i]
             n += 1
-    for k in range(n // 2 - 1, -1, -1):
-        _sift_down(prio, heap, k, n)
     return n
 
 
 @njit(cache=True)
-def _take_first(prio, heap, n):
+def _heapify(heap, hp, n):
+    """Arrange ``heap[:n]`` as a binary heap whose root is the first to take
+    (:func:`_before`). O(n), no allocation."""
+    for k in range(n // 2 - 1, -1, -1):
+        _sift_down(heap, hp, k, n)
+
+
+@njit(cache=True)
+def _candidate_heap(prio, heap, hp):
+    """:func:`_collect` then :func:`_heapify`: the candidates as a heap; how many. The step
+    pops them in order (:func:`_take_first`), so a step that refuses the rest of its
+    candidates without looking at their order (the position cap is full, or each fails the
+    cash or margin rule before sizing) never sorts them."""
+    n = _collect(prio, heap, hp)
+    _heapify(heap, hp, n)
+    return n
+
+
+@njit(cache=True)
+def _early_refusal(new, waiting, held, max_positions, pre_check, base, equity, conf_f, side,
+                   close, slip, fr, fixed, cash, net, gross, short, m, borrowing):
+    """The refusal of an opening before it is sized (0: none; it goes on to the full
+    checks): its re-entry wait, the full position cap, and with ``pre_check`` (signals,
+    correlation sizing, positions held) the cash or margin rule failed by even half its
+    unadjusted size. The correlation factor lies in [0.5, 1], so the opening is at least half
+    that size (exactly: a power of two); when even that fails the rule (monotone in |q|), so
+    does every size, and the correlation scan is not needed. A function of the candidate and
+    the shadow book alone: while the shadow book stays the same, the candidates left can be
+    given it in any order."""
+    if new and waiting:
+        return L.R_REENTRY
+    if new and held >= max_positions:
+        return L.R_MAX_POSITIONS
+    if pre_check:
+        q_lo = side * (equity * base * 0.5 * conf_f) / close
+        if abs(q_lo) > 0.0 and np.isfinite(q_lo + q_lo):
+            px = close * (1.0 + np.sign(q_lo) * slip)
+            num, den = _margin_terms(q_lo, close, px, fr, fixed, cash, net, gross, short, m,
+                                     borrowing)
+            if den >= 0.0 and abs(q_lo) * den - num > 1e-9 * (1.0 + abs(cash)):
+                return L.R_CASH if q_lo > 0.0 and not borrowing else L.R_MARGIN
+    return 0
+
+
+@njit(cache=True)
+def _take_first(heap, hp, n):
     """Pop the first candidate off a heap of ``n`` (:func:`_candidate_heap`): (asset, n - 1).
 
-    The step runs this code inline, not as a call: numba brackets a call to a helper that
-    takes arrays and branches with atomic reference-count updates (two per array), which cost
-    more than the pop itself."""
+    Floyd's pop: the hole left at the root moves down along the better children to a leaf
+    (one comparison a level, and the better child picked without a branch), then the last
+    element sifts up from there (most often not at all). Every heap of a strict total order
+    pops the same sequence, so this is the order of a stable sort of ``-prio``. The step runs
+    this code inline, not as a call: numba brackets a call to a helper that takes arrays and
+    branches with atomic reference-count updates (two per array), which cost more than the
+    pop itself."""
     i = heap[0]
     n -= 1
     if n > 0:
-        heap[0] = heap[n]
-        _sift_down(prio, heap, 0, n)
+        x = heap[n]
+        px = hp[n]
+        k = 0
+        c = 1
+        while c < n:
+            if c + 1 < n and _before(hp[c + 1], heap[c + 1], hp[c], heap[c]):
+                c += 1
+            heap[k] = heap[c]
+            hp[k] = hp[c]
+            k = c
+            c = 2 * k + 1
+        while k > 0:
+            up = (k - 1) // 2
+            if not _before(px, x, hp[up], heap[up]):
+                break
+            heap[k] = heap[up]
+            hp[k] = hp[up]
+            k = up
+        heap[k] = x
+        hp[k] = px
     return i, n
 
 
@@ -690,7 +757,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
     m_init = p[L.P_INIT_MARGIN]
     sqrt_ppy = np.sqrt(p[L.P_PERIODS_PER_YEAR])
     N = c.shape[1]
-    work = np.empty((14, N))
+    work = np.empty((15, N))
     vwork = np.empty((2, max(int(p[L.P_VAR_WINDOW]), 1)))
     # held assets (shadow book); openings in order; candidates; positions after the fills
     iwork = np.empty((4, N), dtype=np.int64)
@@ -706,6 +773,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
     held_w = work[9]  # shared covariance: the shadow book's weights
     moments = work[10:13]  # scanned correlations: window mean, sum of squares, ready
     slip_fb = work[13]  # slippage of a fill at the decision's fill bar
+    hp = work[14]  # the priorities of the heap's candidates, beside them
     series = vwork[0]  # per-bar returns of the shadow book over the VaR window, built lazily
     trial = vwork[1]
     held_idx = iwork[0]  # the shadow book's held assets, in the order they were seen
@@ -851,9 +919,16 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                     count[b, L.R_COOLDOWN] += 1
             n_left = 0
         else:
-            n_left = _candidate_heap(prio, heap)
+            n_left = _collect(prio, heap, hp)
+        corr_on = sizer == 0 and p[L.P_CORR_THRESHOLD] != np.inf
+        base_risk = stop_vol and p[L.P_BASE_RISK] > 0.0
+        max_positions = p[L.P_MAX_POSITIONS]
+        # signals: how many candidates left pass _early_refusal at the current shadow book
+        # (-1: not counted since it last changed); none: every one left is refused, in any order
+        n_pass = -1
+        heaped = False
         while n_left > 0:
-            if scheme == SIGNALS and held >= p[L.P_MAX_POSITIONS]:
+            if scheme == SIGNALS and held >= max_positions:
                 # a signal opens from flat only, so every candidate left is a new position:
                 # refused for its re-entry wait or the full position cap, in any order
                 for k in range(n_left):
@@ -862,57 +937,76 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                     refused[b, i] = reason
                     count[b, reason] += 1
                 break
+            pre_check = scheme == SIGNALS and corr_on and held > 0 and equity > 0.0
+            if scheme == SIGNALS:
+                if n_pass < 0:
+                    n_pass = 0
+                    for k in range(n_left):
+                        i = heap[k]
+                        base = p[L.P_RISK_PER_TRADE] / sl_d[i] if base_risk else p[L.P_BASE]
+                        if _early_refusal(
+                                units_after[i] == 0.0, t < pos[b, i, L.REENTRY], held,
+                                max_positions, pre_check, base, equity,
+                                max(p[L.P_MIN_CONF], confs[b, i]), cand[i], c[t, i],
+                                slip_fb[i], fee_rate[i], fixed_fee[i], cash_est, net, gross,
+                                short, m_init, borrowing) == 0:
+                            n_pass += 1
+                if n_pass == 0:
+                    for k in range(n_left):
+                        i = heap[k]
+                        base = p[L.P_RISK_PER_TRADE] / sl_d[i] if base_risk else p[L.P_BASE]
+                        reason = _early_refusal(
+                            units_after[i] == 0.0, t < pos[b, i, L.REENTRY], held,
+                            max_positions, pre_check, base, equity,
+                            max(p[L.P_MIN_CONF], confs[b, i]), cand[i], c[t, i], slip_fb[i],
+                            fee_rate[i], fixed_fee[i], cash_est, net, gross, short, m_init,
+                            borrowing)
+                        refused[b, i] = reason
+                        count[b, reason] += 1
+                    break
+            if not heaped:
+                _heapify(heap, hp, n_left)
+                heaped = True
             i = heap[0]  # the first candidate off the heap (_take_first, inline)
             n_left -= 1
             if n_left > 0:
                 x = heap[n_left]
-                px = prio[x]
+                px = hp[n_left]
                 k = 0
-                while True:
-                    ch = 2 * k + 1
-                    if ch >= n_left:
-                        break
-                    if ch + 1 < n_left and _before(prio[heap[ch + 1]], heap[ch + 1],
-                                                   prio[heap[ch]], heap[ch]):
+                ch = 1
+                while ch < n_left:
+                    if ch + 1 < n_left and _before(hp[ch + 1], heap[ch + 1], hp[ch], heap[ch]):
                         ch += 1
-                    if not _before(prio[heap[ch]], heap[ch], px, x):
-                        break
                     heap[k] = heap[ch]
+                    hp[k] = hp[ch]
                     k = ch
+                    ch = 2 * k + 1
+                while k > 0:
+                    up = (k - 1) // 2
+                    if not _before(px, x, hp[up], heap[up]):
+                        break
+                    heap[k] = heap[up]
+                    hp[k] = hp[up]
+                    k = up
                 heap[k] = x
+                hp[k] = px
             order[n_cand] = i
             n_cand += 1
             new = units_after[i] == 0.0
-            if new and t < pos[b, i, L.REENTRY]:
-                refused[b, i] = L.R_REENTRY
-                count[b, L.R_REENTRY] += 1
+            base = p[L.P_RISK_PER_TRADE] / sl_d[i] if base_risk else p[L.P_BASE]
+            # (NaN without volatility: zero_size)
+            reason = _early_refusal(new, t < pos[b, i, L.REENTRY], held, max_positions,
+                                    pre_check, base, equity, max(p[L.P_MIN_CONF], confs[b, i]),
+                                    cand[i], c[t, i], slip_fb[i], fee_rate[i], fixed_fee[i],
+                                    cash_est, net, gross, short, m_init, borrowing)
+            if reason != 0:
+                refused[b, i] = reason
+                count[b, reason] += 1
                 continue
-            if new and held >= p[L.P_MAX_POSITIONS]:
-                refused[b, i] = L.R_MAX_POSITIONS
-                count[b, L.R_MAX_POSITIONS] += 1
-                continue
+            n_pass -= 1  # (signals: one fewer left that passes; it may still be refused below)
             if scheme == WEIGHTS:
                 q = cand[i]
             else:
-                base = p[L.P_BASE]
-                if stop_vol and p[L.P_BASE_RISK] > 0.0:
-                    base = p[L.P_RISK_PER_TRADE] / sl_d[i]  # NaN without volatility: zero_size
-                if sizer == 0 and held > 0 and p[L.P_CORR_THRESHOLD] != np.inf and equity > 0.0:
-                    # the correlation factor lies in [0.5, 1], so the opening is at least half
-                    # its unadjusted size (exactly: a power of two); when even that fails the
-                    # cash or margin rule (monotone in |q|), so does every size: refused without
-                    # the correlation scan, as the full check below would refuse it
-                    conf_f = max(p[L.P_MIN_CONF], confs[b, i])
-                    q_lo = cand[i] * (equity * base * 0.5 * conf_f) / c[t, i]
-                    if abs(q_lo) > 0.0 and np.isfinite(q_lo + q_lo):
-                        px = c[t, i] * (1.0 + np.sign(q_lo) * slip_fb[i])
-                        num, den = _margin_terms(q_lo, c[t, i], px, fee_rate[i], fixed_fee[i],
-                                                 cash_est, net, gross, short, m_init, borrowing)
-                        if den >= 0.0 and abs(q_lo) * den - num > 1e-9 * (1.0 + abs(cash_est)):
-                            reason = L.R_CASH if q_lo > 0.0 and not borrowing else L.R_MARGIN
-                            refused[b, i] = reason
-                            count[b, reason] += 1
-                            continue
                 m = 0.0
                 if sizer == 0 and p[L.P_CORR_THRESHOLD] != np.inf:
                     m = _max_corr(R, pc, p[L.P_PAIR_CACHE] > 0.0, p[L.P_CORR_HEDGE] > 0.0,
@@ -1001,6 +1095,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                     series[s] += w * R[vlo + s, i]
             open_q[i] = q
             units_after[i] += q
+            n_pass = -1  # the shadow book changed: count again
             if new:
                 held_idx[held] = i
                 held += 1
