@@ -103,7 +103,7 @@ class EnvCore:
                            and not rc.turnover_penalty)
         self._out_shape = (n_books, self.observations.total)
         self._action_shape = (n_books, *self.scheme.space.shape)
-        self._step: Callable[..., None] | None = None  # bound at the first step (_bind_step)
+        self._step: Callable[..., int] | None = None  # bound at the first step (_bind_step)
         self._out_checked: np.ndarray | None = None  # the last caller buffer found valid
 
     # ------------------------------------------------------------------ windows

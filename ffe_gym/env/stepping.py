@@ -143,6 +143,8 @@ def entry_point(dispatcher: Any, args: tuple) -> Callable[..., Any]:
     given as a numba type stands for itself (e.g. an any-strides array type for a caller's
     array).
     """
+    if not hasattr(dispatcher, "compile"):  # NUMBA_DISABLE_JIT=1: the plain function
+        return dispatcher
     return dispatcher.compile(tuple(a if isinstance(a, numba.types.Type) else numba.typeof(a)
                                     for a in args))
 
