@@ -757,14 +757,15 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
     m_init = p[L.P_INIT_MARGIN]
     sqrt_ppy = np.sqrt(p[L.P_PERIODS_PER_YEAR])
     N = c.shape[1]
-    work = np.empty((15, N))
+    work = np.empty((14, N))
     vwork = np.empty((2, max(int(p[L.P_VAR_WINDOW]), 1)))
-    # held assets (shadow book); openings in order; candidates; positions after the fills
-    iwork = np.empty((4, N), dtype=np.int64)
+    # held assets (shadow book); openings in order; candidates; positions after the fills;
+    # closing legs
+    iwork = np.empty((5, N), dtype=np.int64)
     # scratch rows (books are stepped one after another, so one set serves all)
     close_q = work[0]
     cand = work[1]  # signals: direction of the opening; weights: units to add
-    prio = work[2]
+    hp = work[2]  # the priorities of the candidates in heap, beside them
     units_after = work[3]
     open_q = work[4]
     sl_d = work[6]  # stop distance of an opening, fraction of entry (NaN: none)
@@ -773,13 +774,13 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
     held_w = work[9]  # shared covariance: the shadow book's weights
     moments = work[10:13]  # scanned correlations: window mean, sum of squares, ready
     slip_fb = work[13]  # slippage of a fill at the decision's fill bar
-    hp = work[14]  # the priorities of the heap's candidates, beside them
     series = vwork[0]  # per-bar returns of the shadow book over the VaR window, built lazily
     trial = vwork[1]
     held_idx = iwork[0]  # the shadow book's held assets, in the order they were seen
     order = iwork[1]  # the openings by priority
     heap = iwork[2]  # the candidates not yet taken, a heap by priority
     live = iwork[3]  # the assets held after the decision's fills, ascending (a superset later)
+    closes = iwork[4]  # the assets with a closing leg, ascending
     for b in range(b0, b1):
         n_fills[b] = 0
         n_curve[b] = 0
@@ -802,13 +803,15 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
         nf = 0
         vb = fb - 1 if fb >= 1 else 0  # the volatility row before the fill bar (unused below 2)
 
-        # ---- 1. intents -> closing legs and opening candidates
+        # ---- 1. intents -> closing legs and opening candidates (both listed in asset order: the
+        # candidates in heap[:n_cands], their priorities in hp, as _collect would write them)
+        n_cands = 0
+        n_closes = 0
         for i in range(N):  # the scratch rows are reset as the intents are read
             u = pos[b, i, L.UNITS]
             scaled[i] = 0.0
             close_q[i] = 0.0
             cand[i] = 0.0
-            prio[i] = -1.0
             open_q[i] = 0.0
             units_after[i] = u
             moments[2, i] = 0.0
@@ -831,16 +834,24 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                 slip_fb[i] = _slippage(slip[i], vslip, fb, vol[vb, i])
                 if u != 0.0 and (tu == 0.0 or (tu > 0.0) != (u > 0.0)):
                     close_q[i] = -u
+                    closes[n_closes] = i
+                    n_closes += 1
                     units_after[i] = 0.0
                     if tu != 0.0:
                         cand[i] = tu
-                        prio[i] = abs(wt)
+                        heap[n_cands] = i
+                        hp[n_cands] = abs(wt)
+                        n_cands += 1
                 elif u != 0.0 and abs(tu) < abs(u):
                     close_q[i] = tu - u
+                    closes[n_closes] = i
+                    n_closes += 1
                     units_after[i] = tu
                 else:
                     cand[i] = tu - u
-                    prio[i] = abs(wt)
+                    heap[n_cands] = i
+                    hp[n_cands] = abs(wt)
+                    n_cands += 1
             else:
                 d = dirs[b, i]
                 if d == 0 or (d > 0 and u > 0.0) or (d < 0 and u < 0.0):
@@ -852,6 +863,8 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                 slip_fb[i] = _slippage(slip[i], vslip, fb, vol[vb, i])
                 if u != 0.0:  # BUY while short, SELL while long: close
                     close_q[i] = -u
+                    closes[n_closes] = i
+                    n_closes += 1
                     units_after[i] = 0.0
                 if d > 0 or u == 0.0:  # BUY -> long; SELL flat -> short if allowed
                     if d < 0 and p[L.P_ALLOW_SHORT] == 0.0:
@@ -859,7 +872,9 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                         count[b, L.R_NO_SHORTING] += 1
                         continue
                     cand[i] = d
-                    prio[i] = confs[b, i]
+                    heap[n_cands] = i
+                    hp[n_cands] = confs[b, i]
+                    n_cands += 1
 
         # ---- 2. shadow book at the decision bar's close: check each opening against every limit
         cash_est = acct[b, L.CASH]
@@ -868,7 +883,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
         short = 0.0
         net = 0.0  # signed value of the shadow book: equity estimate = cash_est + net
         borrowing = p[L.P_BORROWING] > 0.0
-        any_candidate = False
+        any_candidate = n_cands > 0
         for i in range(N):
             q = close_q[i]
             if q != 0.0:
@@ -882,8 +897,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                 net += units_after[i] * c[t, i]
                 if units_after[i] < 0.0:
                     short += v
-            if prio[i] >= 0.0:
-                any_candidate = True
+        held_closed = held  # held_idx[:held_closed]: the positions left after the closing legs
         var_on = p[L.P_MAX_VAR] < np.inf and any_candidate
         vlo = _window_start(t, int(p[L.P_VAR_WINDOW]))
         nv = t - vlo + 1 if t >= 1 else 0
@@ -903,23 +917,23 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
         corr_lo = _window_start(t, int(p[L.P_CORR_WINDOW]))
         stop_vol = p[L.P_STOP_VOL] > 0.0
         if stop_vol and any_candidate:
-            for i in range(N):
-                if prio[i] >= 0.0:
-                    scale = vol[t, i] * np.sqrt(p[L.P_STOP_HORIZON])
-                    sl_d[i] = p[L.P_STOP_LOSS] * scale if scale > 0.0 else np.nan
-                    tp_d[i] = p[L.P_TAKE_PROFIT] * scale if scale > 0.0 else np.nan
+            for k in range(n_cands):
+                i = heap[k]
+                scale = vol[t, i] * np.sqrt(p[L.P_STOP_HORIZON])
+                sl_d[i] = p[L.P_STOP_LOSS] * scale if scale > 0.0 else np.nan
+                tp_d[i] = p[L.P_TAKE_PROFIT] * scale if scale > 0.0 else np.nan
         else:
             sl_d[:] = p[L.P_STOP_LOSS]
             tp_d[:] = p[L.P_TAKE_PROFIT]
         n_cand = 0  # the candidates taken so far, by priority: order[:n_cand]
         if clock[b, L.COOLDOWN] > 0 or clock[b, L.WAITING] > 0:  # after a portfolio stop
-            for i in range(N):
-                if prio[i] >= 0.0:
-                    refused[b, i] = L.R_COOLDOWN
-                    count[b, L.R_COOLDOWN] += 1
+            for k in range(n_cands):
+                i = heap[k]
+                refused[b, i] = L.R_COOLDOWN
+                count[b, L.R_COOLDOWN] += 1
             n_left = 0
         else:
-            n_left = _collect(prio, heap, hp)
+            n_left = n_cands
         corr_on = sizer == 0 and p[L.P_CORR_THRESHOLD] != np.inf
         base_risk = stop_vol and p[L.P_BASE_RISK] > 0.0
         max_positions = p[L.P_MAX_POSITIONS]
@@ -1106,17 +1120,18 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
             cash_est -= q * px + _fee(q, px, fee_rate[i], fixed_fee[i])
 
         # ---- 3. fills: closing legs first, then openings in priority order
-        for i in range(N):
+        for k in range(n_closes):
+            i = closes[k]
             q = close_q[i]
-            if q != 0.0:
-                ref = o[fb, i] if next_open else c[t, i]
-                px = ref * (1.0 + np.sign(q) * slip_fb[i])
-                nf = _fill(pos, acct, fills, b, nf, fb, i, q, px, fee_rate[i], fixed_fee[i],
-                           L.SIGNAL, np.nan, np.nan)
+            ref = o[fb, i] if next_open else c[t, i]
+            px = ref * (1.0 + np.sign(q) * slip_fb[i])
+            nf = _fill(pos, acct, fills, b, nf, fb, i, q, px, fee_rate[i], fixed_fee[i],
+                       L.SIGNAL, np.nan, np.nan)
         fnet = 0.0  # the book at the fill prices, for the margin check repeated at the fill
         fgross = 0.0
         fshort = 0.0
-        for i in range(N):
+        for k in range(held_closed):  # the positions after the closing legs, ascending
+            i = held_idx[k]
             u = pos[b, i, L.UNITS]
             if u != 0.0:
                 v = u * (o[fb, i] if next_open else c[t, i])
