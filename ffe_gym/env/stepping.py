@@ -85,6 +85,16 @@ def _chunk(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, tradable,
 
 
 @njit(cache=True)
+def _decode(scheme, raw, dead_band, dirs, confs):
+    """(error code, the scheme the engine steps with): RAW_SIGNALS checks and decodes the
+    float32 actions ``raw`` into the intents (:func:`~ffe_gym.env.actions.signals_into`;
+    nothing is written unless all are valid); any other scheme was loaded before the call."""
+    if scheme != RAW_SIGNALS:
+        return 0, scheme
+    return signals_into(raw, dead_band, dirs, confs), L.SIGNALS
+
+
+@njit(cache=True)
 def step_observe(dirs, fbook, ibook, o, h, lo_, c, tradable, R, vol, pc, cov, next_dec, costs,
                  p, acc, flags, floor, features, window, cooldown_scale, clip, dead_band,
                  active, scheme, raw, out):
@@ -98,11 +108,9 @@ def step_observe(dirs, fbook, ibook, o, h, lo_, c, tradable, R, vol, pc, cov, ne
     B, N = dirs.shape
     (pos, acct, curve, gross_curve, fills, confs, weights, clock, count, n_curve, n_fills,
      refused) = book_views(fbook, ibook, B, N, int(p[L.P_MAX_STEP_BARS]))
-    if scheme == RAW_SIGNALS:
-        error = signals_into(raw, dead_band, dirs, confs)
-        if error != 0:
-            return error
-        scheme = L.SIGNALS
+    error, scheme = _decode(scheme, raw, dead_band, dirs, confs)
+    if error != 0:
+        return error
     _chunk(0, B, active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol, pc, cov,
            next_dec, costs, p, pos, acct, clock, count, curve, gross_curve, n_curve, fills,
            n_fills, refused, acc, flags, floor, features, window, cooldown_scale, clip, out)
@@ -119,11 +127,9 @@ def step_observe_threaded(n_chunks, dirs, fbook, ibook, o, h, lo_, c, tradable, 
     B, N = dirs.shape
     (pos, acct, curve, gross_curve, fills, confs, weights, clock, count, n_curve, n_fills,
      refused) = book_views(fbook, ibook, B, N, int(p[L.P_MAX_STEP_BARS]))
-    if scheme == RAW_SIGNALS:
-        error = signals_into(raw, dead_band, dirs, confs)
-        if error != 0:
-            return error
-        scheme = L.SIGNALS
+    error, scheme = _decode(scheme, raw, dead_band, dirs, confs)
+    if error != 0:
+        return error
     for k in prange(n_chunks):
         _chunk(k * B // n_chunks, (k + 1) * B // n_chunks, active, scheme, dirs, confs,
                weights, o, h, lo_, c, tradable, R, vol, pc, cov, next_dec, costs, p, pos, acct,

@@ -760,8 +760,8 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
     work = np.empty((14, N))
     vwork = np.empty((2, max(int(p[L.P_VAR_WINDOW]), 1)))
     # held assets (shadow book); openings in order; candidates; positions after the fills;
-    # closing legs
-    iwork = np.empty((5, N), dtype=np.int64)
+    # closing legs; the candidates' early refusals
+    iwork = np.empty((6, N), dtype=np.int64)
     # scratch rows (books are stepped one after another, so one set serves all)
     close_q = work[0]
     cand = work[1]  # signals: direction of the opening; weights: units to add
@@ -781,6 +781,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
     heap = iwork[2]  # the candidates not yet taken, a heap by priority
     live = iwork[3]  # the assets held after the decision's fills, ascending (a superset later)
     closes = iwork[4]  # the assets with a closing leg, ascending
+    early = iwork[5]  # signals: each candidate's _early_refusal at the current shadow book
     for b in range(b0, b1):
         n_fills[b] = 0
         n_curve[b] = 0
@@ -953,30 +954,24 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                 break
             pre_check = scheme == SIGNALS and corr_on and held > 0 and equity > 0.0
             if scheme == SIGNALS:
-                if n_pass < 0:
+                if n_pass < 0:  # every candidate left, at this shadow book: early[i]
                     n_pass = 0
                     for k in range(n_left):
                         i = heap[k]
                         base = p[L.P_RISK_PER_TRADE] / sl_d[i] if base_risk else p[L.P_BASE]
-                        if _early_refusal(
-                                units_after[i] == 0.0, t < pos[b, i, L.REENTRY], held,
-                                max_positions, pre_check, base, equity,
-                                max(p[L.P_MIN_CONF], confs[b, i]), cand[i], c[t, i],
-                                slip_fb[i], fee_rate[i], fixed_fee[i], cash_est, net, gross,
-                                short, m_init, borrowing) == 0:
-                            n_pass += 1
-                if n_pass == 0:
-                    for k in range(n_left):
-                        i = heap[k]
-                        base = p[L.P_RISK_PER_TRADE] / sl_d[i] if base_risk else p[L.P_BASE]
-                        reason = _early_refusal(
+                        early[i] = _early_refusal(
                             units_after[i] == 0.0, t < pos[b, i, L.REENTRY], held,
                             max_positions, pre_check, base, equity,
                             max(p[L.P_MIN_CONF], confs[b, i]), cand[i], c[t, i], slip_fb[i],
                             fee_rate[i], fixed_fee[i], cash_est, net, gross, short, m_init,
                             borrowing)
-                        refused[b, i] = reason
-                        count[b, reason] += 1
+                        if early[i] == 0:
+                            n_pass += 1
+                if n_pass == 0:
+                    for k in range(n_left):
+                        i = heap[k]
+                        refused[b, i] = early[i]
+                        count[b, early[i]] += 1
                     break
             if not heaped:
                 _heapify(heap, hp, n_left)
@@ -1008,11 +1003,14 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
             n_cand += 1
             new = units_after[i] == 0.0
             base = p[L.P_RISK_PER_TRADE] / sl_d[i] if base_risk else p[L.P_BASE]
-            # (NaN without volatility: zero_size)
-            reason = _early_refusal(new, t < pos[b, i, L.REENTRY], held, max_positions,
-                                    pre_check, base, equity, max(p[L.P_MIN_CONF], confs[b, i]),
-                                    cand[i], c[t, i], slip_fb[i], fee_rate[i], fixed_fee[i],
-                                    cash_est, net, gross, short, m_init, borrowing)
+            # (NaN without volatility: zero_size). Signals: counted at this shadow book above
+            if scheme == SIGNALS:
+                reason = early[i]
+            else:
+                reason = _early_refusal(new, t < pos[b, i, L.REENTRY], held, max_positions,
+                                        False, base, equity, 0.0, cand[i], c[t, i], slip_fb[i],
+                                        fee_rate[i], fixed_fee[i], cash_est, net, gross, short,
+                                        m_init, borrowing)
             if reason != 0:
                 refused[b, i] = reason
                 count[b, reason] += 1
