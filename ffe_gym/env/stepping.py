@@ -7,13 +7,13 @@ statistics, the end flags: :func:`settle_range`), then the observations
 book in one call; :func:`step_observe_threaded` splits the books into contiguous ranges on
 numba's threads, each range stepped, settled and observed by one thread while its books are
 still in that core's cache. Books share only read-only market data, so both give the same
-bytes. The actions were checked and decoded into the engine's intent buffers before the call
-(:meth:`~ffe_gym.env.actions.Signals.load`), so a refused action has changed nothing.
+bytes. A refused action changes nothing: float32 signals are checked and decoded at the start
+of the call, before any book is stepped; other actions were checked and loaded into the
+engine's buffers before it (:meth:`~ffe_gym.env.actions.Signals.stage`).
 
 The arguments that stay the same from step to step come first and the four that change
 (``active``, ``scheme``, ``raw``, ``out``) last, so that the env binds the first once
-(:func:`entry_point` and ``functools.partial``). A float32 signals batch is passed raw and
-checked and decoded inside the call, before anything changes (``RAW_SIGNALS``).
+(:func:`entry_point` and ``functools.partial``).
 
 ``acc`` (``ACC_ROWS``, B) float64 holds the per-book sums the env keeps between steps and what
 the last step did; ``flags`` (2, B) the terminated and truncated flags.

@@ -532,35 +532,14 @@ def _sift_down(heap, hp, k, n):
 
 
 @njit(cache=True)
-def _collect(prio, heap, hp):
-    """Write the candidates (``prio >= 0``) into ``heap``, their priorities beside them in
-    ``hp`` (no indirect loads while sifting), in asset order; returns how many."""
-    n = 0
-    for i in range(prio.shape[0]):
-        if prio[i] >= 0.0:
-            heap[n] = i
-            hp[n] = prio[i]
-            n += 1
-    return n
-
-
-@njit(cache=True)
 def _heapify(heap, hp, n):
-    """Arrange ``heap[:n]`` as a binary heap whose root is the first to take
-    (:func:`_before`). O(n), no allocation."""
+    """Arrange the candidates ``heap[:n]`` (assets; their priorities beside them in ``hp``, so
+    that sifting needs no indirect loads) as a binary heap whose root is the first to take
+    (:func:`_before`). O(n), no allocation. The step pops them in order (:func:`_take_first`)
+    and heaps them only when it needs their order: a step that refuses every candidate left
+    without looking at it (each fails a rule before sizing) never orders them."""
     for k in range(n // 2 - 1, -1, -1):
         _sift_down(heap, hp, k, n)
-
-
-@njit(cache=True)
-def _candidate_heap(prio, heap, hp):
-    """:func:`_collect` then :func:`_heapify`: the candidates as a heap; how many. The step
-    pops them in order (:func:`_take_first`), so a step that refuses the rest of its
-    candidates without looking at their order (the position cap is full, or each fails the
-    cash or margin rule before sizing) never sorts them."""
-    n = _collect(prio, heap, hp)
-    _heapify(heap, hp, n)
-    return n
 
 
 @njit(cache=True)
@@ -591,15 +570,12 @@ def _early_refusal(new, waiting, held, max_positions, pre_check, base, equity, c
 
 @njit(cache=True)
 def _take_first(heap, hp, n):
-    """Pop the first candidate off a heap of ``n`` (:func:`_candidate_heap`): (asset, n - 1).
+    """Pop the first candidate off a heap of ``n`` (:func:`_heapify`): (asset, n - 1).
 
     Floyd's pop: the hole left at the root moves down along the better children to a leaf
     (one comparison a level, and the better child picked without a branch), then the last
     element sifts up from there (most often not at all). Every heap of a strict total order
-    pops the same sequence, so this is the order of a stable sort of ``-prio``. The step runs
-    this code inline, not as a call: numba brackets a call to a helper that takes arrays and
-    branches with atomic reference-count updates (two per array), which cost more than the
-    pop itself."""
+    pops the same sequence, so this is the order of a stable sort of ``-prio``."""
     i = heap[0]
     n -= 1
     if n > 0:
@@ -805,7 +781,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
         vb = fb - 1 if fb >= 1 else 0  # the volatility row before the fill bar (unused below 2)
 
         # ---- 1. intents -> closing legs and opening candidates (both listed in asset order: the
-        # candidates in heap[:n_cands], their priorities in hp, as _collect would write them)
+        # candidates in heap[:n_cands], their priorities beside them in hp)
         n_cands = 0
         n_closes = 0
         for i in range(N):  # the scratch rows are reset as the intents are read
@@ -940,18 +916,11 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
         max_positions = p[L.P_MAX_POSITIONS]
         # signals: how many candidates left pass _early_refusal at the current shadow book
         # (-1: not counted since it last changed); none: every one left is refused, in any order
+        # (a full position cap among them: a signal opens from flat only, so each candidate is
+        # a new position and gets its re-entry wait or the cap)
         n_pass = -1
         heaped = False
         while n_left > 0:
-            if scheme == SIGNALS and held >= max_positions:
-                # a signal opens from flat only, so every candidate left is a new position:
-                # refused for its re-entry wait or the full position cap, in any order
-                for k in range(n_left):
-                    i = heap[k]
-                    reason = L.R_REENTRY if t < pos[b, i, L.REENTRY] else L.R_MAX_POSITIONS
-                    refused[b, i] = reason
-                    count[b, reason] += 1
-                break
             pre_check = scheme == SIGNALS and corr_on and held > 0 and equity > 0.0
             if scheme == SIGNALS:
                 if n_pass < 0:  # every candidate left, at this shadow book: early[i]
@@ -976,29 +945,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
             if not heaped:
                 _heapify(heap, hp, n_left)
                 heaped = True
-            i = heap[0]  # the first candidate off the heap (_take_first, inline)
-            n_left -= 1
-            if n_left > 0:
-                x = heap[n_left]
-                px = hp[n_left]
-                k = 0
-                ch = 1
-                while ch < n_left:
-                    if ch + 1 < n_left and _before(hp[ch + 1], heap[ch + 1], hp[ch], heap[ch]):
-                        ch += 1
-                    heap[k] = heap[ch]
-                    hp[k] = hp[ch]
-                    k = ch
-                    ch = 2 * k + 1
-                while k > 0:
-                    up = (k - 1) // 2
-                    if not _before(px, x, hp[up], heap[up]):
-                        break
-                    heap[k] = heap[up]
-                    hp[k] = hp[up]
-                    k = up
-                heap[k] = x
-                hp[k] = px
+            i, n_left = _take_first(heap, hp, n_left)
             order[n_cand] = i
             n_cand += 1
             new = units_after[i] == 0.0
