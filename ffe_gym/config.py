@@ -68,7 +68,7 @@ class PortfolioConfig:
     # absolute: |rho| with any held asset cuts an opening (the seed's rule); hedge_aware:
     # side_i x side_j x rho, so only an opening that adds to a correlated bet is cut
     correlation_mode: Literal["absolute", "hedge_aware"] = "absolute"
-    max_portfolio_risk: float | None = _bounded(0.02, gt=0, doc="95% VaR / equity, one decision")
+    max_portfolio_risk: float | None = _bounded(0.02, gt=0, doc="95% VaR / equity, risk.var_horizon_bars")
     max_drawdown: float | None = _bounded(0.05, gt=0, lt=1)
     position_sizing: Literal[
         "correlation_adjusted", "fixed_fraction", "inverse_volatility", "volatility_target"
@@ -123,6 +123,8 @@ class RiskConfig:
     var_method: Literal["parametric", "historical"] = "parametric"
     var_window: int = _bounded(250, ge=2)
     var_confidence: float = _bounded(0.95, gt=0.5, lt=1)
+    var_horizon_bars: int | None = _bounded(
+        1, ge=1, doc="bars the VaR limit looks ahead; null: one decision interval")
     drawdown_reference: Literal["peak", "initial"] = "peak"
     on_portfolio_stop: Literal["terminate", "flat"] = "terminate"
     cooldown_bars: int = _bounded(24, ge=0)

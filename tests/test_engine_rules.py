@@ -251,7 +251,12 @@ def test_parametric_var_limit_by_hand():
             assert pf.refused[0, 0] == L.R_VAR
 
 
-def test_var_scales_with_decision_horizon_and_historical_method():
+@pytest.mark.parametrize("horizon, every, bars", [(None, 4, 4), (1, 4, 1), (5, 1, 5),
+                                                   (1, 1, 1)])
+def test_var_horizon_hand_computed_historical(horizon, every, bars):
+    """95% historical VaR of the book after the trade, scaled by sqrt(bars ahead): the bars of
+    ``risk.var_horizon_bars`` whatever the decision interval, or the decision interval when it
+    is null."""
     rng = np.random.default_rng(8)
     r = rng.normal(0, 0.01, 40)
     close = 100 * np.cumprod(np.concatenate([[1.0], 1 + r]))
@@ -259,10 +264,34 @@ def test_var_scales_with_decision_horizon_and_historical_method():
     t = 30
     window = r[t - 20:t]
     w = 0.5
-    hist = -np.quantile(w * window, 0.05) * np.sqrt(4)
+    hist = -np.quantile(w * window, 0.05) * np.sqrt(bars)
     for limit, accepted in [(hist * 1.001, True), (hist * 0.999, False)]:
-        cfg = bare(portfolio={"max_portfolio_risk": limit, "rebalancing_frequency": 4},
-                   risk={"var_window": 20, "var_method": "historical"})
+        cfg = bare(portfolio={"max_portfolio_risk": limit, "rebalancing_frequency": every},
+                   risk={"var_window": 20, "var_method": "historical",
+                         "var_horizon_bars": horizon})
+        pf = book(md, cfg, start=t)
+        pf.step_signals(*signals(1, a0=(1, 1.0)))
+        assert (pf.units[0, 0] != 0) == accepted
+        if not accepted:
+            assert pf.refused[0, 0] == L.R_VAR
+
+
+@pytest.mark.parametrize("horizon", [1, 5])
+def test_var_horizon_hand_computed_parametric(horizon):
+    """Parametric: z_95 * sd(w * r over the window) * sqrt(horizon), with decisions every 63
+    bars (the horizon is not the decision interval)."""
+    from statistics import NormalDist
+
+    rng = np.random.default_rng(3)
+    r = rng.normal(0, 0.01, 40)
+    close = 100 * np.cumprod(np.concatenate([[1.0], 1 + r]))
+    md = market(close)
+    t = 30
+    w = 0.5
+    var = NormalDist().inv_cdf(0.95) * np.std(w * r[t - 20:t], ddof=1) * np.sqrt(horizon)
+    for limit, accepted in [(var * 1.001, True), (var * 0.999, False)]:
+        cfg = bare(portfolio={"max_portfolio_risk": limit, "rebalancing_frequency": 63},
+                   risk={"var_window": 20, "var_horizon_bars": horizon})
         pf = book(md, cfg, start=t)
         pf.step_signals(*signals(1, a0=(1, 1.0)))
         assert (pf.units[0, 0] != 0) == accepted
@@ -534,14 +563,15 @@ def test_weights_nan_keeps_and_short_and_reduce():
     assert pf.units[0] == pytest.approx([-20.0, 0.0])
 
 
-def test_weights_cash_shortfall_scales_the_last_increase():
+def test_weights_cash_shortfall_scales_every_purchase_pro_rata():
+    # 50 units of each at 100 with a 1% fee need 2 x 5,050 = 10,100 of 10,000: both are scaled
+    # by 10,000 / 10,100 (not the second column's alone)
     md = market(np.full((3, 2), 100.0))
     pf = book(md, bare(execution={"fee_rate": 0.01}))
     pf.step_weights(np.array([0.5, 0.5]))
-    assert pf.cash[0] >= -1e-9
-    assert pf.refusals()["scaled"] == 1
-    assert pf.units[0, 0] == pytest.approx(50.0)
-    assert pf.units[0, 1] < 50.0
+    assert pf.cash[0] == pytest.approx(0.0, abs=1e-7)
+    assert pf.refusals()["scaled"] == 2
+    np.testing.assert_allclose(pf.units[0], [50.0 * 10_000 / 10_100] * 2, rtol=1e-12)
 
 
 # ---------------------------------------------------------------- attribution
@@ -719,13 +749,16 @@ def test_weights_respect_allow_short_in_the_engine():
 
 
 def test_a_scaled_order_counts_once_and_rounding_is_not_scaling():
-    # next_open: short of cash at the decision (fee) and again at the fill (open above close):
-    # before, the one order was counted as scaled twice
+    # next_open: short of cash at the decision (fee: both scaled by 10,000 / 10,100) and again
+    # at the fill (one open above its close: both scaled by one more factor); each order counts
+    # once, and the fills use all the cash, in equal units
     md = market(np.full((3, 2), 100.0), open_=[[100.0, 100.0], [100.0, 101.0],
                                                [100.0, 100.0]])
     pf = book(md, bare(execution={"fee_rate": 0.01, "price": "next_open"}))
     pf.step_weights(np.array([0.5, 0.5]))
-    assert pf.refusals()["scaled"] == 1 and pf.cash[0] >= -1e-9
+    assert pf.refusals()["scaled"] == 2 and pf.cash[0] == pytest.approx(0.0, abs=1e-7)
+    u = 10_000 / (1.01 * (100.0 + 101.0))
+    np.testing.assert_allclose(pf.units[0], [u, u], rtol=1e-12)
     # 36 assets at 1/36 each, no costs: the cash check's float rounding is not a scaling
     n = 36
     rng = np.random.default_rng(0)

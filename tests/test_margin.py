@@ -31,14 +31,15 @@ def test_short_proceeds_are_collateral_not_cash_for_longs():
     assert pf.cash[0] == pytest.approx(18_000.0 - 80 * 130.0) and pf.cash[0] > 0
 
 
-def test_weights_scale_a_long_to_the_free_cash():
-    # weights [-0.8, +0.8]: the short goes first (tie, lower index), then the long may use
-    # cash - short * 1.5 = 18,000 - 12,000 = 6,000: 60 units, counted as scaled.
+def test_weights_scale_the_short_and_the_long_pro_rata():
+    # weights [-0.8, +0.8] need 80 x (100 x 1.5 - 100) = 4,000 of margin for the short and
+    # 8,000 of cash for the long, out of 10,000: both are scaled by 10,000 / 12,000 (whatever
+    # the column order), so cash stays 10,000 = short value 6,666.67 x 1.5.
     md = market(np.full((4, 2), 100.0))
     pf = book(md, bare())
     pf.step_weights(np.array([-0.8, 0.8]))
-    np.testing.assert_allclose(pf.units[0], [-80.0, 60.0])
-    assert pf.cash[0] == pytest.approx(12_000.0) and pf.refusals()["scaled"] == 1
+    np.testing.assert_allclose(pf.units[0], [-200.0 / 3, 200.0 / 3], rtol=1e-12)
+    assert pf.cash[0] == pytest.approx(10_000.0) and pf.refusals()["scaled"] == 2
 
 
 def test_a_short_needs_initial_margin_in_cash():

@@ -72,12 +72,12 @@ def settle_range(b0, b1, acct, clock, n_curve, dd_from_initial, floor, stepped, 
 
 @njit(cache=True)
 def _chunk(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol, pc,
-           cov, next_dec, costs, p, pos, acct, clock, count, curve, gross_curve, n_curve, fills,
+           cov, next_dec, per_asset, p, pos, acct, clock, count, curve, gross_curve, n_curve, fills,
            n_fills, refused, acc, flags, floor, features, window, cooldown_scale, clip, out):
     for b in range(b0, b1):
         acc[BEFORE, b] = acct[b, L.EQUITY]
     step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol,
-                pc, cov, next_dec, costs, p, pos, acct, clock, count, curve, gross_curve,
+                pc, cov, next_dec, per_asset, p, pos, acct, clock, count, curve, gross_curve,
                 n_curve, fills, n_fills, refused)
     settle_range(b0, b1, acct, clock, n_curve, p[L.P_DD_FROM_INITIAL] > 0.0, floor, active,
                  acc, flags)
@@ -95,7 +95,7 @@ def _decode(scheme, raw, dead_band, dirs, confs):
 
 
 @njit(cache=True)
-def step_observe(dirs, fbook, ibook, o, h, lo_, c, tradable, R, vol, pc, cov, next_dec, costs,
+def step_observe(dirs, fbook, ibook, o, h, lo_, c, tradable, R, vol, pc, cov, next_dec, per_asset,
                  p, acc, flags, floor, features, window, cooldown_scale, clip, dead_band,
                  active, scheme, raw, out):
     """Step the books with ``active[b]`` (the engine's arguments as
@@ -112,14 +112,14 @@ def step_observe(dirs, fbook, ibook, o, h, lo_, c, tradable, R, vol, pc, cov, ne
     if error != 0:
         return error
     _chunk(0, B, active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol, pc, cov,
-           next_dec, costs, p, pos, acct, clock, count, curve, gross_curve, n_curve, fills,
+           next_dec, per_asset, p, pos, acct, clock, count, curve, gross_curve, n_curve, fills,
            n_fills, refused, acc, flags, floor, features, window, cooldown_scale, clip, out)
     return 0
 
 
 @njit(cache=True, parallel=True)
 def step_observe_threaded(n_chunks, dirs, fbook, ibook, o, h, lo_, c, tradable, R, vol, pc, cov,
-                          next_dec, costs, p, acc, flags, floor, features, window,
+                          next_dec, per_asset, p, acc, flags, floor, features, window,
                           cooldown_scale, clip, dead_band, active, scheme, raw, out):
     """:func:`step_observe` with the books split into ``n_chunks`` contiguous ranges on
     numba's threads (the same bytes: each range has its own scratch and writes only its
@@ -132,7 +132,7 @@ def step_observe_threaded(n_chunks, dirs, fbook, ibook, o, h, lo_, c, tradable, 
         return error
     for k in prange(n_chunks):
         _chunk(k * B // n_chunks, (k + 1) * B // n_chunks, active, scheme, dirs, confs,
-               weights, o, h, lo_, c, tradable, R, vol, pc, cov, next_dec, costs, p, pos, acct,
+               weights, o, h, lo_, c, tradable, R, vol, pc, cov, next_dec, per_asset, p, pos, acct,
                clock, count, curve, gross_curve, n_curve, fills, n_fills, refused, acc, flags,
                floor, features, window, cooldown_scale, clip, out)
     return 0

@@ -79,6 +79,7 @@ def build_params(config: Config, market: MarketData,
     p[L.P_MAINT_MARGIN] = rk.maintenance_margin
     p[L.P_BORROWING] = float(rk.allow_borrowing)
     p[L.P_MARGIN_RATE] = ex.margin_rate
+    p[L.P_VAR_HORIZON] = 0.0 if rk.var_horizon_bars is None else rk.var_horizon_bars
     return p
 
 
@@ -111,6 +112,22 @@ def build_costs(config: Config, market: MarketData) -> dict[str, np.ndarray]:
             if value is not None:
                 costs[name][j] = value
     return costs
+
+
+def per_asset_params(costs: dict[str, np.ndarray], symbols: tuple[str, ...]) -> np.ndarray:
+    """The kernel's (``NPER_ASSET``, N) per-asset parameters (rows ``layout.A_*``): the costs
+    of :func:`build_costs`, each asset's place in symbol order and the asset at each place.
+    Wherever a rule must choose among equals it goes by the place, so permuting the columns
+    permutes every result and changes none."""
+    n = len(symbols)
+    out = np.zeros((L.NPER_ASSET, n))
+    for row, name in ((L.A_FEE_RATE, "fee_rate"), (L.A_FIXED_FEE, "fixed_fee"),
+                      (L.A_SLIPPAGE, "slippage"), (L.A_BORROW_RATE, "borrow_rate")):
+        out[row] = costs[name]
+    at_rank = np.array(sorted(range(n), key=lambda i: symbols[i]), dtype=np.int64)
+    out[L.A_AT_RANK] = at_rank
+    out[L.A_RANK, at_rank] = np.arange(n)
+    return out
 
 
 def simple_returns(close: np.ndarray) -> np.ndarray:
@@ -181,11 +198,9 @@ class Portfolio:
         freq = self.config.portfolio.rebalancing_frequency
         self.next_decision = decision_bars(market.index, freq)
         self.params = build_params(self.config, market, self.next_decision)
-        costs = build_costs(self.config, market)
-        self.fee_rate, self.fixed_fee = costs["fee_rate"], costs["fixed_fee"]
-        self.slippage, self.borrow_rate = costs["slippage"], costs["borrow_rate"]
-        self.costs = np.stack([self.fee_rate, self.fixed_fee, self.slippage, self.borrow_rate])
-        self.fee_rate, self.fixed_fee, self.slippage, self.borrow_rate = self.costs  # views
+        self.per_asset = per_asset_params(build_costs(self.config, market), market.symbols)
+        # views of its rows
+        self.fee_rate, self.fixed_fee, self.slippage, self.borrow_rate = self.per_asset[:4]
         self.returns = simple_returns(market.close)
         from ffe_gym.portfolio.statistics import MarketStatistics
 
@@ -215,7 +230,7 @@ class Portfolio:
         md = self.market
         self._kernel_args = (
             dirs, fbook, ibook, md.open, md.high, md.low, md.close, md.tradable, self.returns,
-            self.stats.vol, self.stats.pairs, self.stats.cov, self.next_decision, self.costs,
+            self.stats.vol, self.stats.pairs, self.stats.cov, self.next_decision, self.per_asset,
             self.params)
 
     def __getstate__(self) -> dict:

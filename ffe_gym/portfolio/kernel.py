@@ -6,7 +6,7 @@ instructions. The rules (numbers
 refer to the design's "one decision step"):
 
 1-2. Intents become closing legs (never refused) and opening candidates, ordered by descending
-     confidence, ties by asset index. Limits are checked at the decision bar's close, in the
+     confidence (weights: |target weight|), ties by symbol, never by column. Limits are checked at the decision bar's close, in the
      order cooldown, re-entry after a stop or target exit, max_positions, size, cash and
      initial margin, short cap, gross cap, VaR; a refusal is counted with its reason and
      changes nothing.
@@ -198,6 +198,15 @@ def rolling_corr(R, window):
         for i in range(N):
             out[t, i, i] = 0.0 if changed[i] <= lo or out[t, i, i] <= 0.0 else 1.0
     return out
+
+
+@njit(cache=True)
+def var_horizon(p, t, t_next):
+    """Bars the VaR limit looks ahead from decision bar t: ``risk.var_horizon_bars``, or the
+    decision interval ``t_next - t`` (at least 1) when that is null (``P_VAR_HORIZON`` 0)."""
+    if p[L.P_VAR_HORIZON] > 0.0:
+        return p[L.P_VAR_HORIZON]
+    return float(max(t_next - t, 1))
 
 
 @njit(cache=True, inline="always")
@@ -505,8 +514,9 @@ def _opening_notional(equity, conf, base, sizer, min_conf, threshold, m, sigma_i
 
 @njit(cache=True)
 def _before(pa, a, pb, b):
-    """Candidate a (priority pa) is taken before b (pb): higher priority, ties by asset index
-    (what a stable sort of ``-prio`` gives). Bitwise operators, not ``or`` / ``and``: no
+    """Candidate a (priority pa) is taken before b (pb): higher priority, ties by the lower
+    place in symbol order (the heap holds places, ``layout.A_RANK``, never columns, so no
+    result depends on the order of the assets). Bitwise operators, not ``or`` / ``and``: no
     branch to mispredict."""
     return (pa > pb) | ((pa == pb) & (a < b))
 
@@ -533,7 +543,7 @@ def _sift_down(heap, hp, k, n):
 
 @njit(cache=True)
 def _heapify(heap, hp, n):
-    """Arrange the candidates ``heap[:n]`` (assets; their priorities beside them in ``hp``, so
+    """Arrange the candidates ``heap[:n]`` (places in symbol order; their priorities beside them in ``hp``, so
     that sifting needs no indirect loads) as a binary heap whose root is the first to take
     (:func:`_before`). O(n), no allocation. The step pops them in order (:func:`_take_first`)
     and heaps them only when it needs their order: a step that refuses every candidate left
@@ -569,8 +579,104 @@ def _early_refusal(new, waiting, held, max_positions, pre_check, base, equity, c
 
 
 @njit(cache=True)
+def _budget_factor(q, ref, slip, fr, fixed, cash, net, gross, short, m, borrowing):
+    """(need, budget) of one opening of ``q`` units valued at ``ref``: what it takes of the
+    initial-margin budget of :func:`_margin_terms` (``|q| * den``, its fixed fee apart), and
+    that budget before any fixed fee. Openings draw on one budget additively (``num`` falls by
+    exactly ``|q| den + fixed`` after each, for longs and shorts, with or without borrowing),
+    so a set of openings fits when the sum of their needs and fixed fees does."""
+    px = ref * (1.0 + np.sign(q) * slip)
+    num, den = _margin_terms(q, ref, px, fr, fixed, cash, net, gross, short, m, borrowing)
+    return (abs(q) * den if den > 0.0 else 0.0), num + fixed
+
+
+@njit(cache=True)
+def _scale(i, f, q, scaled, count):
+    """Scale the order of asset i by ``f``, counting each scaled order once."""
+    q[i] *= f
+    if scaled[i] == 0.0:
+        count[L.C_SCALED] += 1
+        scaled[i] = 1.0
+
+
+@njit(cache=True)
+def _factor(need, fixed_total, budget, cash):
+    """The common factor (< 1) that fits orders needing ``need`` plus their fixed fees into
+    ``budget``; 1 when they fit (up to rounding) or when nothing can be bought (the orders
+    then meet their own checks one by one)."""
+    if need <= 0.0 or need + fixed_total - budget <= 1e-9 * (1.0 + abs(cash)):
+        return 1.0
+    f = (budget - fixed_total) / need
+    return f if f > 0.0 else 1.0
+
+
+@njit(cache=True)
+def _pro_rata_targets(heap, hp, n, sorted_c, sorted_p, at_rank, cand, units_after, reentry,
+                      t, max_positions, held, close, slip, fr, fixed, cash, net, gross, short,
+                      m, borrowing, scaled, count):
+    """Weights: order the ``n`` candidates (``heap[:n]``, places in symbol order) by priority
+    and leave them sorted in ``heap`` (a sorted array is a heap). Of those the re-entry wait
+    and the position cap let through (largest targets first, ties by symbol), when together
+    they need more cash or margin than the shadow book has, each is scaled by one factor so
+    that they fit (:func:`_budget_factor`): a rebalance that overdraws buys a little less of
+    every name, never less of the names that come last."""
+    _heapify(heap, hp, n)
+    left = n
+    for k in range(n):
+        sorted_p[k] = hp[0]
+        sorted_c[k], left = _take_first(heap, hp, left)
+    need = 0.0
+    fixed_total = 0.0
+    budget = 0.0
+    held_now = held
+    for k in range(n):
+        heap[k] = sorted_c[k]
+        hp[k] = sorted_p[k]
+        i = int(at_rank[sorted_c[k]])
+        new = units_after[i] == 0.0
+        if new and (t < reentry[i] or held_now >= max_positions):
+            sorted_c[k] = -1  # refused before it is sized: needs nothing
+            continue
+        if new:
+            held_now += 1
+        d, budget = _budget_factor(cand[i], close[i], slip[i], fr[i], fixed[i], cash, net,
+                                   gross, short, m, borrowing)
+        need += d
+        fixed_total += fixed[i]
+    f = _factor(need, fixed_total, budget, cash)
+    if f < 1.0:
+        for k in range(n):
+            if sorted_c[k] >= 0:
+                _scale(int(at_rank[sorted_c[k]]), f, cand, scaled, count)
+
+
+@njit(cache=True)
+def _pro_rata_fills(order, n, q, ref, slip, fr, fixed, cash, net, gross, short, m, borrowing,
+                    scaled, count):
+    """The openings ``order[:n]`` (units ``q``) at their fill prices ``ref``: when together
+    they need more cash or margin than the book has after its closing legs (the prices moved
+    since the decision), each is scaled by one factor so that they fit, whatever their
+    order."""
+    need = 0.0
+    fixed_total = 0.0
+    budget = 0.0
+    for k in range(n):
+        i = order[k]
+        if q[i] != 0.0:
+            d, budget = _budget_factor(q[i], ref[i], slip[i], fr[i], fixed[i], cash, net,
+                                       gross, short, m, borrowing)
+            need += d
+            fixed_total += fixed[i]
+    f = _factor(need, fixed_total, budget, cash)
+    if f < 1.0:
+        for k in range(n):
+            if q[order[k]] != 0.0:
+                _scale(order[k], f, q, scaled, count)
+
+
+@njit(cache=True)
 def _take_first(heap, hp, n):
-    """Pop the first candidate off a heap of ``n`` (:func:`_heapify`): (asset, n - 1).
+    """Pop the first candidate off a heap of ``n`` (:func:`_heapify`): (its place, n - 1).
 
     Floyd's pop: the hole left at the root moves down along the better children to a leaf
     (one comparison a level, and the better child picked without a branch), then the last
@@ -670,24 +776,25 @@ def book_views(fbook, ibook, B, N, M):
 
 @njit(cache=True)
 def step_books(active, scheme, dirs, fbook, ibook, o, h, lo_, c, tradable, R, vol, pc, cov,
-               next_dec, costs, p):
+               next_dec, per_asset, p):
     """One decision step for every book b with ``active[b]``; see the module docstring.
 
     The books' state is in ``fbook`` and ``ibook`` (:func:`book_views`); ``vol``, the
     correlations ``pc`` and ``cov`` are market statistics shared by every book
-    (:class:`~ffe_gym.portfolio.statistics.MarketStatistics`); ``costs`` is (4, N): fee
-    rate, fixed fee, slippage, borrow rate."""
+    (:class:`~ffe_gym.portfolio.statistics.MarketStatistics`); ``per_asset`` is
+    (``NPER_ASSET``, N): fee rate, fixed fee, slippage, borrow rate, and each asset's place in
+    symbol order with its inverse (``layout.A_*``)."""
     B, N = dirs.shape
     (pos, acct, curve, gross_curve, fills, confs, weights, clock, count, n_curve, n_fills,
      refused) = book_views(fbook, ibook, B, N, int(p[L.P_MAX_STEP_BARS]))
     step_range(0, B, active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol,
-               pc, cov, next_dec, costs, p, pos, acct, clock, count, curve, gross_curve,
+               pc, cov, next_dec, per_asset, p, pos, acct, clock, count, curve, gross_curve,
                n_curve, fills, n_fills, refused)
 
 
 @njit(cache=True)
 def step_signal_books(d, cf, active, dirs, fbook, ibook, o, h, lo_, c, tradable, R, vol, pc,
-                      cov, next_dec, costs, p):
+                      cov, next_dec, per_asset, p):
     """:func:`load_signals` of the raw intents ``d``, ``cf`` then :func:`step_books`, in one
     call; the check's code (0: stepped; 1, 2: refused, nothing changed)."""
     B, N = dirs.shape
@@ -697,14 +804,14 @@ def step_signal_books(d, cf, active, dirs, fbook, ibook, o, h, lo_, c, tradable,
     if bad != 0:
         return bad
     step_range(0, B, active, SIGNALS, dirs, confs, weights, o, h, lo_, c, tradable, R, vol,
-               pc, cov, next_dec, costs, p, pos, acct, clock, count, curve, gross_curve,
+               pc, cov, next_dec, per_asset, p, pos, acct, clock, count, curve, gross_curve,
                n_curve, fills, n_fills, refused)
     return 0
 
 
 @njit(cache=True, parallel=True)
 def step_books_threaded(n_chunks, active, scheme, dirs, fbook, ibook, o, h, lo_, c,
-                        tradable, R, vol, pc, cov, next_dec, costs, p):
+                        tradable, R, vol, pc, cov, next_dec, per_asset, p):
     """``step_books`` with the books split into ``n_chunks`` contiguous ranges stepped on
     numba's threads. Books share nothing but read-only market data, so the result is the
     serial one, bit for bit (each range has its own scratch)."""
@@ -713,31 +820,33 @@ def step_books_threaded(n_chunks, active, scheme, dirs, fbook, ibook, o, h, lo_,
      refused) = book_views(fbook, ibook, B, N, int(p[L.P_MAX_STEP_BARS]))
     for k in prange(n_chunks):
         step_range(k * B // n_chunks, (k + 1) * B // n_chunks, active, scheme, dirs, confs,
-                   weights, o, h, lo_, c, tradable, R, vol, pc, cov, next_dec, costs, p, pos,
+                   weights, o, h, lo_, c, tradable, R, vol, pc, cov, next_dec, per_asset, p, pos,
                    acct, clock, count, curve, gross_curve, n_curve, fills, n_fills, refused)
 
 
 @njit(cache=True)
 def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol,
-               pc, cov, next_dec, costs, p, pos, acct, clock, count, curve, gross_curve,
+               pc, cov, next_dec, per_asset, p, pos, acct, clock, count, curve, gross_curve,
                n_curve, fills, n_fills, refused):
     """Step books b0..b1-1 (those with ``active[b]``): the decision step of the module
     docstring, one book after another. The step is this loop's body, not a function called
     per book: a numba call with the 35 arrays of a book step cost about 0.8 us, more than a
     flat book's whole step."""
-    fee_rate = costs[0]
-    fixed_fee = costs[1]
-    slip = costs[2]
-    borrow = costs[3]
+    fee_rate = per_asset[L.A_FEE_RATE]
+    fixed_fee = per_asset[L.A_FIXED_FEE]
+    slip = per_asset[L.A_SLIPPAGE]
+    borrow = per_asset[L.A_BORROW_RATE]
+    rank = per_asset[L.A_RANK]  # the heap holds places in symbol order, not columns
+    at_rank = per_asset[L.A_AT_RANK]
     vslip = p[L.P_VOL_SLIPPAGE]
     m_init = p[L.P_INIT_MARGIN]
     sqrt_ppy = np.sqrt(p[L.P_PERIODS_PER_YEAR])
     N = c.shape[1]
-    work = np.empty((14, N))
+    work = np.empty((15, N))
     vwork = np.empty((2, max(int(p[L.P_VAR_WINDOW]), 1)))
     # held assets (shadow book); openings in order; candidates; positions after the fills;
     # closing legs; the candidates' early refusals
-    iwork = np.empty((6, N), dtype=np.int64)
+    iwork = np.empty((7, N), dtype=np.int64)
     # scratch rows (books are stepped one after another, so one set serves all)
     close_q = work[0]
     cand = work[1]  # signals: direction of the opening; weights: units to add
@@ -750,6 +859,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
     held_w = work[9]  # shared covariance: the shadow book's weights
     moments = work[10:13]  # scanned correlations: window mean, sum of squares, ready
     slip_fb = work[13]  # slippage of a fill at the decision's fill bar
+    sorted_p = work[14]  # weights: the candidates' priorities, in their order
     series = vwork[0]  # per-bar returns of the shadow book over the VaR window, built lazily
     trial = vwork[1]
     held_idx = iwork[0]  # the shadow book's held assets, in the order they were seen
@@ -758,6 +868,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
     live = iwork[3]  # the assets held after the decision's fills, ascending (a superset later)
     closes = iwork[4]  # the assets with a closing leg, ascending
     early = iwork[5]  # signals: each candidate's _early_refusal at the current shadow book
+    sorted_c = iwork[6]  # weights: the candidates in their order (places in symbol order)
     for b in range(b0, b1):
         n_fills[b] = 0
         n_curve[b] = 0
@@ -773,7 +884,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
             clock[b, L.STATUS] = L.ENDED
             continue
         t_next = min(next_dec[t], end)
-        horizon = t_next - t
+        horizon = var_horizon(p, t, t_next)
         equity = acct[b, L.EQUITY]
         next_open = p[L.P_NEXT_OPEN] > 0.0
         fb = t + 1 if next_open else t
@@ -816,7 +927,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                     units_after[i] = 0.0
                     if tu != 0.0:
                         cand[i] = tu
-                        heap[n_cands] = i
+                        heap[n_cands] = int(rank[i])
                         hp[n_cands] = abs(wt)
                         n_cands += 1
                 elif u != 0.0 and abs(tu) < abs(u):
@@ -826,7 +937,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                     units_after[i] = tu
                 else:
                     cand[i] = tu - u
-                    heap[n_cands] = i
+                    heap[n_cands] = int(rank[i])
                     hp[n_cands] = abs(wt)
                     n_cands += 1
             else:
@@ -849,7 +960,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                         count[b, L.R_NO_SHORTING] += 1
                         continue
                     cand[i] = d
-                    heap[n_cands] = i
+                    heap[n_cands] = int(rank[i])
                     hp[n_cands] = confs[b, i]
                     n_cands += 1
 
@@ -895,7 +1006,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
         stop_vol = p[L.P_STOP_VOL] > 0.0
         if stop_vol and any_candidate:
             for k in range(n_cands):
-                i = heap[k]
+                i = int(at_rank[heap[k]])
                 scale = vol[t, i] * np.sqrt(p[L.P_STOP_HORIZON])
                 sl_d[i] = p[L.P_STOP_LOSS] * scale if scale > 0.0 else np.nan
                 tp_d[i] = p[L.P_TAKE_PROFIT] * scale if scale > 0.0 else np.nan
@@ -905,7 +1016,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
         n_cand = 0  # the candidates taken so far, by priority: order[:n_cand]
         if clock[b, L.COOLDOWN] > 0 or clock[b, L.WAITING] > 0:  # after a portfolio stop
             for k in range(n_cands):
-                i = heap[k]
+                i = int(at_rank[heap[k]])
                 refused[b, i] = L.R_COOLDOWN
                 count[b, L.R_COOLDOWN] += 1
             n_left = 0
@@ -920,13 +1031,19 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
         # a new position and gets its re-entry wait or the cap)
         n_pass = -1
         heaped = False
+        if scheme == WEIGHTS and n_left > 0:  # purchases that overdraw are scaled pro rata
+            _pro_rata_targets(heap, hp, n_left, sorted_c, sorted_p, at_rank, cand, units_after,
+                              pos[b, :, L.REENTRY], t, max_positions, held, c[t], slip_fb,
+                              fee_rate, fixed_fee, cash_est, net, gross, short, m_init,
+                              borrowing, scaled, count[b])
+            heaped = True  # sorted: a heap already
         while n_left > 0:
             pre_check = scheme == SIGNALS and corr_on and held > 0 and equity > 0.0
             if scheme == SIGNALS:
                 if n_pass < 0:  # every candidate left, at this shadow book: early[i]
                     n_pass = 0
                     for k in range(n_left):
-                        i = heap[k]
+                        i = int(at_rank[heap[k]])
                         base = p[L.P_RISK_PER_TRADE] / sl_d[i] if base_risk else p[L.P_BASE]
                         early[i] = _early_refusal(
                             units_after[i] == 0.0, t < pos[b, i, L.REENTRY], held,
@@ -938,14 +1055,15 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                             n_pass += 1
                 if n_pass == 0:
                     for k in range(n_left):
-                        i = heap[k]
+                        i = int(at_rank[heap[k]])
                         refused[b, i] = early[i]
                         count[b, early[i]] += 1
                     break
             if not heaped:
                 _heapify(heap, hp, n_left)
                 heaped = True
-            i, n_left = _take_first(heap, hp, n_left)
+            r, n_left = _take_first(heap, hp, n_left)
+            i = int(at_rank[r])
             order[n_cand] = i
             n_cand += 1
             new = units_after[i] == 0.0
@@ -983,9 +1101,10 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                                      gross, short, m_init, borrowing)
             if abs(q) * den - num > 1e-9 * (1.0 + abs(cash_est)):  # rounding is not a shortfall
                 room = num / den if den > 0.0 else 0.0
-                if scheme == WEIGHTS and room > 0.0:
+                if scheme == WEIGHTS and room > 0.0:  # (rounding after the pro-rata scaling)
                     q = room if q > 0.0 else -room
-                    count[b, L.C_SCALED] += 1
+                    if scaled[i] == 0.0:
+                        count[b, L.C_SCALED] += 1
                     scaled[i] = 1.0
                 else:
                     reason = L.R_CASH if q > 0.0 and not borrowing else L.R_MARGIN
@@ -1084,6 +1203,10 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                 fgross += abs(v)
                 if u < 0.0:
                     fshort -= v
+        if next_open and n_cand > 0:  # prices moved since the decision: scale pro rata
+            _pro_rata_fills(order, n_cand, open_q, o[fb], slip_fb, fee_rate, fixed_fee,
+                            acct[b, L.CASH], fnet, fgross, fshort, m_init, borrowing, scaled,
+                            count[b])
         for k in range(n_cand):
             i = order[k]
             q = open_q[i]

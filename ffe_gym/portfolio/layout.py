@@ -147,7 +147,14 @@ P_CORR_HEDGE = 37  # 1: correlation_mode hedge_aware (side_i x side_j x rho)
 P_PAIR_CACHE = 38  # 1: correlations from the shared cache (statistics.py)
 P_SHARED_COV = 39  # 1: parametric VaR from the shared rolling covariance (statistics.py)
 P_MAX_STEP_BARS = 40  # M: bars one decision step can span (the curve buffers' width)
-NPARAM = 41
+P_VAR_HORIZON = 41  # bars the VaR limit looks ahead (0: the decision interval)
+NPARAM = 42
+
+# --- per-asset parameters (per_asset[k, i])
+A_FEE_RATE, A_FIXED_FEE, A_SLIPPAGE, A_BORROW_RATE = range(4)
+A_RANK = 4  # the asset's place in symbol order: ties go by it, never by the column
+A_AT_RANK = 5  # the asset (column) at each place in symbol order
+NPER_ASSET = 6
 
 # action schemes of the kernel
 SIGNALS = 0

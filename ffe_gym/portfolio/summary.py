@@ -11,7 +11,7 @@ from numba import njit
 
 from ffe_gym.jit_cache import fresh_cache
 from ffe_gym.portfolio import layout as L
-from ffe_gym.portfolio.kernel import _var, _window_start
+from ffe_gym.portfolio.kernel import _var, _window_start, var_horizon
 
 
 @njit(cache=True)
@@ -57,8 +57,7 @@ def summarize(b, close, R, next_dec, p, pos, acct, clock, refused, book, assets,
                 w = u * close[t, i] / eq
                 for s in range(n):
                     series[s] += w * R[lo + s, i]
-        horizon = next_dec[t] - t
-        var = _var(series, n, p, horizon if horizon > 0 else 1)
+        var = _var(series, n, p, var_horizon(p, t, next_dec[t]))
     book[L.B_EQUITY] = eq
     book[L.B_CASH] = acct[b, L.CASH]
     book[L.B_DRAWDOWN] = 1.0 - eq / ref
