@@ -68,7 +68,8 @@ class PortfolioConfig:
     # absolute: |rho| with any held asset cuts an opening (the seed's rule); hedge_aware:
     # side_i x side_j x rho, so only an opening that adds to a correlated bet is cut
     correlation_mode: Literal["absolute", "hedge_aware"] = "absolute"
-    max_portfolio_risk: float | None = _bounded(0.02, gt=0, doc="95% VaR / equity, risk.var_horizon_bars")
+    max_portfolio_risk: float | None = _bounded(0.02, gt=0,
+                                                doc="95% VaR / equity, risk.var_horizon_bars")
     max_drawdown: float | None = _bounded(0.05, gt=0, lt=1)
     position_sizing: Literal[
         "correlation_adjusted", "fixed_fraction", "inverse_volatility", "volatility_target"

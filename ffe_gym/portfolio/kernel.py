@@ -6,14 +6,16 @@ instructions. The rules (numbers
 refer to the design's "one decision step"):
 
 1-2. Intents become closing legs (never refused) and opening candidates, ordered by descending
-     confidence (weights: |target weight|), ties by symbol, never by column. Limits are checked at the decision bar's close, in the
-     order cooldown, re-entry after a stop or target exit, max_positions, size, cash and
-     initial margin, short cap, gross cap, VaR; a refusal is counted with its reason and
-     changes nothing.
+     confidence (weights: |target weight|), ties by symbol, never by column. Limits are
+     checked at the decision bar's close, in the order cooldown, re-entry after a stop or
+     target exit, max_positions, size, cash and initial margin, short cap, gross cap, VaR
+     (over ``risk.var_horizon_bars``); a refusal is counted with its reason and changes
+     nothing. Weights: purchases that together overdraw the cash or margin are scaled by one
+     factor (``_pro_rata_targets``); signals: an opening that does not fit is refused.
 3.   Opening notional = equity * base * factors (see ``_opening_notional``).
 5.   Fills at close[t] or open[t+1] with adverse slippage and fees; with next_open the cash
-     and margin check is repeated at the fill and an opening is scaled down rather than
-     overdrawing.
+     and margin check is repeated at the fill and the openings are scaled down by one factor
+     rather than overdrawing (``_pro_rata_fills``).
 6.   Each bar after the fill: stop-loss / take-profit (intrabar or on the close); levels are
      fractions of the entry, or multiples of the asset's volatility fixed at entry.
 7.   Mark to market, borrow on shorts, interest on negative cash, maintenance margin (a margin
@@ -543,11 +545,12 @@ def _sift_down(heap, hp, k, n):
 
 @njit(cache=True)
 def _heapify(heap, hp, n):
-    """Arrange the candidates ``heap[:n]`` (places in symbol order; their priorities beside them in ``hp``, so
-    that sifting needs no indirect loads) as a binary heap whose root is the first to take
-    (:func:`_before`). O(n), no allocation. The step pops them in order (:func:`_take_first`)
-    and heaps them only when it needs their order: a step that refuses every candidate left
-    without looking at it (each fails a rule before sizing) never orders them."""
+    """Arrange the candidates ``heap[:n]`` (places in symbol order; their priorities beside
+    them in ``hp``, so that sifting needs no indirect loads) as a binary heap whose root is
+    the first to take (:func:`_before`). O(n), no allocation. The step pops them in order
+    (:func:`_take_first`) and heaps them only when it needs their order: a step that refuses
+    every candidate left without looking at it (each fails a rule before sizing) never orders
+    them."""
     for k in range(n // 2 - 1, -1, -1):
         _sift_down(heap, hp, k, n)
 
