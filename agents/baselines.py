@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ffe_gym.data import symbol_ranks
 from ffe_gym.env.observations import ObservationLayout
 
 
@@ -81,7 +82,10 @@ class BuyAndHold(_Baseline):
 
 
 class RandomPolicy(_Baseline):
-    """Uniform random signals in [-1, 1] per asset; ``reset(seed)`` makes it repeatable."""
+    """Uniform random signals in [-1, 1] per asset; ``reset(seed)`` makes it repeatable.
+
+    The draws go to the symbols in sorted order (once bound to the env's layout), so
+    permuting the assets permutes its actions."""
 
     name = "random"
     action_scheme = "signals"
@@ -89,13 +93,18 @@ class RandomPolicy(_Baseline):
 
     def __init__(self, seed: int | None = None) -> None:
         self._rng = np.random.default_rng(seed)
+        self._ranks: np.ndarray | None = None
+
+    def bind(self, layout: ObservationLayout) -> None:
+        self._ranks = symbol_ranks(layout.symbols)
 
     def reset(self, seed: int | None = None) -> None:
         if seed is not None:
             self._rng = np.random.default_rng(seed)
 
     def act(self, observation: Any, info: dict[str, Any]) -> np.ndarray:
-        return self._rng.uniform(-1.0, 1.0, self._n_assets(info)).astype(np.float32)
+        draws = self._rng.uniform(-1.0, 1.0, self._n_assets(info)).astype(np.float32)
+        return draws if self._ranks is None else draws[self._ranks]
 
 
 class Momentum(_Baseline):

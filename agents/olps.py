@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from ffe_agents.baselines import _Baseline
+from ffe_gym.data import symbol_ranks
 
 
 def project_simplex(v: np.ndarray) -> np.ndarray:
@@ -222,7 +223,9 @@ class UP(_OnlinePortfolio):
 
     def start(self, close: np.ndarray) -> None:
         rng = np.random.default_rng(self.seed)
-        self._crps = rng.dirichlet(np.ones(len(close)), self.samples)
+        # drawn per symbol (sorted), so permuting the assets permutes the portfolios
+        ranks = symbol_ranks(self._view.symbols)
+        self._crps = rng.dirichlet(np.ones(len(close)), self.samples)[:, ranks]
         self._log_wealth = np.zeros(self.samples)
 
     def update(self, b: np.ndarray, x: np.ndarray, close: np.ndarray) -> np.ndarray:

@@ -10,7 +10,9 @@ Conventions (the same as empyrical's, which the tests compare against):
 * Annualisation uses ``periods_per_year`` of the data (8760 for 24/7 hourly, 252 for daily
   stocks, ...): ``years = len(r) / periods_per_year``.
 * ``volatility = std(r, ddof=1) * sqrt(ppy)``; with ``x = r - rf_bar``:
-  ``sharpe = mean(x) / std(x, ddof=1) * sqrt(ppy)``;
+  ``sharpe = mean(x) / std(x, ddof=1) * sqrt(ppy)``, and 0 for a riskless curve
+  (``std(x) = 0``: a book that stayed in cash, whatever the risk-free rate, since cash here
+  earns nothing and risks nothing), so every run has a defined Sharpe ratio;
   ``sortino = mean(x) * ppy / (sqrt(mean(min(x, 0)^2)) * sqrt(ppy))``.
 * ``cagr = (equity[-1] / equity[0]) ** (1 / years) - 1``.
 * ``max_drawdown`` is the most negative ``equity / running peak - 1`` (a number <= 0);
@@ -19,7 +21,8 @@ Conventions (the same as empyrical's, which the tests compare against):
   (negative numbers are losses): VaR is the 5th percentile of r; CVaR is the mean of the
   ``floor((n - 1) * 0.05) + 1`` smallest returns.
 * Trade statistics use closing fills' P&L net of their fees (entry fees pro rata):
-  ``win_rate = wins / trades``; ``profit_factor = gross wins / gross losses``.
+  ``trades`` counts closing fills, ``win_rate = wins / trades``; ``profit_factor = gross wins
+  / gross losses``. ``fills`` counts every fill, openings and closings.
 * ``turnover`` is traded notional over mean equity for the whole run (2.0 = the book was bought
   and sold once); ``turnover_per_year`` divides by years. ``exposure`` is the mean of gross
   exposure / equity over bars.
@@ -36,7 +39,7 @@ import numpy as np
 
 METRIC_NAMES = (
     "total_return", "cagr", "volatility", "sharpe", "sortino", "max_drawdown", "calmar",
-    "var_95", "cvar_95", "trades", "win_rate", "profit_factor", "avg_win", "avg_loss",
+    "var_95", "cvar_95", "trades", "fills", "win_rate", "profit_factor", "avg_win", "avg_loss",
     "turnover", "turnover_per_year", "exposure", "bars", "final_equity",
 )
 
@@ -69,7 +72,7 @@ def compute_metrics(equity: Sequence[float] | np.ndarray, periods_per_year: floa
                     trade_pnls: Sequence[float] | np.ndarray | None = None,
                     traded_notional: float | None = None,
                     gross_exposure: Sequence[float] | np.ndarray | None = None,
-                    risk_free: float = 0.0,
+                    risk_free: float = 0.0, fills: int | None = None,
                     ) -> dict[str, float | int | None]:
     """All metrics of one run.
 
@@ -79,6 +82,7 @@ def compute_metrics(equity: Sequence[float] | np.ndarray, periods_per_year: floa
     :param traded_notional: sum of |units * price| over all fills.
     :param gross_exposure: per-bar gross exposure aligned with ``equity``.
     :param risk_free: constant annual risk-free rate for the Sharpe and Sortino ratios.
+    :param fills: number of fills, openings and closings.
     """
     e = np.asarray(equity, dtype=np.float64)
     if e.ndim != 1 or len(e) < 1:
@@ -97,7 +101,7 @@ def compute_metrics(equity: Sequence[float] | np.ndarray, periods_per_year: floa
         sd = r.std(ddof=1)
         out["volatility"] = float(sd * math.sqrt(periods_per_year))
         x = r - ((1.0 + risk_free) ** (1.0 / periods_per_year) - 1.0) if risk_free else r
-        out["sharpe"] = sharpe_ratio(x, periods_per_year)
+        out["sharpe"] = sharpe_ratio(x, periods_per_year) if x.std(ddof=1) > 0 else 0.0
         downside = math.sqrt(np.mean(np.minimum(x, 0.0) ** 2)) * math.sqrt(periods_per_year)
         out["sortino"] = _ratio(x.mean() * periods_per_year, downside)
     out["max_drawdown"] = max_drawdown(e)
@@ -109,6 +113,7 @@ def compute_metrics(equity: Sequence[float] | np.ndarray, periods_per_year: floa
         out["cvar_95"] = float(np.partition(r, k)[: k + 1].mean())
     pnl = np.asarray(trade_pnls if trade_pnls is not None else [], dtype=np.float64)
     out["trades"] = len(pnl)
+    out["fills"] = fills
     if len(pnl):
         wins, losses = pnl[pnl > 0], pnl[pnl <= 0]
         out["win_rate"] = float(len(wins) / len(pnl))

@@ -247,10 +247,10 @@ def test_market_reference_by_hand(tmp_path):
     t0, t1 = specs[0].windows["test"][0], specs[0].windows["test"][1] - 1
     p0, p1 = md.close[t0], md.close[t1]
     e0 = 10_000.0
-    units_a = 0.5 * e0 / p0[0]  # A first (ties by index); B takes the cash that is left
-    units_b = (e0 - 0.5 * e0 * (1 + f)) / (p0[1] * (1 + f))
-    assert rows["reference"]["final_equity"] == pytest.approx(
-        units_a * p1[0] + units_b * p1[1], rel=1e-9)
+    # half the equity in each, scaled by one factor so that both fit the cash with the fee
+    # (not A in full and B what is left)
+    units = 0.5 * e0 / p0 / (1 + f)
+    assert rows["reference"]["final_equity"] == pytest.approx(units @ p1, rel=1e-9)
     # under the rules buy-and-hold is stopped out of A in the first bars: another number
     assert rows["agent"]["trades"] >= 1
     assert rows["agent"]["final_equity"] != pytest.approx(rows["reference"]["final_equity"])

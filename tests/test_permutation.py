@@ -73,3 +73,40 @@ def test_engine_results_permute_with_the_assets(setup):
         s1 = fills[np.lexsort(fills[:, key].T[::-1])]
         s2 = f2[np.lexsort(f2[:, key].T[::-1])]
         np.testing.assert_allclose(s2, s1, rtol=1e-9, atol=1e-9 * scale)
+
+
+CLOSED_FORM = ["cash", "buy-and-hold", "equal-weight", "momentum", "random", "eg", "olmar",
+               "pamr", "up", "anticor", "cwmr"]
+SOLVERS = ["ons", "bcrp"]  # equal to their solvers' tolerance
+
+
+@pytest.mark.parametrize("name", CLOSED_FORM + SOLVERS)
+@pytest.mark.parametrize("rules", ["seed", "none"])
+def test_policies_and_references_permute_with_the_assets(name, rules):
+    from ffe_gym.data import synthetic_market
+    from ffe_gym.evaluation import env_for, resolve_policy, rollout
+    from ffe_gym.evaluation.experiment import reference_config
+
+    md = synthetic_market(6, 400, "crypto", seed=5)
+    perm = np.array([3, 0, 5, 1, 4, 2])
+    moved = md.select([md.symbols[j] for j in perm])
+    from ffe_gym.config import Config, from_dict
+
+    cfg = from_dict(Config, {"risk": {"on_portfolio_stop": "flat", "cooldown_bars": 5},
+                             "portfolio": {"max_positions": 3}})
+    if rules == "none":
+        cfg = reference_config(cfg)
+    runs = []
+    for data in (md, moved):
+        policy = resolve_policy(name)
+        runs.append(rollout(policy, env_for(policy, cfg, data), window=(100, 399), seed=1))
+    a, b = runs
+    tol = 1e-9 if name in CLOSED_FORM else 1e-4
+    for key, value in a.metrics.items():
+        if isinstance(value, float):
+            assert b.metrics[key] == pytest.approx(value, rel=tol, abs=tol), key
+        else:
+            assert b.metrics[key] == value, key
+    assert a.refusals == b.refusals
+    np.testing.assert_allclose(b.weights[list(md.symbols)].to_numpy(),
+                               a.weights[list(md.symbols)].to_numpy(), rtol=tol, atol=tol)

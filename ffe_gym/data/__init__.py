@@ -2,14 +2,28 @@
 
 from ffe_gym.data.calendar import align, decision_bars
 from ffe_gym.data.loaders import from_frames, load_market, restrict_dates, validate
-from ffe_gym.data.market import DataError, MarketData, infer_periods_per_year
+from ffe_gym.data.market import DataError, MarketData, infer_periods_per_year, symbol_ranks
 from ffe_gym.data.splits import Fold, Window, split_by_date, split_by_fraction, walk_forward
 from ffe_gym.data.synthetic import synthetic_market
 
 __all__ = [
-    "DataError", "Fold", "MarketData", "Window", "align", "decision_bars", "default_market",
-    "from_frames", "infer_periods_per_year", "load_market", "market_from_config",
-    "restrict_dates", "split_by_date", "split_by_fraction", "synthetic_market", "validate",
+    "DataError",
+    "Fold",
+    "MarketData",
+    "Window",
+    "align",
+    "decision_bars",
+    "default_market",
+    "from_frames",
+    "infer_periods_per_year",
+    "load_market",
+    "market_from_config",
+    "restrict_dates",
+    "split_by_date",
+    "split_by_fraction",
+    "symbol_ranks",
+    "synthetic_market",
+    "validate",
     "walk_forward",
 ]
 

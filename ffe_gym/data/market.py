@@ -162,6 +162,16 @@ class MarketData:
                 f"{self.periods_per_year:g} bars/year, source {self.source}{label}{closes}")
 
 
+def symbol_ranks(symbols: tuple[str, ...] | list[str]) -> np.ndarray:
+    """Each symbol's place in sorted order (int64): what a rule or a policy that must choose
+    among equals, or draw one number per asset, goes by, so that nothing depends on the
+    order of the columns."""
+    order = sorted(range(len(symbols)), key=lambda i: symbols[i])
+    ranks = np.empty(len(symbols), dtype=np.int64)
+    ranks[order] = np.arange(len(symbols))
+    return ranks
+
+
 def infer_periods_per_year(index: pd.DatetimeIndex) -> float:
     """Bars per year from the calendar, robust to gaps in the data.
 

@@ -11,7 +11,18 @@ IXIC     NASDAQ Composite index, 1999-01-04 .. 2018-12   ``arch.data.nasdaq.load
 WTI      WTI crude oil spot (FRED ``DCOILWTICO``), 1986  ``arch.data.wti.load()``    close only
 =======  ==============================================  ==========================  =========
 
-The indices are price indices (``Adj Close == Close``): no dividends. WTI has missing days
+``data.source: skfolio`` reads the daily panel that the ``skfolio`` portfolio-optimisation
+library ships in its wheel (``pip install 'ffe-gym[classic]'``): ``skfolio.datasets.
+load_sp500_dataset()``, 20 S&P 500 constituents (AAPL, AMD, BAC, BBY, CVX, GE, HD, JNJ, JPM,
+KO, LLY, MRK, MSFT, PEP, PFE, PG, RRC, UNH, WMT, XOM), and ``load_sp500_index()`` (SP500, the
+index), 1990-01-02 .. 2022-12-28, 8,313 days, no gaps. The stocks are adjusted closes
+(dividends and splits included), close only, rounded by the package to 3 decimals (early
+prices such as AAPL's 0.264 in 1990 move in steps of 0.4%). They are **a survivor-selected
+universe**: 20 names known in hindsight to be large in 2022, so every agent's absolute return
+is inflated alike and only comparisons within a table mean anything. SP500 is a price index
+(no dividends), so against the adjusted stocks it understates the index's total return.
+
+The arch indices are price indices (``Adj Close == Close``): no dividends. WTI has missing days
 (``.`` in FRED's file, NaN after the loader); they go through the normal validation and calendar
 path like any other missing bar. WTI is close-only: open = high = low = close, so under
 ``execution.price: next_open`` an order fills at the next close and its stops act on closes.
@@ -20,6 +31,7 @@ The panel's ``close_only`` names such symbols, and every report says so.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,9 +43,14 @@ from ffe_gym.data.market import DataError, MarketData
 
 @dataclass(frozen=True)
 class PackagedSeries:
-    module: str  # importable module with a ``load()`` returning a DataFrame
+    module: str  # importable module whose ``loader()`` returns a DataFrame
     title: str
     close_column: str | None = None  # close-only series: the column holding the price
+    loader: str = "load"
+
+
+_SKFOLIO_STOCKS = ("AAPL", "AMD", "BAC", "BBY", "CVX", "GE", "HD", "JNJ", "JPM", "KO", "LLY",
+                   "MRK", "MSFT", "PEP", "PFE", "PG", "RRC", "UNH", "WMT", "XOM")
 
 
 PACKAGES: dict[str, dict[str, PackagedSeries]] = {
@@ -43,7 +60,22 @@ PACKAGES: dict[str, dict[str, PackagedSeries]] = {
         "WTI": PackagedSeries("arch.data.wti", "WTI crude oil spot, FRED DCOILWTICO (close only)",
                               close_column="DCOILWTICO"),
     },
+    "skfolio": {
+        **{s: PackagedSeries("skfolio.datasets", f"{s} (adjusted close, close only)",
+                             close_column=s, loader="load_sp500_dataset")
+           for s in _SKFOLIO_STOCKS},
+        "SP500": PackagedSeries("skfolio.datasets", "S&P 500 index (price, no dividends)",
+                                close_column="SP500", loader="load_sp500_index"),
+    },
 }
+# what a packaged source gives when no symbols are named (skfolio: the 20 stocks, not the
+# index, which is a reference line rather than something to trade beside its members)
+DEFAULT_SYMBOLS = {"skfolio": _SKFOLIO_STOCKS}
+
+
+@functools.lru_cache(maxsize=8)
+def _load(module: str, loader: str) -> pd.DataFrame:
+    return getattr(importlib.import_module(module), loader)()
 
 
 def is_packaged(source: str) -> bool:
@@ -57,7 +89,7 @@ def packaged_frames(source: str, symbols: Iterable[str] | None = None
     :raises DataError: for an unknown symbol, or when the package is not installed.
     """
     table = PACKAGES[source]
-    wanted = list(symbols) if symbols is not None else list(table)
+    wanted = list(symbols) if symbols is not None else list(DEFAULT_SYMBOLS.get(source, table))
     unknown = [s for s in wanted if s not in table]
     if unknown:
         raise DataError(f"unknown symbol {unknown[0]!r} (available: {', '.join(table)})",
@@ -66,11 +98,10 @@ def packaged_frames(source: str, symbols: Iterable[str] | None = None
     for sym in wanted:
         series = table[sym]
         try:
-            module = importlib.import_module(series.module)
+            frame = _load(series.module, series.loader)
         except ImportError:
             raise DataError(f"the packaged source {source!r} needs the {source} package "
                             f"(pip install {source})", file=series.module, symbol=sym) from None
-        frame = module.load()
         if series.close_column is not None:
             if series.close_column not in frame.columns:
                 raise DataError(f"no column {series.close_column!r} (have: "
@@ -81,11 +112,21 @@ def packaged_frames(source: str, symbols: Iterable[str] | None = None
                                  index=frame.index)
             close_only.append(sym)
         frames[sym] = frame
-        files[sym] = f"{series.module}.load()"
+        files[sym] = f"{series.module}.{series.loader}()"
     return frames, files, tuple(close_only)
 
 
 def describe_packaged(md: MarketData) -> str:
     """One line naming the series of a packaged panel."""
-    table = next((t for name, t in PACKAGES.items() if md.source == f"packaged:{name}"), {})
+    name = next((n for n in PACKAGES if md.source == f"packaged:{n}"), None)
+    if name == "skfolio":
+        stocks = [s for s in md.symbols if s in _SKFOLIO_STOCKS]
+        out = (f"{len(stocks)} S&P 500 stocks from skfolio.datasets (adjusted closes: "
+               "dividends and splits included; close only; a SURVIVOR-SELECTED universe, "
+               "known in hindsight to be large in 2022: absolute returns are inflated alike, "
+               "compare within the table only)") if stocks else ""
+        if "SP500" in md.symbols:
+            out += ("; " if out else "") + "SP500: S&P 500 index (price, no dividends)"
+        return out
+    table = PACKAGES.get(name, {})
     return "; ".join(f"{s}: {table[s].title}" for s in md.symbols if s in table)

@@ -66,7 +66,7 @@ RULES_OFF: dict[str, Any] = {
     "risk": {"stop_loss": None, "take_profit": None, "max_short_exposure": None,
              "max_gross_exposure": None, "reentry_bars": 0},
 }
-SCORES = tuple(m for m in METRIC_NAMES if m not in ("bars", "trades"))
+SCORES = tuple(m for m in METRIC_NAMES if m not in ("bars", "trades", "fills"))
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
@@ -126,6 +126,9 @@ class AgentEntry:
     decide_every: Any = None  # bars or an offset: how often this agent decides (stops: every bar)
     deterministic: bool | None = None  # None: as the policy class declares
     hindsight: bool = False  # sees its test window: a labelled bound, never a contender
+    # a control: "cash" (doing nothing), or the name of the trained agent this is the
+    # untrained twin of (same architecture and seed, 0 steps); added by the experiment
+    control: str | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name, "agents.name")
@@ -147,9 +150,17 @@ class ExperimentConfig:
     risk_free: float = 0.0
     rules: str = "the experiment's rules"
     variants: dict[str, dict[str, Any]] = field(default_factory=lambda: {"rules": {}})
+    controls: bool = True  # add `cash` and every trained agent's untrained twin (see below)
+    # the variant whose rules trained agents train under (None: the first variant); each
+    # (agent, fold, seed) trains once and that model is evaluated under every variant.
+    # train_per_variant: every variant trains its own model under its own rules instead
+    train_variant: str | None = None
+    train_per_variant: bool = False
 
     def __post_init__(self) -> None:
         check_name(self.name, "name")
+        if self.controls:
+            self._add_controls()
         names = [a.name for a in self.agents]
         if len(set(names)) != len(names):
             raise ConfigError("agents: names must be unique")
@@ -162,6 +173,9 @@ class ExperimentConfig:
                               f"{', '.join(SCORES)})")
         if not self.variants:
             raise ConfigError("variants: give at least one (an empty override is the base rules)")
+        if self.train_variant is not None and self.train_variant not in self.variants:
+            raise ConfigError(f"train_variant: {self.train_variant!r} is not a variant "
+                              f"(have: {', '.join(self.variants)})")
         for v, over in self.variants.items():
             check_name(v, "variants")
             if v == "reference":
@@ -171,6 +185,32 @@ class ExperimentConfig:
                 raise ConfigError(f"variants.{v}: changes {touched[0]!r}; a variant changes "
                                   "rules only (every variant is scored against one reference "
                                   "with the experiment's data, fills and costs)")
+
+
+    def _add_controls(self) -> None:
+        """The controls every table shows: ``cash`` (doing nothing; an agent whose policy is
+        ``cash`` serves), and for each trained agent its untrained twin ``<name>-untrained``
+        (the same architecture, config and seeds, trained for 0 steps). An agent whose paired
+        per-window interval against one of them contains 0 is not distinguishable from it."""
+        names = {a.name for a in self.agents}
+        cash = [a for a in self.agents if a.policy == "cash"]
+        for a in cash:
+            a.control = "cash"
+        if not cash:
+            if "cash" in names:
+                raise ConfigError("agents: 'cash' is the doing-nothing control's name; give "
+                                  "it policy: cash or rename the agent")
+            self.agents.insert(0, AgentEntry(name="cash", policy="cash", control="cash"))
+        for a in list(self.agents):
+            if a.train is None or a.control is not None:
+                continue
+            twin = f"{a.name}-untrained"
+            if twin in names:
+                continue
+            train = TrainSpec(**{**asdict(a.train), "timesteps": 0, "sweep": None})
+            train.hyperparameters = dict(a.train.hyperparameters)
+            self.agents.append(AgentEntry(name=twin, train=train, control=a.name,
+                                          decide_every=a.decide_every))
 
 
 def load_experiment(path: str | Path) -> ExperimentConfig:
@@ -194,6 +234,50 @@ def variant_config(exp: ExperimentConfig, dataset: DatasetSpec, variant: str) ->
         return from_dict(Config, merge(base, exp.variants[variant] or {}))
     except ConfigError as exc:
         raise ConfigError(f"variants.{variant} (dataset {dataset.name}): {exc}") from None
+
+
+def rules_text(cfg: Config) -> str:
+    """Every rule of a resolved config with its value, ``off`` where disabled: what a table's
+    "Rules:" line says (generated, so it cannot disagree with what ran)."""
+    pf, rk, sz = cfg.portfolio, cfg.risk, cfg.sizing
+
+    def level(x: float | None, what: str) -> str:
+        if x is None:
+            return f"{what} off"
+        return (f"{what} {x:g} sigma" if rk.stop_mode == "volatility"
+                else f"{what} {x * 100:g}%")
+
+    if pf.max_portfolio_risk is None:
+        var = "VaR limit off"
+    else:
+        ahead = ("one decision interval" if rk.var_horizon_bars is None
+                 else f"{rk.var_horizon_bars} bar{'s' if rk.var_horizon_bars != 1 else ''}")
+        var = (f"{rk.var_confidence * 100:g}% {rk.var_method} VaR over {ahead} <= "
+               f"{pf.max_portfolio_risk * 100:g}% of equity")
+    if pf.max_drawdown is None:
+        dd = "drawdown stop off"
+    else:
+        then = ("then flat for " + f"{rk.cooldown_bars} bars" if rk.on_portfolio_stop == "flat"
+                else "then the episode ends")
+        dd = f"{pf.max_drawdown * 100:g}% drawdown stop from the {rk.drawdown_reference} ({then})"
+    sizing = (f"openings {sz.risk_per_trade * 100:g}% of equity at risk to the stop"
+              if sz.base == "risk" else f"openings {sz.risk_per_trade * 100:g}% of equity")
+    corr = ("correlation sizing off" if pf.correlation_threshold is None
+            else f"correlation sizing above {pf.correlation_threshold:g}")
+    parts = [level(rk.stop_loss, "stop-loss"), level(rk.take_profit, "take-profit"),
+             f"{sizing} ({pf.position_sizing.replace('_', ' ')})", corr,
+             "max positions off" if pf.max_positions is None
+             else f"max {pf.max_positions} positions", var, dd,
+             "gross cap off" if rk.max_gross_exposure is None
+             else f"gross <= {rk.max_gross_exposure:g}x equity",
+             "shorts off" if not rk.allow_short else
+             ("short cap off" if rk.max_short_exposure is None
+              else f"shorts <= {rk.max_short_exposure:g}x equity")]
+    if rk.reentry_bars != 0 and (rk.stop_loss is not None or rk.take_profit is not None):
+        parts.append("no re-entry for one decision after a stop or target"
+                     if rk.reentry_bars is None
+                     else f"no re-entry for {rk.reentry_bars} bars after a stop or target")
+    return ", ".join(parts)
 
 
 def reference_config(cfg: Config) -> Config:
@@ -221,6 +305,10 @@ class JobSpec:
     inputs: dict[str, bytes] = field(default_factory=dict)  # files the agent names: path -> bytes
     evaluate: str = "test"  # the window the policy is scored on; sweeps score on validation
     carried: dict[str, bytes] = field(default_factory=dict)  # policy state for a remote job
+    # a trained agent: the resolved config it trains under (its train_variant's) and the key
+    # of that training (identical for every variant it is evaluated under)
+    train_config: dict[str, Any] | None = None
+    train_key: str = ""
 
     @property
     def folder(self) -> Path:
@@ -345,8 +433,9 @@ def _file_digests(agent: AgentEntry) -> dict[str, str]:
 
 def job_identity(config: dict[str, Any], data_hash: str, agent: AgentEntry,
                  windows: dict[str, tuple[int, int]], seed: int, risk_free: float,
-                 digests: dict[str, str]) -> str:
-    """sha256 over everything that determines a job's result (see the module docstring)."""
+                 digests: dict[str, str], train_config: dict[str, Any] | None = None) -> str:
+    """sha256 over everything that determines a job's result (see the module docstring);
+    ``train_config``: the config a trained agent trains under, when not ``config``."""
     from ffe_gym import __version__
     from ffe_gym.manifest import source_digest
 
@@ -354,6 +443,8 @@ def job_identity(config: dict[str, Any], data_hash: str, agent: AgentEntry,
                "data": data_hash,
                "agent": asdict(agent), "files": digests, "windows": windows, "seed": seed,
                "risk_free": risk_free}
+    if train_config is not None and train_config != config:
+        payload["train_config"] = train_config
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -400,14 +491,23 @@ def jobs(exp: ExperimentConfig, root: str | Path) -> list[JobSpec]:
                 asdict(ref_agent), seed0, exp.risk_free, data_hash,
                 job_identity(ref_cfg, data_hash, ref_agent, windows, seed0, exp.risk_free, {}),
                 True))
+            train_v = exp.train_variant or next(iter(exp.variants))
             for v, vcfg in variants.items():
                 for agent in exp.agents:
                     cfg = to_dict(_agent_config(vcfg, agent))
+                    train_cfg = None
+                    if agent.train is not None:
+                        train_cfg = cfg if exp.train_per_variant else to_dict(
+                            _agent_config(variants[train_v], agent))
                     det = is_deterministic(agent)
                     for seed in exp.seeds[:1] if det else exp.seeds:
                         ident = job_identity(cfg, data_hash, agent, windows, int(seed),
-                                             exp.risk_free, digests[agent.name])
+                                             exp.risk_free, digests[agent.name], train_cfg)
+                        key = "" if train_cfg is None else job_identity(
+                            train_cfg, data_hash, agent, windows, int(seed), 0.0,
+                            digests[agent.name])
                         out.append(JobSpec(str(root), exp.name, d.name, v, cfg, fold.index,
                                            windows, asdict(agent), int(seed), exp.risk_free,
-                                           data_hash, ident, det, files[agent.name]))
+                                           data_hash, ident, det, files[agent.name],
+                                           train_config=train_cfg, train_key=key))
     return out

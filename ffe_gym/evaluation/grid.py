@@ -11,7 +11,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ffe_gym.evaluation.experiment import REFERENCE_TEXT, ExperimentConfig
+from ffe_gym.evaluation.experiment import (
+    REFERENCE_TEXT,
+    ExperimentConfig,
+    rules_text,
+    variant_config,
+)
 from ffe_gym.evaluation.report import MIN_WINDOWS
 from ffe_gym.evaluation.statistics import (
     deflated_sharpe_ratio,
@@ -39,6 +44,7 @@ def results_frame(rows: list[dict[str, Any]], exp: ExperimentConfig) -> pd.DataF
     df = pd.DataFrame([{k: v for k, v in r.items() if k not in drop} for r in rows])
     df["deadline_misses"] = [(r.get("policy_stats") or {}).get("deadline_misses")
                              for r in rows]
+    df["capped"] = [(r.get("refusals") or {}).get("max_positions", 0) for r in rows]
     metric = pd.to_numeric(df[exp.score], errors="coerce").astype(float)
     is_ref = (df["role"] == "reference").to_numpy()
     ref = pd.Series(metric[is_ref].to_numpy(),
@@ -72,13 +78,25 @@ def _log_returns(folder: str, bars: int) -> np.ndarray:
     return out
 
 
-def _returns_by_task(df: pd.DataFrame, tasks: list[tuple[str, int]]
+def scale_to(returns: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``returns`` scaled to the volatility of ``reference`` (one window of each): their mean
+    is then the reference's volatility times their Sharpe ratio, so comparing means compares
+    Sharpe ratios. A riskless series stays as it is (0 for a flat book)."""
+    sd = np.std(returns, ddof=1)
+    return returns * (np.std(reference, ddof=1) / sd) if sd > 0 else np.array(returns)
+
+
+def _returns_by_task(df: pd.DataFrame, tasks: list[tuple[str, int]], scaled: bool = False
                      ) -> tuple[np.ndarray, dict[tuple[str, str], np.ndarray]]:
     """Per-bar log returns concatenated over the test windows: the reference's, and each
-    non-hindsight (agent, variant)'s, averaged over its seeds."""
+    non-hindsight (agent, variant)'s, averaged over its seeds. ``scaled``: each agent's
+    returns in a window multiplied by the reference's volatility over its own in that window
+    (a flat window stays 0), so that a higher mean is a higher Sharpe ratio, the score's
+    meaning, not a larger exposure."""
     ref = df[df["role"] == "reference"].set_index(["dataset", "fold"])
     lengths = {t: int(ref.loc[t, "bars"]) for t in tasks}
-    bench = np.concatenate([_log_returns(ref.loc[t, "folder"], lengths[t]) for t in tasks])
+    bench_parts = {t: _log_returns(ref.loc[t, "folder"], lengths[t]) for t in tasks}
+    bench = np.concatenate([bench_parts[t] for t in tasks])
     models = {}
     agents = df[(df["role"] == "agent") & ~df["hindsight"].astype(bool)]
     for (agent, variant), sub in agents.groupby(["agent", "variant"], sort=False):
@@ -87,8 +105,8 @@ def _returns_by_task(df: pd.DataFrame, tasks: list[tuple[str, int]]
             runs = sub[(sub["dataset"] == t[0]) & (sub["fold"] == t[1])]
             if runs.empty:
                 break
-            parts.append(np.mean([_log_returns(f, lengths[t]) for f in runs["folder"]],
-                                 axis=0))
+            r = np.mean([_log_returns(f, lengths[t]) for f in runs["folder"]], axis=0)
+            parts.append(scale_to(r, bench_parts[t]) if scaled else r)
         else:
             models[(agent, variant)] = np.concatenate(parts)
     return bench, models
@@ -109,8 +127,8 @@ def _flags(sub: pd.DataFrame, m: np.ndarray, lo: float, hi: float, windows: int)
     if windows == 0:
         out.append("no window with a defined score: no interval")
     elif windows < MIN_WINDOWS:
-        out.append(f"only {windows} window(s) with a defined score: too few for the interval "
-                   "to mean much")
+        out.append(f"not ranked: only {windows} window(s) with a defined score, fewer than "
+                   f"{MIN_WINDOWS}")
     if np.isfinite(lo) and lo == hi:
         out.append("zero-width interval: every resample gave the same IQM (equal scores)")
     misses = pd.to_numeric(sub["deadline_misses"], errors="coerce").fillna(0).sum()
@@ -119,54 +137,97 @@ def _flags(sub: pd.DataFrame, m: np.ndarray, lo: float, hi: float, windows: int)
     every = sub["decide_every"].iloc[0]
     if every not in (None, 1) and not (isinstance(every, float) and np.isnan(every)):
         out.append(f"decides every {every} bars (stops every bar)")
+    capped = pd.to_numeric(sub["capped"], errors="coerce").fillna(0)
+    if capped.sum():
+        cap = pd.to_numeric(sub.get("max_positions"), errors="coerce")
+        cap = cap.iloc[0] if cap is not None and cap.notna().any() else None
+        out.append(f"capped by max_positions{f' ({int(cap)})' if cap else ''}: "
+                   f"{int(capped.sum())} openings refused in {int((capped > 0).sum())} of "
+                   f"{len(sub)} runs (the largest targets or convictions kept, ties by symbol)")
     if bool(sub["hindsight"].iloc[0]):
         out.append("HINDSIGHT: sees its test window; a bound, not a contender")
     return out
 
 
+def paired_difference(a: np.ndarray, b: np.ndarray, reps: int = 2000
+                      ) -> tuple[float, float, float]:
+    """(mean, low, high) of the per-window difference ``a - b`` of two (runs, tasks) score
+    matrices on the same windows, with a paired bootstrap over windows: runs are paired by
+    seed when both sides have the same runs, else each side is averaged over its runs first
+    (a deterministic control has one run per window). Windows where either side is undefined
+    are left out."""
+    x = np.asarray(a, dtype=np.float64)
+    y = np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape:
+        with np.errstate(all="ignore"):
+            x = np.nanmean(x, axis=0, keepdims=True)
+            y = np.nanmean(y, axis=0, keepdims=True)
+    return paired_ratio_ci(x, y, lambda u, v: u.mean(1) - v.mean(1), reps=reps)
+
+
+def _contains_zero(ci: tuple[float, float, float]) -> bool | None:
+    return None if not np.isfinite(ci[1]) else bool(ci[1] <= 0.0 <= ci[2])
+
+
 def aggregate(df: pd.DataFrame, exp: ExperimentConfig, reps: int = 2000) -> dict[str, Any]:
     """Scores against the reference: IQM with two-stage bootstrap intervals (windows, then runs
-    within windows), probability of improvement for every pair, performance profiles, means of
-    the raw metrics, the deflated Sharpe ratio of each agent's best run, Hansen's SPA and
-    StepM against the reference, and the effects of each rule variant."""
+    within windows), the paired per-window differences against the controls (``cash``, and
+    a trained agent's untrained twin), probability of improvement for every pair,
+    performance profiles, means of the raw metrics, the deflated Sharpe ratio of each
+    configuration's pooled test returns, Hansen's SPA and StepM against the reference, and
+    the effects of each rule variant."""
     tasks = _tasks(df)
     agents = df[df["role"] == "agent"]
     keys = list(dict.fromkeys(zip(agents["agent"], agents["variant"], strict=True)))
     mats = {k: matrix(df, *k, "score", tasks) for k in keys}
     finite = np.concatenate([m[np.isfinite(m)] for m in mats.values()] or [np.zeros(0)])
     taus = np.linspace(finite.min(), finite.max(), 41) if len(finite) else np.zeros(1)
-    ppy = _ppy(df)
-    per_period = pd.to_numeric(agents["sharpe"], errors="coerce") / np.sqrt(ppy)
-    sr_var = float(np.nanvar(per_period, ddof=1)) if per_period.notna().sum() > 1 else 0.0
-    # configurations tried: every run, plus the extra configurations a sweep tried per run
-    extra = sum((int(a.train.trials) - 1) * int((agents["agent"] == a.name).sum())
-                for a in exp.agents if a.train is not None)
-    n_trials = len(agents) + extra
+    entries = {a.name: a for a in exp.agents}
+    cash = next((a.name for a in exp.agents if a.control == "cash"), None)
+    label = {k: f"{k[0]} [{k[1]}]" if len(exp.variants) > 1 else k[0] for k in keys}
+    bench, models = _returns_by_task(df, tasks, scaled=exp.score == "sharpe")
+    # the deflated Sharpe ratio: each configuration's pooled test returns (every window,
+    # seeds averaged), against the configurations tried: every (agent, variant) that is not a
+    # control, plus the extra configurations a sweep tried
+    _, pooled = _returns_by_task(df, tasks)
+    tried = [k for k in pooled if entries.get(k[0]) is None or entries[k[0]].control is None]
+    extra = sum((int(a.train.trials) - 1) * len(exp.variants)
+                for a in exp.agents if a.train is not None and a.control is None)
+    n_trials = len(tried) + extra
+    srs = [float(np.mean(v) / np.std(v, ddof=1)) for k, v in pooled.items()
+           if k in tried and np.std(v, ddof=1) > 0]
+    sr_var = float(np.var(srs, ddof=1)) if len(srs) > 1 else 0.0
     table = []
     for k in keys:
         m = mats[k]
         sub = agents[(agents["agent"] == k[0]) & (agents["variant"] == k[1])]
         point, lo, hi = two_stage_bootstrap_ci(m, iqm, reps=reps)
         windows = int((np.isfinite(m).sum(axis=0) > 0).sum())
-        sharpe_values = pd.to_numeric(sub["sharpe"], errors="coerce")
+        entry = entries.get(k[0])
+        control = entry.control if entry is not None else None
         dsr = None
-        if sharpe_values.notna().any() and sr_var > 0:
-            best = sub.loc[sharpe_values.idxmax()]
-            eq = pd.read_csv(os.path.join(best["folder"], "equity.csv"))["equity"].to_numpy()
-            dsr = deflated_sharpe_ratio(eq[1:] / eq[:-1] - 1.0, n_trials=n_trials,
+        if k in pooled and k in tried and sr_var > 0:
+            dsr = deflated_sharpe_ratio(np.expm1(pooled[k]), n_trials=n_trials,
                                         sharpe_variance=sr_var)
-        table.append({"agent": k[0], "variant": k[1], "iqm": point, "iqm_low": lo,
-                      "iqm_high": hi, "windows": windows, "runs": int(np.isfinite(m).sum()),
-                      "runs_per_window": int(np.isfinite(m).sum(axis=0).max(initial=0)),
-                      "deterministic": bool(sub["deterministic"].iloc[0]),
-                      "hindsight": bool(sub["hindsight"].iloc[0]),
-                      **{c: _mean(sub, c) for c in SUMMARY_METRICS},
-                      "deflated_sharpe_best": dsr,
-                      "flags": _flags(sub, m, lo, hi, windows)})
+        row = {"agent": k[0], "variant": k[1], "iqm": point, "iqm_low": lo,
+               "iqm_high": hi, "windows": windows, "runs": int(np.isfinite(m).sum()),
+               "runs_per_window": int(np.isfinite(m).sum(axis=0).max(initial=0)),
+               "ranked": windows >= MIN_WINDOWS, "control": control,
+               "deterministic": bool(sub["deterministic"].iloc[0]),
+               "hindsight": bool(sub["hindsight"].iloc[0]),
+               **{c: _mean(sub, c) for c in SUMMARY_METRICS},
+               "deflated_sharpe": dsr, "vs_cash": None, "vs_untrained": None}
+        if cash is not None and k[0] != cash and (cash, k[1]) in mats:
+            row["vs_cash"] = paired_difference(m, mats[(cash, k[1])], reps)
+        twin = f"{k[0]}-untrained"
+        if entry is not None and entry.train is not None and control is None \
+                and (twin, k[1]) in mats:
+            row["vs_untrained"] = paired_difference(m, mats[(twin, k[1])], reps)
+        row["flags"] = _flags(sub, m, lo, hi, windows) + _control_flags(row, cash)
+        table.append(row)
     ref = df[df["role"] == "reference"]
     reference = {"name": exp.reference, "text": REFERENCE_TEXT[exp.reference],
                  "windows": len(ref), **{c: _mean(ref, c) for c in SUMMARY_METRICS}}
-    label = {k: f"{k[0]} [{k[1]}]" if len(exp.variants) > 1 else k[0] for k in keys}
     poi = {}
     for a in keys:
         for b in keys:
@@ -174,9 +235,10 @@ def aggregate(df: pd.DataFrame, exp: ExperimentConfig, reps: int = 2000) -> dict
                 poi[f"{label[a]} > {label[b]}"] = probability_of_improvement_ci(
                     mats[a], mats[b], reps=max(200, reps // 4))
     profiles = {label[k]: performance_profile(mats[k], taus).tolist() for k in keys}
-    bench, models = _returns_by_task(df, tasks)
-    tests = superiority_tests(-bench, {label[k]: -v for k, v in models.items()},
-                              reps=max(200, reps // 2))
+    tested = {label[k]: -v for k, v in models.items()
+              if entries.get(k[0]) is None or entries[k[0]].control is None}
+    tests = superiority_tests(-bench, tested, reps=max(200, reps // 2))
+    tests["scaled"] = exp.score == "sharpe"
     for row in table:
         name = label[(row["agent"], row["variant"])]
         row["beats_reference"] = (None if name not in tests["mean_gain"]
@@ -184,17 +246,29 @@ def aggregate(df: pd.DataFrame, exp: ExperimentConfig, reps: int = 2000) -> dict
     windows = [{"dataset": d, "fold": int(f), "start": r["window_start"], "end": r["window_end"],
                 "bars": int(r["bars"]) + 1, "returns": int(r["bars"])}
                for (d, f), r in ref.set_index(["dataset", "fold"]).iterrows()]
+    rules = {v: rules_text(variant_config(exp, exp.datasets[0], v)) for v in exp.variants}
     return {"table": table, "reference": reference, "probability_of_improvement": poi,
             "labels": [label[k] for k in keys], "taus": taus.tolist(), "profiles": profiles,
             "score": f"{exp.score} minus the reference's", "metric": exp.score,
             "tasks": len(tasks), "windows": windows, "seeds": [int(s) for s in exp.seeds],
-            "reps": reps, "tests": tests, "n_trials": n_trials,
+            "reps": reps, "tests": tests, "n_trials": n_trials, "cash": cash,
             "effects": variant_effects(df, exp, tasks, reps),
-            "rules": exp.rules, "variants": list(exp.variants), "risk_free": exp.risk_free}
+            "rules_name": exp.rules, "rules": rules, "variants": list(exp.variants),
+            "risk_free": exp.risk_free}
 
 
-SUMMARY_METRICS = ("sharpe", "total_return", "max_drawdown", "turnover", "trades", "exposure",
-                   "win_rate")
+def _control_flags(row: dict[str, Any], cash: str | None) -> list[str]:
+    out = []
+    for key, what in (("vs_cash", f"doing nothing ({cash})"), ("vs_untrained", "untrained")):
+        ci = row[key]
+        if ci is not None and _contains_zero(ci):
+            out.append(f"not distinguishable from {what}: mean difference per window "
+                       f"{ci[0]:+.2f} [{ci[1]:+.2f}, {ci[2]:+.2f}]")
+    return out
+
+
+SUMMARY_METRICS = ("sharpe", "total_return", "max_drawdown", "turnover", "trades", "fills",
+                   "exposure", "win_rate")
 
 
 def variant_effects(df: pd.DataFrame, exp: ExperimentConfig, tasks: list[tuple[str, int]],

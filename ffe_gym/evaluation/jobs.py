@@ -187,15 +187,24 @@ def _materialise(spec: JobSpec, where: Path) -> dict[str, Any]:
     return agent
 
 
-def _policy(agent: dict[str, Any], spec: JobSpec, cfg: Config, md: MarketData, work: Path):
+def _policy(agent: dict[str, Any], spec: JobSpec, cfg: Config, md: MarketData, work: Path,
+            models: dict[str, Path] | None = None):
+    """The job's policy; a trained agent is trained first, under ``spec.train_config``, or
+    taken from ``models`` (the models its chain trained, by ``train_key``: one training per
+    agent, fold and seed, evaluated under every variant)."""
     import importlib
 
     from ffe_gym.evaluation.policy import resolve_policy
 
     if agent["train"] is None:
         return resolve_policy(agent["policy"], **agent["kwargs"])
-    t = agent["train"]
     sb3 = importlib.import_module("ffe_agents.sb3")  # named, not imported: ffe_gym never does
+    if models is not None and spec.train_key in models:
+        shutil.copytree(models[spec.train_key], work / "model")
+        return sb3.load_policy(work / "model", name=agent["name"])
+    if spec.train_config is not None:
+        cfg = from_dict(Config, copy.deepcopy(spec.train_config))
+    t = agent["train"]
     path = t["agent_config"] or sb3.default_agent_config(t["agent"])
     aspec = sb3.load_agent_spec(path, algo=t["agent"])
     if t["n_envs"]:
@@ -204,11 +213,15 @@ def _policy(agent: dict[str, Any], spec: JobSpec, cfg: Config, md: MarketData, w
     windows = {k: Window(*v) for k, v in spec.windows.items()}
     sb3.train(aspec, cfg, md, work / "model", seed=spec.seed, timesteps=t["timesteps"],
               progress=False, windows=windows)
+    if models is not None and spec.train_key:
+        keep = Path(tempfile.mkdtemp(prefix="ffe-model-"))
+        shutil.copytree(work / "model", keep / "model")
+        models[spec.train_key] = keep / "model"
     return sb3.load_policy(work / "model", name=agent["name"])
 
 
-def _evaluate(spec: JobSpec, md: MarketData | None, work: Path
-              ) -> tuple[dict[str, Any], dict[str, Any]]:
+def _evaluate(spec: JobSpec, md: MarketData | None, work: Path,
+              models: dict[str, Path] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     from ffe_gym.evaluation.rollout import env_for, rollout
     from ffe_gym.evaluation.statistics import block_bootstrap_sharpe_ci, sharpe
 
@@ -218,7 +231,7 @@ def _evaluate(spec: JobSpec, md: MarketData | None, work: Path
         raise RuntimeError(f"the data of {spec.dataset} is not the data the experiment "
                            f"planned with (hash {md.digest()[:12]} != {spec.data_hash[:12]})")
     agent = _materialise(spec, work)
-    policy = _policy(agent, spec, cfg, md, work)
+    policy = _policy(agent, spec, cfg, md, work, models)
     try:
         env = env_for(policy, cfg, md)
         start, stop = spec.windows[spec.evaluate]
@@ -237,7 +250,8 @@ def _evaluate(spec: JobSpec, md: MarketData | None, work: Path
     eq = result.equity.to_numpy()
     rets = eq[1:] / eq[:-1] - 1.0
     ppy = md.periods_per_year
-    ci = (block_bootstrap_sharpe_ci(rets, ppy, reps=500, seed=spec.seed)
+    ci = (block_bootstrap_sharpe_ci(rets, ppy, reps=500, seed=spec.seed,
+                                    risk_free=spec.risk_free)
           if len(rets) >= 3 and np.std(rets) > 0 else (sharpe(rets, ppy), None, None))
     pd.DataFrame({"equity": result.equity, "gross_exposure": result.gross_exposure}).to_csv(
         work / "equity.csv", index_label="time")
@@ -249,6 +263,7 @@ def _evaluate(spec: JobSpec, md: MarketData | None, work: Path
            "role": "reference" if spec.is_reference else "agent", "status": result.status,
            "deterministic": spec.deterministic, "hindsight": bool(spec.agent["hindsight"]),
            "decide_every": spec.config["portfolio"]["rebalancing_frequency"],
+           "max_positions": spec.config["portfolio"]["max_positions"],
            "window_start": test[0], "window_end": test[1],
            "start": str(result.start), "end": str(result.end), "steps": result.steps,
            "synthetic": result.synthetic, "close_only": list(md.close_only), **result.metrics,
@@ -288,8 +303,12 @@ def holding_bars(trades: pd.DataFrame) -> float | None:
     return float(np.mean(spans)) if spans else None
 
 
-def compute_job(spec: JobSpec, market: MarketData | None = None) -> dict[str, Any]:
+def compute_job(spec: JobSpec, market: MarketData | None = None,
+                models: dict[str, Path] | None = None) -> dict[str, Any]:
     """Compute one job in a private temporary folder; never raises for the job's own errors.
+
+    :param models: trained models by ``train_key``, shared by the jobs of one chain (see
+        :func:`ffe_gym.evaluation.runner.compute_chain`); a job adds the model it trains.
 
     :returns: ``{"row": ..., "files": {relative path: bytes}}`` (plus ``"carried"``: the
         policy state a remote job sends home, e.g. new LLM replies), or ``{"error": ...,
@@ -297,7 +316,7 @@ def compute_job(spec: JobSpec, market: MarketData | None = None) -> dict[str, An
     """
     work = Path(tempfile.mkdtemp(prefix="ffe-job-"))
     try:
-        row, delta = _evaluate(spec, market, work)
+        row, delta = _evaluate(spec, market, work, models)
         files = {p.relative_to(work).as_posix(): p.read_bytes()
                  for p in sorted(work.rglob("*")) if p.is_file()
                  and p.relative_to(work).parts[0] not in ("inputs", "carried")}

@@ -38,13 +38,61 @@ def pct(v: Any, digits: int = 1, sign: bool = False) -> str:
 
 
 def ordered(agg: dict[str, Any]) -> list[dict[str, Any]]:
-    """Table rows best first by IQM score (undefined last): the one order used everywhere."""
-    return sorted(agg["table"], key=lambda r: (_missing(r["iqm"]),
-                                               -(r["iqm"] if not _missing(r["iqm"]) else 0)))
+    """Table rows: per rule variant, the ranked rows (at least ``MIN_WINDOWS`` windows with a
+    score) best first by IQM score, then the rows not ranked: the one order used
+    everywhere."""
+    variants = {v: k for k, v in enumerate(agg["variants"])}
+    return sorted(agg["table"], key=lambda r: (
+        variants.get(r["variant"], 0), not r.get("ranked", True), _missing(r["iqm"]),
+        -(r["iqm"] if not _missing(r["iqm"]) else 0)))
 
 
 def label(agg: dict[str, Any], row: dict[str, Any]) -> str:
-    return f"{row['agent']} [{row['variant']}]" if len(agg["variants"]) > 1 else row["agent"]
+    name = row["agent"]
+    if row.get("control") == "cash":
+        name += " (control)"
+    elif row.get("control"):
+        name += " (control: untrained)"
+    return f"{name} [{row['variant']}]" if len(agg["variants"]) > 1 else name
+
+
+def verdicts(agg: dict[str, Any]) -> list[str]:
+    """One line per rule variant: who beats the reference (StepM), who is distinguishable
+    from doing nothing and from untrained, with the intervals behind it."""
+    out = []
+    superior = set(agg["tests"].get("superior") or [])
+    for v in agg["variants"]:
+        rows = [r for r in ordered(agg) if r["variant"] == v and not r.get("control")
+                and not r["hindsight"]]
+        ranked = [r for r in rows if r.get("ranked", True) and not _missing(r["iqm"])]
+        beat = [label(agg, r) for r in rows if label(agg, r) in superior]
+        above = [r for r in rows if r.get("vs_cash") is not None
+                 and not _missing(r["vs_cash"][1]) and r["vs_cash"][1] > 0]
+        below = [r for r in rows if r.get("vs_cash") is not None
+                 and not _missing(r["vs_cash"][2]) and r["vs_cash"][2] < 0]
+        same = [r for r in rows if r not in above and r not in below
+                and r.get("vs_cash") is not None]
+        untrained = [r["agent"] for r in rows if r.get("vs_untrained") is not None
+                     and not _missing(r["vs_untrained"][1])
+                     and r["vs_untrained"][1] <= 0 <= r["vs_untrained"][2]]
+        top = ranked[0] if ranked else None
+        parts = [f"{v}: " + (f"best {top['agent']} {_interval(top)} over {top['windows']} "
+                             "windows" if top else "no ranked agent")]
+        parts.append("beats the reference (StepM): " + (", ".join(beat) or "none"))
+        parts.append("above doing nothing: " + (", ".join(
+            f"{r['agent']} {_ci(r['vs_cash'])}" for r in above) or "none"))
+        if below:
+            parts.append("below it: " + ", ".join(r["agent"] for r in below))
+        if same:
+            parts.append("not distinguishable from it: " + ", ".join(r["agent"] for r in same))
+        if untrained:
+            parts.append("not distinguishable from untrained: " + ", ".join(untrained))
+        out.append("; ".join(parts) + ".")
+    return out
+
+
+def _ci(ci: Any) -> str:
+    return f"{ci[0]:+.2f} [{num(ci[1], '+.2f')}, {num(ci[2], '+.2f')}]"
 
 
 def _interval(r: dict[str, Any]) -> str:
@@ -72,9 +120,14 @@ def notes(agg: dict[str, Any], data: str = "") -> list[str]:
         f"cap, VaR or drawdown rule; the same fills and costs (mean over its {ref['windows']} "
         f"windows: Sharpe {num(ref['sharpe'])}, return {pct(ref['total_return'], sign=True)}, "
         f"max drawdown {pct(ref['max_drawdown'])}).",
-        f"Rules: {agg['rules']}. Every agent, baselines included, trades under them (so "
-        "'buy-and-hold' is buy-and-hold under these rules); only the reference has none.",
     ]
+    for v, text in agg["rules"].items():
+        out.append(f"Rules [{v}]: {text}.")
+    out.append("Every agent, baselines included, trades under its variant's rules (so "
+               "'buy-and-hold' is buy-and-hold under them); the reference under none. "
+               "Controls: cash (doing nothing: Sharpe 0 by definition, every window) and each "
+               "trained agent's untrained twin; 'not distinguishable' means the paired "
+               "per-window interval of the difference contains 0.")
     if data:
         out.append(f"Data: {data}. Risk-free rate {agg['risk_free'] * 100:.2f}% a year.")
     out.append(
@@ -94,11 +147,16 @@ def notes(agg: dict[str, Any], data: str = "") -> list[str]:
             f"Beats the reference (Romano-Wolf StepM, 5% family-wise, over every non-hindsight "
             f"agent and variant): {sup}. Hansen's SPA p-value that none does: "
             f"{tests['spa']['consistent']:.3f} (consistent). Per-bar log returns (mean over "
-            f"seeds), {tests['bars']} bars over all windows, loss = minus the return, "
+            f"seeds), {tests['bars']} bars over all windows, loss = minus the return"
+            + (", each agent's scaled per window to the reference's volatility (so a lower "
+               "loss is a higher Sharpe ratio, the score's meaning, not more exposure)"
+               if tests.get("scaled") else "") + ", "
             f"stationary bootstrap with mean block {tests['block_size']} bars, "
             f"{tests['reps']} resamples (arch.bootstrap).")
-    out.append(f"Deflated Sharpe (DSR): the probability that an agent's best run beats the best "
-               f"Sharpe expected from {agg['n_trials']} unskilled runs (every run tried).")
+    out.append(f"Deflated Sharpe (DSR): the probability that a configuration's pooled test "
+               f"returns (every window, seeds averaged) have a Sharpe ratio above the best "
+               f"expected from {agg['n_trials']} unskilled configurations (every agent x rule "
+               f"variant tried, controls excepted).")
     return out
 
 
@@ -106,24 +164,32 @@ def terminal_table(agg: dict[str, Any], title: str):
     from rich.table import Table
 
     t = Table(title=title, header_style="bold")
-    cols = ["agent"] + (["rules"] if len(agg["variants"]) > 1 else []) + [
+    multi = len(agg["variants"]) > 1
+    cols = ["agent"] + (["rules"] if multi else []) + [
         f"IQM {agg['metric']} - reference [95% CI]", "windows x runs", "Sharpe", "return",
-        "max DD", "trades", "beats ref", "DSR"]
+        "max DD", "exposure", "fills", "beats ref", "DSR"]
     for col in cols:
         t.add_column(col, justify="left" if col in ("agent", "rules") else "right")
+    previous = None
     for r in ordered(agg):
+        group = (r["variant"], r.get("ranked", True))
+        if previous is not None and group != previous:
+            t.add_section()
+        previous = group
         per = "1" if r["deterministic"] else str(r["runs_per_window"])
-        cells = [r["agent"]] + ([r["variant"]] if len(agg["variants"]) > 1 else []) + [
-            _interval(r), f"{r['windows']} x {per}", num(r["sharpe"]),
-            pct(r["total_return"], sign=True), pct(r["max_drawdown"]), num(r["trades"], ".0f"),
-            _verdict(r), num(r["deflated_sharpe_best"])]
+        name = label(agg, r).rsplit(" [", 1)[0] if multi else label(agg, r)
+        cells = [name] + ([r["variant"]] if multi else []) + [
+            _interval(r),
+            f"{r['windows']} x {per}", num(r["sharpe"]), pct(r["total_return"], sign=True),
+            pct(r["max_drawdown"]), pct(r["exposure"]), num(r["fills"], ".0f"),
+            _verdict(r), num(r["deflated_sharpe"])]
         t.add_row(*cells)
     ref = agg["reference"]
     t.add_section()
-    t.add_row(*([f"reference: {ref['name']}"] + ([""] if len(agg["variants"]) > 1 else [])
+    t.add_row(*([f"reference: {ref['name']}"] + ([""] if multi else [])
                 + ["0 by definition", f"{ref['windows']} x 1", num(ref["sharpe"]),
                    pct(ref["total_return"], sign=True), pct(ref["max_drawdown"]),
-                   num(ref["trades"], ".0f"), "", ""]))
+                   pct(ref["exposure"]), num(ref["fills"], ".0f"), "", ""]))
     return t
 
 
@@ -384,7 +450,7 @@ def _runs_html(df: pd.DataFrame) -> str:
     keep = [c for c in ("dataset", "variant", "fold", "agent", "seed", "window_start",
                         "window_end", "status", "score", "sharpe", "sharpe_ci_low",
                         "sharpe_ci_high", "total_return", "max_drawdown", "volatility",
-                        "turnover", "exposure", "trades", "win_rate", "holding_bars",
+                        "turnover", "exposure", "trades", "fills", "win_rate", "holding_bars",
                         "final_equity") if c in df.columns]
     rows = []
     for r in df[keep].itertuples(index=False):
@@ -398,7 +464,7 @@ def _runs_html(df: pd.DataFrame) -> str:
                 cells.append(str(v)[:10])
             elif c == "final_equity":
                 cells.append(num(v, ",.0f"))
-            elif c == "trades":
+            elif c in ("trades", "fills"):
                 cells.append(num(float(v), ".0f") if not _missing(v) else "n/a")
             else:
                 cells.append("n/a" if _missing(v) else str(v))
@@ -415,16 +481,16 @@ def html_report(path: Path, *, title: str, df: pd.DataFrame, rows: list[dict[str
     main = [[label(agg, r), _interval(r),
              f"{r['windows']} x {1 if r['deterministic'] else r['runs_per_window']}",
              num(r["sharpe"]), pct(r["total_return"], sign=True), pct(r["max_drawdown"]),
-             num(r["turnover"], ".1f"), pct(r["exposure"]), num(r["trades"], ".0f"),
-             pct(r["win_rate"]), _verdict(r), num(r["deflated_sharpe_best"]),
+             num(r["turnover"], ".1f"), pct(r["exposure"]), num(r["fills"], ".0f"),
+             pct(r["win_rate"]), _verdict(r), num(r["deflated_sharpe"]),
              "; ".join(r["flags"])] for r in ordered(agg)]
     ref = agg["reference"]
     main.append([f"reference: {ref['name']}", "0 by definition", f"{ref['windows']} x 1",
                  num(ref["sharpe"]), pct(ref["total_return"], sign=True),
                  pct(ref["max_drawdown"]), num(ref["turnover"], ".1f"), pct(ref["exposure"]),
-                 num(ref["trades"], ".0f"), pct(ref["win_rate"]), "", "", ref["text"]])
+                 num(ref["fills"], ".0f"), pct(ref["win_rate"]), "", "", ref["text"]])
     header = ["agent" + (" [rules]" if multi else ""), f"IQM {agg['metric']} - ref [95% CI]",
-              "windows x runs", "Sharpe", "return", "max DD", "turnover", "exposure", "trades",
+              "windows x runs", "Sharpe", "return", "max DD", "turnover", "exposure", "fills",
               "win rate", "beats ref", "DSR", "notes"]
     poi = [[k, num(v[0]), f"[{num(v[1])}, {num(v[2])}]"]
            for k, v in agg["probability_of_improvement"].items()]
@@ -443,6 +509,8 @@ def html_report(path: Path, *, title: str, df: pd.DataFrame, rows: list[dict[str
         f"<h1>{html.escape(title)}</h1>",
         "<p class=warn>SYNTHETIC DATA: these figures show the machinery, not a market.</p>"
         if synthetic else "",
+        "<h2>Verdicts</h2>",
+        "".join(f"<p class=verdict>{html.escape(line)}</p>" for line in verdicts(agg)),
         "".join(f"<p>{html.escape(line)}</p>" for line in notes(agg, data)),
         _failures_html(agg),
         "<h2>Aggregates</h2>", _table_html(main, header),

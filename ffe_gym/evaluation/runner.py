@@ -14,21 +14,25 @@ local one; usage stats and the dashboard are off). Whatever the backend:
 * a job that raises, acts invalidly, or kills its worker process is recorded as failed (with
   agent, variant, dataset, fold, seed and the error) and every other job still completes; the
   jobs a dead pool worker took down with it are run again, one at a time, to find the culprit;
-* the seeds of one agent on one window run one after another in the same worker (a chain), so
-  an agent whose replies are cached (the LLM ensemble) computes them once, not in a race;
+* the variants and seeds of one agent on one window run one after another in the same worker
+  (a chain), so an agent whose replies are cached (the LLM ensemble) computes them once, not
+  in a race, and a trained agent trains once per seed for every variant it is evaluated
+  under (the chain keeps its models in a temporary folder of the worker's own);
 * on Ray a policy's own state travels too (:func:`carry`): the LLM ensemble's reply cache goes
   out as a snapshot, the replies a job adds come back, and the driver merges them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import shutil
 import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
@@ -52,10 +56,10 @@ DEAD_WORKER = ("the worker process died while running this job (os._exit, a sign
 
 
 def chains(specs: Sequence[JobSpec]) -> list[list[int]]:
-    """Indices of ``specs`` grouped by (dataset, variant, fold, agent), seeds in order."""
+    """Indices of ``specs`` grouped by (dataset, fold, agent), variants and seeds in order."""
     groups: dict[tuple, list[int]] = {}
     for i, s in enumerate(specs):
-        groups.setdefault((s.dataset, s.variant, s.fold, s.agent["name"]), []).append(i)
+        groups.setdefault((s.dataset, s.fold, s.agent["name"], s.is_reference), []).append(i)
     return list(groups.values())
 
 
@@ -72,12 +76,25 @@ def _init_worker(markets: dict[str, MarketData]) -> None:
 
 def compute_chain(specs: Sequence[JobSpec],
                   market: MarketData | None = None) -> list[dict[str, Any]]:
-    """Compute jobs one after another (see the module docstring); results in order."""
+    """Compute jobs one after another (see the module docstring); results in order. The
+    models a job trains serve the chain's later jobs with the same ``train_key``."""
     out = []
-    for s in specs:
-        md = market if market is not None else _WORKER_MARKETS.get(s.data_hash)
-        out.append(compute_job(s, md))
+    with chain_models() as models:
+        for s in specs:
+            md = market if market is not None else _WORKER_MARKETS.get(s.data_hash)
+            out.append(compute_job(s, md, models))
     return out
+
+
+@contextlib.contextmanager
+def chain_models() -> Iterator[dict[str, Path]]:
+    """The trained models of one chain, by ``train_key``; their folders go when it ends."""
+    models: dict[str, Path] = {}
+    try:
+        yield models
+    finally:
+        for path in models.values():
+            shutil.rmtree(path.parent, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------ driver side
@@ -175,8 +192,9 @@ def run_jobs(specs: Sequence[JobSpec], backend: str = "serial", workers: int | N
         groups = [g for g in groups if g]
         if backend == "serial" or not groups:
             for g in groups:
-                for i in g:
-                    finish(i, compute_job(specs[i], _market(specs[i])), claimed[i])
+                with chain_models() as models:
+                    for i in g:
+                        finish(i, compute_job(specs[i], _market(specs[i]), models), claimed[i])
         elif backend == "process":
             _run_process(specs, groups, workers, claimed, finish)
         else:

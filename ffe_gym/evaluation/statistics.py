@@ -184,13 +184,17 @@ def sharpe(returns: np.ndarray, periods_per_year: float) -> float:
 
 def block_bootstrap_sharpe_ci(returns: np.ndarray, periods_per_year: float,
                               block: int | None = None, reps: int = 2000,
-                              confidence: float = 0.95,
-                              seed: int = 0) -> tuple[float, float, float]:
+                              confidence: float = 0.95, seed: int = 0,
+                              risk_free: float = 0.0) -> tuple[float, float, float]:
     """(Sharpe, low, high) with a moving-block bootstrap of the returns.
 
     :param block: block length in bars; default ``round(n ** (1/3))`` (at least 1).
+    :param risk_free: constant annual rate, subtracted per bar as in
+        :func:`ffe_gym.metrics.compute_metrics`, so the interval stands beside that Sharpe.
     """
     r = np.asarray(returns, dtype=np.float64)
+    if risk_free:
+        r = r - ((1.0 + risk_free) ** (1.0 / periods_per_year) - 1.0)
     n = len(r)
     if n < 3:
         raise ValueError("need at least 3 returns for a Sharpe interval")

@@ -14,7 +14,7 @@ import numpy as np
 
 from ffe_gym.config import Config
 from ffe_gym.data.calendar import decision_bars
-from ffe_gym.data.market import MarketData
+from ffe_gym.data.market import MarketData, symbol_ranks
 from ffe_gym.portfolio import layout as L
 
 
@@ -124,9 +124,9 @@ def per_asset_params(costs: dict[str, np.ndarray], symbols: tuple[str, ...]) -> 
     for row, name in ((L.A_FEE_RATE, "fee_rate"), (L.A_FIXED_FEE, "fixed_fee"),
                       (L.A_SLIPPAGE, "slippage"), (L.A_BORROW_RATE, "borrow_rate")):
         out[row] = costs[name]
-    at_rank = np.array(sorted(range(n), key=lambda i: symbols[i]), dtype=np.int64)
-    out[L.A_AT_RANK] = at_rank
-    out[L.A_RANK, at_rank] = np.arange(n)
+    ranks = symbol_ranks(symbols)
+    out[L.A_RANK] = ranks
+    out[L.A_AT_RANK, ranks] = np.arange(n)
     return out
 
 

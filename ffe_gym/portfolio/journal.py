@@ -95,4 +95,5 @@ class Journal:
         traded = float(np.abs(f[:, L.F_UNITS] * f[:, L.F_PRICE]).sum())
         return compute_metrics(np.asarray(self.equity), self.portfolio.market.periods_per_year,
                                trade_pnls=f[closing, L.F_NET], traded_notional=traded,
-                               gross_exposure=np.asarray(self.gross), risk_free=risk_free)
+                               gross_exposure=np.asarray(self.gross), risk_free=risk_free,
+                               fills=len(f))

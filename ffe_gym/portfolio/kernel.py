@@ -44,6 +44,9 @@ from ffe_gym.portfolio import layout as L
 
 SIGNALS = L.SIGNALS
 WEIGHTS = L.WEIGHTS
+# weights: a target weight, or a change of a position's value, below this share of equity is
+# no trade (solver residue, rounding of a drifted portfolio); the same for every column order
+WEIGHT_TOL = 1e-9
 
 
 @njit(cache=True)
@@ -607,10 +610,10 @@ def _factor(need, fixed_total, budget, cash):
     """The common factor (< 1) that fits orders needing ``need`` plus their fixed fees into
     ``budget``; 1 when they fit (up to rounding) or when nothing can be bought (the orders
     then meet their own checks one by one)."""
-    if need <= 0.0 or need + fixed_total - budget <= 1e-9 * (1.0 + abs(cash)):
+    tol = 1e-9 * (1.0 + abs(cash))
+    if need <= 0.0 or need + fixed_total - budget <= tol or budget - fixed_total <= tol:
         return 1.0
-    f = (budget - fixed_total) / need
-    return f if f > 0.0 else 1.0
+    return (budget - fixed_total) / need
 
 
 @njit(cache=True)
@@ -910,12 +913,14 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                 wt = weights[b, i]
                 if np.isnan(wt):
                     continue
+                if abs(wt) < WEIGHT_TOL:  # solver residue is not a decision
+                    wt = 0.0
                 tu = wt * equity / c[t, i]
                 if tu < 0.0 and p[L.P_ALLOW_SHORT] == 0.0:
                     refused[b, i] = L.R_NO_SHORTING  # the short part: refused
                     count[b, L.R_NO_SHORTING] += 1
                     tu = 0.0  # a held long is still closed
-                if abs(tu - u) <= 1e-9 * max(abs(tu), abs(u)):
+                if abs(tu - u) * c[t, i] <= WEIGHT_TOL * abs(equity):
                     continue  # already there, up to rounding: no dust trades
                 if not tradable[fb, i]:
                     refused[b, i] = L.R_NOT_TRADABLE
@@ -934,6 +939,8 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                         hp[n_cands] = abs(wt)
                         n_cands += 1
                 elif u != 0.0 and abs(tu) < abs(u):
+                    if abs(tu) * c[t, i] <= WEIGHT_TOL * abs(equity):
+                        tu = 0.0  # a reduction that would leave dust closes the position
                     close_q[i] = tu - u
                     closes[n_closes] = i
                     n_closes += 1
@@ -1103,7 +1110,8 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
             num, den = _margin_terms(q, c[t, i], px, fee_rate[i], fixed_fee[i], cash_est, net,
                                      gross, short, m_init, borrowing)
             if abs(q) * den - num > 1e-9 * (1.0 + abs(cash_est)):  # rounding is not a shortfall
-                room = num / den if den > 0.0 else 0.0
+                # (nor is it room: what is left within rounding of nothing buys nothing)
+                room = num / den if den > 0.0 and num > 1e-9 * (1.0 + abs(cash_est)) else 0.0
                 if scheme == WEIGHTS and room > 0.0:  # (rounding after the pro-rata scaling)
                     q = room if q > 0.0 else -room
                     if scaled[i] == 0.0:
@@ -1115,11 +1123,13 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                     count[b, reason] += 1
                     continue
             add = abs(q) * c[t, i]
-            if q < 0.0 and short + add > p[L.P_SHORT_CAP] * equity:
+            # (caps up to rounding: a book at exactly its cap is within it, whatever the order
+            # its sums were added in)
+            if q < 0.0 and short + add > p[L.P_SHORT_CAP] * equity * (1.0 + 1e-9):
                 refused[b, i] = L.R_SHORT_CAP
                 count[b, L.R_SHORT_CAP] += 1
                 continue
-            if gross + add > p[L.P_GROSS_CAP] * equity:
+            if gross + add > p[L.P_GROSS_CAP] * equity * (1.0 + 1e-9):
                 refused[b, i] = L.R_GROSS_CAP
                 count[b, L.R_GROSS_CAP] += 1
                 continue
@@ -1221,7 +1231,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
             num, den = _margin_terms(q, ref, px, fee_rate[i], fixed_fee[i], cash, fnet, fgross,
                                      fshort, m_init, borrowing)
             if abs(q) * den - num > 1e-9 * (1.0 + abs(cash)):
-                room = num / den if den > 0.0 else 0.0
+                room = num / den if den > 0.0 and num > 1e-9 * (1.0 + abs(cash)) else 0.0
                 if room <= 0.0:
                     refused[b, i] = L.R_CASH_AT_FILL
                     count[b, L.R_CASH_AT_FILL] += 1
