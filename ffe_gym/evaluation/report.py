@@ -48,12 +48,18 @@ def ordered(agg: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def label(agg: dict[str, Any], row: dict[str, Any]) -> str:
+    """The key of a row in the aggregates (probability of improvement, profiles, tests)."""
+    return f"{row['agent']} [{row['variant']}]" if len(agg["variants"]) > 1 else row["agent"]
+
+
+def display(agg: dict[str, Any], row: dict[str, Any], variant: bool = True) -> str:
+    """A row's name in tables: its label, with controls marked."""
     name = row["agent"]
     if row.get("control") == "cash":
         name += " (control)"
     elif row.get("control"):
         name += " (control: untrained)"
-    return f"{name} [{row['variant']}]" if len(agg["variants"]) > 1 else name
+    return f"{name} [{row['variant']}]" if variant and len(agg["variants"]) > 1 else name
 
 
 def verdicts(agg: dict[str, Any]) -> list[str]:
@@ -177,8 +183,7 @@ def terminal_table(agg: dict[str, Any], title: str):
             t.add_section()
         previous = group
         per = "1" if r["deterministic"] else str(r["runs_per_window"])
-        name = label(agg, r).rsplit(" [", 1)[0] if multi else label(agg, r)
-        cells = [name] + ([r["variant"]] if multi else []) + [
+        cells = [display(agg, r, variant=False)] + ([r["variant"]] if multi else []) + [
             _interval(r),
             f"{r['windows']} x {per}", num(r["sharpe"]), pct(r["total_return"], sign=True),
             pct(r["max_drawdown"]), pct(r["exposure"]), num(r["fills"], ".0f"),
@@ -252,7 +257,7 @@ def _interval_plot(agg: dict[str, Any]) -> str:
     lo = [r["iqm"] - r["iqm_low"] if not _missing(r["iqm_low"]) else 0 for r in rows]
     hi = [r["iqm_high"] - r["iqm"] if not _missing(r["iqm_high"]) else 0 for r in rows]
     ax.errorbar([r["iqm"] for r in rows], y, xerr=[lo, hi], fmt="o", capsize=4)
-    ax.set_yticks(y, [f"{label(agg, r)} ({r['windows']}x"
+    ax.set_yticks(y, [f"{display(agg, r)} ({r['windows']}x"
                       f"{1 if r['deterministic'] else r['runs_per_window']})" for r in rows])
     ax.axvline(0.0, color="black", lw=0.8, ls="--")
     ax.set_xlabel(f"IQM of {agg['score']} (95% two-stage bootstrap; windows x runs)")
@@ -478,7 +483,7 @@ def html_report(path: Path, *, title: str, df: pd.DataFrame, rows: list[dict[str
     """Write one self-contained HTML report and return its path."""
     img = '<img src="data:image/png;base64,{}" alt="{}">'
     multi = len(agg["variants"]) > 1
-    main = [[label(agg, r), _interval(r),
+    main = [[display(agg, r), _interval(r),
              f"{r['windows']} x {1 if r['deterministic'] else r['runs_per_window']}",
              num(r["sharpe"]), pct(r["total_return"], sign=True), pct(r["max_drawdown"]),
              num(r["turnover"], ".1f"), pct(r["exposure"]), num(r["fills"], ".0f"),
