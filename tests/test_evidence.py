@@ -146,3 +146,38 @@ def test_a_trained_agent_trains_once_per_fold_and_seed_for_every_variant(tmp_pat
     exp.train_per_variant, exp.train_variant = False, "tight"
     loose, _ = [s for s in ex.jobs(exp, tmp_path / "runs") if not s.is_reference]
     assert loose.train_config["portfolio"]["max_positions"] == 5
+
+
+def test_the_index_line_is_the_index_bought_and_held_over_each_window(tmp_path):
+    pytest.importorskip("skfolio")
+    from ffe_gym.evaluation import grid, report, runner
+
+    exp = from_dict(ex.ExperimentConfig, {
+        "name": "idx", "config": {"env": {"window": 5}, "risk": {"var_window": 20},
+                                  "portfolio": {"correlation_window": 10}},
+        "datasets": [{"name": "three", "data": {"source": "skfolio",
+                                                "symbols": ["KO", "PEP", "XOM"]}}],
+        "folds": {"n_folds": 2, "train": 100, "validation": 50, "test": 60},
+        "seeds": [0], "index": {"source": "skfolio", "symbol": "SP500"},
+        "agents": [{"name": "momentum", "policy": "momentum"}]})
+    rows = runner.run_jobs(ex.jobs(exp, tmp_path / "runs"), "serial", progress=False)
+    df = grid.results_frame(rows, exp)
+    agg = grid.aggregate(df, exp, reps=200)
+    idx = agg["index"]
+    close = load_market("skfolio", symbols=["SP500"]).close[:, 0]
+    md = ex.market_for(ex.dataset_config(exp, exp.datasets[0]))
+    returns = []
+    for w in agg["windows"]:
+        t0 = md.locate(w["start"])
+        t1 = md.locate(w["end"])
+        returns.append(close[t1] / close[t0] - 1.0)
+    assert idx["windows"] == 2 and idx["total_return"] == pytest.approx(np.mean(returns))
+    ref = df[df["role"] == "reference"]["sharpe"].to_numpy()
+    sharpes = [compute_metrics(close[md.locate(w["start"]): md.locate(w["end"]) + 1], 252)
+               ["sharpe"] for w in agg["windows"]]
+    assert idx["iqm"] == pytest.approx(np.mean(np.array(sharpes) - ref))
+    lines = report.notes(agg, "")
+    assert any(line.startswith("Index line: SP500: S&P 500 index (price, no dividends)")
+               for line in lines)
+    with pytest.raises(ConfigError, match="index: give exactly source and symbol"):
+        from_dict(ex.ExperimentConfig, {**ex.to_dict(exp), "index": {"source": "skfolio"}})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from helpers import BARE, market
 
@@ -282,3 +283,51 @@ def test_cwmr_reverts_to_the_loser_keeps_b_without_dispersion_and_matches_numpy(
     r = rollout(CWMR(), _env(CWMR(), md), window=(30, 130), seed=0)
     want = _reference_wealth(md.close, 30, 130, _cwmr())
     assert r.equity.iloc[-1] / r.equity.iloc[0] == pytest.approx(want, rel=1e-9)
+
+
+def _kkt_gap(x: np.ndarray, b: np.ndarray) -> float:
+    """max_i g_i / T - 1 for the log-optimal problem: 0 at the optimum (g = T on the
+    support, at most T off it)."""
+    g = (x / (x @ b)[:, None]).sum(axis=0)
+    return float(g.max() / len(x) - 1.0)
+
+
+def test_the_simplex_newton_method_reaches_the_log_optimum_and_projects_exactly():
+    from ffe_agents.olps import best_crp, project_simplex, project_simplex_in
+
+    rng = np.random.default_rng(4)
+    for n, t in ((3, 20), (12, 400), (40, 60)):  # 40 assets, 60 periods: a degenerate case
+        x = np.exp(rng.normal(0.0005, 0.02, (t, n)) + rng.normal(0, 0.001, n))
+        b = best_crp(x)
+        assert b.sum() == pytest.approx(1.0, abs=1e-12) and (b >= 0).all()
+        assert abs(_kkt_gap(x, b)) < 1e-9
+        support = b > 0
+        g = (x / (x @ b)[:, None]).sum(axis=0)
+        np.testing.assert_allclose(g[support], t, rtol=1e-9)
+        # a warm start anywhere gives the same optimum value
+        again = best_crp(x, start=np.eye(n)[0])
+        assert np.sum(np.log(x @ again)) == pytest.approx(np.sum(np.log(x @ b)), abs=1e-9)
+    # the projection in A's norm: with A = I it is the Euclidean projection
+    q = np.array([0.9, 0.5, -0.3, 0.1])
+    np.testing.assert_allclose(project_simplex_in(q, np.eye(4)), project_simplex(q), atol=1e-12)
+    # and with a general A its KKT: the gradient equal on the support, no smaller off it
+    a = rng.normal(size=(4, 4))
+    A = a @ a.T + 0.1 * np.eye(4)
+    p = project_simplex_in(q, A)
+    grad = 2.0 * A @ (p - q)
+    on = p > 0
+    assert np.ptp(grad[on]) < 1e-9 and (grad[~on] >= grad[on].max() - 1e-9).all()
+
+
+def test_bcrp_on_the_classic_djia_set_when_installed():
+    from ffe_agents.commands.benchmark import olps_data_dir
+    from ffe_agents.olps import best_crp
+
+    folder = olps_data_dir()
+    if folder is None:
+        pytest.skip("the classic OLPS datasets are not installed (universal-portfolios)")
+    close = pd.read_csv(folder / "djia.csv").to_numpy()
+    x = close[1:] / close[:-1]
+    b = best_crp(x)
+    assert abs(_kkt_gap(x, b)) < 1e-9
+    assert np.prod(x @ b) == pytest.approx(1.2521, rel=1e-4)  # the log-optimal CRP's wealth

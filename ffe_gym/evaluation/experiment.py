@@ -151,6 +151,10 @@ class ExperimentConfig:
     rules: str = "the experiment's rules"
     variants: dict[str, dict[str, Any]] = field(default_factory=lambda: {"rules": {}})
     controls: bool = True  # add `cash` and every trained agent's untrained twin (see below)
+    # a second reference line, e.g. {source: skfolio, symbol: SP500}: that series bought at
+    # each test window's first close and held (no costs: an index is a yardstick, not a
+    # trade), shown beside the reference; scores stay against ``reference``
+    index: dict[str, str] | None = None
     # the variant whose rules trained agents train under (None: the first variant); each
     # (agent, fold, seed) trains once and that model is evaluated under every variant.
     # train_per_variant: every variant trains its own model under its own rules instead
@@ -173,6 +177,9 @@ class ExperimentConfig:
                               f"{', '.join(SCORES)})")
         if not self.variants:
             raise ConfigError("variants: give at least one (an empty override is the base rules)")
+        if self.index is not None and set(self.index) != {"source", "symbol"}:
+            raise ConfigError(f"index: give exactly source and symbol, e.g. {{source: "
+                              f"skfolio, symbol: SP500}} (got {sorted(self.index)})")
         if self.train_variant is not None and self.train_variant not in self.variants:
             raise ConfigError(f"train_variant: {self.train_variant!r} is not a variant "
                               f"(have: {', '.join(self.variants)})")

@@ -247,6 +247,7 @@ def aggregate(df: pd.DataFrame, exp: ExperimentConfig, reps: int = 2000) -> dict
                 "bars": int(r["bars"]) + 1, "returns": int(r["bars"])}
                for (d, f), r in ref.set_index(["dataset", "fold"]).iterrows()]
     rules = {v: rules_text(variant_config(exp, exp.datasets[0], v)) for v in exp.variants}
+    index = index_line(exp, windows, ref, reps) if exp.index else None
     return {"table": table, "reference": reference, "probability_of_improvement": poi,
             "labels": [label[k] for k in keys], "taus": taus.tolist(), "profiles": profiles,
             "score": f"{exp.score} minus the reference's", "metric": exp.score,
@@ -254,7 +255,38 @@ def aggregate(df: pd.DataFrame, exp: ExperimentConfig, reps: int = 2000) -> dict
             "reps": reps, "tests": tests, "n_trials": n_trials, "cash": cash,
             "effects": variant_effects(df, exp, tasks, reps),
             "rules_name": exp.rules, "rules": rules, "variants": list(exp.variants),
-            "risk_free": exp.risk_free}
+            "risk_free": exp.risk_free, "index": index}
+
+
+def index_line(exp: ExperimentConfig, windows: list[dict[str, Any]], ref: pd.DataFrame,
+               reps: int) -> dict[str, Any]:
+    """The experiment's index (``exp.index``) bought at each test window's first close and
+    held to its last, no costs: per-window metrics, their means, and its score against the
+    reference with the same interval as an agent's (one run per window)."""
+    from ffe_gym.data import load_market
+    from ffe_gym.data.packaged import describe_packaged
+    from ffe_gym.metrics import compute_metrics
+
+    md = load_market(exp.index["source"], symbols=[exp.index["symbol"]])
+    close = pd.Series(md.close[:, 0], index=md.index)
+    ref = ref.set_index(["dataset", "fold"])
+    runs, scores = [], []
+    for w in windows:
+        start, end = pd.Timestamp(w["start"]), pd.Timestamp(w["end"])
+        curve = close[(close.index >= start) & (close.index <= end)].to_numpy()
+        if len(curve) < 3:
+            raise ValueError(f"index {exp.index['symbol']}: no prices in the test window "
+                             f"{w['start'][:10]} .. {w['end'][:10]}")
+        m = compute_metrics(curve, md.periods_per_year, risk_free=exp.risk_free)
+        runs.append(m)
+        ref_metric = pd.to_numeric(ref.loc[(w["dataset"], w["fold"]), exp.score])
+        scores.append(float(m[exp.score]) - float(ref_metric)
+                      if m[exp.score] is not None else np.nan)
+    point, lo, hi = two_stage_bootstrap_ci(np.array([scores]), iqm, reps=reps)
+    frame = pd.DataFrame(runs)
+    return {"name": exp.index["symbol"], "text": describe_packaged(md) or md.describe(),
+            "windows": len(windows), "iqm": point, "iqm_low": lo, "iqm_high": hi,
+            **{c: _mean(frame, c) for c in ("sharpe", "total_return", "max_drawdown")}}
 
 
 def _control_flags(row: dict[str, Any], cash: str | None) -> list[str]:

@@ -55,10 +55,8 @@ def label(agg: dict[str, Any], row: dict[str, Any]) -> str:
 def display(agg: dict[str, Any], row: dict[str, Any], variant: bool = True) -> str:
     """A row's name in tables: its label, with controls marked."""
     name = row["agent"]
-    if row.get("control") == "cash":
+    if row.get("control"):
         name += " (control)"
-    elif row.get("control"):
-        name += " (control: untrained)"
     return f"{name} [{row['variant']}]" if variant and len(agg["variants"]) > 1 else name
 
 
@@ -110,7 +108,7 @@ def _interval(r: dict[str, Any]) -> str:
 def _verdict(r: dict[str, Any]) -> str:
     if r["hindsight"]:
         return "hindsight"
-    return {None: "not tested", True: "yes", False: "no"}[r.get("beats_reference")]
+    return {None: "-", True: "yes", False: "no"}[r.get("beats_reference")]
 
 
 def notes(agg: dict[str, Any], data: str = "") -> list[str]:
@@ -134,6 +132,13 @@ def notes(agg: dict[str, Any], data: str = "") -> list[str]:
                "Controls: cash (doing nothing: Sharpe 0 by definition, every window) and each "
                "trained agent's untrained twin; 'not distinguishable' means the paired "
                "per-window interval of the difference contains 0.")
+    idx = agg.get("index")
+    if idx:
+        out.append(f"Index line: {idx['text']}, bought at each window's first close and held, "
+                   f"no costs (a yardstick, not a trade; mean over its {idx['windows']} "
+                   f"windows: Sharpe {num(idx['sharpe'])}, return "
+                   f"{pct(idx['total_return'], sign=True)}); scores stay against the "
+                   f"reference.")
     if data:
         out.append(f"Data: {data}. Risk-free rate {agg['risk_free'] * 100:.2f}% a year.")
     out.append(
@@ -151,7 +156,8 @@ def notes(agg: dict[str, Any], data: str = "") -> list[str]:
         sup = ", ".join(tests["superior"]) or "none"
         out.append(
             f"Beats the reference (Romano-Wolf StepM, 5% family-wise, over every non-hindsight "
-            f"agent and variant): {sup}. Hansen's SPA p-value that none does: "
+            f"agent and variant but the controls; '-': not tested, a control or returns "
+            f"identical to the reference's): {sup}. Hansen's SPA p-value that none does: "
             f"{tests['spa']['consistent']:.3f} (consistent). Per-bar log returns (mean over "
             f"seeds), {tests['bars']} bars over all windows, loss = minus the return"
             + (", each agent's scaled per window to the reference's volatility (so a lower "
@@ -167,34 +173,40 @@ def notes(agg: dict[str, Any], data: str = "") -> list[str]:
 
 
 def terminal_table(agg: dict[str, Any], title: str):
+    from rich import box
     from rich.table import Table
 
-    t = Table(title=title, header_style="bold")
+    t = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, padding=(0, 1),
+              collapse_padding=True, pad_edge=False)
     multi = len(agg["variants"]) > 1
-    cols = ["agent"] + (["rules"] if multi else []) + [
-        f"IQM {agg['metric']} - reference [95% CI]", "windows x runs", "Sharpe", "return",
-        "max DD", "exposure", "fills", "beats ref", "DSR"]
+    cols = ["agent", f"IQM {agg['metric']} - ref [95% CI]", "win x runs", "Sharpe",
+            "return", "max DD", "expo", "fills", "beats ref", "DSR"]
     for col in cols:
-        t.add_column(col, justify="left" if col in ("agent", "rules") else "right")
+        t.add_column(col, justify="left" if col == "agent" else "right", no_wrap=True)
     previous = None
     for r in ordered(agg):
         group = (r["variant"], r.get("ranked", True))
-        if previous is not None and group != previous:
-            t.add_section()
+        if group != previous:
+            if previous is not None:
+                t.add_section()
+            if multi and (previous is None or previous[0] != r["variant"]):
+                t.add_row(f"[bold]{r['variant']}[/bold]", *[""] * (len(cols) - 1))
         previous = group
         per = "1" if r["deterministic"] else str(r["runs_per_window"])
-        cells = [display(agg, r, variant=False)] + ([r["variant"]] if multi else []) + [
-            _interval(r),
-            f"{r['windows']} x {per}", num(r["sharpe"]), pct(r["total_return"], sign=True),
-            pct(r["max_drawdown"]), pct(r["exposure"]), num(r["fills"], ".0f"),
-            _verdict(r), num(r["deflated_sharpe"])]
-        t.add_row(*cells)
+        t.add_row(display(agg, r, variant=False), _interval(r), f"{r['windows']} x {per}",
+                  num(r["sharpe"]), pct(r["total_return"], sign=True), pct(r["max_drawdown"]),
+                  pct(r["exposure"]), num(r["fills"], ".0f"), _verdict(r),
+                  num(r["deflated_sharpe"]))
     ref = agg["reference"]
     t.add_section()
-    t.add_row(*([f"reference: {ref['name']}"] + ([""] if multi else [])
-                + ["0 by definition", f"{ref['windows']} x 1", num(ref["sharpe"]),
-                   pct(ref["total_return"], sign=True), pct(ref["max_drawdown"]),
-                   pct(ref["exposure"]), num(ref["fills"], ".0f"), "", ""]))
+    t.add_row(f"reference: {ref['name']}", "0 by definition", f"{ref['windows']} x 1",
+              num(ref["sharpe"]), pct(ref["total_return"], sign=True),
+              pct(ref["max_drawdown"]), pct(ref["exposure"]), num(ref["fills"], ".0f"), "", "")
+    idx = agg.get("index")
+    if idx:
+        t.add_row(f"index: {idx['name']}", _interval(idx), f"{idx['windows']} x 1",
+                  num(idx["sharpe"]), pct(idx["total_return"], sign=True),
+                  pct(idx["max_drawdown"]), "100.0%", "", "", "")
     return t
 
 
@@ -490,6 +502,11 @@ def html_report(path: Path, *, title: str, df: pd.DataFrame, rows: list[dict[str
              pct(r["win_rate"]), _verdict(r), num(r["deflated_sharpe"]),
              "; ".join(r["flags"])] for r in ordered(agg)]
     ref = agg["reference"]
+    idx = agg.get("index")
+    if idx:
+        main.append([f"index: {idx['name']}", _interval(idx), f"{idx['windows']} x 1",
+                     num(idx["sharpe"]), pct(idx["total_return"], sign=True),
+                     pct(idx["max_drawdown"]), "", "100.0%", "", "", "", "", idx["text"]])
     main.append([f"reference: {ref['name']}", "0 by definition", f"{ref['windows']} x 1",
                  num(ref["sharpe"]), pct(ref["total_return"], sign=True),
                  pct(ref["max_drawdown"]), num(ref["turnover"], ".1f"), pct(ref["exposure"]),
