@@ -48,7 +48,7 @@ def test_turnover_exposure_and_undefined_figures():
     assert m["turnover"] == pytest.approx(2.0)
     assert m["turnover_per_year"] == pytest.approx(2.0 / (2 / 252))
     assert m["exposure"] == pytest.approx(0.5)
-    assert m["sharpe"] is None  # no variance
+    assert m["sharpe"] == 0.0  # no variance: riskless, so 0 (every run has a Sharpe ratio)
     assert m["calmar"] is None  # no drawdown
     assert m["profit_factor"] is None and m["win_rate"] is None
 

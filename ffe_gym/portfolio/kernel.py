@@ -15,7 +15,7 @@ refer to the design's "one decision step"):
 3.   Opening notional = equity * base * factors (see ``_opening_notional``).
 5.   Fills at close[t] or open[t+1] with adverse slippage and fees; with next_open the cash
      and margin check is repeated at the fill and the openings are scaled down by one factor
-     rather than overdrawing (``_pro_rata_fills``).
+     rather than overdrawing (``_pro_rata``).
 6.   Each bar after the fill: stop-loss / take-profit (intrabar or on the close); levels are
      fractions of the entry, or multiples of the asset's volatility fixed at entry.
 7.   Mark to market, borrow on shorts, interest on negative cash, maintenance margin (a margin
@@ -621,19 +621,16 @@ def _pro_rata_targets(heap, hp, n, sorted_c, sorted_p, at_rank, cand, units_afte
                       t, max_positions, held, close, slip, fr, fixed, cash, net, gross, short,
                       m, borrowing, scaled, count):
     """Weights: order the ``n`` candidates (``heap[:n]``, places in symbol order) by priority
-    and leave them sorted in ``heap`` (a sorted array is a heap). Of those the re-entry wait
-    and the position cap let through (largest targets first, ties by symbol), when together
-    they need more cash or margin than the shadow book has, each is scaled by one factor so
-    that they fit (:func:`_budget_factor`): a rebalance that overdraws buys a little less of
+    and leave them sorted in ``heap`` (a sorted array is a heap). Those the re-entry wait and
+    the position cap let through (largest targets first, ties by symbol) are scaled together
+    when they overdraw (:func:`_pro_rata`): a rebalance that overdraws buys a little less of
     every name, never less of the names that come last."""
     _heapify(heap, hp, n)
     left = n
     for k in range(n):
         sorted_p[k] = hp[0]
         sorted_c[k], left = _take_first(heap, hp, left)
-    need = 0.0
-    fixed_total = 0.0
-    budget = 0.0
+    through = 0  # the assets let through, written over sorted_c once its places are copied
     held_now = held
     for k in range(n):
         heap[k] = sorted_c[k]
@@ -641,33 +638,27 @@ def _pro_rata_targets(heap, hp, n, sorted_c, sorted_p, at_rank, cand, units_afte
         i = int(at_rank[sorted_c[k]])
         new = units_after[i] == 0.0
         if new and (t < reentry[i] or held_now >= max_positions):
-            sorted_c[k] = -1  # refused before it is sized: needs nothing
-            continue
+            continue  # refused before it is sized: it needs nothing
         if new:
             held_now += 1
-        d, budget = _budget_factor(cand[i], close[i], slip[i], fr[i], fixed[i], cash, net,
-                                   gross, short, m, borrowing)
-        need += d
-        fixed_total += fixed[i]
-    f = _factor(need, fixed_total, budget, cash)
-    if f < 1.0:
-        for k in range(n):
-            if sorted_c[k] >= 0:
-                _scale(int(at_rank[sorted_c[k]]), f, cand, scaled, count)
+        sorted_c[through] = i
+        through += 1
+    _pro_rata(sorted_c, through, cand, close, slip, fr, fixed, cash, net, gross, short, m,
+              borrowing, scaled, count)
 
 
 @njit(cache=True)
-def _pro_rata_fills(order, n, q, ref, slip, fr, fixed, cash, net, gross, short, m, borrowing,
-                    scaled, count):
-    """The openings ``order[:n]`` (units ``q``) at their fill prices ``ref``: when together
-    they need more cash or margin than the book has after its closing legs (the prices moved
-    since the decision), each is scaled by one factor so that they fit, whatever their
-    order."""
+def _pro_rata(assets, n, q, ref, slip, fr, fixed, cash, net, gross, short, m, borrowing,
+              scaled, count):
+    """The openings of ``assets[:n]`` (units ``q``, valued at ``ref``): when together they
+    need more cash or margin than the book has (:func:`_budget_factor`), each is scaled by one
+    factor so that they fit, whatever their order. At the decision for a weights rebalance; at
+    the fill for every opening, when the prices moved since the decision."""
     need = 0.0
     fixed_total = 0.0
     budget = 0.0
     for k in range(n):
-        i = order[k]
+        i = assets[k]
         if q[i] != 0.0:
             d, budget = _budget_factor(q[i], ref[i], slip[i], fr[i], fixed[i], cash, net,
                                        gross, short, m, borrowing)
@@ -676,8 +667,8 @@ def _pro_rata_fills(order, n, q, ref, slip, fr, fixed, cash, net, gross, short, 
     f = _factor(need, fixed_total, budget, cash)
     if f < 1.0:
         for k in range(n):
-            if q[order[k]] != 0.0:
-                _scale(order[k], f, q, scaled, count)
+            if q[assets[k]] != 0.0:
+                _scale(assets[k], f, q, scaled, count)
 
 
 @njit(cache=True)
@@ -1217,7 +1208,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                 if u < 0.0:
                     fshort -= v
         if next_open and n_cand > 0:  # prices moved since the decision: scale pro rata
-            _pro_rata_fills(order, n_cand, open_q, o[fb], slip_fb, fee_rate, fixed_fee,
+            _pro_rata(order, n_cand, open_q, o[fb], slip_fb, fee_rate, fixed_fee,
                             acct[b, L.CASH], fnet, fgross, fshort, m_init, borrowing, scaled,
                             count[b])
         for k in range(n_cand):
