@@ -58,9 +58,10 @@ def test_correlation_085_at_threshold_07_sizes_075():
 
 @pytest.mark.parametrize("scan", [False, True])
 def test_cash_decides_after_the_correlation_factor_where_the_factor_matters(monkeypatch, scan):
-    # a1 (rho 0.85 with the held a0: factor 0.75) sized 0.55 x E0 unadjusted. After a0 takes
-    # 5,500 the 4,500 left fit 0.75 x 5,500 = 4,125 (opened, cut), not the full 5,500; after a0
-    # takes 7,000 not even half of 7,000 fits the 3,000 left: refused for cash either way
+    # a1 (confidence 0.99, after a0 at 1.0; rho 0.85 with the held a0: factor 0.75) sized
+    # 0.55 x 0.99 x E0 unadjusted. After a0 takes 5,500 the 4,500 left fit 0.75 x 5,445 =
+    # 4,083.75 (opened, cut), not the full 5,445; after a0 takes 7,000 not even half of 6,930
+    # fits the 3,000 left: refused for cash either way
     from ffe_gym.portfolio import statistics as S
 
     if scan:
@@ -74,10 +75,10 @@ def test_cash_decides_after_the_correlation_factor_where_the_factor_matters(monk
             pf.step_signals(*signals(2))
         t = int(pf.bar[0])
         c = md.close[t]
-        pf.step_signals(*signals(2, a0=(1, 1.0), a1=(1, 1.0)))
+        pf.step_signals(*signals(2, a0=(1, 1.0), a1=(1, 0.99)))
         assert pf.units[0, 0] == pytest.approx(share * E0 / c[0], rel=1e-12)
         if opened:
-            assert pf.units[0, 1] == pytest.approx(share * E0 * 0.75 / c[1], rel=1e-9)
+            assert pf.units[0, 1] == pytest.approx(share * 0.99 * E0 * 0.75 / c[1], rel=1e-9)
             assert not pf.refused[0].any()
         else:
             assert pf.units[0, 1] == 0.0
@@ -861,3 +862,25 @@ def test_candidates_that_all_fail_cash_or_margin_before_sizing_are_refused_by_ha
     assert pf.refused[0].tolist() == [0, L.R_CASH, L.R_CASH, L.R_MARGIN, 0, 0]
     assert pf.count[0, L.R_CASH] == 4 and pf.count[0, L.R_MARGIN] == 3
     assert pf.cash[0] == pytest.approx(1_000.0) and not pf.units[0, 1:].any()
+
+
+def test_signals_of_equal_conviction_that_overdraw_are_scaled_pro_rata():
+    # three BUYs at confidence 1, each sized 50% of equity, need 150% of the cash: each gets a
+    # third (scaled by 2/3), not the first two columns half each and the third refused
+    md = market(np.full((3, 3), 100.0))
+    cfg = bare(portfolio={"correlation_threshold": None})
+    pf = book(md, cfg)
+    pf.step_signals(*signals(3, a0=(1, 1.0), a1=(1, 1.0), a2=(1, 1.0)))
+    np.testing.assert_allclose(pf.units[0], [100.0 / 3] * 3, rtol=1e-12)
+    assert pf.refusals()["scaled"] == 3 and pf.refusals()["cash"] == 0
+    assert pf.cash[0] == pytest.approx(0.0, abs=1e-7)
+    # a higher conviction is served first and in full; the two equals share what is left
+    pf = book(md, cfg)
+    pf.step_signals(*signals(3, a0=(1, 0.5), a1=(1, 1.0), a2=(1, 0.5)))
+    np.testing.assert_allclose(pf.units[0], [25.0, 50.0, 25.0], rtol=1e-12)
+    # under a position cap of 2 the equals' slots go by symbol, and the two share the cash
+    pf = book(md, bare(portfolio={"correlation_threshold": None, "max_positions": 2},
+                       sizing={"risk_per_trade": 0.6}))
+    pf.step_signals(*signals(3, a0=(1, 1.0), a1=(1, 1.0), a2=(1, 1.0)))
+    np.testing.assert_allclose(pf.units[0], [50.0, 50.0, 0.0], rtol=1e-12)
+    assert pf.refused[0, 2] == L.R_MAX_POSITIONS

@@ -11,7 +11,9 @@ refer to the design's "one decision step"):
      target exit, max_positions, size, cash and initial margin, short cap, gross cap, VaR
      (over ``risk.var_horizon_bars``); a refusal is counted with its reason and changes
      nothing. Weights: purchases that together overdraw the cash or margin are scaled by one
-     factor (``_pro_rata_targets``); signals: an opening that does not fit is refused.
+     factor (``_pro_rata_targets``); signals: openings of equal conviction that together
+     overdraw are sized down by one factor (``_tie_group``), any other opening that does not
+     fit is refused.
 3.   Opening notional = equity * base * factors (see ``_opening_notional``).
 5.   Fills at close[t] or open[t+1] with adverse slippage and fees; with next_open the cash
      and margin check is repeated at the fill and the openings are scaled down by one factor
@@ -672,6 +674,72 @@ def _pro_rata(assets, n, q, ref, slip, fr, fixed, cash, net, gross, short, m, bo
 
 
 @njit(cache=True)
+def _signal_notional(R, pc, p, sizer, corr_lo, t, i, side, units_after, held_idx, held,
+                     moments, equity, conf, base, vol_ti, mean_sigma, sqrt_ppy):
+    """The notional of a signal's opening of asset i at the shadow book (held_idx[:held]):
+    the correlation with the assets held then (:func:`_max_corr`) and the sizer."""
+    m = 0.0
+    if sizer == 0 and p[L.P_CORR_THRESHOLD] != np.inf:
+        m = _max_corr(R, pc, p[L.P_PAIR_CACHE] > 0.0, p[L.P_CORR_HEDGE] > 0.0, corr_lo, t, i,
+                      side, units_after, held_idx, held, moments)
+    return _opening_notional(equity, conf, base, sizer, p[L.P_MIN_CONF],
+                             p[L.P_CORR_THRESHOLD], m, vol_ti, mean_sigma,
+                             p[L.P_TARGET_VOL], sqrt_ppy)
+
+
+@njit(cache=True)
+def _tie_group(r, pr, heap, hp, n_left, members, at_rank, t, reentry, held, max_positions,
+               R, pc, p, sizer, corr_lo, cand, units_after, held_idx, moments, equity, confs,
+               sl_d, base_risk, vol_t, mean_sigma, sqrt_ppy, c_t, slip, fr, fixed, cash, net,
+               gross, short, m, borrowing, tie_scale, scaled, count):
+    """Signals: the candidate just taken (place ``r``, priority ``pr``) and those left with
+    the same priority are openings of equal conviction. Of them, those the re-entry wait and
+    the position cap let through (by symbol), sized at the shadow book as it stands, when
+    together they need more cash or margin than it has, each is sized down by one factor
+    (``tie_scale``) rather than the last ones being refused: an upper bound of their needs,
+    since each one opened can only shrink the next one's correlation factor. True when it
+    scaled them."""
+    g = 1
+    members[0] = r
+    for k in range(n_left):
+        if hp[k] == pr:
+            members[g] = heap[k]
+            g += 1
+    ranked = np.sort(members[:g])
+    need = 0.0
+    fixed_total = 0.0
+    budget = 0.0
+    held_now = held
+    through = 0
+    for k in range(g):
+        i = int(at_rank[ranked[k]])
+        if t < reentry[i] or held_now >= max_positions:
+            continue  # refused before it is sized
+        held_now += 1
+        base = p[L.P_RISK_PER_TRADE] / sl_d[i] if base_risk else p[L.P_BASE]
+        q = cand[i] * _signal_notional(R, pc, p, sizer, corr_lo, t, i, cand[i], units_after,
+                                       held_idx, held, moments, equity, confs[i], base,
+                                       vol_t[i], mean_sigma, sqrt_ppy) / c_t[i]
+        if abs(q) > 0.0 and np.isfinite(q):
+            d, budget = _budget_factor(q, c_t[i], slip[i], fr[i], fixed[i], cash, net, gross,
+                                       short, m, borrowing)
+            need += d
+            fixed_total += fixed[i]
+        members[through] = i
+        through += 1
+    f = _factor(need, fixed_total, budget, cash)
+    if f >= 1.0:
+        return False
+    for k in range(through):
+        i = members[k]
+        tie_scale[i] = f
+        if scaled[i] == 0.0:
+            count[L.C_SCALED] += 1
+            scaled[i] = 1.0
+    return True
+
+
+@njit(cache=True)
 def _take_first(heap, hp, n):
     """Pop the first candidate off a heap of ``n`` (:func:`_heapify`): (its place, n - 1).
 
@@ -839,7 +907,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
     m_init = p[L.P_INIT_MARGIN]
     sqrt_ppy = np.sqrt(p[L.P_PERIODS_PER_YEAR])
     N = c.shape[1]
-    work = np.empty((15, N))
+    work = np.empty((16, N))
     vwork = np.empty((2, max(int(p[L.P_VAR_WINDOW]), 1)))
     # held assets (shadow book); openings in order; candidates; positions after the fills;
     # closing legs; the candidates' early refusals
@@ -857,6 +925,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
     moments = work[10:13]  # scanned correlations: window mean, sum of squares, ready
     slip_fb = work[13]  # slippage of a fill at the decision's fill bar
     sorted_p = work[14]  # weights: the candidates' priorities, in their order
+    tie_scale = work[15]  # signals: the factor of an opening sized with its equals
     series = vwork[0]  # per-bar returns of the shadow book over the VaR window, built lazily
     trial = vwork[1]
     held_idx = iwork[0]  # the shadow book's held assets, in the order they were seen
@@ -865,7 +934,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
     live = iwork[3]  # the assets held after the decision's fills, ascending (a superset later)
     closes = iwork[4]  # the assets with a closing leg, ascending
     early = iwork[5]  # signals: each candidate's _early_refusal at the current shadow book
-    sorted_c = iwork[6]  # weights: the candidates in their order (places in symbol order)
+    sorted_c = iwork[6]  # weights: the candidates in order; signals: a group of equals
     for b in range(b0, b1):
         n_fills[b] = 0
         n_curve[b] = 0
@@ -895,6 +964,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
         for i in range(N):  # the scratch rows are reset as the intents are read
             u = pos[b, i, L.UNITS]
             scaled[i] = 0.0
+            tie_scale[i] = 1.0
             close_q[i] = 0.0
             cand[i] = 0.0
             open_q[i] = 0.0
@@ -1032,6 +1102,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
         # a new position and gets its re-entry wait or the cap)
         n_pass = -1
         heaped = False
+        tie_p = -1.0  # signals: the conviction whose equals were last looked at
         if scheme == WEIGHTS and n_left > 0:  # purchases that overdraw are scaled pro rata
             _pro_rata_targets(heap, hp, n_left, sorted_c, sorted_p, at_rank, cand, units_after,
                               pos[b, :, L.REENTRY], t, max_positions, held, c[t], slip_fb,
@@ -1048,7 +1119,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                         base = p[L.P_RISK_PER_TRADE] / sl_d[i] if base_risk else p[L.P_BASE]
                         early[i] = _early_refusal(
                             units_after[i] == 0.0, t < pos[b, i, L.REENTRY], held,
-                            max_positions, pre_check, base, equity,
+                            max_positions, pre_check, base * tie_scale[i], equity,
                             max(p[L.P_MIN_CONF], confs[b, i]), cand[i], c[t, i], slip_fb[i],
                             fee_rate[i], fixed_fee[i], cash_est, net, gross, short, m_init,
                             borrowing)
@@ -1063,12 +1134,28 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
             if not heaped:
                 _heapify(heap, hp, n_left)
                 heaped = True
+            pr = hp[0]
             r, n_left = _take_first(heap, hp, n_left)
             i = int(at_rank[r])
             order[n_cand] = i
             n_cand += 1
             new = units_after[i] == 0.0
             base = p[L.P_RISK_PER_TRADE] / sl_d[i] if base_risk else p[L.P_BASE]
+            if scheme == SIGNALS and pr != tie_p:  # the first of a new level of conviction
+                tie_p = pr
+                if n_left > 0 and hp[0] == pr and _tie_group(
+                        r, pr, heap, hp, n_left, sorted_c, at_rank, t, pos[b, :, L.REENTRY],
+                        held, max_positions, R, pc, p, sizer, corr_lo, cand, units_after,
+                        held_idx, moments, equity, confs[b], sl_d, base_risk, vol[t],
+                        mean_sigma, sqrt_ppy, c[t], slip_fb, fee_rate, fixed_fee, cash_est,
+                        net, gross, short, m_init, borrowing, tie_scale, scaled, count[b]):
+                    n_pass = -1  # its equals' early refusals at their scaled sizes, again
+                    early[i] = _early_refusal(new, t < pos[b, i, L.REENTRY], held,
+                                              max_positions, pre_check, base * tie_scale[i],
+                                              equity, max(p[L.P_MIN_CONF], confs[b, i]),
+                                              cand[i], c[t, i], slip_fb[i], fee_rate[i],
+                                              fixed_fee[i], cash_est, net, gross, short,
+                                              m_init, borrowing)
             # (NaN without volatility: zero_size). Signals: counted at this shadow book above
             if scheme == SIGNALS:
                 reason = early[i]
@@ -1085,14 +1172,10 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
             if scheme == WEIGHTS:
                 q = cand[i]
             else:
-                m = 0.0
-                if sizer == 0 and p[L.P_CORR_THRESHOLD] != np.inf:
-                    m = _max_corr(R, pc, p[L.P_PAIR_CACHE] > 0.0, p[L.P_CORR_HEDGE] > 0.0,
-                                  corr_lo, t, i, cand[i], units_after, held_idx, held, moments)
-                notional = _opening_notional(equity, confs[b, i], base, sizer, p[L.P_MIN_CONF],
-                                             p[L.P_CORR_THRESHOLD], m, vol[t, i], mean_sigma,
-                                             p[L.P_TARGET_VOL], sqrt_ppy)
-                q = cand[i] * notional / c[t, i]
+                q = cand[i] * tie_scale[i] * _signal_notional(
+                    R, pc, p, sizer, corr_lo, t, i, cand[i], units_after, held_idx, held,
+                    moments, equity, confs[b, i], base, vol[t, i], mean_sigma,
+                    sqrt_ppy) / c[t, i]
             if not (abs(q) > 0.0 and np.isfinite(q)) or equity <= 0.0:
                 refused[b, i] = L.R_ZERO_SIZE
                 count[b, L.R_ZERO_SIZE] += 1
