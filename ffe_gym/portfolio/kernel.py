@@ -207,7 +207,7 @@ def rolling_corr(R, window):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def var_horizon(p, t, t_next):
     """Bars the VaR limit looks ahead from decision bar t: ``risk.var_horizon_bars``, or the
     decision interval ``t_next - t`` (at least 1) when that is null (``P_VAR_HORIZON`` 0)."""
@@ -586,7 +586,7 @@ def _early_refusal(new, waiting, held, max_positions, pre_check, base, equity, c
     return 0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _budget_factor(q, ref, slip, fr, fixed, cash, net, gross, short, m, borrowing):
     """(need, budget) of one opening of ``q`` units valued at ``ref``: what it takes of the
     initial-margin budget of :func:`_margin_terms` (``|q| * den``, its fixed fee apart), and
@@ -598,7 +598,7 @@ def _budget_factor(q, ref, slip, fr, fixed, cash, net, gross, short, m, borrowin
     return (abs(q) * den if den > 0.0 else 0.0), num + fixed
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _scale(i, f, q, scaled, count):
     """Scale the order of asset i by ``f``, counting each scaled order once."""
     q[i] *= f
@@ -607,7 +607,7 @@ def _scale(i, f, q, scaled, count):
         scaled[i] = 1.0
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _factor(need, fixed_total, budget, cash):
     """The common factor (< 1) that fits orders needing ``need`` plus their fixed fees into
     ``budget``; 1 when they fit (up to rounding) or when nothing can be bought (the orders
@@ -626,7 +626,13 @@ def _pro_rata_targets(heap, hp, n, sorted_c, sorted_p, at_rank, cand, units_afte
     and leave them sorted in ``heap`` (a sorted array is a heap). Those the re-entry wait and
     the position cap let through (largest targets first, ties by symbol) are scaled together
     when they overdraw (:func:`_pro_rata`): a rebalance that overdraws buys a little less of
-    every name, never less of the names that come last."""
+    every name, never less of the names that come last. When even all of them fit, nothing is
+    ordered (False: the heap is left to the step); else True."""
+    for k in range(n):  # every candidate's place turned into its asset, for _factor_of
+        sorted_c[k] = int(at_rank[heap[k]])
+    if _factor_of(sorted_c, n, cand, close, t, slip, fr, fixed, cash, net, gross, short, m,
+                  borrowing) >= 1.0:
+        return False  # the cap only removes purchases: the ones let through fit too
     _heapify(heap, hp, n)
     left = n
     for k in range(n):
@@ -645,35 +651,45 @@ def _pro_rata_targets(heap, hp, n, sorted_c, sorted_p, at_rank, cand, units_afte
             held_now += 1
         sorted_c[through] = i
         through += 1
-    _pro_rata(sorted_c, through, cand, close, slip, fr, fixed, cash, net, gross, short, m,
+    _pro_rata(sorted_c, through, cand, close, t, slip, fr, fixed, cash, net, gross, short, m,
               borrowing, scaled, count)
+    return True
 
 
-@njit(cache=True)
-def _pro_rata(assets, n, q, ref, slip, fr, fixed, cash, net, gross, short, m, borrowing,
-              scaled, count):
-    """The openings of ``assets[:n]`` (units ``q``, valued at ``ref``): when together they
-    need more cash or margin than the book has (:func:`_budget_factor`), each is scaled by one
-    factor so that they fit, whatever their order. At the decision for a weights rebalance; at
-    the fill for every opening, when the prices moved since the decision."""
+@njit(cache=True, inline="always")
+def _factor_of(assets, n, q, px, row, slip, fr, fixed, cash, net, gross, short, m,
+               borrowing):
+    """The :func:`_factor` of the openings of ``assets[:n]`` (units ``q``, valued at
+    ``px[row]``) at the book (cash, net, gross, short)."""
     need = 0.0
     fixed_total = 0.0
     budget = 0.0
     for k in range(n):
         i = assets[k]
         if q[i] != 0.0:
-            d, budget = _budget_factor(q[i], ref[i], slip[i], fr[i], fixed[i], cash, net,
+            d, budget = _budget_factor(q[i], px[row, i], slip[i], fr[i], fixed[i], cash, net,
                                        gross, short, m, borrowing)
             need += d
             fixed_total += fixed[i]
-    f = _factor(need, fixed_total, budget, cash)
+    return _factor(need, fixed_total, budget, cash)
+
+
+@njit(cache=True)
+def _pro_rata(assets, n, q, px, row, slip, fr, fixed, cash, net, gross, short, m, borrowing,
+              scaled, count):
+    """The openings of ``assets[:n]`` (units ``q``, valued at ``px[row]``): when together they
+    need more cash or margin than the book has (:func:`_budget_factor`), each is scaled by one
+    factor so that they fit, whatever their order. At the decision for a weights rebalance; at
+    the fill for every opening, when the prices moved since the decision."""
+    f = _factor_of(assets, n, q, px, row, slip, fr, fixed, cash, net, gross, short, m,
+                   borrowing)
     if f < 1.0:
         for k in range(n):
             if q[assets[k]] != 0.0:
                 _scale(assets[k], f, q, scaled, count)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _signal_notional(R, pc, p, sizer, corr_lo, t, i, side, units_after, held_idx, held,
                      moments, equity, conf, base, vol_ti, mean_sigma, sqrt_ppy):
     """The notional of a signal's opening of asset i at the shadow book (held_idx[:held]):
@@ -926,6 +942,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
     slip_fb = work[13]  # slippage of a fill at the decision's fill bar
     sorted_p = work[14]  # weights: the candidates' priorities, in their order
     tie_scale = work[15]  # signals: the factor of an opening sized with its equals
+    tie_scale[:] = 1.0  # (reset after a book step that scaled a group, not at every step)
     series = vwork[0]  # per-bar returns of the shadow book over the VaR window, built lazily
     trial = vwork[1]
     held_idx = iwork[0]  # the shadow book's held assets, in the order they were seen
@@ -964,7 +981,6 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
         for i in range(N):  # the scratch rows are reset as the intents are read
             u = pos[b, i, L.UNITS]
             scaled[i] = 0.0
-            tie_scale[i] = 1.0
             close_q[i] = 0.0
             cand[i] = 0.0
             open_q[i] = 0.0
@@ -1103,12 +1119,13 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
         n_pass = -1
         heaped = False
         tie_p = -1.0  # signals: the conviction whose equals were last looked at
+        tied = False  # signals: a group of equals was scaled (tie_scale to reset)
         if scheme == WEIGHTS and n_left > 0:  # purchases that overdraw are scaled pro rata
-            _pro_rata_targets(heap, hp, n_left, sorted_c, sorted_p, at_rank, cand, units_after,
-                              pos[b, :, L.REENTRY], t, max_positions, held, c[t], slip_fb,
-                              fee_rate, fixed_fee, cash_est, net, gross, short, m_init,
-                              borrowing, scaled, count[b])
-            heaped = True  # sorted: a heap already
+            # (sorted when it scales: a sorted array is a heap already)
+            heaped = _pro_rata_targets(heap, hp, n_left, sorted_c, sorted_p, at_rank, cand,
+                                       units_after, pos[b, :, L.REENTRY], t, max_positions,
+                                       held, c, slip_fb, fee_rate, fixed_fee, cash_est,
+                                       net, gross, short, m_init, borrowing, scaled, count[b])
         while n_left > 0:
             pre_check = scheme == SIGNALS and corr_on and held > 0 and equity > 0.0
             if scheme == SIGNALS:
@@ -1150,6 +1167,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                         mean_sigma, sqrt_ppy, c[t], slip_fb, fee_rate, fixed_fee, cash_est,
                         net, gross, short, m_init, borrowing, tie_scale, scaled, count[b]):
                     n_pass = -1  # its equals' early refusals at their scaled sizes, again
+                    tied = True
                     early[i] = _early_refusal(new, t < pos[b, i, L.REENTRY], held,
                                               max_positions, pre_check, base * tie_scale[i],
                                               equity, max(p[L.P_MIN_CONF], confs[b, i]),
@@ -1270,6 +1288,9 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                 short += add
             cash_est -= q * px + _fee(q, px, fee_rate[i], fixed_fee[i])
 
+        if tied:  # the sizes are taken: the next book starts from 1 again
+            tie_scale[:] = 1.0
+
         # ---- 3. fills: closing legs first, then openings in priority order
         for k in range(n_closes):
             i = closes[k]
@@ -1291,7 +1312,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                 if u < 0.0:
                     fshort -= v
         if next_open and n_cand > 0:  # prices moved since the decision: scale pro rata
-            _pro_rata(order, n_cand, open_q, o[fb], slip_fb, fee_rate, fixed_fee,
+            _pro_rata(order, n_cand, open_q, o, fb, slip_fb, fee_rate, fixed_fee,
                             acct[b, L.CASH], fnet, fgross, fshort, m_init, borrowing, scaled,
                             count[b])
         for k in range(n_cand):
