@@ -560,6 +560,8 @@ def bench_olps(names: tuple[str, ...] = ("bcrp", "ons", "corn")) -> list[dict[st
     for ds in OLPS_DATASETS:
         frame = pd.read_csv(folder / f"{ds}.csv")
         frame.index = pd.date_range("2000-01-03", periods=len(frame), freq="B", tz="UTC")
+        # NYSE(O) names its stocks A..Z: O, H, L, C, V, T would read as OHLCV and time
+        frame.columns = [f"{ds}:{c}" for c in frame.columns]
         md = load_market(frame, min_bars=10)
         for name in names:
             policy = resolve_policy(name)
