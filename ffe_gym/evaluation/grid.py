@@ -86,17 +86,15 @@ def scale_to(returns: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return returns * (np.std(reference, ddof=1) / sd) if sd > 0 else np.array(returns)
 
 
-def _returns_by_task(df: pd.DataFrame, tasks: list[tuple[str, int]], scaled: bool = False
-                     ) -> tuple[np.ndarray, dict[tuple[str, str], np.ndarray]]:
-    """Per-bar log returns concatenated over the test windows: the reference's, and each
-    non-hindsight (agent, variant)'s, averaged over its seeds. ``scaled``: each agent's
-    returns in a window multiplied by the reference's volatility over its own in that window
-    (a flat window stays 0), so that a higher mean is a higher Sharpe ratio, the score's
-    meaning, not a larger exposure."""
+def _returns_by_task(df: pd.DataFrame, tasks: list[tuple[str, int]]
+                     ) -> tuple[dict[tuple[str, int], np.ndarray],
+                                dict[tuple[str, str], list[np.ndarray]]]:
+    """Per-bar log returns per test window: the reference's, and each non-hindsight (agent,
+    variant)'s, averaged over its seeds (an agent missing a window is left out). Each curve
+    is read once; :func:`_concatenated` joins the windows."""
     ref = df[df["role"] == "reference"].set_index(["dataset", "fold"])
     lengths = {t: int(ref.loc[t, "bars"]) for t in tasks}
-    bench_parts = {t: _log_returns(ref.loc[t, "folder"], lengths[t]) for t in tasks}
-    bench = np.concatenate([bench_parts[t] for t in tasks])
+    bench = {t: _log_returns(ref.loc[t, "folder"], lengths[t]) for t in tasks}
     models = {}
     agents = df[(df["role"] == "agent") & ~df["hindsight"].astype(bool)]
     for (agent, variant), sub in agents.groupby(["agent", "variant"], sort=False):
@@ -105,11 +103,24 @@ def _returns_by_task(df: pd.DataFrame, tasks: list[tuple[str, int]], scaled: boo
             runs = sub[(sub["dataset"] == t[0]) & (sub["fold"] == t[1])]
             if runs.empty:
                 break
-            r = np.mean([_log_returns(f, lengths[t]) for f in runs["folder"]], axis=0)
-            parts.append(scale_to(r, bench_parts[t]) if scaled else r)
+            parts.append(np.mean([_log_returns(f, lengths[t]) for f in runs["folder"]],
+                                 axis=0))
         else:
-            models[(agent, variant)] = np.concatenate(parts)
+            models[(agent, variant)] = parts
     return bench, models
+
+
+def _concatenated(bench: dict[tuple[str, int], np.ndarray],
+                  models: dict[tuple[str, str], list[np.ndarray]], scaled: bool
+                  ) -> tuple[np.ndarray, dict[tuple[str, str], np.ndarray]]:
+    """The windows joined; ``scaled``: each agent's returns in a window multiplied by the
+    reference's volatility over its own in that window (:func:`scale_to`), so that a higher
+    mean is a higher Sharpe ratio, the score's meaning, not a larger exposure."""
+    refs = list(bench.values())
+    joined = {k: np.concatenate([scale_to(r, b) if scaled else r
+                                 for r, b in zip(parts, refs, strict=True)])
+              for k, parts in models.items()}
+    return np.concatenate(refs), joined
 
 
 def _flags(sub: pd.DataFrame, m: np.ndarray, lo: float, hi: float, windows: int) -> list[str]:
@@ -185,11 +196,12 @@ def aggregate(df: pd.DataFrame, exp: ExperimentConfig, reps: int = 2000) -> dict
     entries = {a.name: a for a in exp.agents}
     cash = next((a.name for a in exp.agents if a.control == "cash"), None)
     label = {k: f"{k[0]} [{k[1]}]" if len(exp.variants) > 1 else k[0] for k in keys}
-    bench, models = _returns_by_task(df, tasks, scaled=exp.score == "sharpe")
+    windows_bench, windows_models = _returns_by_task(df, tasks)
+    bench, models = _concatenated(windows_bench, windows_models, exp.score == "sharpe")
     # the deflated Sharpe ratio: each configuration's pooled test returns (every window,
     # seeds averaged), against the configurations tried: every (agent, variant) that is not a
     # control, plus the extra configurations a sweep tried
-    _, pooled = _returns_by_task(df, tasks)
+    _, pooled = _concatenated(windows_bench, windows_models, False)
     tried = [k for k in pooled if entries.get(k[0]) is None or entries[k[0]].control is None]
     extra = sum((int(a.train.trials) - 1) * len(exp.variants)
                 for a in exp.agents if a.train is not None and a.control is None)
@@ -342,13 +354,3 @@ def _mean(sub: pd.DataFrame, col: str) -> float | None:
     """Mean over runs; None when the metric is undefined for every run."""
     v = pd.to_numeric(sub[col], errors="coerce").astype(float)
     return float(v.mean()) if v.notna().any() else None
-
-
-def _ppy(df: pd.DataFrame) -> float:
-    # bars per year from any finished run's window (all runs share the calendar per dataset)
-    bars = df["bars"].astype(float)
-    start = pd.to_datetime(df["start"])
-    end = pd.to_datetime(df["end"])
-    years = ((end - start).dt.total_seconds() / (365 * 86400)).replace(0, np.nan)
-    ppy = (bars / years).median()
-    return float(ppy) if np.isfinite(ppy) and ppy > 0 else 252.0
