@@ -181,3 +181,14 @@ def test_the_index_line_is_the_index_bought_and_held_over_each_window(tmp_path):
                for line in lines)
     with pytest.raises(ConfigError, match="index: give exactly source and symbol"):
         from_dict(ex.ExperimentConfig, {**ex.to_dict(exp), "index": {"source": "skfolio"}})
+    # an unknown symbol or an index without prices over the windows: refused before any job
+    wrong = from_dict(ex.ExperimentConfig, {**ex.to_dict(exp),
+                                            "index": {"source": "skfolio", "symbol": "SPX"}})
+    with pytest.raises(ConfigError, match=r"index: .*unknown symbol 'SPX'"):
+        ex.jobs(wrong, tmp_path / "other")
+    pytest.importorskip("arch")
+    short = from_dict(ex.ExperimentConfig, {**ex.to_dict(exp),
+                                            "index": {"source": "arch", "symbol": "SPX"}})
+    with pytest.raises(ConfigError, match=r"index: SPX has prices 1999-01-04 \.\. 2018-12-31, "
+                                          r"not over the test window"):
+        ex.jobs(short, tmp_path / "other")

@@ -220,6 +220,23 @@ class ExperimentConfig:
                                           decide_every=a.decide_every))
 
 
+def index_covers(exp: ExperimentConfig, md: MarketData, windows: list[Any]) -> None:
+    """The experiment's index line (``index``) loads and has prices over every test window of
+    ``md``; else ConfigError naming ``index``."""
+    from ffe_gym.data import DataError, load_market
+
+    try:
+        index = load_market(exp.index["source"], symbols=[exp.index["symbol"]]).index
+    except DataError as exc:
+        raise ConfigError(f"index: {exc}") from None
+    for w in windows:
+        first, last = md.index[w.start], md.index[w.stop - 1]
+        if index[0] > first or index[-1] < last:
+            raise ConfigError(f"index: {exp.index['symbol']} has prices "
+                              f"{index[0].date()} .. {index[-1].date()}, not over the test "
+                              f"window {first.date()} .. {last.date()}")
+
+
 def load_experiment(path: str | Path) -> ExperimentConfig:
     exp = load_yaml_as(ExperimentConfig, path, "experiment")
     for d in exp.datasets:  # check every dataset's and variant's config now, not in a worker
@@ -488,7 +505,10 @@ def jobs(exp: ExperimentConfig, root: str | Path) -> list[JobSpec]:
         data_hash = md.digest()
         ref_cfg = to_dict(reference_config(base))
         variants = {v: variant_config(exp, d, v) for v in exp.variants}
-        for fold in folds_for(exp, base, md):
+        folds = folds_for(exp, base, md)
+        if exp.index:  # checked before any job runs, not after every job has
+            index_covers(exp, md, [f.test for f in folds])
+        for fold in folds:
             windows = {k: (w.start, w.stop) for k, w in
                        (("train", fold.train), ("validation", fold.validation),
                         ("test", fold.test))}
