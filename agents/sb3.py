@@ -237,7 +237,7 @@ def _vec_env(cfg: Config, md: MarketData, n: int, options: dict | None, seed: in
 
     from ffe_gym.env import SB3VecEnv
 
-    venv = SB3VecEnv(n, cfg, md, options=options)
+    venv = SB3VecEnv(n, cfg, md, options=options, threads=cfg.train.env_threads)
     venv.seed(seed)
     return VecMonitor(venv)
 
@@ -255,15 +255,84 @@ def latest_checkpoint(folder: Path) -> Path:
     return found[-1]
 
 
+def is_eiie(spec: AgentSpec) -> bool:
+    return spec.policy == "EIIEPolicy"
+
+
+def policy_setup(spec: AgentSpec, cfg: Config) -> dict[str, Any]:
+    """The policy kwargs ``spec`` trains with under ``cfg``: for ``EIIEPolicy`` its alias is
+    registered and ``n_features`` filled in from ``env.features.names`` (a value the YAML
+    states must agree)."""
+    kwargs = dict(spec.policy_kwargs)
+    if not is_eiie(spec):
+        return kwargs
+    if spec.algo not in ("ppo", "a2c"):
+        raise ConfigError(f"{spec.source}: policy EIIEPolicy is for ppo and a2c (an "
+                          f"actor-critic policy); {spec.algo} uses MultiInputPolicy")
+    importlib.import_module("ffe_agents.eiie")  # registers the alias on PPO and A2C
+    f = len(cfg.env.features.names)
+    if kwargs.setdefault("n_features", f) != f:
+        raise ConfigError(f"{spec.source}: policy_kwargs.n_features is {kwargs['n_features']} "
+                          f"but env.features.names has {f} features; set it to {f} or remove "
+                          "it (ffe-gym fills it in; rl_zoo3 needs it)")
+    if cfg.env.observation != "dict":
+        raise ConfigError(f"{spec.source}: EIIEPolicy reads the dict observation; set "
+                          "env.observation: dict")
+    return kwargs
+
+
+def _normalizer(spec: AgentSpec, cfg: Config, venv: Any, **kwargs: Any) -> Any:
+    """``VecNormalize`` around ``venv``; for ``EIIEPolicy`` statistics shared across assets
+    (:class:`ffe_agents.eiie.AssetNormalize`)."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    if is_eiie(spec):
+        from ffe_agents.eiie import AssetNormalize
+
+        return AssetNormalize(venv, len(cfg.env.features.names), **kwargs)
+    return VecNormalize(venv, **kwargs)
+
+
+def _eval_callback(eval_env: Any, cfg: Config, out: Path, n_envs: int, normalize: bool) -> Any:
+    """SB3's ``EvalCallback`` (deterministic policy on the validation window, logged as
+    ``eval/mean_reward``), which also saves the normalisation statistics of each new best model
+    beside it (``best/vecnormalize.pkl``) and evaluates once more when training ends, so the
+    last model is a candidate too."""
+    from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
+
+    class SaveStats(BaseCallback):
+        def _on_step(self) -> bool:
+            if normalize:
+                self.model.get_env().save(str(out / "best" / "vecnormalize.pkl"))
+            return True
+
+    class Validation(EvalCallback):
+        def _on_training_end(self) -> None:
+            if self.n_calls and self.n_calls % self.eval_freq:
+                freq, self.eval_freq = self.eval_freq, self.n_calls
+                try:
+                    self._on_step()
+                finally:
+                    self.eval_freq = freq
+
+    return Validation(eval_env, eval_freq=max(cfg.train.eval_freq // n_envs, 1),
+                      n_eval_episodes=cfg.train.eval_episodes,
+                      best_model_save_path=str(out / "best"), log_path=str(out / "eval"),
+                      deterministic=True, verbose=0, callback_on_new_best=SaveStats())
+
+
 def train(spec: AgentSpec, cfg: Config, md: MarketData, out: str | Path, *, seed: int = 0,
           timesteps: int | None = None, resume: str | Path | None = None,
           progress: bool = True, windows: dict[str, Window] | None = None) -> Any:
     """Train ``spec`` on the training window of ``md``, write the run folder ``out``, return the
     model.
 
-    Writes ``model.zip``, ``vecnormalize.pkl`` (when normalising), ``config.yaml`` (the
-    resolved env config), ``agent.yaml`` (the hyperparameters), ``manifest.json``,
-    ``tb/`` (TensorBoard), ``checkpoints/`` and ``best/`` (best validation model).
+    Writes ``model.zip`` (the last model), ``best/`` (the model with the best validation
+    return, with its ``vecnormalize.pkl``), ``vecnormalize.pkl`` (when normalising),
+    ``config.yaml`` (the resolved env config), ``agent.yaml`` (the hyperparameters),
+    ``manifest.json`` (with ``model``: the file :func:`load_policy` evaluates, chosen by
+    ``train.evaluate_model``), ``eval/evaluations.npz`` (validation return against steps),
+    ``tb/`` (TensorBoard) and ``checkpoints/``.
 
     :param resume: a checkpoint file or a run folder: training continues from the latest
         checkpoint to ``timesteps`` in total, on the same TensorBoard curve.
@@ -271,13 +340,14 @@ def train(spec: AgentSpec, cfg: Config, md: MarketData, out: str | Path, *, seed
         :func:`split_windows`.
     """
     import torch
-    from stable_baselines3.common.callbacks import CheckpointCallback, EvalCallback
+    from stable_baselines3.common.callbacks import CheckpointCallback
     from stable_baselines3.common.vec_env import VecNormalize
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.train.torch_threads)
     cfg = training_config(cfg, spec)
+    policy_kwargs = policy_setup(spec, cfg)
     total = int(timesteps if timesteps is not None else spec.n_timesteps)
     windows = windows or split_windows(md, cfg)
     train_md = windows["train"].of(md)
@@ -294,27 +364,24 @@ def train(spec: AgentSpec, cfg: Config, md: MarketData, out: str | Path, *, seed
             stats = ckpt.with_name(ckpt.name.replace("model_", "model_vecnormalize_")
                                    .replace(".zip", ".pkl"))
             env = VecNormalize.load(str(stats), env)
-            eval_env = VecNormalize(eval_env, training=False, norm_reward=False,
-                                    **_eval_norm_kwargs(spec.normalize))
+            eval_env = _normalizer(spec, cfg, eval_env, training=False, norm_reward=False,
+                                   **_eval_norm_kwargs(spec.normalize))
         model = Algo.load(str(ckpt), env=env, device=cfg.train.device,
                           tensorboard_log=str(out / "tb"))
     else:
         if spec.normalize is not None:
-            env = VecNormalize(env, **spec.normalize)
-            eval_env = VecNormalize(eval_env, training=False, norm_reward=False,
-                                    **_eval_norm_kwargs(spec.normalize))
+            env = _normalizer(spec, cfg, env, **spec.normalize)
+            eval_env = _normalizer(spec, cfg, eval_env, training=False, norm_reward=False,
+                                   **_eval_norm_kwargs(spec.normalize))
         try:
             model = Algo(spec.policy, env, seed=seed, verbose=0, device=cfg.train.device,
-                         tensorboard_log=str(out / "tb"), policy_kwargs=spec.policy_kwargs,
+                         tensorboard_log=str(out / "tb"), policy_kwargs=policy_kwargs,
                          **spec.kwargs)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise ConfigError(f"{spec.source}: {exc}") from None
     n_envs = spec.n_envs
     callbacks = [
-        EvalCallback(eval_env, eval_freq=max(cfg.train.eval_freq // n_envs, 1),
-                     n_eval_episodes=cfg.train.eval_episodes,
-                     best_model_save_path=str(out / "best"), log_path=str(out / "eval"),
-                     deterministic=True, verbose=0),
+        _eval_callback(eval_env, cfg, out, n_envs, spec.normalize is not None),
         CheckpointCallback(save_freq=max(cfg.train.checkpoint_freq // n_envs, 1),
                            save_path=str(out / "checkpoints"), name_prefix="model",
                            save_vecnormalize=spec.normalize is not None),
@@ -327,13 +394,19 @@ def train(spec: AgentSpec, cfg: Config, md: MarketData, out: str | Path, *, seed
     model.save(str(out / "model.zip"))
     if spec.normalize is not None:
         model.get_env().save(str(norm_path))
+    chosen = "model.zip"
+    if cfg.train.evaluate_model == "best":
+        if not (out / "best" / "best_model.zip").is_file():
+            raise RuntimeError(f"{out}: no validation run saved a best model "
+                               "(train.evaluate_model: best)")
+        chosen = "best/best_model.zip"
     write_yaml(out / "config.yaml", to_dict(cfg))
     write_yaml(out / "agent.yaml", {ENV_ID: spec.raw})
     write_json(out / "manifest.json", manifest(
         config=to_dict(cfg), data_hash=md.digest(), data=md.describe(),
         seeds={"seed": seed},
         extra={"algo": spec.algo, "agent_config": spec.source, "timesteps": model.num_timesteps,
-               "normalize": spec.normalize is not None,
+               "normalize": spec.normalize is not None, "model": chosen,
                "windows": {k: [w.start, w.stop] for k, w in windows.items()},
                "window_times": {k: [str(md.index[w.start]), str(md.index[w.stop - 1])]
                                 for k, w in windows.items()}}))
@@ -353,7 +426,11 @@ class SB3Policy:
     """A trained SB3 model as a :class:`ffe_gym.evaluation.Policy`.
 
     Observations are normalised with the saved ``VecNormalize`` statistics, frozen. Actions
-    are deterministic. A recurrent policy keeps its hidden state across one episode.
+    are deterministic. A recurrent policy keeps its hidden state across one episode. An
+    ``EIIEPolicy`` acts on any number of assets: bound to an env whose N differs from the one it
+    was trained on, it is rebuilt for the env's spaces with the same weights
+    (:func:`ffe_agents.eiie.resize`; SB3's check that the saved spaces match is bypassed for
+    this policy only, whose parameters do not depend on N).
 
     :param model: the loaded SB3 model.
     :param env_config: the ``env`` section it was trained with (its observation layout).
@@ -363,6 +440,7 @@ class SB3Policy:
     def __init__(self, model: Any, env_config: dict[str, Any], normalizer: Any = None,
                  name: str = "sb3") -> None:
         self.model = model
+        self.policy = model.policy
         self.env_config = env_config
         self.normalizer = normalizer
         self.name = name
@@ -371,6 +449,29 @@ class SB3Policy:
 
     def env_overrides(self) -> dict[str, Any]:
         return dict(self.env_config)
+
+    def bind(self, layout: Any) -> None:
+        """Fit an ``EIIEPolicy`` to the env's number of assets (class doc)."""
+        n = getattr(self.model.policy, "n_assets", None)
+        if n is None or n == layout.n_assets:
+            self.policy = self.model.policy
+            return
+        from gymnasium import spaces
+
+        from ffe_agents.eiie import resize
+
+        k = layout.n_assets
+        w, f = layout.window, len(layout.features)
+        box = lambda size: spaces.Box(-np.inf, np.inf, (size,), dtype=np.float32)  # noqa: E731
+        obs = spaces.Dict({"market": box(w * k * f), "positions": box(k * len(
+            layout.position_fields)), "account": box(len(layout.account_fields))})
+        old = self.model.policy.action_space
+        if isinstance(old, spaces.MultiDiscrete):
+            act: Any = spaces.MultiDiscrete([int(old.nvec[0])] * k)
+        else:
+            act = spaces.Box(-1.0, 1.0, (k + (1 if old.shape[0] == n + 1 else 0),),
+                             dtype=np.float32)
+        self.policy = resize(self.model.policy, obs, act)
 
     def reset(self, seed: int | None = None) -> None:
         self._state = None
@@ -386,9 +487,9 @@ class SB3Policy:
         return obs
 
     def act(self, observation: Any, info: dict[str, Any]) -> np.ndarray:
-        action, self._state = self.model.predict(self._batch(observation), state=self._state,
-                                                 episode_start=self._start,
-                                                 deterministic=True)
+        action, self._state = self.policy.predict(self._batch(observation), state=self._state,
+                                                  episode_start=self._start,
+                                                  deterministic=True)
         self._start = np.zeros(1, dtype=bool)
         return action[0]
 
@@ -463,27 +564,32 @@ def load_zoo_policy(path: str | Path, **kwargs: Any) -> SB3Policy:
 
 
 def load_policy(path: str | Path, **kwargs: Any) -> SB3Policy:
-    """Load a run folder written by :func:`train` (or a ``model.zip`` inside one), or an
-    rl_zoo3 run folder (:func:`load_zoo_policy`)."""
+    """Load a run folder written by :func:`train` (the model its manifest names: the best on
+    validation unless ``train.evaluate_model`` said ``final``), a ``model.zip`` inside one, or
+    an rl_zoo3 run folder (:func:`load_zoo_policy`)."""
+    import json
     import pickle
 
     path = Path(path)
     folder = path.parent if path.is_file() else path
-    model_file = path if path.is_file() else folder / "model.zip"
     man_file = folder / "manifest.json"
     if not man_file.exists() and zoo_run(path) is not None:
         return load_zoo_policy(path, **kwargs)
-    if not model_file.exists() or not man_file.exists():
+    if not man_file.exists():
         raise ConfigError(f"{path}: not a trained run (needs model.zip and manifest.json, or "
                           "an rl_zoo3 run folder)")
-    import json
-
     man = json.loads(man_file.read_text())
+    model_file = path if path.is_file() else folder / man.get("model", "model.zip")
+    if not model_file.exists():
+        raise ConfigError(f"{path}: not a trained run ({model_file.relative_to(folder)} is "
+                          "missing)")
+    if man["config"]["env"].get("observation") == "dict" and man.get("algo") in ("ppo", "a2c"):
+        importlib.import_module("ffe_agents.eiie")  # an EIIEPolicy model unpickles its class
     Algo = algo_class(man["algo"])
     model = Algo.load(str(model_file), device="cpu")
     normalizer = None
     if man.get("normalize"):
-        with open(folder / "vecnormalize.pkl", "rb") as fh:
+        with open(model_file.parent / "vecnormalize.pkl", "rb") as fh:
             normalizer = pickle.load(fh)
         normalizer.training = False
         normalizer.norm_reward = False

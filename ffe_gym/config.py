@@ -37,7 +37,7 @@ def _bounded(default: Any, *, ge: float | None = None, gt: float | None = None,
 class SyntheticConfig:
     """The seeded synthetic market used when ``data.source`` is ``synthetic``."""
 
-    preset: Literal["crypto", "fx", "mixed"] = "crypto"
+    preset: Literal["crypto", "fx", "mixed", "trend", "alternating", "lead", "noise"] = "crypto"
     n_assets: int = _bounded(5, ge=1)
     n_bars: int = _bounded(8760, ge=10)
     seed: int = _bounded(0, ge=0)
@@ -231,6 +231,7 @@ class TrainConfig:
     """How agents are trained: threads, data splits, evaluation and checkpoints."""
 
     torch_threads: int = _bounded(1, ge=1, doc="torch.set_num_threads; 1 is fastest for small nets")
+    env_threads: int = _bounded(1, ge=1, doc="numba threads of the training env's books")
     device: str = "cpu"
     train_fraction: float = _bounded(0.7, gt=0, lt=1)
     validation_fraction: float = _bounded(0.15, gt=0, lt=1)
@@ -238,6 +239,7 @@ class TrainConfig:
     eval_freq: int = _bounded(10_000, ge=1, doc="environment steps between validations")
     eval_episodes: int = _bounded(1, ge=1)
     checkpoint_freq: int = _bounded(50_000, ge=1, doc="environment steps between checkpoints")
+    evaluate_model: Literal["best", "final"] = "best"  # best on validation, or the last model
 
     def __post_init__(self) -> None:
         if self.train_fraction + self.validation_fraction >= 1.0:

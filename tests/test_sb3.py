@@ -65,8 +65,14 @@ def test_every_agent_file_loads_in_zoo_format():
     for algo in sb3.ALGOS:
         s = sb3.load_agent_spec(ROOT / "configs" / "agents" / f"{algo}.yaml")
         assert s.algo == algo and s.n_timesteps > 0 and s.normalize is not None
-    s = sb3.load_agent_spec(ROOT / "configs" / "agents" / "ppo.yaml")
-    lr = s.kwargs["learning_rate"]
+
+
+
+def test_lin_schedules_decay_linearly(tmp_path):
+    f = tmp_path / "ppo.yaml"
+    f.write_text("ffe/Portfolio-v0:\n  n_timesteps: 10\n  policy: MlpPolicy\n"
+                 "  learning_rate: lin_3e-4\n")
+    lr = sb3.load_agent_spec(f).kwargs["learning_rate"]
     assert lr(1.0) == pytest.approx(3e-4) and lr(0.5) == pytest.approx(1.5e-4)
 
 
@@ -90,7 +96,9 @@ def test_spec_errors_name_the_file_and_key(tmp_path):
 def test_trained_saved_loaded_model_acts_exactly_as_trained(tmp_path, md, algo):
     override = TINY if algo == "ppo" else {"learning_starts": 32, "buffer_size": 1000,
                                            "batch_size": 32}
-    model = sb3.train(spec(algo, **override), cfg(), md, tmp_path, seed=1, timesteps=256,
+    final = cfg()
+    final.train.evaluate_model = "final"
+    model = sb3.train(spec(algo, **override), final, md, tmp_path, seed=1, timesteps=256,
                       progress=False)
     policy = sb3.load_policy(tmp_path)
     env = env_for(policy, cfg(), md)
@@ -104,6 +112,30 @@ def test_trained_saved_loaded_model_acts_exactly_as_trained(tmp_path, md, algo):
         assert f"portfolio/{key}" in tags
     result = rollout(policy, env, window=(900, 1000), seed=0)
     assert result.metrics["bars"] == 100
+
+
+def test_the_evaluated_model_is_the_best_on_validation_with_its_own_statistics(tmp_path, md):
+    """train.evaluate_model: best (the default): the manifest names best/best_model.zip, whose
+    validation return is the highest in eval/evaluations.npz (the last model is evaluated too),
+    and load_policy reads the normalisation statistics saved with it."""
+    import json
+    import pickle
+
+    sb3.train(spec("ppo", **TINY), cfg(), md, tmp_path, seed=3, timesteps=640, progress=False)
+    man = json.loads((tmp_path / "manifest.json").read_text())
+    assert man["model"] == "best/best_model.zip"
+    ev = np.load(tmp_path / "eval" / "evaluations.npz")
+    assert ev["timesteps"][-1] == man["timesteps"] and len(ev["timesteps"]) >= 5
+    policy = sb3.load_policy(tmp_path)
+    with open(tmp_path / "best" / "vecnormalize.pkl", "rb") as fh:
+        best_stats = pickle.load(fh)
+    np.testing.assert_array_equal(policy.normalizer.obs_rms["market"].mean,
+                                  best_stats.obs_rms["market"].mean)
+    env = env_for(policy, cfg(), md)
+    start, stop = man["windows"]["validation"]
+    r = rollout(policy, env, window=(start, stop - 1), seed=0)
+    assert np.log(r.equity.iloc[-1] / r.equity.iloc[0]) == pytest.approx(
+        ev["results"].mean(axis=1).max(), rel=1e-4, abs=1e-6)
 
 
 @pytest.mark.parametrize("algo", ["a2c", "td3", "recurrent_ppo"])

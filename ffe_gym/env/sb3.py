@@ -30,14 +30,16 @@ class SB3VecEnv(VecEnv):
     :param options: reset options used for every reset and autoreset (e.g. a fixed
         validation window ``{"start": ..., "end": ...}``); SB3's ``set_options`` applies to
         the next reset only.
+    :param threads: numba threads the books are split over (``PortfolioVectorEnv``'s
+        ``threads``; 1 unless the machine is otherwise idle).
     """
 
     def __init__(self, num_envs: int = 1, config: Config | Mapping | str | Path | None = None,
                  data: MarketData | str | Path | None = None,
-                 options: Mapping[str, Any] | None = None) -> None:
+                 options: Mapping[str, Any] | None = None, threads: int = 1) -> None:
         self.venv = PortfolioVectorEnv(num_envs, config, data,
                                        autoreset_mode=AutoresetMode.SAME_STEP,
-                                       step_info=False)
+                                       step_info=False, threads=threads)
         self.default_options = dict(options) if options else None
         super().__init__(num_envs, self.venv.single_observation_space,
                          self.venv.single_action_space)
