@@ -48,6 +48,9 @@ REGISTRY: dict[str, str] = {
     "hrp": "ffe_agents.optimisation:HierarchicalRiskParity",
     "erc": "ffe_agents.optimisation:EqualRiskContribution",
     "llm-ensemble": "ffe_agents.llm:LLMEnsemble",
+    "oracle-trend": "ffe_agents.oracles:TrendOracle",
+    "oracle-alternating": "ffe_agents.oracles:AlternatingOracle",
+    "oracle-lead": "ffe_agents.oracles:LeadOracle",
 }
 
 
