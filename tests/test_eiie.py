@@ -134,7 +134,7 @@ def test_the_yaml_must_agree_with_the_env_and_the_algorithm(tmp_path):
     spec = sb3.load_agent_spec(ROOT / "configs" / "agents" / "ppo.yaml")
     cfg = small_config()
     cfg.env.features.names = ["log_return", "range"]
-    with pytest.raises(ConfigError, match="n_features is 6 but env.features.names has 2"):
+    with pytest.raises(ConfigError, match=r"n_features is 6 but env\.features\.names has 2"):
         sb3.policy_setup(spec, cfg)
     spec.policy_kwargs.pop("n_features")
     assert sb3.policy_setup(spec, cfg)["n_features"] == 2

@@ -83,15 +83,21 @@ def test_backtest_on_the_real_hourly_data(tmp_path):
     assert "SYNTHETIC" not in r.stdout
 
 
-def test_benchmark_tiny_budget():
+def test_benchmark_tiny_budget(tmp_path):
     r = run("scripts/benchmark.py", "--seconds", "0.05", "--assets", "10", "--books", "1", "4",
-            "--sections", "engine", "scaling", "env", "peers", "ppo", "llm", "--vector-envs", "4",
-            "--ppo-timesteps", "256", "--llm-decisions", "5")
+            "--sections", "engine", "scaling", "env", "peers", "train", "llm", "--vector-envs",
+            "4", "--train-timesteps", "256", "--train-repeats", "1", "--llm-decisions", "5",
+            "--json", str(tmp_path / "bench.json"))
     assert r.returncode == 0, r.stderr
+    figures = json.loads((tmp_path / "bench.json").read_text())
+    assert {"engine", "scaling", "env", "train", "llm"} <= set(figures)
+    assert {(t["config"], t["assets"]) for t in figures["train"]} == {
+        ("old", 5), ("default", 5), ("old", 20), ("default", 20)}
+    assert all(t["steps_per_s"] > 0 and 0 <= t["env_share"] <= 1 for t in figures["train"])
     assert "decisions/s" in r.stdout
     assert "Engine scaling" in r.stdout and "1000" in r.stdout
     assert "PortfolioVectorEnv" in r.stdout
-    assert "PPO training" in r.stdout and "time inside the env" in r.stdout
+    assert "PPO training" in r.stdout and "EIIEPolicy" in r.stdout
     assert "cached replay decisions/s" in r.stdout
     for peer in ("gym-anytrading", "Gym-Trading-Env", "FinRL"):
         assert peer in r.stdout  # a figure, or "could not run" when not installed

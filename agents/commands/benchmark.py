@@ -31,8 +31,14 @@ Gym-Trading-Env (one asset) and FinRL's ``StockTradingEnv`` (N = 10). A peer tha
 installed or fails is reported as such. Install them with ``pip install gym-anytrading`` and
 ``pip install --no-deps gym-trading-env finrl`` (both pin old dependencies).
 
-PPO: training steps per second on ``ffe/Portfolio-v0`` with N = 10 and the share of the
-wall time spent inside the env (target: under 10%).
+Train (``--sections train``): PPO training env-steps per second on ``ffe/Portfolio-v0`` at
+N = 5 and N = 20, for the default configuration (``configs/agents/ppo.yaml``: EIIEPolicy, 32
+books, batch 1024, 4 epochs) and the old one (SB3's dict MLP 64x64, 8 envs, batch 256, 5
+epochs: :data:`OLD_PPO`), interleaved, medians of 3, with the share of the time in the env,
+in the update (``model.train``) and in the rest of the rollout (policy forward, normalisation,
+buffers). One thread each for torch and the env.
+
+``--json PATH`` writes every section's figures (the numbers behind the tables) to PATH.
 
 LLM: the ensemble's wall time per decision against its slowest member, members served on
 loopback after fixed delays (target: at most 1.3x, from concurrency), and cached replay
@@ -59,6 +65,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import os
 import platform
 import sys
@@ -444,18 +451,29 @@ def peer_finrl(n_assets: int, seconds: float) -> float:
     return _timed(step, lambda: env.reset(seed=0), seconds)
 
 
-def bench_ppo(n_assets: int, timesteps: int) -> dict:
-    """PPO training steps per second and the share of the time spent inside the env.
+#: the project's training configuration before the shared encoder (8 envs, batch 256, 5
+#: epochs, SB3's dict MLP 64x64, VecNormalize per entry): the "old default" of the train section
+OLD_PPO = {"policy": "MultiInputPolicy", "n_envs": 8, "normalize": {},
+           "kwargs": {"n_steps": 256, "batch_size": 256, "n_epochs": 5, "gamma": 0.99,
+                      "gae_lambda": 0.95, "learning_rate": 3e-4, "clip_range": 0.2},
+           "policy_kwargs": {"net_arch": [64, 64]}}
 
-    Hyperparameters from ``configs/agents/ppo.yaml`` (8 envs, 256 steps, 5 epochs, 64x64),
-    ``torch.set_num_threads(1)``. The env time is measured around ``SB3VecEnv`` (reset and
-    step); normalisation, the policy and the updates count as training.
+
+def bench_train(n_assets: int, timesteps: int, which: str = "default",
+                env_threads: int = 1) -> dict:
+    """PPO training env-steps per second on ``ffe/Portfolio-v0`` with the split of the time
+    between the env (``SB3VecEnv`` reset and step), the update (``model.train``) and the rest of
+    the rollout (policy forward, normalisation, buffers, callbacks).
+
+    :param which: ``default`` (``configs/agents/ppo.yaml``: EIIEPolicy, 32 envs, batch 1024) or
+        ``old`` (:data:`OLD_PPO`).
     """
     import torch
     from stable_baselines3 import PPO
-    from stable_baselines3.common.vec_env import VecEnvWrapper, VecMonitor, VecNormalize
+    from stable_baselines3.common.vec_env import VecEnvWrapper, VecMonitor
 
-    from ffe_agents.sb3 import default_agent_config, load_agent_spec
+    from ffe_agents.sb3 import _normalizer, default_agent_config, load_agent_spec, policy_setup
+    from ffe_gym.config import Config
     from ffe_gym.env import SB3VecEnv
 
     class Timed(VecEnvWrapper):
@@ -475,19 +493,56 @@ def bench_ppo(n_assets: int, timesteps: int) -> dict:
 
     torch.set_num_threads(1)
     spec = load_agent_spec(default_agent_config("ppo"), algo="ppo")
+    if which == "old":
+        spec.policy, spec.n_envs = OLD_PPO["policy"], OLD_PPO["n_envs"]
+        spec.normalize, spec.kwargs = OLD_PPO["normalize"], dict(OLD_PPO["kwargs"])
+        spec.policy_kwargs = dict(OLD_PPO["policy_kwargs"])
+    cfg = _engine_config()
+    policy_kwargs = policy_setup(spec, cfg)
     md = _synthetic(n_assets, 5000, 0)
-    inner = SB3VecEnv(spec.n_envs, _engine_config(), md)
+    inner = SB3VecEnv(spec.n_envs, cfg, md, threads=env_threads)
     inner.reset()  # load the compiled kernels (once per process) outside the timing
     inner.step(np.zeros((spec.n_envs, n_assets), np.float32))
-    env = VecNormalize(VecMonitor(Timed(inner)), **spec.normalize)
+    env = _normalizer(spec, Config(), VecMonitor(Timed(inner)), **spec.normalize)
     model = PPO(spec.policy, env, seed=0, verbose=0, device="cpu",
-                policy_kwargs=spec.policy_kwargs, **spec.kwargs)
+                policy_kwargs=policy_kwargs, **spec.kwargs)
+    update = [0.0]
+    train = model.train
+
+    def timed_train() -> None:
+        t0 = time.perf_counter()
+        train()
+        update[0] += time.perf_counter() - t0
+
+    model.train = timed_train
     Timed.seconds = 0.0
     t0 = time.perf_counter()
     model.learn(total_timesteps=timesteps)
     total = time.perf_counter() - t0
-    return {"steps_per_s": model.num_timesteps / total, "env_share": Timed.seconds / total,
-            "timesteps": model.num_timesteps, "n_envs": spec.n_envs}
+    return {"config": which, "assets": n_assets, "steps_per_s": model.num_timesteps / total,
+            "env_share": Timed.seconds / total, "update_share": update[0] / total,
+            "rollout_share": 1.0 - (Timed.seconds + update[0]) / total,
+            "timesteps": model.num_timesteps, "n_envs": spec.n_envs,
+            "parameters": sum(p.numel() for p in model.policy.parameters()),
+            "env_threads": env_threads}
+
+
+def section_train(timesteps: int, assets: tuple[int, ...] = (5, 20),
+                  repeats: int = 3) -> list[dict]:
+    """``bench_train`` for the old and the default configuration at each N, interleaved over
+    ``repeats`` (a busy machine slows both alike); the median run of each, with the range."""
+    runs: dict[tuple[str, int], list[dict]] = {}
+    for _ in range(repeats):
+        for n in assets:
+            for which in ("old", "default"):
+                runs.setdefault((which, n), []).append(bench_train(n, timesteps, which))
+    rows = []
+    for rs in runs.values():
+        rs = sorted(rs, key=lambda r: r["steps_per_s"])
+        row = dict(rs[len(rs) // 2])
+        row["range"] = [rs[0]["steps_per_s"], rs[-1]["steps_per_s"]]
+        rows.append(row)
+    return rows
 
 
 def bench_llm(decisions: int, tmp: Path) -> dict:
@@ -666,7 +721,7 @@ def _measures(args) -> list[tuple[str, str, Any]]:
     return out
 
 
-def section_env(args, console, repeats: int = 3) -> list:
+def section_env(args, console, repeats: int = 3) -> tuple[list, list[dict]]:
     """Every env measure run once per repeat, interleaved (a busy machine slows all of them
     alike), then the median and range of the repeats; ratios from the medians."""
     from rich.table import Table
@@ -707,7 +762,9 @@ def section_env(args, console, repeats: int = 3) -> list:
         else:
             ratio = ""
         t.add_row(name, assets, cell, ratio)
-    return [t]
+    figures = [{"environment": name, "assets": assets, "steps_per_s": values[k],
+                "error": errors.get(k)} for k, (name, assets, _) in enumerate(measures)]
+    return [t], figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -717,25 +774,33 @@ def main(argv: list[str] | None = None) -> int:
                    help="engine section: numbers of assets")
     p.add_argument("--books", type=int, nargs="+", default=[1, 256],
                    help="engine section: numbers of books")
-    p.add_argument("--sections", nargs="+", default=["engine", "env", "peers", "ppo", "llm"],
-                   choices=["engine", "scaling", "vectorbt", "env", "peers", "ppo", "llm",
+    p.add_argument("--sections", nargs="+", default=["engine", "env", "peers", "train", "llm"],
+                   choices=["engine", "scaling", "vectorbt", "env", "peers", "train", "llm",
                             "embedded", "build", "olps"])
     p.add_argument("--embedded-decisions", type=int, default=4)
     p.add_argument("--llm-decisions", type=int, default=200)
-    p.add_argument("--ppo-timesteps", type=int, default=16_384)
+    p.add_argument("--train-timesteps", type=int, default=32_768,
+                   help="train section: timesteps per run")
+    p.add_argument("--train-assets", type=int, nargs="+", default=[5, 20])
+    p.add_argument("--train-repeats", type=int, default=3)
+    p.add_argument("--json", type=Path, default=None, metavar="PATH",
+                   help="also write every section's figures as JSON to PATH")
     p.add_argument("--vector-envs", type=int, default=256, help="env section: n books")
     args = p.parse_args(argv)
     from rich.console import Console
     from rich.table import Table
 
     console = Console() if sys.stdout.isatty() else Console(width=110)
+    record: dict[str, Any] = {"python": platform.python_version(), "numpy": np.__version__,
+                              "cpus": os.cpu_count(), "machine": platform.machine()}
     console.print(f"python {platform.python_version()}, numpy {np.__version__}, "
                   f"{os.cpu_count()} cpus, {platform.machine()}")
     if "engine" in args.sections:
         t = Table(title="Engine: decision steps per second, all rules on", header_style="bold")
         for col in ("assets N", "books B", "decisions/s", "book-steps/s"):
             t.add_column(col, justify="right")
-        for r in section_engine(args.seconds, args.assets, args.books):
+        record["engine"] = section_engine(args.seconds, args.assets, args.books)
+        for r in record["engine"]:
             t.add_row(str(r["assets"]), str(r["books"]), f"{r['decisions_per_s']:,.0f}",
                       f"{r['book_steps_per_s']:,.0f}")
         console.print(t)
@@ -747,11 +812,13 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(3):
             for label in runs:
                 runs[label].append(bench_decision(args.seconds, hold=label == "all HOLD"))
+        record["decision_us"] = runs
         for label, v in runs.items():
             t.add_row(label, f"{np.median(v):.2f} ({min(v):.2f}-{max(v):.2f})")
         console.print(t)
     if "scaling" in args.sections:
         res = section_scaling(args.seconds)
+        record["scaling"] = {str(k): v for k, v in res.items()}
         t = Table(title="Engine scaling: 16 books at random bars, no position cap, all other "
                         "rules on; median (range) of 3 interleaved repeats", header_style="bold")
         for col in ("assets N", "us per book-step", "against the first N"):
@@ -765,6 +832,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print(t)
     if "vectorbt" in args.sections:
         rows = section_vectorbt()
+        record["vectorbt"] = [{"simulator": n, "book_steps_per_s": v, "orders": o, "error": e}
+                              for n, v, o, e in rows]
         t = Table(title="Engine against vectorbt: 256 books x 10 assets sharing cash, random "
                         "orders every bar, 2,000 bars; median (range) of 3 interleaved repeats",
                   header_style="bold")
@@ -780,22 +849,37 @@ def main(argv: list[str] | None = None) -> int:
             t.add_row(name, f"{med:,.0f} ({min(v):,.0f}-{max(v):,.0f})", f"{orders:.3f}", ratio)
         console.print(t)
     if "env" in args.sections or "peers" in args.sections:
-        for table in section_env(args, console):
+        tables, record["env"] = section_env(args, console)
+        for table in tables:
             console.print(table)
-    if "ppo" in args.sections:
-        r = bench_ppo(10, args.ppo_timesteps)
-        t = Table(title="PPO training on ffe/Portfolio-v0, N = 10 (configs/agents/ppo.yaml)",
-                  header_style="bold")
-        for col in ("timesteps", "envs", "training steps/s", "time inside the env"):
-            t.add_column(col, justify="right")
-        t.add_row(f"{r['timesteps']:,}", str(r["n_envs"]), f"{r['steps_per_s']:,.0f}",
-                  f"{r['env_share']:.1%}")
+    if "train" in args.sections:
+        rows = section_train(args.train_timesteps, tuple(args.train_assets),
+                             args.train_repeats)
+        record["train"] = rows
+        t = Table(title=f"PPO training on ffe/Portfolio-v0, {args.train_timesteps:,} steps: "
+                        f"env-steps per second, median (range) of {args.train_repeats} interleaved "
+                        "runs; share of "
+                        "the time", header_style="bold")
+        for col in ("configuration", "N", "parameters", "env-steps/s", "vs old", "env",
+                    "rollout", "update"):
+            t.add_column(col, justify="right" if col != "configuration" else "left")
+        old = {r["assets"]: r["steps_per_s"] for r in rows if r["config"] == "old"}
+        for r in rows:
+            name = ("default: EIIEPolicy, 32 envs, batch 1024" if r["config"] == "default"
+                    else "old: MultiInputPolicy 64x64, 8 envs, batch 256")
+            lo, hi = r["range"]
+            t.add_row(name, str(r["assets"]), f"{r['parameters']:,}",
+                      f"{r['steps_per_s']:,.0f} ({lo:,.0f}-{hi:,.0f})",
+                      f"{r['steps_per_s'] / old[r['assets']]:.2f}x" if r["assets"] in old
+                      else "", f"{r['env_share']:.0%}", f"{r['rollout_share']:.0%}",
+                      f"{r['update_share']:.0%}")
         console.print(t)
     if "llm" in args.sections:
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
             r = bench_llm(args.llm_decisions, Path(tmp))
+        record["llm"] = r
         t = Table(title="LLM ensemble: 3 members on loopback (50/100/200 ms), joint prompts, "
                         "N = 5", header_style="bold")
         for col in ("decision wall time (median)", "slowest member", "ratio (target <= 1.3)",
@@ -808,6 +892,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(t)
     if "build" in args.sections:
         r = bench_build()
+        record["build"] = r
         t = Table(title="Building PortfolioEnv", header_style="bold")
         for col in ("bars T", "assets N", "seconds", "allocated during the build",
                     "the market itself"):
@@ -817,6 +902,7 @@ def main(argv: list[str] | None = None) -> int:
         console.print(t)
     if "olps" in args.sections:
         rows = bench_olps()
+        record["olps"] = rows
         if not rows:
             console.print("olps: the classic datasets are not installed (pip install --no-deps "
                           "universal-portfolios)")
@@ -841,8 +927,13 @@ def main(argv: list[str] | None = None) -> int:
         for label, threads, seq in (("in parallel", 1, False),
                                     ("one at a time", cores, True)):
             r = bench_embedded(args.embedded_decisions, threads, seq)
+            record.setdefault("embedded", []).append({"label": label, **r})
             per = "; ".join(f"{m} {lat:.1f} s, {pt:.0f} / {ct:.0f}"
                             for m, (lat, pt, ct) in r["members"].items())
             t.add_row(label, str(threads), f"{r['decision_s']:.1f} s ({r['decisions']})", per)
         console.print(t)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=2, default=str) + "\n")
+        console.print(f"figures written to {args.json}")
     return 0
