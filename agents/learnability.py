@@ -60,7 +60,7 @@ def _log_return(result: Any) -> float:
     return float(np.log(eq[-1] / eq[0]))
 
 
-def check(preset: str, scheme: str = "signals", agent: str = "ppo", timesteps: int = 50_000,
+def check(preset: str, scheme: str = "signals", agent: str = "ppo", timesteps: int = 100_000,
           seed: int = 0, out: str | Path | None = None, config: dict[str, Any] | None = None,
           agent_config: str | Path | None = None, n_assets: int = 5) -> Outcome:
     """Train ``agent`` on ``preset`` with ``scheme`` and score it on the test window.

@@ -1,7 +1,7 @@
 """Learnability with oracles: PPO, trained by the project's own path with configs/agents/ppo.yaml
 and the default rules, finds each planted signal and finds none in noise.
 
-Fixed budgets (50,000 steps), fixed seeds, no timing. What these catch and no other test does:
+Fixed budgets (100,000 steps), fixed seeds, no timing. What these catch and no other test does:
 an observation shifted by a bar, a reward credited to the wrong step, an action mapped to the
 wrong asset or sign (the learner falls far below its oracle), and a leak of the next bar into the
 observation (the learner beats cash on ``noise``)."""
@@ -13,7 +13,7 @@ import pytest
 
 from ffe_agents.learnability import check
 
-BUDGET = 50_000
+BUDGET = 100_000
 
 
 @pytest.mark.parametrize("scheme", ["signals", "weights"])

@@ -32,8 +32,8 @@ installed or fails is reported as such. Install them with ``pip install gym-anyt
 ``pip install --no-deps gym-trading-env finrl`` (both pin old dependencies).
 
 Train (``--sections train``): PPO training env-steps per second on ``ffe/Portfolio-v0`` at
-N = 5 and N = 20, for the default configuration (``configs/agents/ppo.yaml``: EIIEPolicy, 32
-books, batch 1024, 4 epochs) and the old one (SB3's dict MLP 64x64, 8 envs, batch 256, 5
+N = 5 and N = 20, for the default configuration (``configs/agents/ppo.yaml``: EIIEPolicy, 64
+books, minibatch 512, 2 epochs) and the old one (SB3's dict MLP 64x64, 8 envs, batch 256, 5
 epochs: :data:`OLD_PPO`), interleaved, medians of 3, with the share of the time in the env,
 in the update (``model.train``) and in the rest of the rollout (policy forward, normalisation,
 buffers). One thread each for torch and the env.
@@ -465,7 +465,7 @@ def bench_train(n_assets: int, timesteps: int, which: str = "default",
     between the env (``SB3VecEnv`` reset and step), the update (``model.train``) and the rest of
     the rollout (policy forward, normalisation, buffers, callbacks).
 
-    :param which: ``default`` (``configs/agents/ppo.yaml``: EIIEPolicy, 32 envs, batch 1024) or
+    :param which: ``default`` (``configs/agents/ppo.yaml``: EIIEPolicy, 64 envs, 2 epochs) or
         ``old`` (:data:`OLD_PPO`).
     """
     import torch
@@ -865,8 +865,8 @@ def main(argv: list[str] | None = None) -> int:
             t.add_column(col, justify="right" if col != "configuration" else "left")
         old = {r["assets"]: r["steps_per_s"] for r in rows if r["config"] == "old"}
         for r in rows:
-            name = ("default: EIIEPolicy, 32 envs, batch 1024" if r["config"] == "default"
-                    else "old: MultiInputPolicy 64x64, 8 envs, batch 256")
+            name = ("default: EIIEPolicy, 64 envs, 2 epochs" if r["config"] == "default"
+                    else "old: MultiInputPolicy 64x64, 8 envs, 5 epochs")
             lo, hi = r["range"]
             t.add_row(name, str(r["assets"]), f"{r['parameters']:,}",
                       f"{r['steps_per_s']:,.0f} ({lo:,.0f}-{hi:,.0f})",

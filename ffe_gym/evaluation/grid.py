@@ -6,6 +6,7 @@ Running the jobs is :mod:`ffe_gym.evaluation.runner`'s.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -180,6 +181,41 @@ def _contains_zero(ci: tuple[float, float, float]) -> bool | None:
     return None if not np.isfinite(ci[1]) else bool(ci[1] <= 0.0 <= ci[2])
 
 
+def learning_curves(df: pd.DataFrame, exp: ExperimentConfig) -> dict[str, dict[str, Any]]:
+    """Validation return (the deterministic policy's log return on the fold's validation
+    window) against training steps, per trained agent, fold and seed, from each run's
+    ``model/eval/evaluations.npz``; one curve per trained model (the variants it is evaluated
+    under share it). With the medians over runs of the first, best and last validation and
+    how many runs' best came after their first validation (``improved``)."""
+    trained = {a.name for a in exp.agents if a.train is not None and a.control is None}
+    out: dict[str, dict[str, Any]] = {}
+    runs = df[(df["role"] == "agent") & df["agent"].isin(trained) & (df["status"] != "failed")]
+    for agent, sub in runs.groupby("agent", sort=False):
+        curves = []
+        for (dataset, fold, seed), group in sub.groupby(["dataset", "fold", "seed"]):
+            path = Path(group["folder"].iloc[0]) / "model" / "eval" / "evaluations.npz"
+            if not path.is_file():
+                continue
+            with np.load(path) as ev:
+                steps, returns = ev["timesteps"], ev["results"].mean(axis=1)
+            if len(steps):
+                curves.append({"dataset": dataset, "fold": int(fold), "seed": int(seed),
+                               "steps": steps.tolist(), "returns": returns.tolist()})
+        if not curves:
+            continue
+        first = [c["returns"][0] for c in curves]
+        best = [max(c["returns"]) for c in curves]
+        last = [c["returns"][-1] for c in curves]
+        improved = sum(int(np.argmax(c["returns"]) > 0 and max(c["returns"]) > c["returns"][0])
+                       for c in curves)
+        out[agent] = {"curves": curves, "runs": len(curves),
+                      "first": float(np.median(first)), "best": float(np.median(best)),
+                      "last": float(np.median(last)), "improved": improved,
+                      "first_steps": int(np.median([c["steps"][0] for c in curves])),
+                      "last_steps": int(np.median([c["steps"][-1] for c in curves]))}
+    return out
+
+
 def aggregate(df: pd.DataFrame, exp: ExperimentConfig, reps: int = 2000) -> dict[str, Any]:
     """Scores against the reference: IQM with two-stage bootstrap intervals (windows, then runs
     within windows), the paired per-window differences against the controls (``cash``, and
@@ -267,7 +303,8 @@ def aggregate(df: pd.DataFrame, exp: ExperimentConfig, reps: int = 2000) -> dict
             "reps": reps, "tests": tests, "n_trials": n_trials, "cash": cash,
             "effects": variant_effects(df, exp, tasks, reps),
             "rules_name": exp.rules, "rules": rules, "variants": list(exp.variants),
-            "risk_free": exp.risk_free, "index": index}
+            "risk_free": exp.risk_free, "index": index,
+            "learning": learning_curves(df, exp)}
 
 
 def index_line(exp: ExperimentConfig, windows: list[dict[str, Any]], ref: pd.DataFrame,

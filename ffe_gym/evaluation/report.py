@@ -172,6 +172,19 @@ def notes(agg: dict[str, Any], data: str = "") -> list[str]:
     return out
 
 
+def learning_lines(agg: dict[str, Any]) -> list[str]:
+    """One line per trained agent: did validation return improve with training?"""
+    out = []
+    for agent, c in (agg.get("learning") or {}).items():
+        out.append(
+            f"Learning [{agent}]: validation log return, median of {c['runs']} trained models "
+            f"(folds x seeds): {c['first']:+.3f} at the first validation "
+            f"({c['first_steps']:,} steps), best {c['best']:+.3f}, last {c['last']:+.3f} "
+            f"({c['last_steps']:,} steps); the best came after the first in {c['improved']} of "
+            f"{c['runs']}. Each test window evaluates its run's best model on validation.")
+    return out
+
+
 def terminal_table(agg: dict[str, Any], title: str):
     from rich import box
     from rich.table import Table
@@ -308,6 +321,25 @@ def _profile_plot(agg: dict[str, Any]) -> str:
     ax.set_xlabel(f"threshold tau on {agg['score']}")
     ax.set_ylabel("share of runs with score > tau")
     ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def _learning_plot(agent: str, c: dict[str, Any]) -> str:
+    """Validation return against steps: one thin line per fold and seed, the median bold."""
+    fig = _figure(8, 3.6)
+    ax = fig.subplots()
+    for curve in c["curves"]:
+        ax.plot(curve["steps"], curve["returns"], color="tab:blue", alpha=0.25, lw=0.8)
+    lengths = {len(curve["steps"]) for curve in c["curves"]}
+    if len(lengths) == 1:
+        steps = c["curves"][0]["steps"]
+        ax.plot(steps, np.median([curve["returns"] for curve in c["curves"]], axis=0),
+                color="black", lw=2, label=f"median of {c['runs']}")
+        ax.legend(fontsize=8)
+    ax.axhline(0.0, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("training steps")
+    ax.set_ylabel("validation log return")
+    ax.set_title(f"{agent}: one line per fold and seed")
     return _png(fig)
 
 
@@ -537,6 +569,11 @@ def html_report(path: Path, *, title: str, df: pd.DataFrame, rows: list[dict[str
         _failures_html(agg),
         "<h2>Aggregates</h2>", _table_html(main, header),
         img.format(_interval_plot(agg), "IQM intervals"),
+        *([
+            "<h2>Learning curves</h2>",
+            "".join(f"<p>{html.escape(line)}</p>" for line in learning_lines(agg)),
+            *[img.format(_learning_plot(a, c), f"learning curve {a}")
+              for a, c in agg["learning"].items()]] if agg.get("learning") else []),
         "<h2>Test windows</h2>",
         _table_html(windows, ["dataset", "window", "first bar", "last bar", "bars"]),
     ]
