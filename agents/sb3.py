@@ -394,8 +394,8 @@ def train(spec: AgentSpec, cfg: Config, md: MarketData, out: str | Path, *, seed
     model.save(str(out / "model.zip"))
     if spec.normalize is not None:
         model.get_env().save(str(norm_path))
-    chosen = "model.zip"
-    if cfg.train.evaluate_model == "best":
+    chosen = "model.zip"  # an untrained model (0 steps: the untrained twin) has no validation
+    if cfg.train.evaluate_model == "best" and model.num_timesteps > 0:
         if not (out / "best" / "best_model.zip").is_file():
             raise RuntimeError(f"{out}: no validation run saved a best model "
                                "(train.evaluate_model: best)")

