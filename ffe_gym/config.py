@@ -231,7 +231,8 @@ class TrainConfig:
     """How agents are trained: threads, data splits, evaluation and checkpoints."""
 
     torch_threads: int = _bounded(1, ge=1, doc="torch.set_num_threads; 1 is fastest for small nets")
-    env_threads: int = _bounded(1, ge=1, doc="numba threads of the training env's books")
+    env_threads: int | Literal["auto"] = _bounded(
+        1, ge=1, doc="numba threads of the training env's books; auto: measured per step")
     device: str = "cpu"
     train_fraction: float = _bounded(0.7, gt=0, lt=1)
     validation_fraction: float = _bounded(0.15, gt=0, lt=1)

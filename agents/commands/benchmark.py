@@ -43,9 +43,10 @@ planted preset and scheme: PPO with ``configs/agents/ppo.yaml`` for ``--learn-ti
 steps, its oracle, ``random`` and ``cash``, test-window log returns (seed 0), and the seconds
 each check took.
 
-Threads (``--sections threads``): the vector env's books on two numba threads against one,
-alone, beside a busy process and inside PPO training, under numba's default OpenMP layer,
-``OMP_WAIT_POLICY=PASSIVE`` and the ``workqueue`` layer (each in a fresh process).
+Threads (``--sections threads``): the vector env's books on two numba threads, and with
+``threads="auto"`` (measured per step), against one, alone, beside a busy process and inside
+PPO training, under numba's default OpenMP layer, ``OMP_WAIT_POLICY=PASSIVE`` and the
+``workqueue`` layer (each in a fresh process).
 
 ``--json PATH`` writes every section's figures (the numbers behind the tables) to PATH.
 
@@ -469,7 +470,7 @@ OLD_PPO = {"policy": "MultiInputPolicy", "n_envs": 8, "normalize": {},
 
 
 def bench_train(n_assets: int, timesteps: int, which: str = "default",
-                env_threads: int = 1) -> dict:
+                env_threads: int | str = 1) -> dict:
     """PPO training env-steps per second on ``ffe/Portfolio-v0`` with the split of the time
     between the env (``SB3VecEnv`` reset and step), the update (``model.train``) and the rest of
     the rollout (policy forward, normalisation, buffers, callbacks).
@@ -544,7 +545,8 @@ THREAD_SETTINGS = {
 
 
 def threads_probe(mode: str, seconds: float, timesteps: int) -> dict[str, float]:
-    """Steps per second with the env's books on 1 and on 2 numba threads, in this process.
+    """Steps per second with the env's books on 1 and on 2 numba threads and with
+    ``threads="auto"`` (:mod:`ffe_gym.env.threads`), in this process.
 
     ``alone``: ``PortfolioVectorEnv`` n = 256, N = 10, lean, nothing else running;
     ``neighbour``: the same beside a busy process (a pure-Python loop on one core);
@@ -558,7 +560,7 @@ def threads_probe(mode: str, seconds: float, timesteps: int) -> dict[str, float]
     try:
         out = {}
         for _ in range(2):  # interleaved, the better of two
-            for t in (1, 2):
+            for t in (1, 2, "auto"):
                 if mode == "trainer":
                     v = bench_train(5, timesteps, "default", env_threads=t)["steps_per_s"]
                 else:
@@ -580,18 +582,18 @@ def section_threads(seconds: float, timesteps: int) -> list[dict]:
     rows = []
     for name, env in THREAD_SETTINGS.items():
         for mode in ("alone", "neighbour", "trainer"):
-            code = ("import json, agents.commands.benchmark as b; print(json.dumps("
+            code = ("import json, ffe_agents.commands.benchmark as b; print(json.dumps("
                     f"b.threads_probe({mode!r}, {seconds!r}, {timesteps!r})))")
             done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                  env={**os.environ, **env},
-                                  cwd=Path(__file__).resolve().parents[2])
+                                  env={**os.environ, **env})
             if done.returncode != 0:
                 rows.append({"setting": name, "mode": mode,
                              "error": done.stderr.strip().splitlines()[-1:]})
                 continue
             r = json.loads(done.stdout.strip().splitlines()[-1])
             rows.append({"setting": name, "mode": mode, **r,
-                         "ratio": r["threads_2"] / r["threads_1"]})
+                         "ratio": r["threads_2"] / r["threads_1"],
+                         "auto_ratio": r["threads_auto"] / r["threads_1"]})
     return rows
 
 
@@ -948,17 +950,20 @@ def main(argv: list[str] | None = None) -> int:
         record["threads"] = rows
         t = Table(title="Two numba threads against one, by threading setting: vector env n = 256, "
                         "N = 10 (alone, beside a busy process) and PPO training N = 5 "
-                        "(env_threads 2 against 1); the better of 2 interleaved runs",
+                        "(env_threads); the better of 2 interleaved runs",
                   header_style="bold")
-        for col in ("setting", "beside", "1 thread", "2 threads", "2 / 1"):
+        for col in ("setting", "beside", "1 thread", "2 threads", "2 / 1", "auto",
+                    "auto / 1"):
             t.add_column(col, justify="right" if col not in ("setting", "beside") else "left")
         for r in rows:
             if "error" in r:
-                t.add_row(r["setting"], r["mode"], f"could not run: {r['error']}", "", "")
+                t.add_row(r["setting"], r["mode"], f"could not run: {r['error']}", "", "", "",
+                          "")
                 continue
             t.add_row(r["setting"], {"alone": "nothing", "neighbour": "a busy process",
                                      "trainer": "PPO (steps/s)"}[r["mode"]],
-                      f"{r['threads_1']:,.0f}", f"{r['threads_2']:,.0f}", f"{r['ratio']:.2f}x")
+                      f"{r['threads_1']:,.0f}", f"{r['threads_2']:,.0f}", f"{r['ratio']:.2f}x",
+                      f"{r['threads_auto']:,.0f}", f"{r['auto_ratio']:.2f}x")
         console.print(t)
     if "learn" in args.sections:
         from dataclasses import asdict

@@ -8,6 +8,8 @@ this layer only translates.
 from __future__ import annotations
 
 import functools
+import os
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from ffe_gym.env import stepping as S
 from ffe_gym.env.actions import any_strides, make_scheme
 from ffe_gym.env.observations import ObservationBuilder, ObservationLayout
 from ffe_gym.env.rewards import Reward, StepOutcome
+from ffe_gym.env.threads import ThreadTuner
 from ffe_gym.features import compute_features, lookback
 from ffe_gym.portfolio import Portfolio
 from ffe_gym.portfolio import layout as L
@@ -50,11 +53,20 @@ class EnvCore:
     :param data: a :class:`MarketData`, a path, or None for ``config.data``.
     :param n_books: B.
     :param threads: numba threads of the engine step (see :class:`Portfolio`) and of the
-        observations.
+        observations; ``"auto"``: numba's threads, each step on one or all of them, whichever
+        is measured faster (:class:`~ffe_gym.env.threads.ThreadTuner`).
     """
 
     def __init__(self, config: Config | Mapping | str | Path | None,
-                 data: MarketData | str | Path | None, n_books: int, threads: int = 1) -> None:
+                 data: MarketData | str | Path | None, n_books: int,
+                 threads: int | str = 1) -> None:
+        self.tuner = None
+        if threads == "auto":
+            threads = min(numba.config.NUMBA_NUM_THREADS, os.cpu_count() or 1)
+            if threads > 1 and n_books > 1:
+                self.tuner = ThreadTuner(threads)
+        elif isinstance(threads, str):
+            raise ValueError(f"threads must be an integer >= 1 or 'auto', got {threads!r}")
         self.config = cfg = coerce_config(config)
         self.market = md = resolve_market(data, cfg)
         self.n_books = n_books
@@ -208,9 +220,16 @@ class EnvCore:
         elif out is not self._out_checked:
             self._check_out(out)
         step = self._step or self._bind_step()
-        if self.threads > 1 and self.n_books > 1:
-            numba.set_num_threads(self.threads)
-        error = step(stepped, code, raw, out)
+        if self.tuner is not None:
+            n = self.tuner.choose()
+            numba.set_num_threads(n)
+            t0 = time.perf_counter()
+            error = step(stepped, code, raw, out)
+            self.tuner.record(n, time.perf_counter() - t0)
+        else:
+            if self.threads > 1 and self.n_books > 1:
+                numba.set_num_threads(self.threads)
+            error = step(stepped, code, raw, out)
         if error:
             self.scheme.refuse(error, raw)
         return out, stepped

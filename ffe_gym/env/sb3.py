@@ -31,12 +31,13 @@ class SB3VecEnv(VecEnv):
         validation window ``{"start": ..., "end": ...}``); SB3's ``set_options`` applies to
         the next reset only.
     :param threads: numba threads the books are split over (``PortfolioVectorEnv``'s
-        ``threads``; 1 unless the machine is otherwise idle).
+        ``threads``: an integer, or ``"auto"`` to use them only while they are measured
+        faster).
     """
 
     def __init__(self, num_envs: int = 1, config: Config | Mapping | str | Path | None = None,
                  data: MarketData | str | Path | None = None,
-                 options: Mapping[str, Any] | None = None, threads: int = 1) -> None:
+                 options: Mapping[str, Any] | None = None, threads: int | str = 1) -> None:
         self.venv = PortfolioVectorEnv(num_envs, config, data,
                                        autoreset_mode=AutoresetMode.SAME_STEP,
                                        step_info=False, threads=threads)

@@ -48,7 +48,9 @@ class PortfolioVectorEnv(VectorEnv):
         batch and returns views of it, valid until the next ``step`` or ``reset`` (a trainer
         that copies observations into its own buffer, as SB3 and CleanRL do, loses nothing).
     :param threads: numba threads the books are split over in the engine step and the
-        observations (1: serial; the trajectories are the same bit for bit).
+        observations (1: serial; the trajectories are the same bit for bit); ``"auto"``:
+        numba's threads or one, whichever each step is measured faster with
+        (:mod:`ffe_gym.env.threads`; two threads lose to one beside a busy process).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": [],
@@ -58,7 +60,7 @@ class PortfolioVectorEnv(VectorEnv):
                  data: MarketData | str | Path | None = None,
                  autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
                  render_mode: str | None = None, step_info: bool = True,
-                 copy: bool = True, threads: int = 1) -> None:
+                 copy: bool = True, threads: int | str = 1) -> None:
         mode = AutoresetMode(autoreset_mode)
         if mode == AutoresetMode.DISABLED:
             raise ValueError("autoreset_mode DISABLED is not supported; use NEXT_STEP or "
