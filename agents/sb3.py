@@ -323,7 +323,8 @@ def _eval_callback(eval_env: Any, cfg: Config, out: Path, n_envs: int, normalize
 
 def train(spec: AgentSpec, cfg: Config, md: MarketData, out: str | Path, *, seed: int = 0,
           timesteps: int | None = None, resume: str | Path | None = None,
-          progress: bool = True, windows: dict[str, Window] | None = None) -> Any:
+          progress: bool = True, windows: dict[str, Window] | None = None,
+          init: str | Path | None = None) -> Any:
     """Train ``spec`` on the training window of ``md``, write the run folder ``out``, return the
     model.
 
@@ -338,6 +339,9 @@ def train(spec: AgentSpec, cfg: Config, md: MarketData, out: str | Path, *, seed
         checkpoint to ``timesteps`` in total, on the same TensorBoard curve.
     :param windows: explicit train / validation / test windows (a walk-forward fold); default
         :func:`split_windows`.
+    :param init: a run folder written by this function (a warm start: the previous fold's):
+        training starts from the model its manifest names (weights and optimiser state) and
+        from its normalisation statistics; the manifest records it as ``warm_start``.
     """
     import torch
     from stable_baselines3.common.callbacks import CheckpointCallback
@@ -379,6 +383,9 @@ def train(spec: AgentSpec, cfg: Config, md: MarketData, out: str | Path, *, seed
                          **spec.kwargs)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{spec.source}: {exc}") from None
+    warm = None
+    if init is not None:
+        warm = _start_from(model, Path(init), spec.normalize is not None)
     n_envs = spec.n_envs
     callbacks = [
         _eval_callback(eval_env, cfg, out, n_envs, spec.normalize is not None),
@@ -407,12 +414,32 @@ def train(spec: AgentSpec, cfg: Config, md: MarketData, out: str | Path, *, seed
         seeds={"seed": seed},
         extra={"algo": spec.algo, "agent_config": spec.source, "timesteps": model.num_timesteps,
                "normalize": spec.normalize is not None, "model": chosen,
+               "warm_start": warm,
                "windows": {k: [w.start, w.stop] for k, w in windows.items()},
                "window_times": {k: [str(md.index[w.start]), str(md.index[w.stop - 1])]
                                 for k, w in windows.items()}}))
     env.close()
     eval_env.close()
     return model
+
+
+def _start_from(model: Any, folder: Path, normalize: bool) -> dict[str, Any]:
+    """Load the weights (and optimiser state) of the model ``folder``'s manifest names into
+    ``model``, and its running normalisation statistics into ``model``'s env; what was loaded,
+    for the manifest."""
+    import json
+    import pickle
+
+    man = json.loads((folder / "manifest.json").read_text())
+    chosen = folder / man.get("model", "model.zip")
+    model.set_parameters(str(chosen), exact_match=True, device=model.device)
+    env = model.get_env()
+    if normalize:
+        with open(chosen.parent / "vecnormalize.pkl", "rb") as fh:
+            stats = pickle.load(fh)
+        env.obs_rms, env.ret_rms = stats.obs_rms, stats.ret_rms
+    return {"windows": man.get("windows"), "model": man.get("model", "model.zip"),
+            "timesteps": man.get("timesteps")}
 
 
 def _eval_norm_kwargs(normalize: dict[str, Any]) -> dict[str, Any]:

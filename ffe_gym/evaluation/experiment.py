@@ -115,6 +115,9 @@ class TrainSpec:
     sweep: SweepSpace | None = None  # what `scripts/sweep.py` searches
     from_sweep: str | None = None  # a sweep's result file: its winning hyperparameters
     trials: int = 1  # configurations tried to choose these hyperparameters (for the DSR)
+    # start each fold's training from the previous fold's evaluated model (same seed); causal
+    # while the previous fold's validation window ends an embargo before this fold's test
+    warm_start: bool = False
 
 
 @dataclass
@@ -214,7 +217,8 @@ class ExperimentConfig:
             twin = f"{a.name}-untrained"
             if twin in names:
                 continue
-            train = TrainSpec(**{**asdict(a.train), "timesteps": 0, "sweep": None})
+            train = TrainSpec(**{**asdict(a.train), "timesteps": 0, "sweep": None,
+                                 "warm_start": False})
             train.hyperparameters = dict(a.train.hyperparameters)
             self.agents.append(AgentEntry(name=twin, train=train, control=a.name,
                                           decide_every=a.decide_every))
@@ -333,6 +337,10 @@ class JobSpec:
     # of that training (identical for every variant it is evaluated under)
     train_config: dict[str, Any] | None = None
     train_key: str = ""
+    # a warm-started training: the previous fold's train_key, and that job's run folder (its
+    # model, shipped as inputs when it was computed before this chain)
+    warm_from: str = ""
+    warm_folder: str = ""
 
     @property
     def folder(self) -> Path:
@@ -455,6 +463,19 @@ def _file_digests(agent: AgentEntry) -> dict[str, str]:
     return digests_of(agent_files(agent))
 
 
+def warm_causal(agent: str, previous: Fold, fold: Fold, embargo: int) -> None:
+    """A warm start is causal when everything the previous fold's model saw (its training
+    and validation windows: the evaluated model is the best on validation) ends at least
+    ``embargo`` bars before this fold's test window; ConfigError otherwise."""
+    if previous.validation.stop + embargo > fold.test.start:
+        raise ConfigError(
+            f"agents.{agent}.train.warm_start: fold {fold.index}'s model would start from fold "
+            f"{previous.index}'s, which saw bars up to {previous.validation.stop - 1}, closer "
+            f"than the embargo ({embargo} bars) to fold {fold.index}'s test window (from bar "
+            f"{fold.test.start}); warm starts need folds that move forward by at least the "
+            "validation window and the embargo")
+
+
 def job_identity(config: dict[str, Any], data_hash: str, agent: AgentEntry,
                  windows: dict[str, tuple[int, int]], seed: int, risk_free: float,
                  digests: dict[str, str], train_config: dict[str, Any] | None = None) -> str:
@@ -508,6 +529,8 @@ def jobs(exp: ExperimentConfig, root: str | Path) -> list[JobSpec]:
         folds = folds_for(exp, base, md)
         if exp.index:  # checked before any job runs, not after every job has
             index_covers(exp, md, [f.test for f in folds])
+        # (agent, seed, training variant) -> the previous fold's (train key, folder, fold)
+        warm: dict[tuple[str, int, str], tuple[str, str, Fold]] = {}
         for fold in folds:
             windows = {k: (w.start, w.stop) for k, w in
                        (("train", fold.train), ("validation", fold.validation),
@@ -519,6 +542,7 @@ def jobs(exp: ExperimentConfig, root: str | Path) -> list[JobSpec]:
                 job_identity(ref_cfg, data_hash, ref_agent, windows, seed0, exp.risk_free, {}),
                 True))
             train_v = exp.train_variant or next(iter(exp.variants))
+            trained: dict[tuple[str, int, str], tuple[str, str, Fold]] = {}
             for v, vcfg in variants.items():
                 for agent in exp.agents:
                     cfg = to_dict(_agent_config(vcfg, agent))
@@ -528,13 +552,26 @@ def jobs(exp: ExperimentConfig, root: str | Path) -> list[JobSpec]:
                             _agent_config(variants[train_v], agent))
                     det = is_deterministic(agent)
                     for seed in exp.seeds[:1] if det else exp.seeds:
+                        files_digest = digests[agent.name]
+                        chain = (agent.name, int(seed), v if exp.train_per_variant else train_v)
+                        warm_started = agent.train is not None and agent.train.warm_start
+                        prev = warm.get(chain) if warm_started else None
+                        if prev is not None:
+                            warm_causal(agent.name, prev[2], fold, embargo_for(base))
+                            files_digest = files_digest | {"warm_start_from": prev[0]}
                         ident = job_identity(cfg, data_hash, agent, windows, int(seed),
-                                             exp.risk_free, digests[agent.name], train_cfg)
+                                             exp.risk_free, files_digest, train_cfg)
                         key = "" if train_cfg is None else job_identity(
                             train_cfg, data_hash, agent, windows, int(seed), 0.0,
-                            digests[agent.name])
-                        out.append(JobSpec(str(root), exp.name, d.name, v, cfg, fold.index,
-                                           windows, asdict(agent), int(seed), exp.risk_free,
-                                           data_hash, ident, det, files[agent.name],
-                                           train_config=train_cfg, train_key=key))
+                            files_digest)
+                        spec = JobSpec(str(root), exp.name, d.name, v, cfg, fold.index,
+                                       windows, asdict(agent), int(seed), exp.risk_free,
+                                       data_hash, ident, det, files[agent.name],
+                                       train_config=train_cfg, train_key=key,
+                                       warm_from=prev[0] if prev else "",
+                                       warm_folder=prev[1] if prev else "")
+                        out.append(spec)
+                        if warm_started and (v == train_v or exp.train_per_variant):
+                            trained[chain] = (key, str(spec.folder), fold)
+            warm.update(trained)
     return out

@@ -187,6 +187,44 @@ def _materialise(spec: JobSpec, where: Path) -> dict[str, Any]:
     return agent
 
 
+WARM = "warm-start"  # the inputs folder of a shipped previous-fold model
+
+
+def warm_start_files(folder: Path) -> dict[str, bytes]:
+    """The files of a finished trained job's evaluated model (its ``model/`` folder's manifest,
+    the model file it names and the statistics beside it), as job inputs; {} when there is
+    none (the job that needs it then fails, naming it)."""
+    model = folder / "model"
+    try:
+        man = json.loads((model / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    chosen = Path(man.get("model", "model.zip"))
+    files = {"manifest.json": model / "manifest.json", chosen.as_posix(): model / chosen}
+    stats = model / chosen.parent / "vecnormalize.pkl"
+    if stats.is_file():
+        files[(chosen.parent / "vecnormalize.pkl").as_posix()] = stats
+    try:
+        return {f"{WARM}/{name}": path.read_bytes() for name, path in files.items()}
+    except OSError:
+        return {}
+
+
+def _warm_start(spec: JobSpec, work: Path, models: dict[str, Path] | None) -> Path | None:
+    """The run folder a warm-started training starts from: the previous fold's model, trained
+    in this chain or shipped as inputs."""
+    if not spec.warm_from:
+        return None
+    if models is not None and spec.warm_from in models:
+        return models[spec.warm_from]
+    shipped = work / "inputs" / WARM
+    if (shipped / "manifest.json").is_file():
+        return shipped
+    raise RuntimeError(f"warm start: the previous fold's model (train key "
+                       f"{spec.warm_from[:12]}, run folder {spec.warm_folder}) is missing; "
+                       "did that job fail?")
+
+
 def _policy(agent: dict[str, Any], spec: JobSpec, cfg: Config, md: MarketData, work: Path,
             models: dict[str, Path] | None = None):
     """The job's policy; a trained agent is trained first, under ``spec.train_config``, or
@@ -212,7 +250,7 @@ def _policy(agent: dict[str, Any], spec: JobSpec, cfg: Config, md: MarketData, w
     aspec.kwargs.update({k: sb3._schedules(v) for k, v in t["hyperparameters"].items()})
     windows = {k: Window(*v) for k, v in spec.windows.items()}
     sb3.train(aspec, cfg, md, work / "model", seed=spec.seed, timesteps=t["timesteps"],
-              progress=False, windows=windows)
+              progress=False, windows=windows, init=_warm_start(spec, work, models))
     if models is not None and spec.train_key:
         keep = Path(tempfile.mkdtemp(prefix="ffe-model-"))
         shutil.copytree(work / "model", keep / "model")

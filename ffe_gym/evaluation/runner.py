@@ -56,11 +56,33 @@ DEAD_WORKER = ("the worker process died while running this job (os._exit, a sign
 
 
 def chains(specs: Sequence[JobSpec]) -> list[list[int]]:
-    """Indices of ``specs`` grouped by (dataset, fold, agent), variants and seeds in order."""
+    """Indices of ``specs`` grouped by (dataset, fold, agent), variants and seeds in order; a
+    warm-started agent's jobs by (dataset, agent, seed) instead, folds in order, so each
+    fold's training starts from the previous fold's model on every backend."""
     groups: dict[tuple, list[int]] = {}
     for i, s in enumerate(specs):
-        groups.setdefault((s.dataset, s.fold, s.agent["name"], s.is_reference), []).append(i)
-    return list(groups.values())
+        train = s.agent.get("train") or {}
+        if train.get("warm_start"):
+            key: tuple = (s.dataset, "warm-start", s.agent["name"], s.seed)
+        else:
+            key = (s.dataset, s.fold, s.agent["name"], s.is_reference)
+        groups.setdefault(key, []).append(i)
+    return [sorted(g, key=lambda i: (specs[i].fold, i)) for g in groups.values()]
+
+
+def ship_warm_starts(specs: list[JobSpec], groups: list[list[int]]) -> None:
+    """Give each warm-started job whose previous fold is not computed in its own chain that
+    fold's evaluated model (manifest, model file, normalisation statistics) as inputs, read
+    from its run folder here, so a worker anywhere can start from it."""
+    from ffe_gym.evaluation.jobs import warm_start_files
+
+    for g in groups:
+        keys = {specs[i].train_key for i in g}
+        for i in g:
+            s = specs[i]
+            if s.warm_from and s.warm_from not in keys:
+                specs[i] = dataclasses.replace(
+                    s, inputs={**s.inputs, **warm_start_files(Path(s.warm_folder))})
 
 
 # ------------------------------------------------------------------------ worker side
@@ -190,6 +212,8 @@ def run_jobs(specs: Sequence[JobSpec], backend: str = "serial", workers: int | N
     try:
         groups = [[i for i in g if i in claimed] for g in chains(specs)]
         groups = [g for g in groups if g]
+        specs = list(specs)
+        ship_warm_starts(specs, groups)
         if backend == "serial" or not groups:
             for g in groups:
                 with chain_models() as models:
