@@ -551,17 +551,18 @@ def threads_probe(mode: str, seconds: float, timesteps: int) -> dict[str, float]
     ``alone``: ``PortfolioVectorEnv`` n = 256, N = 10, lean, nothing else running;
     ``neighbour``: the same beside a busy process (a pure-Python loop on one core);
     ``trainer``: PPO training (``configs/agents/ppo.yaml``, N = 5) with ``env_threads`` 1 and 2,
-    torch on one thread: a trainer beside the env in one process."""
+    torch on one thread: a trainer beside the env in one process; ``trainer+busy``: the same
+    beside a busy process."""
     import subprocess
 
     busy = None
-    if mode == "neighbour":
+    if mode in ("neighbour", "trainer+busy"):
         busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         out = {}
         for _ in range(2):  # interleaved, the better of two
             for t in (1, 2, "auto"):
-                if mode == "trainer":
+                if mode.startswith("trainer"):
                     v = bench_train(5, timesteps, "default", env_threads=t)["steps_per_s"]
                 else:
                     v = bench_vector_env(256, 10, seconds, step_info=False, copy=False,
@@ -581,7 +582,7 @@ def section_threads(seconds: float, timesteps: int) -> list[dict]:
 
     rows = []
     for name, env in THREAD_SETTINGS.items():
-        for mode in ("alone", "neighbour", "trainer"):
+        for mode in ("alone", "neighbour", "trainer", "trainer+busy"):
             code = ("import json, ffe_agents.commands.benchmark as b; print(json.dumps("
                     f"b.threads_probe({mode!r}, {seconds!r}, {timesteps!r})))")
             done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -961,7 +962,8 @@ def main(argv: list[str] | None = None) -> int:
                           "")
                 continue
             t.add_row(r["setting"], {"alone": "nothing", "neighbour": "a busy process",
-                                     "trainer": "PPO (steps/s)"}[r["mode"]],
+                                     "trainer": "PPO (steps/s)",
+                                     "trainer+busy": "PPO, a busy process"}[r["mode"]],
                       f"{r['threads_1']:,.0f}", f"{r['threads_2']:,.0f}", f"{r['ratio']:.2f}x",
                       f"{r['threads_auto']:,.0f}", f"{r['auto_ratio']:.2f}x")
         console.print(t)

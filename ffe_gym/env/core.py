@@ -61,6 +61,7 @@ class EnvCore:
                  data: MarketData | str | Path | None, n_books: int,
                  threads: int | str = 1) -> None:
         self.tuner = None
+        self._last_step: tuple[float, int] | None = None  # (start, threads) of the last step
         if threads == "auto":
             threads = min(numba.config.NUMBA_NUM_THREADS, os.cpu_count() or 1)
             if threads > 1 and n_books > 1:
@@ -220,12 +221,14 @@ class EnvCore:
         elif out is not self._out_checked:
             self._check_out(out)
         step = self._step or self._bind_step()
-        if self.tuner is not None:
+        if self.tuner is not None:  # timed from step to step: the caller's work counts too
+            now = time.perf_counter()
+            if self._last_step is not None:
+                self.tuner.record(self._last_step[1], now - self._last_step[0])
             n = self.tuner.choose()
             numba.set_num_threads(n)
-            t0 = time.perf_counter()
+            self._last_step = (now, n)
             error = step(stepped, code, raw, out)
-            self.tuner.record(n, time.perf_counter() - t0)
         else:
             if self.threads > 1 and self.n_books > 1:
                 numba.set_num_threads(self.threads)

@@ -25,7 +25,7 @@ class ThreadTuner:
     :param alpha: weight of a new time in the current setting's moving average.
     """
 
-    def __init__(self, most: int, probe: int = 2, shortest: int = 32, longest: int = 4096,
+    def __init__(self, most: int, probe: int = 3, shortest: int = 32, longest: int = 4096,
                  alpha: float = 0.1) -> None:
         if most < 2 or probe < 1 or not 0 < shortest <= longest:
             raise ValueError("ThreadTuner needs most >= 2, probe >= 1, 0 < shortest <= longest")
@@ -56,14 +56,17 @@ class ThreadTuner:
 
     def _decide(self) -> None:
         self._probing = False
-        mean = sum(self._probe) / len(self._probe)
-        if mean < self.cost:
-            self.current, self.cost, self.interval = self.other, mean, self.shortest
+        times = sorted(self._probe)
+        median = times[len(times) // 2]
+        if median < self.cost:
+            self.current, self.cost, self.interval = self.other, median, self.shortest
         else:
             self.interval = min(2 * self.interval, self.longest)
 
     def record(self, threads: int, seconds: float) -> None:
         """The time the step with ``threads`` took."""
+        if self.cost is not None:
+            seconds = min(seconds, 4.0 * self.cost)
         if self._probing and threads == self.other:
             self._probe.append(seconds)
         elif threads == self.current:
