@@ -110,6 +110,10 @@ def test_trained_saved_loaded_model_acts_exactly_as_trained(tmp_path, md, algo):
     tags = scalars(tmp_path)
     for key in ("equity", "return", "sharpe", "max_drawdown", "turnover", "costs"):
         assert f"portfolio/{key}" in tags
+    # the deterministic policy's validation return beside the sampled training return
+    assert "eval/mean_reward" in tags
+    if algo == "ppo":  # SAC logs rollout statistics every 4 episodes: too few here
+        assert "rollout/ep_rew_mean" in tags
     result = rollout(policy, env, window=(900, 1000), seed=0)
     assert result.metrics["bars"] == 100
 
