@@ -120,6 +120,24 @@ def test_confidence_scale_is_settled_per_reply_and_the_repair_recorded():
     assert parse_decision("SELL, confidence 80%").confidence == pytest.approx(0.8)
 
 
+def test_confidences_written_as_strings_are_read_as_the_readme_says():
+    """"80%" is percent (a % sign says so), "0.8" is 0.8; a reply mixing "80%" with bare
+    numbers is read on the percent scale as a whole."""
+    d = parse_decision('{"action": "BUY", "confidence": "80%"}')
+    assert (d.action, d.confidence, d.repair) == ("BUY", pytest.approx(0.8), "percent")
+    d = parse_decision('{"action": "SELL", "confidence": "0.8"}')
+    assert (d.confidence, d.repair) == (pytest.approx(0.8), "")
+    assets = ["ASSET_1", "ASSET_2", "ASSET_3"]
+    ds = parse_joint(json.dumps({"ASSET_1": {"action": "BUY", "confidence": "80%"},
+                                 "ASSET_2": {"action": "SELL", "confidence": 40},
+                                 "ASSET_3": {"action": "HOLD", "confidence": " 5 %"}}), assets)
+    assert [(d.origin, d.confidence) for d in ds] == [
+        ("schema", pytest.approx(0.8)), ("schema", pytest.approx(0.4)),
+        ("schema", pytest.approx(0.05))]
+    d = parse_decision('{"action": "BUY", "confidence": "lots"}')  # no number: salvaged
+    assert (d.origin, d.confidence) == ("keyword", 0.5)
+
+
 @pytest.mark.parametrize("text, action", [
     ("I would not BUY here; SELL with confidence 80%", "SELL"),  # before: BUY 0.8
     ("Don't sell. BUY, confidence 0.6", "BUY"),
@@ -230,6 +248,8 @@ def test_prompt_states_setting_legend_rsi_scale_positions_and_no_order_hint():
                                "1 day); a decision holds until the next. Each trade costs "
                                "0.10% in fees and 0.01% in slippage. Shorting is allowed.")
     assert "30" in body["legend"]["rsi"] and "70" in body["legend"]["rsi"]
+    assert body["legend"]["returns_pct"].endswith("clipped at +-10")  # env.features.clip
+    assert "clipped" not in body["legend"]["rsi"]
     rsi = env.layout.feature(obs, "rsi")[-1]
     assert [a["rsi"] for a in body["assets"]] == [round(100 * (float(x) + 0.5), 1) for x in rsi]
     assert all(0 <= a["rsi"] <= 100 for a in body["assets"])

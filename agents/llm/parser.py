@@ -9,7 +9,8 @@ Confidence scale, decided once per reply (every asset of a joint reply together)
 [0, 1] are read as they are. When some value exceeds 1 (a model ignoring ``maximum: 1``) the
 reply is read as percent (every value / 100) only when it uses a 0-100 scale as a whole: its
 largest value is at least 10, none is above 100 and none lies strictly between 0 and 1, or a
-``%`` sign says so. Otherwise values above 1 are clipped to 1. Either repair is recorded in
+``%`` sign says so (in free text, or a JSON string such as ``"80%"``; a JSON string holding a
+plain number, ``"0.8"``, is that number). Otherwise values above 1 are clipped to 1. Either repair is recorded in
 ``Decision.repair`` (``percent`` or ``clipped``). A value above 100, negative or not a number
 is unusable.
 """
@@ -148,10 +149,16 @@ _NEGATION = re.compile(r"\b(not|no|never|don'?t|doesn'?t|won'?t|wouldn'?t|should
 _CLAUSE_END = re.compile(r"[.;:!?,\n]")
 
 
+PERCENT_SIGN = "%"  # Decision.repair of a value written with a % sign, until settle_scale
+
+
 def _confidence(value: Any) -> float | None:
-    """A raw confidence in [0, 100] (the scale is settled per reply), or None."""
+    """A raw confidence in [0, 100] (the scale is settled per reply), or None. A string may
+    hold a number, with a trailing ``%`` sign (:func:`_percent_sign` tells)."""
     if isinstance(value, bool):
         return None
+    if isinstance(value, str):
+        value = value.strip().removesuffix("%").strip()
     try:
         c = float(value)
     except (TypeError, ValueError):
@@ -161,8 +168,13 @@ def _confidence(value: Any) -> float | None:
     return c
 
 
+def _percent_sign(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().endswith("%")
+
+
 def settle_scale(decisions: list[Decision], percent: bool = False) -> list[Decision]:
     """Read the raw confidences of one reply on one scale (the module doc's rule)."""
+    percent = percent or any(d.repair == PERCENT_SIGN for d in decisions)
     values = [d.confidence for d in decisions if d.origin not in ("fallback", "error")]
     if not percent and not any(v > 1.0 for v in values):
         return decisions
@@ -198,10 +210,12 @@ def _from_obj(obj: Any, origin: str) -> Decision | None:
     action = str(obj.get("action", "")).strip().upper()
     if action not in ACTIONS:
         return None
-    conf = _confidence(obj.get("confidence"))
+    raw = obj.get("confidence")
+    conf = _confidence(raw)
     if conf is None:
         return None
-    return Decision(action, conf, str(obj.get("reasoning", ""))[:500], origin)
+    return Decision(action, conf, str(obj.get("reasoning", ""))[:500], origin,
+                    PERCENT_SIGN if _percent_sign(raw) else "")
 
 
 def _json_objects(text: str) -> list[Any]:

@@ -56,6 +56,10 @@ LEGEND = {
                 "stop-loss or the take-profit closes the position",
 }
 
+# the fields shown as the env's features are, clipped at +-env.features.clip (price_index is
+# built from the clipped returns)
+CLIPPED = ("returns_pct", "range_pct", "volatility_pct", "macd_pct", "volume_z")
+
 TOKENS_PER_ASSET = 32  # '"ASSET_12": {"action": "HOLD", "confidence": 0.85},' with spacing
 REASONING_TOKENS = 160
 
@@ -106,6 +110,9 @@ def _joint(labels: tuple[str, ...], orders: tuple[tuple[str, ...], ...],
 def _head(layout: ObservationLayout, keys: tuple[str, ...]) -> str:
     """The constant start of a user message, as JSON: its setting and legend."""
     legend = {k: LEGEND[k] for k in keys}
+    clipped = [k for k in CLIPPED if k in legend]
+    for k in clipped:
+        legend[k] += f", clipped at +-{layout.clip:g}"
     text = json.dumps({"setting": setting(layout), "legend": legend}, separators=(",", ":"))
     return text[:-1]  # open: the per-decision fields follow
 

@@ -93,7 +93,7 @@ class EnvCore:
                 (md.index[self.portfolio.next_decision] - md.index).total_seconds())[steps > 0]))
             if (steps > 0).any() else 0.0,
             fee_rate=cfg.execution.fee_rate, slippage=cfg.execution.slippage,
-            allow_short=cfg.risk.allow_short)
+            allow_short=cfg.risk.allow_short, clip=ecfg.features.clip)
         self.first_bar = ecfg.window - 1  # the earliest decision bar an observation allows
         self.warmup = max(self.first_bar, lookback(ecfg.features))
         if self.warmup >= md.n_bars - 1:

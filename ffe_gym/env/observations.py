@@ -46,6 +46,7 @@ class ObservationLayout:
     :param decision_seconds: calendar time between two decisions (median), 0 if unknown.
     :param fee_rate: proportional fee per fill; :param slippage: adverse slippage per fill.
     :param allow_short: whether SELL from flat opens a short.
+    :param clip: every feature value is clipped to +-clip (``env.features.clip``).
 
     The last five describe the setting a decision is taken in (the rules, not the data after
     the decision); the LLM ensemble states them in its prompt.
@@ -64,6 +65,7 @@ class ObservationLayout:
     fee_rate: float = 0.0
     slippage: float = 0.0
     allow_short: bool = True
+    clip: float = 10.0
 
     @property
     def n_assets(self) -> int:
