@@ -10,9 +10,9 @@ Confidence scale, decided once per reply (every asset of a joint reply together)
 reply is read as percent (every value / 100) only when it uses a 0-100 scale as a whole: its
 largest value is at least 10, none is above 100 and none lies strictly between 0 and 1, or a
 ``%`` sign says so (in free text, or a JSON string such as ``"80%"``; a JSON string holding a
-plain number, ``"0.8"``, is that number). Otherwise values above 1 are clipped to 1. Either repair is recorded in
-``Decision.repair`` (``percent`` or ``clipped``). A value above 100, negative or not a number
-is unusable.
+plain number, ``"0.8"``, is that number). Otherwise values above 1 are clipped to 1. Either
+repair is recorded in ``Decision.repair`` (``percent`` or ``clipped``). A value above 100,
+negative or not a number is unusable.
 """
 
 from __future__ import annotations
