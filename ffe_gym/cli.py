@@ -6,6 +6,8 @@ import importlib
 import sys
 
 COMMANDS = {  # name: (module, one line of what it does)
+    "audit": ("ffe_gym.commands.audit",
+              "does a policy use its input, depend on the asset order, read the future?"),
     "backtest": ("ffe_gym.commands.backtest", "run one policy over a date range, no training"),
     "benchmark": ("ffe_agents.commands.benchmark", "print throughput figures"),
     "compare": ("ffe_gym.commands.compare",

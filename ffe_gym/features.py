@@ -82,7 +82,7 @@ def _evaluate(fn: Callable[[MarketData], np.ndarray], name: str, md: MarketData)
     return a
 
 
-def _perturbed(md: MarketData, t: int, rng: np.random.Generator) -> MarketData:
+def perturbed_after(md: MarketData, t: int, rng: np.random.Generator) -> MarketData:
     """A copy of ``md`` whose rows after t have new prices (one random factor per bar and
     asset scales open, high, low and close alike) and new volumes."""
     f = np.ones_like(md.close)
@@ -104,7 +104,7 @@ def custom_feature(name: str, md: MarketData, checks: int = 2) -> np.ndarray:
                                                    checks)}):
         if t >= T - 1:
             continue
-        other = _evaluate(fn, name, _perturbed(md, t, rng))
+        other = _evaluate(fn, name, perturbed_after(md, t, rng))
         a, b = base[:t + 1], other[:t + 1]
         same = np.isclose(a, b, rtol=1e-9, atol=1e-12) | (np.isnan(a) & np.isnan(b))
         if not same.all():

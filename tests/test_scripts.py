@@ -103,6 +103,20 @@ def test_benchmark_tiny_budget(tmp_path):
         assert peer in r.stdout  # a figure, or "could not run" when not installed
 
 
+def test_audit_flags_a_constant_policy_and_names_bad_input(tmp_path):
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text("data:\n  synthetic: {n_assets: 3, n_bars: 1200}\n"
+                   "risk: {on_portfolio_stop: flat}\n")
+    r = run("scripts/audit.py", "cash", "--config", str(cfg), "--windows", "3", "--json",
+            str(tmp_path / "a.json"))
+    assert r.returncode == 0, r.stderr
+    assert "flag: ignores its input" in r.stdout and "SYNTHETIC" in r.stdout
+    found = json.loads((tmp_path / "a.json").read_text())
+    assert found["placebo_changed"] == 0.0 and found["causal"] and found["windows"] == 3
+    bad = run("scripts/audit.py", "cash", "--config", str(cfg), "--windows", "5000")
+    assert bad.returncode == 2 and "--windows 5000" in bad.stderr
+
+
 def test_console_script_dispatches(capsys):
     from ffe_gym.cli import COMMANDS, main
 

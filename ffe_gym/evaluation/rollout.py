@@ -43,6 +43,7 @@ class EpisodeResult:
     policy_stats: dict[str, Any] = field(default_factory=dict)
     weights: pd.DataFrame | None = None  # per decision: signed position value / equity
     hindsight: bool = False  # the policy read prices after its decision bars (MarketView)
+    actions: list[np.ndarray] = field(default_factory=list)  # per decision, as the env got it
 
     @property
     def start(self) -> pd.Timestamp:
@@ -88,7 +89,8 @@ def env_for(policy: Any, config: Config | Mapping | str | Path | None = None,
 
 def rollout(policy: Policy, env: Any, window: Any = None, seed: int | None = None,
             risk_free: float = 0.0,
-            on_step: Callable[[int, int], None] | None = None) -> EpisodeResult:
+            on_step: Callable[[int, int], None] | None = None,
+            observe: Callable[[int, Any], Any] | None = None) -> EpisodeResult:
     """Run ``policy`` on ``env`` for one episode.
 
     :param policy: any :class:`~ffe_gym.evaluation.policy.Policy`.
@@ -98,6 +100,8 @@ def rollout(policy: Policy, env: Any, window: Any = None, seed: int | None = Non
     :param seed: seeds the policy and the env reset.
     :param risk_free: constant annual risk-free rate for the Sharpe and Sortino ratios.
     :param on_step: called after every decision with (decisions so far, current bar).
+    :param observe: what the policy sees at decision k instead of the env's observation
+        (``observe(k, observation)``; the placebo diagnostic of :mod:`~ffe_gym.evaluation.audit`).
     :raises ValueError: when the policy's action scheme is not the env's.
     """
     base = env.unwrapped
@@ -122,8 +126,11 @@ def rollout(policy: Policy, env: Any, window: Any = None, seed: int | None = Non
     done = False
     bars = [info["bar"]]
     weights = [np.asarray(info["weights"], dtype=np.float64).copy()]
+    actions = []
     while not done:
-        action = policy.act(obs, info)
+        seen = obs if observe is None else observe(steps, obs)
+        action = policy.act(seen, info)
+        actions.append(np.array(action, copy=True))
         obs, _, terminated, truncated, info = env.step(action)
         journal.record()
         bars.append(info["bar"])
@@ -144,6 +151,6 @@ def rollout(policy: Policy, env: Any, window: Any = None, seed: int | None = Non
         refusals=pf.refusals(0), steps=steps, status=info["status"], data=md.describe(),
         synthetic=md.is_synthetic, policy_stats=dict(stats()) if stats is not None else {},
         weights=pd.DataFrame(np.array(weights), index=md.index[bars], columns=list(md.symbols)),
-        hindsight=bool(view is not None and view.peeked),
+        hindsight=bool(view is not None and view.peeked), actions=actions,
     )
 
