@@ -437,6 +437,30 @@ def test_ollama_wire_format_decisions_latency_tokens_and_exact_replay(tmp_path):
     assert replay.policy_stats["members"]["llama3.2:3b"]["calls"] == 0
 
 
+def test_replay_mode_never_asks_a_model_and_refuses_a_miss(tmp_path):
+    """cache_mode replay: with the server up, a stored window replays with no request; a
+    window never seen is an error naming the member and the bar, or with replay_miss: hold
+    a counted HOLD (abstention), still without a request."""
+    from ffe_agents.llm.ensemble import ReplayMiss
+
+    cache = tmp_path / "c.sqlite"
+    with StubServer({"llama3.2:3b": Behaviour(digest="sha256:abc")}) as s:
+        cfg = {"members": members(s.url, "llama3.2:3b"), "cache_path": str(cache),
+               "deadline_seconds": 5}
+        live, _ = run(cfg)
+        sent = len(s.requests)
+        replay, _ = run(cfg | {"cache_mode": "replay"})
+        assert replay.metrics == live.metrics and len(s.requests) == sent
+        assert replay.policy_stats["members"]["llama3.2:3b"]["calls"] == 0
+        later = (WINDOW[0] + 40, WINDOW[1] + 40)
+        with pytest.raises(ReplayMiss, match=r"member 'llama3.2:3b' for the decision at bar"):
+            run(cfg | {"cache_mode": "replay"}, later)
+        held, _ = run(cfg | {"cache_mode": "replay", "replay_miss": "hold"}, later)
+        assert len(s.requests) == sent  # nothing was asked
+    st = held.policy_stats["members"]["llama3.2:3b"]
+    assert st["replay_misses"] > 0 and st["calls"] == 0
+
+
 @pytest.mark.parametrize("fault, kind", [
     (Behaviour(fault="http500"), "http"),
     (Behaviour(fault="malformed"), "bad_reply"),

@@ -56,6 +56,16 @@ def test_node_binding_live_then_exact_replay(tmp_path):
     for m in ("smollm2", "gemma3"):
         r = replay.policy_stats["members"][m]
         assert r["calls"] == 0 and r["cache_hits"] == replay.steps
+    # cache_mode replay: the same result with no sidecar started and no model loaded (the
+    # digest check hashes the GGUF file)
+    ens = LLMEnsemble(cfg | {"cache_mode": "replay"})
+    try:
+        strict = rollout(ens, env_for(ens, None, MD), window=WINDOW, seed=0)
+        assert all(ens.backends[m]._proc is None for m in ("smollm2", "gemma3"))
+        assert ens.stats()["digests"]["gemma3"] == live.policy_stats["digests"]["gemma3"]
+    finally:
+        ens.close()
+    assert strict.metrics == live.metrics and strict.trades.equals(live.trades)
 
 
 def _prompt():

@@ -111,7 +111,10 @@ class LLMConfig:
     backoff_seconds: float = 0.2
     concurrency: int = 16  # calls in flight at once, over all members and assets
     cache_path: str | None = "runs/llm-cache.sqlite"
-    cache_mode: Literal["read_write", "read_only", "off"] = "read_write"
+    # read_write; read_only (a miss still asks a reachable model); replay (never asks a model:
+    # a miss is an error naming the decision, or with replay_miss: hold a counted HOLD)
+    cache_mode: Literal["read_write", "read_only", "replay", "off"] = "read_write"
+    replay_miss: Literal["error", "hold"] = "error"
     replay_other_digest: bool = False  # online, replay a reply stored under another model
     # digest (a re-pulled model behind the same name); default: ask the model again
     model_dir: str = "runs/models"  # where embedded models are assembled

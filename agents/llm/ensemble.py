@@ -41,7 +41,13 @@ from typing import Any
 
 import numpy as np
 
-from ffe_agents.llm.backends import EMBEDDED, BackendError, make_backend
+from ffe_agents.llm.backends import (
+    EMBEDDED,
+    BackendError,
+    embedded_model_path,
+    file_digest,
+    make_backend,
+)
 from ffe_agents.llm.cache import ReplyCache, key_of, member_prefix, merge_rows, snapshot
 from ffe_agents.llm.config import LLMConfig, load_llm_config
 from ffe_agents.llm.memory import Memory
@@ -51,6 +57,11 @@ from ffe_agents.llm.voting import AdaptiveWeights, Vote, vote
 from ffe_gym.env.observations import ObservationLayout
 
 ERROR = Decision("HOLD", 0.0, "", "error")
+MISS = Decision("HOLD", 0.0, "replay miss", "error")  # abstains, as an error does
+
+
+class ReplayMiss(RuntimeError):
+    """``cache_mode: replay`` met a decision with no stored reply (and ``replay_miss: error``)."""
 
 
 class MemberStats:
@@ -77,6 +88,7 @@ class MemberStats:
         self.context_overflows = 0  # prompts too long even with one bar of history
         self.digest_mismatch = 0  # stored replies not replayed: another model digest
         self.digest_replays = 0  # replayed anyway (replay_other_digest)
+        self.replay_misses = 0  # cache_mode replay, replay_miss hold: prompts with no reply
 
     def as_dict(self) -> dict[str, Any]:
         lat = np.asarray(self.latency) if self.latency else np.zeros(0)
@@ -96,7 +108,7 @@ class MemberStats:
                 "history_shortened": self.history_shortened,
                 "context_overflows": self.context_overflows,
                 "digest_mismatch": self.digest_mismatch,
-                "digest_replays": self.digest_replays}
+                "digest_replays": self.digest_replays, "replay_misses": self.replay_misses}
 
 
 class LLMEnsemble:
@@ -233,6 +245,7 @@ class LLMEnsemble:
         self._learn(observation, info)
         cfg = self.config
         bar = int(info.get("bar", 0))
+        self._bar = bar
         if cfg.memory > 0:
             if self.memory is None:
                 self.memory = Memory(cfg.memory, self.layout.n_assets)
@@ -457,10 +470,21 @@ class LLMEnsemble:
         return (exact if exact is not None else len(text) // 3) + overhead
 
     def _check_digests(self, members: list[str]) -> None:
-        """Once per member per run: its model's digest, or offline (see the module doc)."""
+        """Once per member per run: its model's digest, or offline (see the module doc). In
+        ``replay`` mode nothing is started or loaded: an embedded model's digest is its file's
+        hash, a server's is taken as stored (offline)."""
         todo = [m for m in members if m not in self._checked and m not in self._dead
                 and m not in self._offline]
         if not todo:
+            return
+        if self.config.cache_mode == "replay":
+            for m in todo:
+                b = self.backends[m]
+                if b.kind == "embedded":
+                    self._checked[m] = file_digest(embedded_model_path(
+                        self.members[m].model, self.config.model_dir))
+                else:
+                    self._offline[m] = None
             return
         if self._loop is None or self._loop.is_closed():
             self._loop = asyncio.new_event_loop()
@@ -505,6 +529,14 @@ class LLMEnsemble:
                 self._record(m, ds)
                 for j, d in zip(p.assets, ds, strict=True):
                     out[m][j] = d
+            elif self.config.cache_mode == "replay":
+                if self.config.replay_miss == "error":
+                    raise ReplayMiss(
+                        f"cache_mode replay: no stored reply of member {m!r} for the decision "
+                        f"at bar {self._bar} (key {key[:16]}..., cache {self.cache.path}); "
+                        "run with cache_mode read_write to ask the model, or replay_miss: hold")
+                self.member_stats[m].replay_misses += 1
+                self._record(m, [MISS] * len(p.assets))
             elif m in self._dead:
                 self.member_stats[m].errors[self._dead[m]] += 1
                 self._record(m, [ERROR] * len(p.assets))
