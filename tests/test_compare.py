@@ -309,6 +309,32 @@ def test_resume_recomputes_missing_killed_and_damaged_jobs_only(serial_run, tmp_
         assert (folder / "metrics.json").stat().st_mtime_ns == mtime
 
 
+def test_an_unreproducible_run_is_recomputed_unless_kept(serial_run, tmp_path):
+    """A run whose policy said its result depended on the machine's load (an LLM member cut
+    off at its deadline) is not reused silently: recomputed by default, or reused and flagged
+    with keep_unreproducible."""
+    _, exp, _, _ = serial_run
+    specs = ex.jobs(exp, tmp_path / "runs")
+    runner.run_jobs(specs, "serial", progress=False)
+    target = next(s for s in specs if s.agent["name"] == "momentum")
+    path = target.folder / "metrics.json"
+    row = json.loads(path.read_text())
+    row["policy_stats"] = {"reproducible": False, "unreproducible": ["m: 1 timeout(s)"]}
+    path.write_text(json.dumps(row))
+    kept = runner.run_jobs(specs, "serial", progress=False, keep_unreproducible=True)
+    flagged = [r for r in kept if r["folder"] == str(target.folder)]
+    assert [r["reuse"] for r in flagged] == ["reused"]
+    df = grid.results_frame(kept, exp)
+    agg = grid.aggregate(df, exp, reps=50)
+    mom = next(r for r in agg["table"] if r["agent"] == "momentum")
+    assert any(f.startswith("NOT REPRODUCIBLE: 1 of") for f in mom["flags"])
+    again = runner.run_jobs(specs, "serial", progress=False)
+    states = {r["folder"]: r["reuse"] for r in again}
+    assert states[str(target.folder)] == "unreproducible"
+    assert sum(v == "reused" for v in states.values()) == len(specs) - 1
+    assert json.loads(path.read_text())["policy_stats"] == {}  # recomputed: momentum's own
+
+
 def test_a_changed_variant_or_fee_recomputes_exactly_the_changed_jobs(tmp_path):
     variants = {"rules": {}, "no_var": {"portfolio": {"max_portfolio_risk": None}}}
     agents = [{"name": "momentum", "policy": "momentum"}]

@@ -501,6 +501,11 @@ def test_server_down_and_a_hanging_member_respect_the_deadline():
     assert st["slow"]["error_kinds"].get("timeout", 0) >= 1
     assert st["down"]["error_kinds"].get("unreachable", 0) >= 1
     assert st["good"]["answers"] == 9
+    # a member cut off cleanly at its deadline marks the run (before: deadline_misses 0 and
+    # nothing said so)
+    assert r.policy_stats["reproducible"] is False
+    assert any(w.startswith("slow: ") and "timeout" in w
+               for w in r.policy_stats["unreproducible"])
 
 
 def test_quorum_not_met_uses_the_fallback_tiers():

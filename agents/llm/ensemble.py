@@ -119,8 +119,10 @@ class LLMEnsemble:
 
     Deterministic for the comparison grid (one run per test window): greedy decoding with a
     fixed seed, or a read-only cache replay, gives the same replies for the same prompts. A
-    member that misses the deadline breaks that; ``stats()["deadline_misses"]`` says so and the
-    comparison's table flags the run.
+    member cut off at the deadline, or a call the deadline overtook, breaks that:
+    ``stats()["reproducible"]`` is then False with the reasons in ``unreproducible``, and the
+    comparison flags the run and recomputes it rather than reuse it (``--keep-unreproducible``
+    keeps it, flagged).
     """
 
     action_scheme = "signals"
@@ -296,10 +298,30 @@ class LLMEnsemble:
              for d in ds]) for m, ds in answers.items()})
         return signals
 
+    def unreproducible(self) -> list[str]:
+        """Why this run's replies depend on the machine's load, not only on the prompts: member
+        timeouts, calls the deadline overtook before they were sent, calls skipped while a
+        member was suspended, decisions over the deadline, replay misses held. Empty: every
+        reply came from the model or the cache as the prompts alone decide."""
+        out = []
+        for m, st in self.member_stats.items():
+            for what, n in (("timeout(s)", st.errors.get("timeout", 0)),
+                            ("call(s) not started", st.not_started),
+                            ("call(s) skipped while suspended", st.calls_skipped),
+                            ("replay miss(es) held", st.replay_misses)):
+                if n:
+                    out.append(f"{m}: {n} {what}")
+        if self.deadline_misses:
+            out.append(f"{self.deadline_misses} decision(s) over the deadline")
+        return out
+
     def stats(self) -> dict[str, Any]:
-        """Per-member calls, cache hits, latency, tokens, parse failures, fallbacks; votes."""
+        """Per-member calls, cache hits, latency, tokens, parse failures, fallbacks; votes;
+        ``reproducible`` and ``unreproducible`` (why not)."""
         sec = np.asarray(self.decision_seconds) if self.decision_seconds else np.zeros(1)
-        return {"members": {m: s.as_dict() for m, s in self.member_stats.items()},
+        why = self.unreproducible()
+        return {"reproducible": not why, "unreproducible": why,
+                "members": {m: s.as_dict() for m, s in self.member_stats.items()},
                 "decisions": self.decisions, "escalations": self.escalations,
                 "escalations_skipped": self.escalations_skipped,
                 "remote_calls": self.remote_calls, "tiers": dict(self.tiers),

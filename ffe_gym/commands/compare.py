@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs"), help="root folder of the runs")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--keep-unreproducible", action="store_true",
+                   help="reuse runs whose results depended on the machine's load (an LLM "
+                        "member cut off at its deadline), flagged, instead of recomputing them")
     return p
 
 
@@ -70,17 +73,21 @@ def run(args: argparse.Namespace) -> int:
     try:
         rows = runner.run_jobs(specs, args.backend, args.workers, args.address,
                                progress=not args.no_progress,
-                               on_result=lambda _: count.__setitem__(0, count[0] + 1))
+                               on_result=lambda _: count.__setitem__(0, count[0] + 1),
+                               keep_unreproducible=args.keep_unreproducible)
     except KeyboardInterrupt:
         print(f"interrupted: {count[0]} of {len(specs)} jobs done; rerun to resume",
               file=sys.stderr)
         return 130
     states = {k: sum(r["reuse"] == k for r in rows) for k in ("reused", "new", "stale",
-                                                                "damaged", "failed")}
+                                                                "damaged", "unreproducible",
+                                                                "failed")}
     console.print(f"jobs: {states['new']} computed, {states['reused']} reused (identity "
                   f"matched), {states['stale']} recomputed because stale (the experiment, "
                   f"data or code changed), {states['damaged']} recomputed because damaged, "
-                  f"{states['failed']} failed")
+                  + (f"{states['unreproducible']} recomputed because their results depended "
+                     f"on the machine's load, " if states["unreproducible"] else "")
+                  + f"{states['failed']} failed")
     failures = [r for r in rows if r["reuse"] == "failed"]
     for r in failures:
         console.print(f"FAILED {r['dataset']}/{r['variant']}/fold{r['fold']}/{r['agent']}/"

@@ -147,7 +147,13 @@ def run(args: argparse.Namespace) -> dict:
             "evaluation is exactly flat, return 0 and no Sharpe.")
     if result.policy_stats:
         console.print(tables.stats_table(result.policy_stats))
-    out = result.summary() | {"data_hash": md.digest()}
+    why = result.policy_stats.get("unreproducible") or []
+    if why:
+        console.print("NOT REPRODUCIBLE: this run depends on the machine's load ("
+                      + "; ".join(why) + "); rerun it, or replay it from the cache "
+                      "(cache_mode: replay)", highlight=False, markup=False)
+    out = result.summary() | {"data_hash": md.digest(),
+                              "reproducible": result.policy_stats.get("reproducible", True)}
     if args.json:
         write_json(args.json, out)
     if args.trades:

@@ -43,6 +43,8 @@ def results_frame(rows: list[dict[str, Any]], exp: ExperimentConfig) -> pd.DataF
         raise ValueError("no job finished: nothing to aggregate")
     drop = ("attribution", "refusals", "policy_stats")
     df = pd.DataFrame([{k: v for k, v in r.items() if k not in drop} for r in rows])
+    df["reproducible"] = [(r.get("policy_stats") or {}).get("reproducible", True) is not False
+                          for r in rows]
     df["deadline_misses"] = [(r.get("policy_stats") or {}).get("deadline_misses")
                              for r in rows]
     df["capped"] = [(r.get("refusals") or {}).get("max_positions", 0) for r in rows]
@@ -146,6 +148,11 @@ def _flags(sub: pd.DataFrame, m: np.ndarray, lo: float, hi: float, windows: int)
     misses = pd.to_numeric(sub["deadline_misses"], errors="coerce").fillna(0).sum()
     if misses:
         out.append(f"{int(misses)} deadline miss(es): replies not reproducible")
+    unrep = int((~sub["reproducible"].astype(bool)).sum()) if "reproducible" in sub else 0
+    if unrep:
+        out.append(f"NOT REPRODUCIBLE: {unrep} of {len(sub)} runs depend on the machine's load "
+                   "(member timeouts or calls not started; policy_stats.unreproducible says "
+                   "which)")
     every = sub["decide_every"].iloc[0]
     if every not in (None, 1) and not (isinstance(every, float) and np.isnan(every)):
         out.append(f"decides every {every} bars (stops every bar)")

@@ -98,10 +98,13 @@ class JobLock:
         self.release()
 
 
-def finished(spec: JobSpec) -> tuple[dict[str, Any] | None, str]:
+def finished(spec: JobSpec, keep_unreproducible: bool = False
+             ) -> tuple[dict[str, Any] | None, str]:
     """(row, state) of a job's folder: ``reused`` with its row when the stored identity matches
-    and its files are there; otherwise None with ``new``, ``stale`` (another identity) or
-    ``damaged`` (unreadable metrics.json or a missing file)."""
+    and its files are there; otherwise None with ``new``, ``stale`` (another identity),
+    ``damaged`` (unreadable metrics.json or a missing file) or ``unreproducible`` (its policy
+    said its result depends on the machine's load, e.g. an LLM member cut off at its deadline:
+    recomputed unless ``keep_unreproducible``, when it is reused and stays flagged)."""
     folder = spec.folder
     done = folder / "metrics.json"
     if not done.exists():
@@ -119,6 +122,8 @@ def finished(spec: JobSpec) -> tuple[dict[str, Any] | None, str]:
         pd.read_csv(folder / "equity.csv", usecols=["equity"])
     except (OSError, ValueError):
         return None, "damaged"
+    if (row.get("policy_stats") or {}).get("reproducible") is False and not keep_unreproducible:
+        return None, "unreproducible"
     return row, "reused"
 
 

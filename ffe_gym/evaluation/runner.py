@@ -157,10 +157,13 @@ class Progress:
 
 def run_jobs(specs: Sequence[JobSpec], backend: str = "serial", workers: int | None = None,
              address: str | None = None, progress: bool = True,
-             on_result: Callable[[dict], None] | None = None) -> list[dict[str, Any]]:
+             on_result: Callable[[dict], None] | None = None,
+             keep_unreproducible: bool = False) -> list[dict[str, Any]]:
     """Run ``specs`` and return one row per spec, in the order of ``specs``. A row's
-    ``reuse`` is ``reused``, ``new``, ``stale``, ``damaged`` or ``failed`` (then ``error``
-    says why). KeyboardInterrupt propagates after the workers are stopped and the locks freed.
+    ``reuse`` is ``reused``, ``new``, ``stale``, ``damaged``, ``unreproducible`` (recomputed:
+    its stored result depended on the machine's load; ``keep_unreproducible`` reuses it,
+    flagged) or ``failed`` (then ``error`` says why). KeyboardInterrupt propagates after the
+    workers are stopped and the locks freed.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r} (allowed: {', '.join(BACKENDS)})")
@@ -195,7 +198,7 @@ def run_jobs(specs: Sequence[JobSpec], backend: str = "serial", workers: int | N
 
     todo: dict[int, str] = {}
     for i, spec in enumerate(specs):
-        row, state = finished(spec)
+        row, state = finished(spec, keep_unreproducible)
         if row is not None:
             done(i, row | {"reuse": state})
         else:
@@ -227,7 +230,7 @@ def run_jobs(specs: Sequence[JobSpec], backend: str = "serial", workers: int | N
             lock = JobLock(specs[i])
             lock.acquire(block=True)
             locks[i] = lock
-            row, state = finished(specs[i])
+            row, state = finished(specs[i], keep_unreproducible)
             if row is not None:
                 locks.pop(i).release()
                 done(i, row | {"reuse": state})
