@@ -56,6 +56,16 @@ def test_node_binding_live_then_exact_replay(tmp_path):
     for m in ("smollm2", "gemma3"):
         r = replay.policy_stats["members"][m]
         assert r["calls"] == 0 and r["cache_hits"] == replay.steps
+    # the models load when the ensemble is reset for an episode, before the first decision and
+    # outside its deadline (before: inside the first decision's)
+    ens = LLMEnsemble(cfg | {"cache_mode": "off"})
+    try:
+        ens.bind(env_for(ens, None, MD).unwrapped.layout)
+        ens.reset(0)
+        assert all(ens.backends[m]._proc is not None for m in ("smollm2", "gemma3"))
+        assert ens.decisions == 0 and ens._checked["gemma3"].startswith("sha256:")
+    finally:
+        ens.close()
     # cache_mode replay: the same result with no sidecar started and no model loaded (the
     # digest check hashes the GGUF file)
     ens = LLMEnsemble(cfg | {"cache_mode": "replay"})

@@ -107,6 +107,9 @@ class LLMConfig:
     memory: int = 0  # > 0: each member sees its own last k decisions per asset and what
     # followed them (causal: from bars already seen; see ffe_agents.llm.memory)
     deadline_seconds: float = 30.0  # per decision, retries and backoff included
+    # loading the models and checking their digests, before the first decision and outside
+    # every decision's deadline
+    load_seconds: float = 600.0
     retries: int = 1
     backoff_seconds: float = 0.2
     concurrency: int = 16  # calls in flight at once, over all members and assets

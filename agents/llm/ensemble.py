@@ -237,6 +237,8 @@ class LLMEnsemble:
         self._prev: tuple[int, dict[str, np.ndarray]] | None = None
         self.memory = (Memory(self.config.memory, self.layout.n_assets)
                        if self.config.memory > 0 and self.layout is not None else None)
+        if self.layout is not None:  # bound to an env: load before the first decision
+            self._check_digests(list(self.members), self.config.load_seconds)
 
     def act(self, observation: Any, info: dict[str, Any]) -> np.ndarray:
         if self.layout is None:
@@ -491,9 +493,11 @@ class LLMEnsemble:
         overhead = 8 * len(prompt.messages)  # chat template markers
         return (exact if exact is not None else len(text) // 3) + overhead
 
-    def _check_digests(self, members: list[str]) -> None:
-        """Once per member per run: its model's digest, or offline (see the module doc). In
-        ``replay`` mode nothing is started or loaded: an embedded model's digest is its file's
+    def _check_digests(self, members: list[str], timeout: float | None = None) -> None:
+        """Once per member per run: its model's digest, or offline (see the module doc); the
+        embedded models load here. Called by ``reset`` with ``load_seconds``, so the first
+        decision's deadline does not pay for the load. In ``replay`` mode nothing is started
+        or loaded: an embedded model's digest is its file's
         hash, a server's is taken as stored (offline)."""
         todo = [m for m in members if m not in self._checked and m not in self._dead
                 and m not in self._offline]
@@ -511,11 +515,12 @@ class LLMEnsemble:
         if self._loop is None or self._loop.is_closed():
             self._loop = asyncio.new_event_loop()
 
+        limit = max(2.0, self.config.deadline_seconds) if timeout is None else timeout
+
         async def one(m: str) -> None:
             try:
                 self._checked[m] = await asyncio.wait_for(
-                    self.backends[m].health(min(2.0, self.config.deadline_seconds)),
-                    max(2.0, self.config.deadline_seconds))
+                    self.backends[m].health(min(2.0, self.config.deadline_seconds)), limit)
             except (BackendError, TimeoutError) as exc:
                 kind = exc.kind if isinstance(exc, BackendError) else "timeout"
                 self.member_stats[m].errors[kind] += 1
