@@ -319,7 +319,9 @@ def test_an_unreproducible_run_is_recomputed_unless_kept(serial_run, tmp_path):
     target = next(s for s in specs if s.agent["name"] == "momentum")
     path = target.folder / "metrics.json"
     row = json.loads(path.read_text())
-    row["policy_stats"] = {"reproducible": False, "unreproducible": ["m: 1 timeout(s)"]}
+    row["policy_stats"] = {"reproducible": False, "unreproducible": ["m: 1 timeout(s)"],
+                           "input_flags": ["m: the same answer for each asset in every "
+                                           "decision"]}
     path.write_text(json.dumps(row))
     kept = runner.run_jobs(specs, "serial", progress=False, keep_unreproducible=True)
     flagged = [r for r in kept if r["folder"] == str(target.folder)]
@@ -328,6 +330,8 @@ def test_an_unreproducible_run_is_recomputed_unless_kept(serial_run, tmp_path):
     agg = grid.aggregate(df, exp, reps=50)
     mom = next(r for r in agg["table"] if r["agent"] == "momentum")
     assert any(f.startswith("NOT REPRODUCIBLE: 1 of") for f in mom["flags"])
+    assert any(f.startswith("DOES NOT READ THE MARKET (in some runs): m: the same answer")
+               for f in mom["flags"])
     again = runner.run_jobs(specs, "serial", progress=False)
     states = {r["folder"]: r["reuse"] for r in again}
     assert states[str(target.folder)] == "unreproducible"

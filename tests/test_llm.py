@@ -437,6 +437,32 @@ def test_ollama_wire_format_decisions_latency_tokens_and_exact_replay(tmp_path):
     assert replay.policy_stats["members"]["llama3.2:3b"]["calls"] == 0
 
 
+def first_listed_reply(request):
+    """Each asset's first listed action: a model copying the prompt's word order."""
+    schema = request.get("format") or {}
+    return json.dumps({a: {"action": v["properties"]["action"]["enum"][0], "confidence": 0.9}
+                       for a, v in schema["properties"].items()})
+
+
+def test_constant_and_order_copying_members_are_flagged():
+    """Reply diversity and word-order copying per member (the main job's tiny models answered
+    the same in all 46 replies, in the system prompt's word order)."""
+    with StubServer({"const": Behaviour(reply=lambda r: decide_all(r, "SELL", 0.4)),
+                     "copy": Behaviour(reply=first_listed_reply),
+                     "fine": Behaviour()}) as s:
+        cfg = {"members": members(s.url, "const", "copy"), "cache_mode": "off",
+               "deadline_seconds": 5}
+        r, _ = run(cfg, window=(300, 310))
+    flags = r.policy_stats["input_flags"]
+    assert any(f.startswith("const: the same answer") for f in flags)
+    assert any(f.startswith("copy: copies the prompt's word order") for f in flags)
+    st = r.policy_stats["members"]
+    assert st["const"]["distinct_answers"] == 1.0
+    assert st["copy"]["first_listed_share"] == 1.0
+    assert 0.0 < st["const"]["first_listed_share"] < 0.7  # SELL is listed first a third of
+    # the time
+
+
 def test_replay_mode_never_asks_a_model_and_refuses_a_miss(tmp_path):
     """cache_mode replay: with the server up, a stored window replays with no request; a
     window never seen is an error naming the member and the bar, or with replay_miss: hold

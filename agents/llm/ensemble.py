@@ -52,7 +52,7 @@ from ffe_agents.llm.cache import ReplyCache, key_of, member_prefix, merge_rows, 
 from ffe_agents.llm.config import LLMConfig, load_llm_config
 from ffe_agents.llm.memory import Memory
 from ffe_agents.llm.parser import Decision, parse_decision, parse_joint
-from ffe_agents.llm.prompts import Prompt, asset_labels, build_prompts
+from ffe_agents.llm.prompts import Prompt, asset_labels, build_prompts, listed_first
 from ffe_agents.llm.voting import AdaptiveWeights, Vote, vote
 from ffe_gym.env.observations import ObservationLayout
 
@@ -89,6 +89,9 @@ class MemberStats:
         self.digest_mismatch = 0  # stored replies not replayed: another model digest
         self.digest_replays = 0  # replayed anyway (replay_other_digest)
         self.replay_misses = 0  # cache_mode replay, replay_miss hold: prompts with no reply
+        self.distinct: dict[int, set[tuple[str, float]]] = defaultdict(set)  # asset -> answers
+        self.first_listed = 0  # answers that are the action the schema lists first
+        self.checked_order = 0  # answers whose listed order was known
 
     def as_dict(self) -> dict[str, Any]:
         lat = np.asarray(self.latency) if self.latency else np.zeros(0)
@@ -108,7 +111,11 @@ class MemberStats:
                 "history_shortened": self.history_shortened,
                 "context_overflows": self.context_overflows,
                 "digest_mismatch": self.digest_mismatch,
-                "digest_replays": self.digest_replays, "replay_misses": self.replay_misses}
+                "digest_replays": self.digest_replays, "replay_misses": self.replay_misses,
+                "distinct_answers": (float(np.mean([len(v) for v in self.distinct.values()]))
+                                     if self.distinct else None),
+                "first_listed_share": (self.first_listed / self.checked_order
+                                       if self.checked_order else None)}
 
 
 class LLMEnsemble:
@@ -300,6 +307,20 @@ class LLMEnsemble:
              for d in ds]) for m, ds in answers.items()})
         return signals
 
+    def input_flags(self) -> list[str]:
+        """Members that answered as if they did not read the market: one answer per asset over
+        every decision (at least 3), or the action the schema listed first in at least 90% of
+        at least 12 answers (chance: a third; the listed order is drawn per asset and prompt)."""
+        out = []
+        for m, st in self.member_stats.items():
+            if self.decisions >= 3 and st.distinct and all(len(v) == 1
+                                                           for v in st.distinct.values()):
+                out.append(f"{m}: the same answer for each asset in every decision")
+            if st.checked_order >= 12 and st.first_listed >= 0.9 * st.checked_order:
+                out.append(f"{m}: copies the prompt's word order ({st.first_listed} of "
+                           f"{st.checked_order} answers are the action listed first)")
+        return out
+
     def unreproducible(self) -> list[str]:
         """Why this run's replies depend on the machine's load, not only on the prompts: member
         timeouts, calls the deadline overtook before they were sent, calls skipped while a
@@ -323,6 +344,7 @@ class LLMEnsemble:
         sec = np.asarray(self.decision_seconds) if self.decision_seconds else np.zeros(1)
         why = self.unreproducible()
         return {"reproducible": not why, "unreproducible": why,
+                "input_flags": self.input_flags(),
                 "members": {m: s.as_dict() for m, s in self.member_stats.items()},
                 "decisions": self.decisions, "escalations": self.escalations,
                 "escalations_skipped": self.escalations_skipped,
@@ -442,6 +464,19 @@ class LLMEnsemble:
     def _is_suspended(self, member: str) -> bool:
         return self.decisions < self._suspended.get(member, 0)
 
+    def _diversity(self, member: str, prompt: Prompt, decisions: list[Decision]) -> None:
+        """Count each answer per asset (reply diversity) and whether it is the action the
+        schema listed first for that asset (copying the prompt's word order)."""
+        s = self.member_stats[member]
+        first = listed_first(prompt)
+        for j, (asset, d) in enumerate(zip(prompt.assets, decisions, strict=False)):
+            if d.origin in ("fallback", "error", "truncated"):
+                continue
+            s.distinct[asset].add((d.action, round(d.confidence, 3)))
+            if j < len(first) and first[j] is not None:
+                s.checked_order += 1
+                s.first_listed += int(d.action == first[j])
+
     def _record(self, member: str, decisions: list[Decision]) -> None:
         s = self.member_stats[member]
         for d in decisions:
@@ -554,6 +589,7 @@ class LLMEnsemble:
                 if hit.get("finish_reason") == "length":
                     self.member_stats[m].truncations += 1
                 self._record(m, ds)
+                self._diversity(m, p, ds)
                 for j, d in zip(p.assets, ds, strict=True):
                     out[m][j] = d
             elif self.config.cache_mode == "replay":
@@ -578,6 +614,7 @@ class LLMEnsemble:
             results = self._loop.run_until_complete(self._call_all(todo, deadline))
             for (m, p, _), ds in zip(todo, results, strict=True):
                 self._record(m, ds)
+                self._diversity(m, p, ds)
                 for j, d in zip(p.assets, ds, strict=True):
                     out[m][j] = d
         return out

@@ -125,6 +125,20 @@ def asset_labels(layout: ObservationLayout, guard: bool) -> list[str]:
 _ORDERS = tuple(itertools.permutations(ACTIONS))
 
 
+def listed_first(prompt: Prompt) -> list[str | None]:
+    """The action the prompt's schema lists first for each asset it covers, in order (None
+    where the schema lists none)."""
+    props = prompt.schema.get("properties", {})
+    if "action" in props:  # one asset
+        return [(props["action"].get("enum") or [None])[0]]
+    out = []
+    for value in props.values():
+        inner = value.get("properties", {}) if isinstance(value, dict) else {}
+        if "action" in inner:
+            out.append((inner["action"].get("enum") or [None])[0])
+    return out
+
+
 def action_orders(content: str, n: int) -> list[tuple[str, ...]]:
     """Per asset, the order the allowed actions are listed in: one of the six permutations,
     picked by a byte of a digest of the prompt's content (stable for the same observation)."""

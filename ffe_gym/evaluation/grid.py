@@ -43,6 +43,8 @@ def results_frame(rows: list[dict[str, Any]], exp: ExperimentConfig) -> pd.DataF
         raise ValueError("no job finished: nothing to aggregate")
     drop = ("attribution", "refusals", "policy_stats")
     df = pd.DataFrame([{k: v for k, v in r.items() if k not in drop} for r in rows])
+    df["input_flags"] = [list((r.get("policy_stats") or {}).get("input_flags") or [])
+                         for r in rows]
     df["reproducible"] = [(r.get("policy_stats") or {}).get("reproducible", True) is not False
                           for r in rows]
     df["deadline_misses"] = [(r.get("policy_stats") or {}).get("deadline_misses")
@@ -148,6 +150,10 @@ def _flags(sub: pd.DataFrame, m: np.ndarray, lo: float, hi: float, windows: int)
     misses = pd.to_numeric(sub["deadline_misses"], errors="coerce").fillna(0).sum()
     if misses:
         out.append(f"{int(misses)} deadline miss(es): replies not reproducible")
+    if "input_flags" in sub:
+        said = sorted({f for flags in sub["input_flags"] for f in (flags or [])})
+        if said:
+            out.append("DOES NOT READ THE MARKET (in some runs): " + "; ".join(said))
     unrep = int((~sub["reproducible"].astype(bool)).sum()) if "reproducible" in sub else 0
     if unrep:
         out.append(f"NOT REPRODUCIBLE: {unrep} of {len(sub)} runs depend on the machine's load "
