@@ -49,3 +49,71 @@ def test_a_policy_that_reads_the_future_fails_the_causality_check():
     r = audit(Peeking, CFG, MD, WINDOWS[:1])
     assert not r.causal and "changed when only prices after bar" in r.causality_detail
     assert any(f.startswith("reads the future") for f in r.flags)
+
+
+class FirstColumn:
+    """Buys the first column whatever it is: order-dependent by construction."""
+
+    name = "first-column"
+    action_scheme = "signals"
+    deterministic = True
+
+    def reset(self, seed: int | None = None) -> None:
+        pass
+
+    def act(self, observation: Any, info: dict[str, Any]) -> np.ndarray:
+        n = len(info["weights"])
+        a = np.zeros(n, dtype=np.float32)
+        a[int(info["bar"]) % n] = 1.0  # rotates through the columns by position
+        return a
+
+
+def test_the_grid_runs_the_diagnostic_and_flags_what_the_audit_flags(tmp_path):
+    """In a comparison, `diagnostic: [placebo, permutation]` runs both beside the real run in
+    the first variant's jobs only: cash is flagged as ignoring its input, momentum is not and
+    reads no column by position, a policy that trades by column position is flagged."""
+    import yaml
+
+    from ffe_gym.evaluation import experiment as ex
+    from ffe_gym.evaluation import grid, runner
+    from ffe_gym.evaluation.report import diagnostic_lines
+
+    both = ["placebo", "permutation"]
+    spec = {
+        "name": "diag",
+        "config": {"risk": {"on_portfolio_stop": "flat", "var_window": 20},
+                   "env": {"window": 8}},
+        "datasets": [{"name": "syn", "data": {"source": "synthetic",
+                                              "synthetic": {"n_assets": 3, "n_bars": 1500,
+                                                            "seed": 1}}}],
+        "folds": {"n_folds": 4, "train": 300, "validation": 100, "test": 150},
+        "seeds": [0],
+        "variants": {"base": {}, "no_var": {"portfolio": {"max_portfolio_risk": None}}},
+        "agents": [{"name": "cash", "policy": "cash", "diagnostic": both},
+                   {"name": "momentum", "policy": "momentum", "diagnostic": both},
+                   {"name": "first-column", "policy": "tests.test_audit:FirstColumn",
+                    "diagnostic": both}],
+    }
+    path = tmp_path / "diag.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    exp = ex.load_experiment(path)
+    specs = ex.jobs(exp, tmp_path / "runs")
+    assert {s.variant for s in specs if s.diagnostic} == {"base"}
+    rows = runner.run_jobs(specs, "serial", progress=False)
+    assert all(r.get("reuse") != "failed" for r in rows), [r.get("error") for r in rows]
+    done = [r for r in rows if r["role"] == "agent" and r["variant"] == "base"]
+    assert all(r["diagnostic"]["decisions"] == r["steps"] for r in done)
+    assert all(r["diagnostic"] is None for r in rows if r["variant"] == "no_var")
+    agg = grid.aggregate(grid.results_frame(rows, exp), exp, reps=200)
+    by = {(r["agent"], r["variant"]): r for r in agg["table"]}
+    cash, mom, col = by[("cash", "base")], by[("momentum", "base")], by[("first-column", "base")]
+    assert cash["diagnostic"]["placebo"]["changed"] == 0.0
+    assert any(f.startswith("IGNORES ITS INPUT") for f in cash["flags"])
+    assert mom["diagnostic"]["placebo"]["changed"] > 0.3
+    assert not any(f.startswith("IGNORES") for f in mom["flags"])
+    assert mom["diagnostic"]["permuted"]["changed"] == 0.0
+    assert not any(f.startswith("DEPENDS ON THE ORDER") for f in mom["flags"])
+    assert any(f.startswith("DEPENDS ON THE ORDER") for f in col["flags"])
+    assert by[("momentum", "no_var")]["diagnostic"] is None
+    lines = diagnostic_lines(agg)
+    assert len(lines) == 3 and all("4 windows" in line for line in lines)

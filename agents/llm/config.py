@@ -101,6 +101,13 @@ class LLMConfig:
 
     members: list[MemberConfig] = field(default_factory=list)
     prompt_mode: Literal["joint", "per_asset"] = "joint"
+    # joint mode: a reply with an action for every asset (every_asset), or only the trades, at
+    # most max_trades of them, every other asset HOLD (trades: the reply's length does not grow
+    # with N); prompt_format table shows the assets as columns and rows (about a third of the
+    # prompt tokens of one JSON object per asset)
+    reply: Literal["every_asset", "trades"] = "every_asset"
+    max_trades: int = 4
+    prompt_format: Literal["json", "table"] = "json"
     prompt_version: str = "v2"  # v2: setting, legend, positions, neutral action order
     leakage_guard: bool = True
     history_bars: int = 8
@@ -132,6 +139,11 @@ class LLMConfig:
         names = [m.name for m in self.members]
         if len(set(names)) != len(names):
             raise ConfigError("members: member names must be unique")
+        if self.max_trades < 1:
+            raise ConfigError(f"max_trades: {self.max_trades} (at least 1)")
+        if self.prompt_mode != "joint" and (self.reply != "every_asset"
+                                            or self.prompt_format != "json"):
+            raise ConfigError("reply: trades and prompt_format: table need prompt_mode: joint")
         for m in self.members:
             if m.backend == "openai" and not m.base_url:
                 raise ConfigError(f"members.{m.name}.base_url: required for backend openai")

@@ -51,13 +51,23 @@ from ffe_agents.llm.backends import (
 from ffe_agents.llm.cache import ReplyCache, key_of, member_prefix, merge_rows, snapshot
 from ffe_agents.llm.config import LLMConfig, load_llm_config
 from ffe_agents.llm.memory import Memory
-from ffe_agents.llm.parser import Decision, parse_decision, parse_joint
+from ffe_agents.llm.parser import (
+    UNLISTED,
+    Decision,
+    is_trades,
+    parse_decision,
+    parse_joint,
+    parse_trades,
+)
 from ffe_agents.llm.prompts import Prompt, asset_labels, build_prompts, listed_first
 from ffe_agents.llm.voting import AdaptiveWeights, Vote, vote
 from ffe_gym.env.observations import ObservationLayout
 
 ERROR = Decision("HOLD", 0.0, "", "error")
 MISS = Decision("HOLD", 0.0, "replay miss", "error")  # abstains, as an error does
+
+
+HOLD_TRUNCATED = Decision("HOLD", 0.0, "", "truncated")
 
 
 class ReplayMiss(RuntimeError):
@@ -423,6 +433,11 @@ class LLMEnsemble:
     def _parse(self, text: str, prompt: Prompt, finish: str | None = None) -> list[Decision]:
         if len(prompt.assets) == 1 and self.config.prompt_mode == "per_asset":
             ds = [parse_decision(text)]
+        elif is_trades(prompt.schema):
+            labels = asset_labels(self.layout, self.config.leakage_guard)
+            ds = parse_trades(text, [labels[j] for j in prompt.assets], self.config.max_trades)
+            if finish == "length":  # a cut reply did not choose to hold what it did not list
+                ds = [HOLD_TRUNCATED if d is UNLISTED else d for d in ds]
         else:
             labels = asset_labels(self.layout, self.config.leakage_guard)
             ds = parse_joint(text, [labels[j] for j in prompt.assets])
@@ -509,7 +524,9 @@ class LLMEnsemble:
             if key not in self._prompt_memo:
                 self._prompt_memo[key] = build_prompts(
                     self.layout, self._observation, mode=cfg.prompt_mode,
-                    guard=cfg.leakage_guard, history=h, reasoning_chars=chars, memory=memory)
+                    guard=cfg.leakage_guard, history=h, reasoning_chars=chars, memory=memory,
+                    reply=cfg.reply, max_trades=cfg.max_trades,
+                    table=cfg.prompt_format == "table")
             prompts = self._prompt_memo[key]
             need = max(self._tokens(backend, p) + (mc.max_tokens or p.max_tokens)
                        + (mc.thinking_tokens if mc.thinking else 0) for p in prompts)

@@ -75,6 +75,25 @@ def joint_schema(assets: list[str], orders: list[tuple[str, ...]] | None = None,
             "additionalProperties": False}
 
 
+def trades_schema(assets: list[str], max_trades: int,
+                  order: tuple[str, ...] = ("BUY", "SELL")) -> dict[str, Any]:
+    """Schema of a reply that lists only the trades: at most ``max_trades`` items of asset
+    label, action (BUY or SELL, listed in ``order``) and confidence; every asset not listed is
+    HOLD. Its length grows with the trades the model makes, not with the number of assets."""
+    item = {"type": "object",
+            "properties": {"asset": {"type": "string", "enum": list(assets)},
+                           "action": {"type": "string", "enum": list(order)},
+                           "confidence": CONFIDENCE},
+            "required": ["asset", "action", "confidence"], "additionalProperties": False}
+    return {"type": "object",
+            "properties": {"trades": {"type": "array", "items": item, "maxItems": max_trades}},
+            "required": ["trades"], "additionalProperties": False}
+
+
+def is_trades(schema: dict[str, Any]) -> bool:
+    return "trades" in schema.get("properties", {})
+
+
 # keywords OpenAI's strict mode accepts (its structured-outputs guide); maxLength is not one
 _STRICT_KEYS = {"type", "properties", "required", "additionalProperties", "enum", "const",
                 "anyOf", "items", "description", "title", "$defs", "$ref", "minimum",
@@ -269,6 +288,57 @@ def _parse_one(text: Any) -> Decision:
     except Exception:  # the parser never raises; anything unexpected is a fallback
         return HOLD_FALLBACK
     return HOLD_FALLBACK
+
+
+UNLISTED = Decision("HOLD", 0.0, "", "schema")  # an asset a trades reply did not list
+
+
+def parse_trades(text: Any, assets: list[str], max_trades: int | None = None) -> list[Decision]:
+    """One decision per asset from a trades reply (:func:`trades_schema`); never raises.
+
+    A readable reply (``{"trades": [...]}``, a bare list of items, or the items salvaged from a
+    reply cut off mid-way) makes every asset it does not list a HOLD it chose (confidence 0,
+    origin ``schema``); the first item for an asset counts, and at most ``max_trades`` items
+    are read. An unreadable reply is a fallback for every asset, as a joint reply's is."""
+    out = [HOLD_FALLBACK] * len(assets)
+    try:
+        if not isinstance(text, str) or not text.strip():
+            return out
+        index = {a: i for i, a in enumerate(assets)}
+        items: list[Any] | None = None
+        origin = "schema"
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            obj, origin = None, "extracted"
+            for cand in _json_objects(_clean(text)):
+                if isinstance(cand, (dict, list)):
+                    obj = cand
+                    break
+        if isinstance(obj, dict) and isinstance(obj.get("trades"), list):
+            items = obj["trades"]
+        elif isinstance(obj, list):
+            items = obj
+        if items is None and '"trades"' in text:  # cut off mid-way: its complete items
+            origin = "extracted"
+            items = []
+            for span in _OBJECT.findall(_clean(text)):
+                try:
+                    items.append(json.loads(span))
+                except ValueError:
+                    continue
+        if items is None:
+            return out
+        listed: dict[int, Decision] = {}
+        for item in items[:max_trades] if max_trades else items:
+            d = _from_obj(item, origin)
+            key = str(item.get("asset", "")).strip() if isinstance(item, dict) else ""
+            if d is not None and key in index and index[key] not in listed:
+                listed[index[key]] = d
+        settled = dict(zip(listed, settle_scale(list(listed.values())), strict=True))
+        return [settled.get(i, UNLISTED) for i in range(len(assets))]
+    except Exception:  # never raises
+        return [HOLD_FALLBACK] * len(assets)
 
 
 _OBJECT = re.compile(r"\{[^{}]*\}")

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ffe_agents.llm.parser import ACTIONS, decision, joint_schema
+from ffe_agents.llm.parser import ACTIONS, decision, joint_schema, trades_schema
 from ffe_gym.env.observations import ObservationLayout
 
 SYSTEM = (
@@ -71,6 +71,8 @@ def token_budget(schema: dict[str, Any]) -> int:
     props = schema.get("properties", {})
     if "action" in props:
         return TOKENS_PER_ASSET + (REASONING_TOKENS if "reasoning" in props else 0)
+    if "trades" in props:  # '{"asset": "ASSET_12", "action": "SELL", "confidence": 0.8},'
+        return 16 + 24 * int(props["trades"].get("maxItems", 4))
     thinking = props.get("reasoning", {}).get("maxLength", 0) // 3 + 8 \
         if "reasoning" in props else 0  # about 3 characters a token, plus its key
     return TOKENS_PER_ASSET * (len(props) - ("reasoning" in props)) + 16 + thinking
@@ -131,6 +133,8 @@ def listed_first(prompt: Prompt) -> list[str | None]:
     props = prompt.schema.get("properties", {})
     if "action" in props:  # one asset
         return [(props["action"].get("enum") or [None])[0]]
+    if "trades" in props:  # a trades reply: no per-asset listed order
+        return []
     out = []
     for value in props.values():
         inner = value.get("properties", {}) if isinstance(value, dict) else {}
@@ -219,14 +223,57 @@ def _portfolio_block(layout: ObservationLayout, obs: Any) -> dict[str, Any]:
             "equity_return": round(acc["equity_return"], 4)}
 
 
+def _table_keys(blocks: list[dict[str, Any]]) -> list[str]:
+    """The fields a table shows: not the price index (rebuilt from the returns), nor a feature
+    that is 0 for every asset (range and volume of close-only data)."""
+    return [k for k in blocks[0] if k != "price_index" and
+            (k in ("asset", "position") or any(b[k] != 0 and b[k] != [0.0] * len(b[k])
+                                               if isinstance(b[k], list) else b[k] != 0
+                                               for b in blocks))]
+
+
+def _table(blocks: list[dict[str, Any]], times: list[str]) -> dict[str, Any]:
+    """The asset blocks as one table: a column per field of :func:`_table_keys` (a field with
+    history, one per bar), a row per asset, numbers to 2 decimals (RSI whole)."""
+    keys = _table_keys(blocks)
+    columns: list[str] = []
+    for key in keys:
+        value = blocks[0][key]
+        columns += ([f"{key} {t}" for t in times[-len(value):]] if isinstance(value, list)
+                    else [key])
+
+    def short(key: str, v: Any) -> Any:
+        if isinstance(v, float):
+            return round(v) if key == "rsi" else round(v, 2)
+        return v
+
+    rows = []
+    for b in blocks:
+        row: list[Any] = []
+        for key in keys:
+            value = b[key]
+            if key == "position" and isinstance(value, dict):
+                value = " ".join(f"{k}={v}" for k, v in value.items())
+            row += [short(key, v) for v in value] if isinstance(value, list) \
+                else [short(key, value)]
+        rows.append(row)
+    return {"columns": columns, "rows": rows}
+
+
 def build_prompts(layout: ObservationLayout, obs: Any, *, mode: str, guard: bool,
                   history: int, reasoning_chars: int = 0,
-                  memory: dict[str, list[dict[str, Any]]] | None = None) -> list[Prompt]:
+                  memory: dict[str, list[dict[str, Any]]] | None = None,
+                  reply: str = "every_asset", max_trades: int = 4,
+                  table: bool = False) -> list[Prompt]:
     """The prompts of one decision: one joint prompt, or one per asset.
 
     :param reasoning_chars: > 0 for a thinking member on a server without a separate
         thinking channel: the joint schema starts with a bounded reasoning field.
     :param memory: the member's own recent decisions per asset label (``Memory.section``).
+    :param reply: joint mode: ``every_asset`` (an action and confidence per asset) or
+        ``trades`` (at most ``max_trades`` BUY / SELL items; every asset not listed is HOLD).
+    :param table: joint mode: the assets as one table (columns, one row per asset) instead of
+        one JSON object each: about a third of the tokens.
     """
     labels = asset_labels(layout, guard)
     h = min(history, layout.window)
@@ -236,17 +283,33 @@ def build_prompts(layout: ObservationLayout, obs: Any, *, mode: str, guard: bool
     pos = layout.positions(obs)
     blocks = _asset_blocks(layout, feats, pos, labels, history)
     present = blocks[0].keys() if blocks else ()  # every block has the same fields
+    if table and mode == "joint" and blocks:
+        present = _table_keys(blocks)
     keys = tuple(k for k in LEGEND
                  if k == "position" or k in present
                  or (k == "your_recent_decisions" and memory))
     head = _head(layout, keys)  # '{"setting":...,"legend":{...}': the same every decision
     if mode == "joint":
-        body = {"bars": times, "assets": blocks, "portfolio": portfolio}
+        body = {"bars": times,
+                "assets": _table(blocks, times) if table and blocks else blocks,
+                "portfolio": portfolio}
         if memory:
             body["your_recent_decisions"] = memory
-        body["answer"] = ("for every asset an action (one of the values the schema lists) "
-                          "and a confidence 0..1")
+        if reply == "trades":
+            body["answer"] = (f"the trades to make now, at most {max_trades}: each an asset, an "
+                              "action (BUY or SELL) and a confidence 0..1; every asset you do "
+                              "not list is HOLD (an empty list holds everything)")
+        else:
+            body["answer"] = ("for every asset an action (one of the values the schema lists) "
+                              "and a confidence 0..1")
         content = head + "," + json.dumps(body, separators=(",", ":"))[1:]
+        if reply == "trades":
+            order = action_orders(content, 1)[0]
+            schema = trades_schema(labels, max_trades,
+                                   tuple(a for a in order if a != "HOLD"))
+            return [Prompt(({"role": "system", "content": SYSTEM},
+                            {"role": "user", "content": content}),
+                           schema, tuple(range(layout.n_assets)))]
         schema, text = _joint(tuple(labels), tuple(action_orders(content, len(labels))),
                               reasoning_chars)
         return [Prompt(({"role": "system", "content": SYSTEM},

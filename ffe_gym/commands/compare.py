@@ -107,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     title = f"ffe-gym comparison: {exp.name}" + (" [SYNTHETIC DATA]" if synthetic else "")
     console.print(report.terminal_table(agg, title))
     for line in (report.verdicts(agg) + report.notes(agg, data) + report.learning_lines(agg)
-                 + report.flag_lines(agg) + report.effect_lines(agg)):
+                 + report.diagnostic_lines(agg) + report.flag_lines(agg)
+                 + report.effect_lines(agg)):
         console.print(line, highlight=False, markup=False)
     resolved = {f"{d.name} / {v}": to_dict(ex.variant_config(exp, d, v))
                 for d in exp.datasets for v in exp.variants}

@@ -101,6 +101,74 @@ def placebo_observer(markets: list[Any], rng: np.random.Generator, width: int
     return observe
 
 
+def market_part(layout: Any) -> tuple[list[Any], Callable[[int, Any], Any], int]:
+    """(markets, observe, width): ``rollout``'s ``observe`` hook that keeps a copy of each
+    decision's market part in ``markets`` (the placebo's pool) and passes the observation on."""
+    width = layout.window * layout.n_assets * len(layout.features)
+    markets: list[Any] = []
+
+    def keep(k: int, obs: Any) -> Any:
+        part = obs["market"] if isinstance(obs, dict) else np.asarray(obs)[:width]
+        markets.append(np.array(part, copy=True))
+        return obs
+    return markets, keep, width
+
+
+def reads_market_view(policy: Any) -> bool:
+    """A policy that reads prices through ``bind_market`` (MarketView), not its observation:
+    the placebo, which replaces observations, does not reach it."""
+    return getattr(policy, "bind_market", None) is not None
+
+
+@dataclass
+class Diagnostic:
+    """One window's placebo and permutation runs beside the real run (the comparison grid's
+    per-job record; :func:`diagnose`)."""
+
+    decisions: int
+    placebo_changed: int | None  # decisions that differ (None: reads MarketView)
+    placebo_metrics: dict[str, Any] | None
+    permuted_changed: int | None  # None: not run
+    permuted_metrics: dict[str, Any] | None
+    # why a run's replies depended on the machine's load (an LLM member timed out there)
+    unreproducible: list[str] = field(default_factory=list)
+    note: str = ""
+
+
+def diagnose(policy: Policy, config: Config, data: MarketData, window: tuple[int, int],
+             real: Any, markets: list[Any], width: int, seed: int = 0,
+             permutation: bool = True, risk_free: float = 0.0) -> Diagnostic:
+    """The placebo (and, with ``permutation``, the permuted-assets) run of ``policy`` on
+    ``window``, beside its real run ``real`` whose decisions' market parts are ``markets``
+    (:func:`market_part`). The policy object is reused: ``rollout`` resets it."""
+    n = len(real.actions)
+    if reads_market_view(policy):
+        return Diagnostic(n, None, None, None, None,
+                          note="reads prices through MarketView: the placebo does not apply")
+    rng = np.random.default_rng([seed, window[0]])
+    placebo = rollout(policy, env_for(policy, config, data), window=window, seed=seed,
+                      observe=placebo_observer(markets, rng, width), risk_free=risk_free)
+    out = Diagnostic(n, sum(_changed(real.actions, placebo.actions)), placebo.metrics,
+                     None, None, unreproducible=_unreproducible(placebo, "placebo run"))
+    if permutation and data.n_assets > 1:
+        perm = np.roll(np.arange(data.n_assets), 1)
+        permuted = data.select([data.symbols[i] for i in perm])
+        other = rollout(policy, env_for(policy, config, permuted), window=window, seed=seed,
+                        risk_free=risk_free)
+        back = [_unpermute(a, perm, data.n_assets) for a in other.actions]
+        out.permuted_changed = sum(_changed(real.actions, back))
+        out.permuted_metrics = other.metrics
+        out.unreproducible += _unreproducible(other, "permuted run")
+    return out
+
+
+def _unreproducible(result: Any, what: str) -> list[str]:
+    stats = result.policy_stats or {}
+    if stats.get("reproducible", True) is not False:
+        return []
+    return [f"{what}: {w}" for w in stats.get("unreproducible", [])] or [f"{what}: yes"]
+
+
 def audit(make_policy: Callable[[], Policy], config: Config | Any, data: MarketData,
           windows: Sequence[tuple[int, int]], seed: int = 0) -> AuditResult:
     """Run the three checks of the module doc on ``windows`` (bar ranges, inclusive).
@@ -123,15 +191,7 @@ def audit(make_policy: Callable[[], Policy], config: Config | Any, data: MarketD
         policy = make_policy()
         name = policy.name
         env = env_for(policy, cfg, data)
-        layout = env.unwrapped.layout
-        width = layout.window * layout.n_assets * len(layout.features)
-        markets: list[Any] = []
-
-        def keep(k: int, obs: Any, markets: list[Any] = markets, width: int = width) -> Any:
-            part = obs["market"] if isinstance(obs, dict) else np.asarray(obs)[:width]
-            markets.append(np.array(part, copy=True))
-            return obs
-
+        markets, keep, width = market_part(env.unwrapped.layout)
         real = rollout(policy, env, window=(start, end), seed=seed, observe=keep)
         policy = make_policy()
         placebo = rollout(policy, env_for(policy, cfg, data), window=(start, end), seed=seed,

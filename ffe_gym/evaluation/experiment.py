@@ -132,9 +132,16 @@ class AgentEntry:
     # a control: "cash" (doing nothing), or the name of the trained agent this is the
     # untrained twin of (same architecture and seed, 0 steps); added by the experiment
     control: str | None = None
+    # does the policy use its data? [placebo] and/or [permutation], run beside its real run in
+    # every window of the first variant (ffe_gym.evaluation.audit; flags in the table)
+    diagnostic: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         check_name(self.name, "agents.name")
+        bad = [d for d in self.diagnostic if d not in ("placebo", "permutation")]
+        if bad:
+            raise ConfigError(f"agents.{self.name}.diagnostic: unknown check {bad[0]!r} "
+                              "(allowed: placebo, permutation)")
         if (self.policy is None) == (self.train is None):
             raise ConfigError(f"agents.{self.name}: give exactly one of policy or train")
 
@@ -341,6 +348,7 @@ class JobSpec:
     # model, shipped as inputs when it was computed before this chain)
     warm_from: str = ""
     warm_folder: str = ""
+    diagnostic: tuple[str, ...] = ()  # the checks this job runs beside its real run
 
     @property
     def folder(self) -> Path:
@@ -569,7 +577,9 @@ def jobs(exp: ExperimentConfig, root: str | Path) -> list[JobSpec]:
                                        data_hash, ident, det, files[agent.name],
                                        train_config=train_cfg, train_key=key,
                                        warm_from=prev[0] if prev else "",
-                                       warm_folder=prev[1] if prev else "")
+                                       warm_folder=prev[1] if prev else "",
+                                       diagnostic=tuple(agent.diagnostic)
+                                       if v == next(iter(exp.variants)) else ())
                         out.append(spec)
                         if warm_started and (v == train_v or exp.train_per_variant):
                             trained[chain] = (key, str(spec.folder), fold)

@@ -41,8 +41,14 @@ def results_frame(rows: list[dict[str, Any]], exp: ExperimentConfig) -> pd.DataF
     rows = [r for r in rows if r.get("reuse") != "failed"]
     if not rows:
         raise ValueError("no job finished: nothing to aggregate")
-    drop = ("attribution", "refusals", "policy_stats")
+    drop = ("attribution", "refusals", "policy_stats", "diagnostic")
     df = pd.DataFrame([{k: v for k, v in r.items() if k not in drop} for r in rows])
+    diag = [r.get("diagnostic") or {} for r in rows]
+    df["diagnostic_decisions"] = [d.get("decisions") for d in diag]
+    for what in ("placebo", "permuted"):
+        df[f"{what}_changed"] = [d.get(f"{what}_changed") for d in diag]
+        df[f"{what}_metric"] = [(d.get(f"{what}_metrics") or {}).get(exp.score) for d in diag]
+    df["diagnostic_note"] = [d.get("note") or "" for d in diag]
     df["input_flags"] = [list((r.get("policy_stats") or {}).get("input_flags") or [])
                          for r in rows]
     df["reproducible"] = [(r.get("policy_stats") or {}).get("reproducible", True) is not False
@@ -284,7 +290,9 @@ def aggregate(df: pd.DataFrame, exp: ExperimentConfig, reps: int = 2000) -> dict
         if entry is not None and entry.train is not None and control is None \
                 and (twin, k[1]) in mats:
             row["vs_untrained"] = paired_difference(m, mats[(twin, k[1])], reps)
-        row["flags"] = _flags(sub, m, lo, hi, windows) + _control_flags(row, cash)
+        row["diagnostic"] = diagnostic_summary(df, exp, k[0], k[1], tasks, reps)
+        row["flags"] = (_flags(sub, m, lo, hi, windows) + _control_flags(row, cash)
+                        + _diagnostic_flags(row["diagnostic"], exp.score))
         table.append(row)
     ref = df[df["role"] == "reference"]
     reference = {"name": exp.reference, "text": REFERENCE_TEXT[exp.reference],
@@ -349,6 +357,61 @@ def index_line(exp: ExperimentConfig, windows: list[dict[str, Any]], ref: pd.Dat
     return {"name": exp.index["symbol"], "text": describe_packaged(md) or md.describe(),
             "windows": len(windows), "iqm": point, "iqm_low": lo, "iqm_high": hi,
             **{c: _mean(frame, c) for c in ("sharpe", "total_return", "max_drawdown")}}
+
+
+IGNORES = 0.05  # as ffe_gym.evaluation.audit: below this share of changed decisions
+
+
+def diagnostic_summary(df: pd.DataFrame, exp: ExperimentConfig, agent: str, variant: str,
+                       tasks: list[tuple[str, int]], reps: int = 2000
+                       ) -> dict[str, Any] | None:
+    """The placebo and permutation record of one (agent, variant) over its windows: shares of
+    decisions that changed, and the paired per-window difference of the score metric, real
+    minus placebo (and real minus permuted), with a bootstrap interval over windows; None
+    when the agent ran no diagnostic there."""
+    sub = df[(df["agent"] == agent) & (df["variant"] == variant) & (df["role"] == "agent")]
+    have = sub[pd.to_numeric(sub["diagnostic_decisions"], errors="coerce").notna()]
+    if have.empty:
+        return None
+    notes = sorted({n for n in have["diagnostic_note"] if n})
+    decisions = int(pd.to_numeric(have["diagnostic_decisions"]).sum())
+    out: dict[str, Any] = {"runs": len(have), "decisions": decisions, "note": "; ".join(notes),
+                           "windows": int(have[["dataset", "fold"]].drop_duplicates().shape[0])}
+    real = matrix(df, agent, variant, exp.score, tasks)
+    for what in ("placebo", "permuted"):
+        changed = pd.to_numeric(have[f"{what}_changed"], errors="coerce")
+        if changed.isna().all():
+            out[what] = None
+            continue
+        other = matrix(df, agent, variant, f"{what}_metric", tasks)
+        out[what] = {"changed": float(changed.sum() / max(decisions, 1)),
+                     "difference": paired_difference(real, other, reps)}
+    return out
+
+
+def _diagnostic_flags(d: dict[str, Any] | None, metric: str) -> list[str]:
+    if d is None:
+        return []
+    out = []
+    p = d.get("placebo")
+    if p is not None:
+        if p["changed"] < IGNORES:
+            out.append(f"IGNORES ITS INPUT: {p['changed']:.1%} of {d['decisions']} decisions "
+                       f"change under the placebo (< {IGNORES:.0%})")
+        ci = p["difference"]
+        if _contains_zero(ci) is not False:
+            out.append(f"no evidence that it uses its input: {metric} real - placebo "
+                       f"{_ci_text(ci)} over {d['windows']} windows")
+    q = d.get("permuted")
+    if q is not None and q["changed"] > 0:
+        out.append(f"DEPENDS ON THE ORDER OF THE ASSETS: {q['changed']:.1%} of decisions "
+                   f"change with the columns rotated")
+    return out
+
+
+def _ci_text(ci: tuple[float, float, float]) -> str:
+    return ("n/a (too few windows)" if not np.isfinite(ci[1])
+            else f"{ci[0]:+.2f} [{ci[1]:+.2f}, {ci[2]:+.2f}]")
 
 
 def _control_flags(row: dict[str, Any], cash: str | None) -> list[str]:

@@ -265,6 +265,7 @@ def _policy(agent: dict[str, Any], spec: JobSpec, cfg: Config, md: MarketData, w
 
 def _evaluate(spec: JobSpec, md: MarketData | None, work: Path,
               models: dict[str, Path] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    from ffe_gym.evaluation.audit import diagnose, market_part
     from ffe_gym.evaluation.rollout import env_for, rollout
     from ffe_gym.evaluation.statistics import block_bootstrap_sharpe_ci, sharpe
 
@@ -275,11 +276,17 @@ def _evaluate(spec: JobSpec, md: MarketData | None, work: Path,
                            f"planned with (hash {md.digest()[:12]} != {spec.data_hash[:12]})")
     agent = _materialise(spec, work)
     policy = _policy(agent, spec, cfg, md, work, models)
+    diagnostic = None
     try:
         env = env_for(policy, cfg, md)
         start, stop = spec.windows[spec.evaluate]
+        markets, keep, width = market_part(env.unwrapped.layout)
         result = rollout(policy, env, window=(start, stop - 1), seed=spec.seed,
-                         risk_free=spec.risk_free)
+                         risk_free=spec.risk_free, observe=keep if spec.diagnostic else None)
+        if spec.diagnostic:
+            diagnostic = diagnose(policy, cfg, md, (start, stop - 1), result, markets, width,
+                                  seed=spec.seed, permutation="permutation" in spec.diagnostic,
+                                  risk_free=spec.risk_free)
         delta = policy.carried_delta() if spec.carried and hasattr(policy, "carried_delta") \
             else {}
     finally:
@@ -314,7 +321,9 @@ def _evaluate(spec: JobSpec, md: MarketData | None, work: Path,
            "costs": float(sum(a.fees + a.borrow for a in result.attribution)),
            "sharpe_ci_low": ci[1], "sharpe_ci_high": ci[2],
            "attribution": [asdict(a) for a in result.attribution],
-           "refusals": result.refusals, "policy_stats": result.policy_stats,
+           "refusals": result.refusals, "policy_stats": _with_diagnostic_stats(
+               result.policy_stats, diagnostic),
+           "diagnostic": _diagnostic_row(diagnostic),
            "identity": spec.identity, "folder": str(spec.folder)}
     row = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
            for k, v in row.items()}
@@ -325,6 +334,25 @@ def _evaluate(spec: JobSpec, md: MarketData | None, work: Path,
         indent=2, default=str) + "\n")
     (work / "metrics.json").write_text(json.dumps(row, indent=2, default=str) + "\n")
     return row, delta
+
+
+def _diagnostic_row(d: Any) -> dict[str, Any] | None:
+    """The placebo / permutation record of a job (:class:`~ffe_gym.evaluation.audit.
+    Diagnostic`) as metrics.json keeps it; None when the job ran none."""
+    if d is None:
+        return None
+    return {"decisions": d.decisions, "placebo_changed": d.placebo_changed,
+            "placebo_metrics": d.placebo_metrics, "permuted_changed": d.permuted_changed,
+            "permuted_metrics": d.permuted_metrics, "note": d.note}
+
+
+def _with_diagnostic_stats(stats: dict[str, Any], d: Any) -> dict[str, Any]:
+    """The real run's policy stats; a placebo or permuted run whose replies depended on the
+    machine's load (an LLM member timed out there) makes the job unreproducible too."""
+    if d is None or not d.unreproducible:
+        return stats
+    return {**stats, "reproducible": False,
+            "unreproducible": list(stats.get("unreproducible", [])) + d.unreproducible}
 
 
 def holding_bars(trades: pd.DataFrame) -> float | None:

@@ -185,6 +185,31 @@ def learning_lines(agg: dict[str, Any]) -> list[str]:
     return out
 
 
+def diagnostic_lines(agg: dict[str, Any]) -> list[str]:
+    """One line per (agent, variant) that ran the placebo / permutation diagnostic."""
+    out = []
+    metric = agg["metric"]
+    for r in ordered(agg):
+        d = r.get("diagnostic")
+        if not d:
+            continue
+        parts = [f"Uses its data? [{label(agg, r)}]: {d['windows']} windows, "
+                 f"{d['decisions']} decisions"]
+        if d.get("note"):
+            parts.append(d["note"])
+        p = d.get("placebo")
+        if p is not None:
+            parts.append(f"placebo (each decision sees another decision's market features of "
+                         f"the same window, its own book): {p['changed']:.1%} of decisions "
+                         f"change, {metric} real - placebo {_ci(p['difference'])}")
+        q = d.get("permuted")
+        if q is not None:
+            parts.append(f"assets rotated: {q['changed']:.1%} of decisions change, {metric} "
+                         f"real - rotated {_ci(q['difference'])}")
+        out.append("; ".join(parts) + " (95% bootstrap over windows).")
+    return out
+
+
 def terminal_table(agg: dict[str, Any], title: str):
     from rich import box
     from rich.table import Table
@@ -574,6 +599,17 @@ def html_report(path: Path, *, title: str, df: pd.DataFrame, rows: list[dict[str
             "".join(f"<p>{html.escape(line)}</p>" for line in learning_lines(agg)),
             *[img.format(_learning_plot(a, c), f"learning curve {a}")
               for a, c in agg["learning"].items()]] if agg.get("learning") else []),
+        *([
+            "<h2>Does a policy use its data?</h2>",
+            "<p>Placebo: the agent runs each window again, each decision seeing the market "
+            "features of another decision of the same window (its own positions and account). "
+            "An agent whose decisions change in fewer than 5% of its steps is flagged "
+            "'ignores its input'; one whose paired difference real - placebo has an interval "
+            "containing 0, 'no evidence that it uses its input'. Rotated: the assets' columns "
+            "in another order, the actions put back; any change means the policy reads "
+            "columns by position.</p>",
+            "".join(f"<p>{html.escape(line)}</p>" for line in diagnostic_lines(agg))]
+          if diagnostic_lines(agg) else []),
         "<h2>Test windows</h2>",
         _table_html(windows, ["dataset", "window", "first bar", "last bar", "bars"]),
     ]
