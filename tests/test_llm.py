@@ -423,7 +423,7 @@ def test_ollama_wire_format_decisions_latency_tokens_and_exact_replay(tmp_path):
                "cache_path": str(cache), "deadline_seconds": 5}
         live, ens = run(cfg)
         req = s.requests[0]["body"]
-        assert req["stream"] is False and "format" in req and "options" in req
+        assert req["stream"] is True and "format" in req and "options" in req
         assert set(req["options"]) == {"temperature", "seed", "num_predict", "num_ctx"}
     m = live.policy_stats["members"]["llama3.2:3b"]
     assert m["calls"] == 6 and m["answers"] == 18 and m["prompt_tokens"] == 6 * 42
@@ -825,3 +825,39 @@ def test_smollm2_is_located_without_importing_its_package():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+@pytest.mark.parametrize("backend", ["ollama", "openai"])
+def test_a_member_past_its_deadline_closes_its_stream_and_flags_the_run(backend):
+    """Replies are streamed; a member still streaming at the deadline has its connection
+    closed (the server sees the disconnect: it would stop generating), the timeout is counted
+    and the run is not reproducible. The other member answers as usual."""
+    with StubServer({"slow": Behaviour(token_delay=0.3), "quick": Behaviour()}) as s:
+        cfg = {"members": members(s.url, "slow", "quick", backend=backend),
+               "cache_mode": "off", "deadline_seconds": 1.0, "retries": 0,
+               "breaker": {"failures": 0}}
+        r, _ = run(cfg, window=(300, 302))
+        time.sleep(0.5)  # the server notices the closed socket at its next write
+        disconnects = s.disconnects
+    st = r.policy_stats
+    assert st["members"]["slow"]["error_kinds"] == {"timeout": r.steps}
+    assert st["backends"]["slow"]["closed_at_deadline"] == r.steps
+    assert st["members"]["quick"]["answers"] == 3 * r.steps
+    assert disconnects == r.steps
+    assert st["reproducible"] is False and any("slow" in w for w in st["unreproducible"])
+
+
+def test_streamed_and_single_replies_give_the_same_decisions(tmp_path):
+    """stream: false (one response) and the default streamed reply decode to the same text,
+    tokens and finish reason: the cache key does not depend on it."""
+    with StubServer({"a": Behaviour(reply=lambda r: decide_all(r, "SELL", 0.4))}) as s:
+        out = {}
+        for backend in ("ollama", "openai"):
+            for stream in (True, False):
+                cfg = {"members": members(s.url, "a", backend=backend, stream=stream),
+                       "cache_mode": "off"}
+                r, _ = run(cfg, window=(300, 302))
+                out[backend, stream] = (r.actions[0].tolist(),
+                                        r.policy_stats["members"]["a"]["completion_tokens"])
+    assert out["ollama", True] == out["ollama", False] == out["openai", True] \
+        == out["openai", False]

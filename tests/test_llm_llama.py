@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -37,7 +38,10 @@ def check_live(result, members):
     for m in members:
         s = st[m]
         assert s["calls"] == result.steps and s["cache_hits"] == 0
-        assert s["latency_mean_s"] > 0 and s["prompt_tokens"] > 0 and s["completion_tokens"] > 0
+        # llama-cpp-python's server streams no usage: its prompt tokens are unknown (counted)
+        unsent = result.policy_stats["backends"][m].get("usage_not_sent", 0)
+        assert s["latency_mean_s"] > 0 and s["completion_tokens"] > 0
+        assert s["prompt_tokens"] > 0 or unsent == s["calls"]
         # grammar-constrained decoding: every reply is readable, most straight from the schema
         assert s["answers"] + s["parse_failures"] == 3 * result.steps
         assert s["answers"] >= 2 * result.steps
@@ -70,6 +74,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen
+
+
 @pytest.fixture
 def llama_server(tmp_path):
     port = _free_port()
@@ -92,14 +102,15 @@ def llama_server(tmp_path):
     else:
         proc.kill()
         pytest.fail("llama_cpp.server did not start within 60 s")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    yield Server(url, proc)
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_openai_path_against_llama_cpp_server(tmp_path, llama_server):
     cfg = {"members": [{"name": "smol", "backend": "openai", "model": "smol",
-                        "base_url": llama_server, "max_tokens": 160}],
+                        "base_url": llama_server.url, "max_tokens": 160}],
            "cache_path": str(tmp_path / "c.sqlite"), "deadline_seconds": 120}
     live, ens = run(cfg)
     check_live(live, ["smol"])
@@ -109,6 +120,50 @@ def test_openai_path_against_llama_cpp_server(tmp_path, llama_server):
     replay, _ = run(cfg | {"cache_mode": "read_only", "members": [
         {**cfg["members"][0], "base_url": "http://127.0.0.1:9"}]})  # no server: cache only
     check_replay(live, replay, ["smol"])
+
+
+LONG = {"type": "object", "properties": {"text": {"type": "string", "minLength": 4000}},
+        "required": ["text"]}
+SHORT = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+ASK = [{"role": "user", "content": "Write a long text."}]
+
+
+def test_a_streamed_reply_is_closed_at_its_deadline_and_the_server_stops_generating(
+        llama_server):
+    """A member cut off at its deadline closes the stream; llama.cpp's server stops that
+    generation on the disconnect, so the next request is served at once instead of queueing
+    behind thousands of abandoned tokens (without streaming it waited for all of them). A
+    killed server then answers the next call at once, with an error."""
+    import asyncio
+
+    from ffe_agents.llm.backends import BackendError, OpenAIBackend
+    from ffe_agents.llm.config import MemberConfig
+
+    backend = OpenAIBackend(MemberConfig(name="smol", backend="openai", model="smol",
+                                         base_url=llama_server.url))
+    backend.settle("json_object")
+
+    async def scenario():
+        with pytest.raises(BackendError) as cut:  # 2,000 tokens cannot come within 1 s
+            await backend.chat(ASK, LONG, timeout=1.0, max_tokens=2000)
+        t0 = time.perf_counter()
+        reply = await backend.chat(ASK, SHORT, timeout=120.0, max_tokens=8)
+        after = time.perf_counter() - t0
+        llama_server.proc.kill()
+        llama_server.proc.wait(timeout=30)
+        t1 = time.perf_counter()
+        with pytest.raises(BackendError) as dead:
+            await backend.chat(ASK, SHORT, timeout=120.0, max_tokens=8)
+        gone = time.perf_counter() - t1
+        await backend.aclose()
+        return cut.value, reply, after, dead.value, gone
+
+    cut, reply, after, dead, gone = asyncio.run(scenario())
+    assert cut.kind == "timeout" and backend.counters.extra["closed_at_deadline"] == 1
+    assert reply.finish_reason in ("stop", "length") and 0 < reply.completion_tokens <= 8
+    # the abandoned generation had 2,000 tokens to go (about a minute on one thread here)
+    assert after < 20.0, f"the next request waited {after:.1f} s: it queued behind the cut one"
+    assert dead.kind == "unreachable" and gone < 10.0
 
 
 @pytest.mark.parametrize("abort", [True, False])

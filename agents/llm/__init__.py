@@ -13,7 +13,10 @@ EMBEDDED_PROFILE = {
          "binding": "node-llama-cpp"},
     ],
     "prompt_mode": "joint",
-    "history_bars": 4,
+    "prompt_format": "table",
+    "reply": "trades",
+    "max_trades": 3,
+    "history_bars": 2,
     "deadline_seconds": 60.0,
 }
 

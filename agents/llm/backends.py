@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import threading
 import time
@@ -86,6 +87,14 @@ def _error_text(response: Any) -> str:
     return str(err if err is not None else body)[:300]
 
 
+class _HTTPStatus(Exception):
+    """A streamed request answered with an HTTP error (its body read)."""
+
+    def __init__(self, response: Any) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
 class HTTPBackend:
     """Shared plumbing: one ``httpx.AsyncClient`` per event loop, errors mapped to kinds."""
 
@@ -120,6 +129,40 @@ class HTTPBackend:
         except httpx.TimeoutException:
             raise BackendError("timeout", f"{self.member.name} gave no answer within "
                                           f"{timeout:.1f}s") from None
+        except httpx.TransportError as exc:
+            raise BackendError("unreachable", f"{self.member.name} at {self.base_url}: "
+                                              f"{type(exc).__name__}") from None
+
+    async def _stream(self, path: str, body: dict[str, Any], timeout: float,
+                      on_line: Any) -> None:
+        """POST ``body`` and hand each non-empty line of the streamed reply to ``on_line``;
+        the whole exchange ends at ``timeout`` seconds. At the deadline the response is closed
+        mid-stream and its connection dropped (not returned to the pool), which is how the
+        server learns to stop generating (llama.cpp's server and Ollama do on disconnect)."""
+        import httpx
+
+        async def run() -> None:
+            async with self._http().stream("POST", path, json=body, timeout=timeout) as r:
+                if r.status_code >= 400:
+                    await r.aread()
+                    raise _HTTPStatus(r)
+                async for line in r.aiter_lines():
+                    if line.strip():
+                        on_line(line)
+
+        def closed() -> None:
+            self.counters.extra["closed_at_deadline"] = \
+                self.counters.extra.get("closed_at_deadline", 0) + 1
+
+        try:
+            await asyncio.wait_for(run(), timeout)
+        except asyncio.CancelledError:  # the ensemble's deadline: the stream is closed too
+            closed()
+            raise
+        except (TimeoutError, httpx.TimeoutException):
+            closed()
+            raise BackendError("timeout", f"{self.member.name} gave no complete answer within "
+                                          f"{timeout:.1f}s (stream closed)") from None
         except httpx.TransportError as exc:
             raise BackendError("unreachable", f"{self.member.name} at {self.base_url}: "
                                               f"{type(exc).__name__}") from None
@@ -180,6 +223,8 @@ class OllamaBackend(HTTPBackend):
     async def _post_chat(self, body: dict[str, Any], timeout: float) -> Reply:
         if timeout <= 0:
             raise BackendError("timeout", f"{self.member.name}: deadline passed")
+        if self.member.stream:
+            return await self._stream_chat(body | {"stream": True}, timeout)
         t0 = time.perf_counter()
         r = await self._request("POST", "/api/chat", timeout, json=body)
         if r.status_code == 404:
@@ -195,6 +240,41 @@ class OllamaBackend(HTTPBackend):
         return Reply(text, data.get("prompt_eval_count"), data.get("eval_count"),
                      time.perf_counter() - t0, data.get("done_reason"),
                      str(data["message"].get("thinking") or ""))
+
+
+    async def _stream_chat(self, body: dict[str, Any], timeout: float) -> Reply:
+        """``stream: true``: NDJSON chunks of ``message.content`` / ``message.thinking``; the
+        last (``done: true``) carries the counts and ``done_reason``."""
+        t0 = time.perf_counter()
+        text: list[str] = []
+        thinking: list[str] = []
+        last: dict[str, Any] = {}
+
+        def on_line(line: str) -> None:
+            try:
+                chunk = json.loads(line)
+                msg = chunk.get("message") or {}
+            except (ValueError, AttributeError):
+                raise BackendError("bad_reply", f"not an Ollama stream chunk: {line[:200]!r}") \
+                    from None
+            if chunk.get("error"):
+                raise BackendError("http", str(chunk["error"])[:300])
+            text.append(str(msg.get("content") or ""))
+            thinking.append(str(msg.get("thinking") or ""))
+            if chunk.get("done"):
+                last.update(chunk)
+
+        try:
+            await self._stream("/api/chat", body, timeout, on_line)
+        except _HTTPStatus as exc:
+            r = exc.response
+            kind = "model_not_found" if r.status_code == 404 else "http"
+            raise BackendError(kind, f"HTTP {r.status_code}: {_error_text(r)}") from None
+        if not last:
+            raise BackendError("bad_reply", f"{self.member.name}: the stream ended without "
+                                            "its final chunk")
+        return Reply("".join(text), last.get("prompt_eval_count"), last.get("eval_count"),
+                     time.perf_counter() - t0, last.get("done_reason"), "".join(thinking))
 
 
 class OpenAIBackend(HTTPBackend):
@@ -285,6 +365,21 @@ class OpenAIBackend(HTTPBackend):
             used = self.mode_index
             if not self.settled:
                 self.counters.mode_probes += 1
+            if self.member.stream:
+                try:
+                    reply = await self._stream_completion(body, remaining)
+                except _HTTPStatus as exc:
+                    text = _error_text(exc.response)
+                    if "response_format" in text and not self.settled \
+                            and used < len(self.MODES) - 1:
+                        self.mode_index = used + 1
+                        continue
+                    code = exc.response.status_code
+                    raise BackendError("model_not_found" if code == 404 else "http",
+                                       f"HTTP {code}: {text}") from None
+                self.settled = True
+                reply.latency = time.perf_counter() - t0
+                return reply
             r = await self._request("POST", "/v1/chat/completions", remaining, json=body)
             if r.status_code >= 400:
                 text = _error_text(r)
@@ -306,6 +401,56 @@ class OpenAIBackend(HTTPBackend):
             return Reply(text, usage.get("prompt_tokens"), usage.get("completion_tokens"),
                          time.perf_counter() - t0, choice.get("finish_reason"),
                          str(choice["message"].get("reasoning_content") or ""))
+
+
+    async def _stream_completion(self, body: dict[str, Any], timeout: float) -> Reply:
+        """``stream: true``: server-sent events of ``choices[0].delta`` (content and, from
+        thinking servers, reasoning_content), the finish reason on the last choice, usage in
+        a final chunk (``stream_options.include_usage``), then ``data: [DONE]``."""
+        text: list[str] = []
+        thinking: list[str] = []
+        state: dict[str, Any] = {"finish": None, "usage": {}, "done": False, "chunks": 0}
+
+        def on_line(line: str) -> None:
+            if not line.startswith("data:"):
+                return  # an SSE comment or event name
+            data = line[5:].strip()
+            if data == "[DONE]":
+                state["done"] = True
+                return
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                raise BackendError("bad_reply", f"not a completion chunk: {data[:200]!r}") \
+                    from None
+            if not isinstance(chunk, dict):
+                raise BackendError("bad_reply", f"not a completion chunk: {data[:200]!r}")
+            if chunk.get("error"):
+                raise BackendError("http", str(chunk["error"])[:300])
+            for choice in chunk.get("choices") or []:
+                delta = choice.get("delta") or {}
+                text.append(str(delta.get("content") or ""))
+                thinking.append(str(delta.get("reasoning_content") or ""))
+                state["chunks"] += bool(delta.get("content") or delta.get("reasoning_content"))
+                if choice.get("finish_reason"):
+                    state["finish"] = choice["finish_reason"]
+            if chunk.get("usage"):
+                state["usage"] = chunk["usage"]
+
+        await self._stream("/v1/chat/completions",
+                           body | {"stream": True, "stream_options": {"include_usage": True}},
+                           timeout, on_line)
+        if not state["done"] and state["finish"] is None:
+            raise BackendError("bad_reply", f"{self.member.name}: the stream ended before "
+                                            "its finish reason")
+        usage = state["usage"]
+        if not usage:  # a server that ignores stream_options (llama-cpp-python's): the
+            # reply's tokens are its chunks (one token each there), the prompt's unknown
+            self.counters.extra["usage_not_sent"] = \
+                self.counters.extra.get("usage_not_sent", 0) + 1
+            usage = {"completion_tokens": state["chunks"]}
+        return Reply("".join(text), usage.get("prompt_tokens"), usage.get("completion_tokens"),
+                     0.0, state["finish"], "".join(thinking))
 
 
 # -------------------------------------------------------------------------- embedded models

@@ -41,6 +41,9 @@ class MemberConfig:
     # think: true and returns message.thinking; other servers get a schema whose first
     # property is a bounded free-text reasoning field
     thinking_tokens: int = 1024  # its own token budget, added to the reply's
+    stream: bool = True  # ollama / openai: stream the reply and close the connection at the
+    # deadline, so the server stops generating (false: one response, which a server may keep
+    # generating after the client gave up)
 
 
 @dataclass

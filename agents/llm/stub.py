@@ -5,11 +5,15 @@ It answers ``POST /api/chat`` and ``GET /api/tags`` as Ollama documents them (``
 ``{"error": "..."}``, 404 for a model that is not pulled), and ``POST /v1/chat/completions`` /
 ``GET /v1/models`` as OpenAI-compatible servers do. Each model has a behaviour: a reply (text or
 a function of the request), a delay, or a fault (``http500``, ``malformed``, ``empty``,
-``hang``). It listens on 127.0.0.1 only and stops with the context manager.
+``hang``). A request with ``stream: true`` is answered as the servers stream: Ollama's NDJSON
+chunks, OpenAI's server-sent events (usage in a last chunk when ``stream_options`` asks,
+then ``data: [DONE]``), ``token_delay`` apart; a client that closes mid-stream is counted in
+``disconnects``. It listens on 127.0.0.1 only and stops with the context manager.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
@@ -25,6 +29,11 @@ def decide_all(request: dict[str, Any], action: str = "BUY", confidence: float =
     rf = request.get("response_format") or {}
     schema = schema or rf.get("schema") or (rf.get("json_schema") or {}).get("schema") or {}
     one = {"action": action, "confidence": confidence, "reasoning": "stub"}
+    trades = schema.get("properties", {}).get("trades")
+    if trades is not None:  # a trades reply: the first assets, up to the limit
+        labels = trades["items"]["properties"]["asset"]["enum"]
+        return json.dumps({"trades": [{"asset": a, "action": action, "confidence": confidence}
+                                      for a in labels[:trades.get("maxItems", len(labels))]]})
     if "action" in schema.get("properties", {}):
         return json.dumps(one)
     return json.dumps({asset: one for asset in schema.get("required", [])})
@@ -39,6 +48,7 @@ class Behaviour:
     reject_formats: tuple[str, ...] = ()  # response_format types answered with HTTP 500
     finish: str = "stop"  # done_reason / finish_reason: "length" for a reply cut by the limit
     thinking: str = ""  # Ollama's message.thinking (think: true)
+    token_delay: float = 0.0  # streamed replies: seconds between chunks (a slow generation)
 
 
 @dataclass
@@ -47,6 +57,7 @@ class StubServer:
 
     models: dict[str, Behaviour] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    disconnects: int = 0  # streamed replies the client closed before their end
 
     def __enter__(self) -> StubServer:
         stub = self
@@ -66,6 +77,61 @@ class StubServer:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _chunks(self, pieces: list[bytes], content_type: str, delay: float) -> None:
+                """A chunked 200 response, one chunk per piece, ``delay`` apart; a client
+                that closes the connection mid-way is counted in ``disconnects``."""
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                try:
+                    self.wfile.flush()
+                    for piece in pieces:
+                        time.sleep(delay)
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                        self.wfile.flush()
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    stub.disconnects += 1
+                    self.close_connection = True
+                    self.wfile = io.BytesIO()  # the handler's last flush has nowhere to go
+
+            def _stream_reply(self, req: dict[str, Any], b: Behaviour, text: str,
+                              ollama: bool) -> None:
+                model = req.get("model")
+                parts = [text[i:i + 16] for i in range(0, len(text), 16)] or [""]
+                if ollama:
+                    lines = [{"model": model, "created_at": "2026-01-01T00:00:00Z",
+                              "message": {"role": "assistant", "content": "",
+                                          "thinking": b.thinking}, "done": False}] \
+                        if b.thinking else []
+                    lines += [{"model": model, "created_at": "2026-01-01T00:00:00Z",
+                               "message": {"role": "assistant", "content": p}, "done": False}
+                              for p in parts]
+                    lines.append({"model": model, "created_at": "2026-01-01T00:00:00Z",
+                                  "message": {"role": "assistant", "content": ""},
+                                  "done": True, "done_reason": b.finish,
+                                  "total_duration": int(b.delay * 1e9), "load_duration": 0,
+                                  "prompt_eval_count": 42, "prompt_eval_duration": 1,
+                                  "eval_count": 17, "eval_duration": 1})
+                    self._chunks([json.dumps(x).encode() + b"\n" for x in lines],
+                                 "application/x-ndjson", b.token_delay)
+                    return
+                def event(choices: list[Any], **extra: Any) -> bytes:
+                    return b"data: " + json.dumps({
+                        "id": "stub", "object": "chat.completion.chunk", "created": 0,
+                        "model": model, "choices": choices, **extra}).encode() + b"\n\n"
+                events = [event([{"index": 0, "delta": {"role": "assistant", "content": p},
+                                  "finish_reason": None}]) for p in parts]
+                events.append(event([{"index": 0, "delta": {}, "finish_reason": b.finish}]))
+                if (req.get("stream_options") or {}).get("include_usage"):
+                    events.append(event([], usage={"prompt_tokens": 42,
+                                                   "completion_tokens": 17,
+                                                   "total_tokens": 59}))
+                events.append(b"data: [DONE]\n\n")
+                self._chunks(events, "text/event-stream", b.token_delay)
 
             def do_GET(self) -> None:
                 if self.path == "/api/tags":
@@ -113,7 +179,9 @@ class StubServer:
                     return
                 text = "" if b.fault == "empty" else (
                     b.reply(req) if callable(b.reply) else b.reply)
-                if ollama:
+                if req.get("stream") and (ollama or self.path == "/v1/chat/completions"):
+                    self._stream_reply(req, b, text, ollama)
+                elif ollama:
                     self._send(200, {
                         "model": model, "created_at": "2026-01-01T00:00:00Z",
                         "message": {"role": "assistant", "content": text,
