@@ -937,3 +937,19 @@ def test_trades_replies_through_the_ensemble_and_a_cut_one_is_a_truncation():
     with pytest.raises(ConfigError, match="prompt_mode: joint"):
         LLMEnsemble({"members": members("http://127.0.0.1:9", "m"), "reply": "trades",
                      "prompt_mode": "per_asset"})
+
+
+def test_a_member_trading_the_assets_listed_first_is_flagged():
+    """The trades schema lists the assets in an order drawn per prompt; the stub trades the
+    first listed ones (as the tiny models did with ASSET_1..3), so it is flagged as copying the
+    word order, and the drawn order moves its trades between assets."""
+    from ffe_agents.llm.prompts import listed_order
+
+    assert listed_order("a", ["A", "B", "C", "D"]) != listed_order("b", ["A", "B", "C", "D"])
+    cfg = {"reply": "trades", "max_trades": 2, "prompt_format": "table", "cache_mode": "off"}
+    with StubServer({"copier": Behaviour()}) as s:
+        r, _ = run(cfg | {"members": members(s.url, "copier")}, window=(300, 307))
+    st = r.policy_stats["members"]["copier"]
+    assert st["first_listed_share"] == 1.0
+    assert any("copier: copies the prompt's word order" in f and "assets listed first" in f
+               for f in r.policy_stats["input_flags"])

@@ -59,7 +59,13 @@ from ffe_agents.llm.parser import (
     parse_joint,
     parse_trades,
 )
-from ffe_agents.llm.prompts import Prompt, asset_labels, build_prompts, listed_first
+from ffe_agents.llm.prompts import (
+    Prompt,
+    asset_labels,
+    build_prompts,
+    first_listed_assets,
+    listed_first,
+)
 from ffe_agents.llm.voting import AdaptiveWeights, Vote, vote
 from ffe_gym.env.observations import ObservationLayout
 
@@ -320,15 +326,20 @@ class LLMEnsemble:
     def input_flags(self) -> list[str]:
         """Members that answered as if they did not read the market: one answer per asset over
         every decision (at least 3), or the action the schema listed first in at least 90% of
-        at least 12 answers (chance: a third; the listed order is drawn per asset and prompt)."""
+        at least 12 answers (chance: a third; the listed order is drawn per asset and prompt);
+        with trades replies, at least 90% of at least 12 trades in the assets the schema
+        listed first (chance: max_trades / N; the listed order is drawn per prompt)."""
         out = []
         for m, st in self.member_stats.items():
             if self.decisions >= 3 and st.distinct and all(len(v) == 1
                                                            for v in st.distinct.values()):
                 out.append(f"{m}: the same answer for each asset in every decision")
             if st.checked_order >= 12 and st.first_listed >= 0.9 * st.checked_order:
+                what = ("trades are in the assets listed first"
+                        if self.config.reply == "trades" else
+                        "answers are the action listed first")
                 out.append(f"{m}: copies the prompt's word order ({st.first_listed} of "
-                           f"{st.checked_order} answers are the action listed first)")
+                           f"{st.checked_order} {what})")
         return out
 
     def unreproducible(self) -> list[str]:
@@ -484,11 +495,16 @@ class LLMEnsemble:
         schema listed first for that asset (copying the prompt's word order)."""
         s = self.member_stats[member]
         first = listed_first(prompt)
+        firsts = first_listed_assets(prompt)  # a trades prompt: where copying would trade
+        labels = asset_labels(self.layout, self.config.leakage_guard) if firsts else []
         for j, (asset, d) in enumerate(zip(prompt.assets, decisions, strict=False)):
             if d.origin in ("fallback", "error", "truncated"):
                 continue
             s.distinct[asset].add((d.action, round(d.confidence, 3)))
-            if j < len(first) and first[j] is not None:
+            if firsts and d.action != "HOLD":
+                s.checked_order += 1
+                s.first_listed += int(labels[asset] in firsts)
+            elif j < len(first) and first[j] is not None:
                 s.checked_order += 1
                 s.first_listed += int(d.action == first[j])
 

@@ -143,6 +143,22 @@ def listed_first(prompt: Prompt) -> list[str | None]:
     return out
 
 
+def listed_order(content: str, labels: list[str]) -> list[str]:
+    """The order a trades schema lists the asset labels in, drawn from a digest of the
+    prompt's content (the tiny models traded the first three listed, whatever the market)."""
+    return sorted(labels, key=lambda a: hashlib.sha256(f"{content}|{a}".encode()).digest())
+
+
+def first_listed_assets(prompt: Prompt) -> set[str]:
+    """A trades prompt's first ``maxItems`` listed asset labels (where a model that copies the
+    schema's word order trades); empty for other prompts."""
+    trades = prompt.schema.get("properties", {}).get("trades")
+    if trades is None:
+        return set()
+    enum = trades["items"]["properties"]["asset"]["enum"]
+    return set(enum[:int(trades.get("maxItems", len(enum)))])
+
+
 def action_orders(content: str, n: int) -> list[tuple[str, ...]]:
     """Per asset, the order the allowed actions are listed in: one of the six permutations,
     picked by a byte of a digest of the prompt's content (stable for the same observation)."""
@@ -305,7 +321,7 @@ def build_prompts(layout: ObservationLayout, obs: Any, *, mode: str, guard: bool
         content = head + "," + json.dumps(body, separators=(",", ":"))[1:]
         if reply == "trades":
             order = action_orders(content, 1)[0]
-            schema = trades_schema(labels, max_trades,
+            schema = trades_schema(listed_order(content, labels), max_trades,
                                    tuple(a for a in order if a != "HOLD"))
             return [Prompt(({"role": "system", "content": SYSTEM},
                             {"role": "user", "content": content}),

@@ -40,8 +40,13 @@ def _log_return(result: Any) -> float:
     return float(np.log(eq[-1] / eq[0]))
 
 
-def _changed(a: Sequence[np.ndarray], b: Sequence[np.ndarray], tol: float = 1e-9) -> list[bool]:
-    """Per common decision: do the two actions differ?"""
+DECISION_TOL = 1e-5  # actions closer than this are the same decision: a float32 network fed
+# the same inputs in another order differs by about 1e-7 (sums in another order), no more
+
+
+def _changed(a: Sequence[np.ndarray], b: Sequence[np.ndarray],
+             tol: float = DECISION_TOL) -> list[bool]:
+    """Per common decision: do the two actions differ by more than ``tol``?"""
     return [bool(np.max(np.abs(np.asarray(x, float) - np.asarray(y, float)), initial=0.0) > tol)
             for x, y in zip(a, b, strict=False)]
 
