@@ -837,7 +837,10 @@ def test_a_member_past_its_deadline_closes_its_stream_and_flags_the_run(backend)
                "cache_mode": "off", "deadline_seconds": 1.0, "retries": 0,
                "breaker": {"failures": 0}}
         r, _ = run(cfg, window=(300, 302))
-        time.sleep(0.5)  # the server notices the closed socket at its next write
+        for _ in range(200):  # the server notices a closed socket at a later write
+            if s.disconnects >= r.steps:
+                break
+            time.sleep(0.05)
         disconnects = s.disconnects
     st = r.policy_stats
     assert st["members"]["slow"]["error_kinds"] == {"timeout": r.steps}
@@ -953,3 +956,48 @@ def test_a_member_trading_the_assets_listed_first_is_flagged():
     assert st["first_listed_share"] == 1.0
     assert any("copier: copies the prompt's word order" in f and "assets listed first" in f
                for f in r.policy_stats["input_flags"])
+
+
+def test_a_grid_job_records_every_call_in_its_run_folder_and_sums_them(tmp_path):
+    """Each LLM job writes llm_calls.csv (per decision, member and prompt: cache, new,
+    timeout, not_started, error, ...) and its sums go to results.csv; a timeout marks the job
+    unreproducible, so a second comparison recomputes it."""
+    import pandas as pd
+    import yaml
+
+    from ffe_gym.evaluation import experiment as ex
+    from ffe_gym.evaluation import grid, runner
+
+    with StubServer({"ok": Behaviour(), "slow": Behaviour(token_delay=0.4)}) as s:
+        llm = tmp_path / "llm.yaml"
+        llm.write_text(yaml.safe_dump({
+            "members": members(s.url, "ok", "slow"), "deadline_seconds": 1.0, "retries": 0,
+            "breaker": {"failures": 0}, "cache_path": str(tmp_path / "c.sqlite")}))
+        spec = {"name": "llmgrid",
+                "config": {"risk": {"on_portfolio_stop": "flat", "var_window": 20},
+                           "env": {"window": 8}},
+                "datasets": [{"name": "syn", "data": {"source": "synthetic", "synthetic": {
+                    "n_assets": 3, "n_bars": 700, "seed": 1}}}],
+                "folds": {"n_folds": 1, "train": 300, "validation": 100, "test": 60},
+                "seeds": [0],
+                "agents": [{"name": "llm", "policy": "llm-ensemble",
+                            "kwargs": {"config": str(llm)}, "decide_every": 20}]}
+        path = tmp_path / "exp.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        exp = ex.load_experiment(path)
+        specs = ex.jobs(exp, tmp_path / "runs")
+        rows = runner.run_jobs(specs, "serial", progress=False)
+        job = next(sp for sp in specs if sp.agent["name"] == "llm")
+        calls = pd.read_csv(job.folder / "llm_calls.csv")
+        again = runner.run_jobs(specs, "serial", progress=False)
+    decisions = next(r for r in rows if r["agent"] == "llm")["policy_stats"]["decisions"]
+    assert decisions >= 3 and len(calls) == 2 * decisions
+    assert set(calls.columns) >= {"decision", "bar", "member", "outcome", "answers",
+                                  "parse_failures", "fallbacks", "latency_s"}
+    assert (calls[calls.member == "ok"].outcome == "new").all()
+    assert (calls[calls.member == "slow"].outcome == "timeout").all()
+    df = grid.results_frame(rows, exp)
+    llm_row = df[df.agent == "llm"].iloc[0]
+    assert llm_row["llm_new"] == decisions and llm_row["llm_timeout"] == decisions
+    assert llm_row["llm_fallbacks"] == 3 * decisions and not llm_row["reproducible"]
+    assert next(r for r in again if r["agent"] == "llm")["reuse"] == "unreproducible"

@@ -257,6 +257,7 @@ class LLMEnsemble:
         self._suspended: dict[str, int] = {}  # member -> first decision it is asked again
         self._outcome: dict[str, str] = {}  # member -> "ok" / "failed" in this decision
         self.decision_seconds: list[float] = []
+        self.call_log: list[dict[str, Any]] = []  # one row per decision, member and prompt
         self._prev: tuple[int, dict[str, np.ndarray]] | None = None
         self.memory = (Memory(self.config.memory, self.layout.n_assets)
                        if self.config.memory > 0 and self.layout is not None else None)
@@ -365,7 +366,7 @@ class LLMEnsemble:
         sec = np.asarray(self.decision_seconds) if self.decision_seconds else np.zeros(1)
         why = self.unreproducible()
         return {"reproducible": not why, "unreproducible": why,
-                "input_flags": self.input_flags(),
+                "input_flags": self.input_flags(), "outcomes": self.outcomes(),
                 "members": {m: s.as_dict() for m, s in self.member_stats.items()},
                 "decisions": self.decisions, "escalations": self.escalations,
                 "escalations_skipped": self.escalations_skipped,
@@ -602,6 +603,32 @@ class LLMEnsemble:
 
         self._loop.run_until_complete(all_())
 
+    def _log(self, member: str, outcome: str, decisions: list[Decision],
+             latency: float | None = None) -> None:
+        """One row of :attr:`call_log`: what became of one prompt of one member."""
+        self.call_log.append({
+            "decision": self.decisions, "bar": self._bar, "member": member,
+            "outcome": outcome, "assets": len(decisions),
+            "answers": sum(d.origin not in ("fallback", "error", "truncated")
+                           for d in decisions),
+            "parse_failures": sum(d.origin == "fallback" for d in decisions),
+            "fallbacks": sum(d.origin in ("fallback", "error", "truncated")
+                             for d in decisions),
+            "latency_s": latency})
+
+    def outcomes(self) -> dict[str, int]:
+        """Prompts per outcome over the episode (the call log summed): ``cache`` (a stored
+        reply), ``new`` (a model's reply), ``timeout``, ``not_started``, ``error``,
+        ``skipped`` (member suspended or unusable) and ``replay_miss``; plus the asset
+        decisions that were parse failures and fallbacks."""
+        out = dict.fromkeys(("cache", "new", "timeout", "not_started", "error", "skipped",
+                             "replay_miss"), 0)
+        for row in self.call_log:
+            out[row["outcome"]] = out.get(row["outcome"], 0) + 1
+        out["parse_failures"] = sum(r["parse_failures"] for r in self.call_log)
+        out["fallbacks"] = sum(r["fallbacks"] for r in self.call_log)
+        return out
+
     def _ask(self, members: list[str], deadline: float) -> dict[str, list[Decision | None]]:
         """Decisions of ``members`` for every asset: cache first, then the models."""
         n = self.layout.n_assets
@@ -623,6 +650,7 @@ class LLMEnsemble:
                     self.member_stats[m].truncations += 1
                 self._record(m, ds)
                 self._diversity(m, p, ds)
+                self._log(m, "cache", ds)
                 for j, d in zip(p.assets, ds, strict=True):
                     out[m][j] = d
             elif self.config.cache_mode == "replay":
@@ -633,29 +661,40 @@ class LLMEnsemble:
                         "run with cache_mode read_write to ask the model, or replay_miss: hold")
                 self.member_stats[m].replay_misses += 1
                 self._record(m, [MISS] * len(p.assets))
+                self._log(m, "replay_miss", [MISS] * len(p.assets))
             elif m in self._dead:
                 self.member_stats[m].errors[self._dead[m]] += 1
                 self._record(m, [ERROR] * len(p.assets))
+                self._log(m, "skipped", [ERROR] * len(p.assets))
             elif self._is_suspended(m):
                 self.member_stats[m].calls_skipped += 1
                 self._record(m, [ERROR] * len(p.assets))
+                self._log(m, "skipped", [ERROR] * len(p.assets))
             else:
                 todo.append((m, p, key))
         if todo:
             if self._loop is None or self._loop.is_closed():
                 self._loop = asyncio.new_event_loop()
-            results = self._loop.run_until_complete(self._call_all(todo, deadline))
-            for (m, p, _), ds in zip(todo, results, strict=True):
+            results, why, latency = self._loop.run_until_complete(
+                self._call_all(todo, deadline))
+            for (m, p, _), ds, outcome, sec in zip(todo, results, why, latency, strict=True):
                 self._record(m, ds)
                 self._diversity(m, p, ds)
+                self._log(m, outcome, ds, sec)
                 for j, d in zip(p.assets, ds, strict=True):
                     out[m][j] = d
         return out
 
-    async def _call_all(self, todo, deadline: float) -> list[list[Decision]]:
+    async def _call_all(self, todo, deadline: float
+                        ) -> tuple[list[list[Decision]], list[str], list[float | None]]:
+        """Every call of one decision under its deadline: the decisions, each call's outcome
+        (new, timeout, not_started, error) and its reply's latency."""
         sem = asyncio.Semaphore(self.config.concurrency)
         sent = [False] * len(todo)  # a request went out (else the deadline overtook it)
-        tasks = [asyncio.ensure_future(self._call(m, p, key, deadline, sem, sent, k))
+        why = ["error"] * len(todo)
+        latency: list[float | None] = [None] * len(todo)
+        tasks = [asyncio.ensure_future(self._call(m, p, key, deadline, sem, sent, k, why,
+                                                  latency))
                  for k, (m, p, key) in enumerate(todo)]
         remaining = max(0.0, deadline - time.perf_counter())
         done, pending = await asyncio.wait(tasks, timeout=remaining)
@@ -671,13 +710,16 @@ class LLMEnsemble:
                 if sent[k]:
                     self.member_stats[m].errors["timeout"] += 1
                     self._outcome.setdefault(m, "failed")
+                    why[k] = "timeout"
                 else:  # never sent: not a timeout of the member's
                     self.member_stats[m].not_started += 1
+                    why[k] = "not_started"
                 results.append([ERROR] * len(p.assets))
-        return results
+        return results, why, latency
 
     async def _call(self, member: str, prompt: Prompt, key: str, deadline: float,
-                    sem: asyncio.Semaphore, sent: list[bool], k: int) -> list[Decision]:
+                    sem: asyncio.Semaphore, sent: list[bool], k: int, why: list[str],
+                    latency: list[float | None]) -> list[Decision]:
         cfg = self.config
         backend = self.backends[member]
         stats = self.member_stats[member]
@@ -697,8 +739,10 @@ class LLMEnsemble:
                 if remaining <= 0:
                     if sent[k]:
                         stats.errors["timeout"] += 1
+                        why[k] = "timeout"
                     else:
                         stats.not_started += 1
+                        why[k] = "not_started"
                     return [ERROR] * len(prompt.assets)
                 stats.calls += 1
                 sent[k] = True
@@ -708,6 +752,7 @@ class LLMEnsemble:
                 except (BackendError, TimeoutError) as exc:
                     kind = exc.kind if isinstance(exc, BackendError) else "timeout"
                     stats.errors[kind] += 1
+                    why[k] = "timeout" if kind == "timeout" else "error"
                     if kind in ("timeout", "unreachable"):
                         self._outcome.setdefault(member, "failed")
                     if kind in ("model_not_found", "unavailable"):
@@ -719,6 +764,8 @@ class LLMEnsemble:
                         await asyncio.sleep(pause)
                     continue
                 self._outcome[member] = "ok"
+                why[k] = "new"
+                latency[k] = reply.latency
                 stats.latency.append(reply.latency)
                 stats.prompt_tokens += reply.prompt_tokens or 0
                 stats.completion_tokens += reply.completion_tokens or 0

@@ -33,6 +33,10 @@ from ffe_gym.evaluation.statistics import (
 
 
 
+LLM_OUTCOMES = ("cache", "new", "timeout", "not_started", "error", "skipped", "replay_miss",
+                "parse_failures", "fallbacks")
+
+
 def results_frame(rows: list[dict[str, Any]], exp: ExperimentConfig) -> pd.DataFrame:
     """One row per job. Agent rows get ``score``: the agent's score metric minus the
     reference's on the same dataset and fold (the same reference for every variant and seed).
@@ -55,6 +59,9 @@ def results_frame(rows: list[dict[str, Any]], exp: ExperimentConfig) -> pd.DataF
                           for r in rows]
     df["deadline_misses"] = [(r.get("policy_stats") or {}).get("deadline_misses")
                              for r in rows]
+    for k in LLM_OUTCOMES:  # an LLM's prompts per outcome (its run folder's llm_calls.csv)
+        df[f"llm_{k}"] = [((r.get("policy_stats") or {}).get("outcomes") or {}).get(k)
+                          for r in rows]
     df["capped"] = [(r.get("refusals") or {}).get("max_positions", 0) for r in rows]
     metric = pd.to_numeric(df[exp.score], errors="coerce").astype(float)
     is_ref = (df["role"] == "reference").to_numpy()

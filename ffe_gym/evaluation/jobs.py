@@ -283,6 +283,9 @@ def _evaluate(spec: JobSpec, md: MarketData | None, work: Path,
         markets, keep, width = market_part(env.unwrapped.layout)
         result = rollout(policy, env, window=(start, stop - 1), seed=spec.seed,
                          risk_free=spec.risk_free, observe=keep if spec.diagnostic else None)
+        calls = list(getattr(policy, "call_log", None) or [])  # an LLM's, per prompt
+        if calls:
+            pd.DataFrame(calls).to_csv(work / "llm_calls.csv", index=False)
         if spec.diagnostic:
             diagnostic = diagnose(policy, cfg, md, (start, stop - 1), result, markets, width,
                                   seed=spec.seed, permutation="permutation" in spec.diagnostic,
