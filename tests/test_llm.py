@@ -1001,3 +1001,29 @@ def test_a_grid_job_records_every_call_in_its_run_folder_and_sums_them(tmp_path)
     assert llm_row["llm_new"] == decisions and llm_row["llm_timeout"] == decisions
     assert llm_row["llm_fallbacks"] == 3 * decisions and not llm_row["reproducible"]
     assert next(r for r in again if r["agent"] == "llm")["reuse"] == "unreproducible"
+
+
+def test_trades_in_the_tables_first_rows_are_flagged_in_a_run_and_over_a_grid_row():
+    """The tiny models traded ASSET_1, ASSET_2, ASSET_3 in every reply of the main job,
+    whatever the market and the order the schema listed the assets in: trades that sit in the
+    first max_trades rows (>= 90% of >= 12) flag the member, in a run and summed over runs."""
+    import pandas as pd
+
+    from ffe_gym.evaluation.grid import copying_flags
+
+    first_rows = json.dumps({"trades": [{"asset": "ASSET_1", "action": "BUY", "confidence": 0.5},
+                                        {"asset": "ASSET_2", "action": "SELL",
+                                         "confidence": 0.5}]})
+    cfg = {"reply": "trades", "max_trades": 2, "prompt_format": "table", "cache_mode": "off"}
+    with StubServer({"rows": Behaviour(reply=first_rows)}) as s:
+        r, _ = run(cfg | {"members": members(s.url, "rows")}, window=(300, 307))
+        short, _ = run(cfg | {"members": members(s.url, "rows")}, window=(300, 303))
+    flags = r.policy_stats["input_flags"]
+    assert any(f.startswith("rows: copies the prompt's order: 14 of 14 trades in the first 2")
+               for f in flags), flags
+    assert not any("first 2 rows" in f for f in short.policy_stats["input_flags"])  # 6 < 12
+    frame = pd.DataFrame({"copying": [{"rows": [6, 6, 2, 3]}, {"rows": [6, 6, 2, 3]},
+                                      {"other": [1, 6, 2, 3]}]})
+    assert copying_flags(frame) == ["rows copies the prompt's order: 12 of 12 trades in the "
+                                    "first 2 rows of the table (ASSET_1..2; chance 67%), over "
+                                    "3 runs"]

@@ -80,6 +80,17 @@ class ReplayMiss(RuntimeError):
     """``cache_mode: replay`` met a decision with no stored reply (and ``replay_miss: error``)."""
 
 
+def copying(first_rows: int, trades: int, k: int, n: int) -> str:
+    """The flag of a member whose trades sit in the table's first ``k`` rows (the asset
+    labels the prompt lists first, ASSET_1..k) in at least 90% of at least 12 trades, where a
+    reader of the market would spread them (chance k / n); "" otherwise. The comparison sums
+    the counts over a row's runs and asks the same."""
+    if trades < 12 or first_rows < 0.9 * trades or n <= k:
+        return ""
+    return (f"copies the prompt's order: {first_rows} of {trades} trades in the first {k} "
+            f"rows of the table (ASSET_1..{k}; chance {k / n:.0%})")
+
+
 class MemberStats:
     """Counters of one member over an episode."""
 
@@ -106,8 +117,10 @@ class MemberStats:
         self.digest_replays = 0  # replayed anyway (replay_other_digest)
         self.replay_misses = 0  # cache_mode replay, replay_miss hold: prompts with no reply
         self.distinct: dict[int, set[tuple[str, float]]] = defaultdict(set)  # asset -> answers
-        self.first_listed = 0  # answers that are the action the schema lists first
+        self.first_listed = 0  # answers that are the action listed first
         self.checked_order = 0  # answers whose listed order was known
+        self.trades_seen = 0  # trades replies: trades made
+        self.first_rows = 0  # ... in the assets of the table's first max_trades rows
 
     def as_dict(self) -> dict[str, Any]:
         lat = np.asarray(self.latency) if self.latency else np.zeros(0)
@@ -131,7 +144,9 @@ class MemberStats:
                 "distinct_answers": (float(np.mean([len(v) for v in self.distinct.values()]))
                                      if self.distinct else None),
                 "first_listed_share": (self.first_listed / self.checked_order
-                                       if self.checked_order else None)}
+                                       if self.checked_order else None),
+                "first_listed": self.first_listed, "checked_order": self.checked_order,
+                "trades_seen": self.trades_seen, "first_rows": self.first_rows}
 
 
 class LLMEnsemble:
@@ -335,6 +350,10 @@ class LLMEnsemble:
             if self.decisions >= 3 and st.distinct and all(len(v) == 1
                                                            for v in st.distinct.values()):
                 out.append(f"{m}: the same answer for each asset in every decision")
+            flag = copying(st.first_rows, st.trades_seen, self.config.max_trades,
+                           self.layout.n_assets if self.layout is not None else 0)
+            if flag:
+                out.append(f"{m}: {flag}")
             if st.checked_order >= 12 and st.first_listed >= 0.9 * st.checked_order:
                 what = ("trades are in the assets listed first"
                         if self.config.reply == "trades" else
@@ -369,6 +388,8 @@ class LLMEnsemble:
                 "input_flags": self.input_flags(), "outcomes": self.outcomes(),
                 "members": {m: s.as_dict() for m, s in self.member_stats.items()},
                 "decisions": self.decisions, "escalations": self.escalations,
+                "max_trades": self.config.max_trades if self.config.reply == "trades" else None,
+                "assets": self.layout.n_assets if self.layout is not None else None,
                 "escalations_skipped": self.escalations_skipped,
                 "remote_calls": self.remote_calls, "tiers": dict(self.tiers),
                 "deadline_misses": self.deadline_misses,
@@ -505,6 +526,8 @@ class LLMEnsemble:
             if firsts and d.action != "HOLD":
                 s.checked_order += 1
                 s.first_listed += int(labels[asset] in firsts)
+                s.trades_seen += 1
+                s.first_rows += int(asset < self.config.max_trades)
             elif j < len(first) and first[j] is not None:
                 s.checked_order += 1
                 s.first_listed += int(d.action == first[j])

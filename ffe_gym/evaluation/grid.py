@@ -63,6 +63,7 @@ def results_frame(rows: list[dict[str, Any]], exp: ExperimentConfig) -> pd.DataF
         df[f"llm_{k}"] = [((r.get("policy_stats") or {}).get("outcomes") or {}).get(k)
                           for r in rows]
     df["capped"] = [(r.get("refusals") or {}).get("max_positions", 0) for r in rows]
+    df["copying"] = [_copying_counts(r) for r in rows]
     metric = pd.to_numeric(df[exp.score], errors="coerce").astype(float)
     is_ref = (df["role"] == "reference").to_numpy()
     ref = pd.Series(metric[is_ref].to_numpy(),
@@ -71,6 +72,35 @@ def results_frame(rows: list[dict[str, Any]], exp: ExperimentConfig) -> pd.DataF
         pd.MultiIndex.from_frame(df[["dataset", "fold"]])).to_numpy()
     df["score"] = np.where(is_ref, np.nan, metric.to_numpy() - df["reference_metric"])
     return df
+
+
+def _copying_counts(row: dict[str, Any]) -> dict[str, list[int]] | None:
+    """Per LLM member of a trades-reply run: [trades in the table's first max_trades rows,
+    trades, max_trades, assets] (None for other runs)."""
+    stats = row.get("policy_stats") or {}
+    members = stats.get("members") or {}
+    k, n = stats.get("max_trades"), stats.get("assets")
+    out = {m: [v.get("first_rows", 0), v.get("trades_seen", 0), k, n]
+           for m, v in members.items() if v.get("trades_seen") and k and n}
+    return out or None
+
+
+def copying_flags(sub: pd.DataFrame) -> list[str]:
+    """An LLM member whose trades, summed over every run of a row, sit in the table's first
+    rows (``ffe_agents.llm.ensemble.copying``: at least 90% of at least 12 trades)."""
+    total: dict[str, list[int]] = {}
+    for counts in sub["copying"] if "copying" in sub else []:
+        for m, (first, trades, k, n) in (counts or {}).items():
+            t = total.setdefault(m, [0, 0, k, n])
+            t[0] += first
+            t[1] += trades
+    out = []
+    for m, (first, trades, k, n) in total.items():
+        if trades >= 12 and first >= 0.9 * trades and n > k:
+            out.append(f"{m} copies the prompt's order: {first} of {trades} trades in the "
+                       f"first {k} rows of the table (ASSET_1..{k}; chance {k / n:.0%}), "
+                       f"over {len(sub)} runs")
+    return out
 
 
 def _tasks(df: pd.DataFrame) -> list[tuple[str, int]]:
@@ -164,7 +194,8 @@ def _flags(sub: pd.DataFrame, m: np.ndarray, lo: float, hi: float, windows: int)
     if misses:
         out.append(f"{int(misses)} deadline miss(es): replies not reproducible")
     if "input_flags" in sub:
-        said = sorted({f for flags in sub["input_flags"] for f in (flags or [])})
+        said = sorted({f for flags in sub["input_flags"] for f in (flags or [])}
+                      | set(copying_flags(sub)))
         if said:
             out.append("DOES NOT READ THE MARKET (in some runs): " + "; ".join(said))
     unrep = int((~sub["reproducible"].astype(bool)).sum()) if "reproducible" in sub else 0
