@@ -49,3 +49,21 @@ class Slow(_Signals):
         while gate and info["bar"] >= start and not os.path.exists(gate):
             time.sleep(0.01)  # held (from that bar on) until the test opens the gate
         return np.zeros(len(info["weights"]), dtype=np.float32)
+
+
+class FirstColumn:
+    """Buys the column at position (bar mod N), whatever asset it holds: order-dependent by
+    construction (the permutation check's positive control)."""
+
+    name = "first-column"
+    action_scheme = "signals"
+    deterministic = True
+
+    def reset(self, seed: int | None = None) -> None:
+        pass
+
+    def act(self, observation: Any, info: dict[str, Any]) -> np.ndarray:
+        n = len(info["weights"])
+        a = np.zeros(n, dtype=np.float32)
+        a[int(info["bar"]) % n] = 1.0  # rotates through the columns by position
+        return a

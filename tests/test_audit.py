@@ -51,23 +51,6 @@ def test_a_policy_that_reads_the_future_fails_the_causality_check():
     assert any(f.startswith("reads the future") for f in r.flags)
 
 
-class FirstColumn:
-    """Buys the first column whatever it is: order-dependent by construction."""
-
-    name = "first-column"
-    action_scheme = "signals"
-    deterministic = True
-
-    def reset(self, seed: int | None = None) -> None:
-        pass
-
-    def act(self, observation: Any, info: dict[str, Any]) -> np.ndarray:
-        n = len(info["weights"])
-        a = np.zeros(n, dtype=np.float32)
-        a[int(info["bar"]) % n] = 1.0  # rotates through the columns by position
-        return a
-
-
 def test_the_grid_runs_the_diagnostic_and_flags_what_the_audit_flags(tmp_path):
     """In a comparison, `diagnostic: [placebo, permutation]` runs both beside the real run in
     the first variant's jobs only: cash is flagged as ignoring its input, momentum is not and
@@ -91,7 +74,7 @@ def test_the_grid_runs_the_diagnostic_and_flags_what_the_audit_flags(tmp_path):
         "variants": {"base": {}, "no_var": {"portfolio": {"max_portfolio_risk": None}}},
         "agents": [{"name": "cash", "policy": "cash", "diagnostic": both},
                    {"name": "momentum", "policy": "momentum", "diagnostic": both},
-                   {"name": "first-column", "policy": "tests.test_audit:FirstColumn",
+                   {"name": "first-column", "policy": "faulty:FirstColumn",
                     "diagnostic": both}],
     }
     path = tmp_path / "diag.yaml"
