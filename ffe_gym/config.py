@@ -10,6 +10,7 @@ A limit set to ``null`` in YAML (``None`` here) is off.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -344,6 +345,9 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
+        if not math.isfinite(value):  # .inf / .nan in YAML: a limit is off with null
+            raise ConfigError(f"{path}: {value!r} is not a finite number (null turns a limit "
+                              "off)")
         return float(value)
     if tp is str:
         if not isinstance(value, str):

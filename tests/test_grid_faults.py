@@ -224,3 +224,26 @@ def test_output_files_follow_the_umask(tmp_path):
         assert mode == 0o666 & ~mask, (name, oct(mode))
     metrics = next((tmp_path / "runs").rglob("metrics.json"))
     assert metrics.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_a_job_finished_between_the_first_look_and_the_lock_is_reused(tmp_path, monkeypatch):
+    """Another run finishes a job after this run found it missing and before it takes the
+    job's lock: the second look under the lock reuses it instead of computing it again."""
+    from ffe_gym.evaluation import jobs
+
+    exp = ex.load_experiment(experiment(tmp_path, [{"name": "momentum", "policy": "momentum"}]))
+    specs = ex.jobs(exp, tmp_path / "runs")
+    target = next(s for s in specs if s.agent["name"] == "momentum")
+    real = runner.finished
+    raced = []
+
+    def racing(spec, keep_unreproducible=False):
+        out = real(spec, keep_unreproducible)
+        if spec.folder == target.folder and not raced:
+            raced.append(jobs.run_job(spec))  # the other run: computes, writes, unlocks
+        return out
+
+    monkeypatch.setattr(runner, "finished", racing)
+    rows = runner.run_jobs(specs, "serial", progress=False)
+    assert raced[0]["reuse"] == "new"
+    assert next(r for r in rows if r["folder"] == str(target.folder))["reuse"] == "reused"

@@ -19,6 +19,17 @@ from pathlib import Path
 from ffe_gym.config import ConfigError, to_dict
 
 
+def _at_least_one(text: str) -> int:
+    """An argparse type: an integer >= 1 (checked before any job runs)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} (at least 1)")
+    return value
+
+
 def default_experiment() -> Path:
     for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
         p = base / "configs" / "experiments" / "default.yaml"
@@ -35,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="process / local Ray workers")
     p.add_argument("--address", help="Ray cluster address (ray backend)")
     p.add_argument("--out", type=Path, default=Path("runs"), help="root folder of the runs")
-    p.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
+    p.add_argument("--reps", type=_at_least_one, default=2000,
+                   help="bootstrap resamples (at least 1)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--keep-unreproducible", action="store_true",
                    help="reuse runs whose results depended on the machine's load (an LLM "

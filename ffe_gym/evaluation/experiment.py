@@ -67,14 +67,17 @@ RULES_OFF: dict[str, Any] = {
              "max_gross_exposure": None, "reentry_bars": 0},
 }
 SCORES = tuple(m for m in METRIC_NAMES if m not in ("bars", "trades", "fills"))
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+NAME_MAX = 100  # characters: a folder name, with room for the temporary folder's suffix
 
 
 def check_name(name: str, where: str) -> str:
     """A name used as a folder: letters, digits, ``_ . + -``; no separators, no ``..``."""
-    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name \
+            or len(name) > NAME_MAX:
         raise ConfigError(f"{where}: {name!r} is not a safe name (letters, digits and _ . + -, "
-                          "starting with a letter or digit; no '/' or '..')")
+                          f"starting with a letter or digit, at most {NAME_MAX} characters; "
+                          "no '/' or '..')")
     return name
 
 
@@ -95,6 +98,14 @@ class FoldSpec:
     test: int = 600
     embargo: int | None = None  # bars; None: the longest lookback of the config
     anchored: bool = False
+
+    def __post_init__(self) -> None:
+        for key in ("n_folds", "train", "validation", "test"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"folds.{key}: {getattr(self, key)} (at least 1)")
+        if self.embargo is not None and self.embargo < 0:
+            raise ConfigError(f"folds.embargo: {self.embargo} (at least 0, or null: the "
+                              "longest lookback)")
 
 
 @dataclass
@@ -182,6 +193,20 @@ class ExperimentConfig:
             raise ConfigError("agents: 'reference' is reserved for the reference run")
         if not self.seeds:
             raise ConfigError("seeds: give at least one seed")
+        bad = [s for s in self.seeds if s < 0]
+        if bad:
+            raise ConfigError(f"seeds: {bad[0]} (seeds are integers >= 0)")
+        for a in self.agents:  # a policy that cannot be loaded fails here, not in every job
+            if a.policy is not None and (a.policy in _registered() or ":" in a.policy) \
+                    and not Path(a.policy).exists():
+                try:
+                    _policy_class(a.policy)
+                except Exception as exc:  # PolicyError, or the module's own import error
+                    raise ConfigError(f"agents.{a.name}.policy: {exc}") from None
+            elif a.policy is not None and not Path(a.policy).exists():
+                raise ConfigError(f"agents.{a.name}.policy: {a.policy!r} is not a registered "
+                                  f"name ({', '.join(_registered())}), a 'module:Class', "
+                                  "or a saved model's folder")
         if self.score not in SCORES:
             raise ConfigError(f"score: {self.score!r} is not a metric (allowed: "
                               f"{', '.join(SCORES)})")
@@ -388,6 +413,13 @@ def policy_class(agent: dict[str, Any]) -> Any:
     if agent.get("train") or not agent.get("policy"):
         return None
     return _policy_class(agent["policy"])
+
+
+def _registered() -> list[str]:
+    """The registered short policy names."""
+    from ffe_gym.evaluation.policy import REGISTRY
+
+    return list(REGISTRY)
 
 
 def _policy_class(spec: str) -> Any:

@@ -208,6 +208,13 @@ def run_jobs(specs: Sequence[JobSpec], backend: str = "serial", workers: int | N
     for i, state in todo.items():
         lock = JobLock(specs[i])
         if lock.acquire(block=False):
+            # a second look under the lock: another run may have finished the job between
+            # the first pass and this one
+            row, now = finished(specs[i], keep_unreproducible)
+            if row is not None:
+                lock.release()
+                done(i, row | {"reuse": now})
+                continue
             locks[i] = lock
             claimed[i] = state
         else:
