@@ -247,3 +247,30 @@ def test_a_job_finished_between_the_first_look_and_the_lock_is_reused(tmp_path, 
     rows = runner.run_jobs(specs, "serial", progress=False)
     assert raced[0]["reuse"] == "new"
     assert next(r for r in rows if r["folder"] == str(target.folder))["reuse"] == "reused"
+
+
+def test_a_lock_path_leading_outside_fails_that_job_alone(tmp_path):
+    """A dangling `.seed0.lock` symlink, or an agent folder symlinked elsewhere, never leads a
+    write outside the output folder: that job fails, named, and every other job completes."""
+    path = experiment(tmp_path, [{"name": "momentum", "policy": "momentum"},
+                                 {"name": "cash", "policy": "cash"}], folds=1)
+    exp = ex.load_experiment(path)
+    specs = ex.jobs(exp, tmp_path / "runs")
+    outside = tmp_path / "elsewhere"
+    linked = next(s for s in specs if s.agent["name"] == "momentum")
+    lock = linked.folder.parent / f".{linked.folder.name}.lock"
+    lock.parent.mkdir(parents=True)
+    lock.symlink_to(outside / "created.lock")  # dangling: O_CREAT would create its target
+    moved = next(s for s in specs if s.agent["name"] == "cash")
+    away = tmp_path / "away"
+    away.mkdir()
+    moved.folder.parent.parent.mkdir(parents=True, exist_ok=True)
+    moved.folder.parent.symlink_to(away, target_is_directory=True)
+    rows = {r["folder"]: r for r in runner.run_jobs(specs, "serial", progress=False)}
+    bad = rows[str(linked.folder)]
+    assert bad["reuse"] == "failed" and "symbolic link" in bad["error"]
+    assert rows[str(moved.folder)]["reuse"] == "failed"
+    assert "outside the output folder" in rows[str(moved.folder)]["error"]
+    assert not outside.exists() and list(away.iterdir()) == []
+    others = [r for f, r in rows.items() if f not in (str(linked.folder), str(moved.folder))]
+    assert others and all(r["reuse"] == "new" for r in others)

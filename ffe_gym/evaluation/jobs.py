@@ -21,6 +21,7 @@ run folder should be is unlinked, never followed.
 from __future__ import annotations
 
 import copy
+import errno
 import fcntl
 import json
 import math
@@ -66,17 +67,34 @@ def remove(path: Path) -> None:
         shutil.rmtree(path)
 
 
+class JobLockError(ValueError):
+    """A lock path that leads outside the output folder or through a symbolic link."""
+
+
 class JobLock:
-    """An exclusive advisory lock on one job's run folder (``.<seed>.lock`` beside it)."""
+    """An exclusive advisory lock on one job's run folder (``.<seed>.lock`` beside it). The
+    path is checked to stay inside the experiment's output folder before anything is created,
+    and the lock file is opened without following a symbolic link (:class:`JobLockError`)."""
 
     def __init__(self, spec: JobSpec) -> None:
         folder = spec.folder
+        self.root = Path(spec.root) / spec.experiment
         self.path = folder.parent / f".{folder.name}.lock"
         self.fd: int | None = None
 
     def acquire(self, block: bool = True) -> bool:
+        try:
+            inside(self.root, self.path)  # a symlinked agent or fold folder leads elsewhere
+        except ValueError as exc:
+            raise JobLockError(str(exc)) from None
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise JobLockError(f"{self.path} is a symbolic link; refusing to follow it "
+                                   "(remove it and run again)") from None
+            raise
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -138,7 +156,10 @@ def clean_temporary(root: Path) -> int:
             continue
         seed = tmp.name[len(".tmp-"):].rsplit("-", 1)[0]
         lock = tmp.parent / f".{seed}.lock"
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError:
+            continue  # a symlinked lock: left alone (the job that needs it reports it)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

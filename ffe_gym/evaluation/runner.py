@@ -43,6 +43,7 @@ from ffe_gym.data import MarketData
 from ffe_gym.evaluation.experiment import JobSpec, market_for, policy_class
 from ffe_gym.evaluation.jobs import (
     JobLock,
+    JobLockError,
     clean_temporary,
     compute_job,
     failure_row,
@@ -207,7 +208,12 @@ def run_jobs(specs: Sequence[JobSpec], backend: str = "serial", workers: int | N
     claimed: dict[int, str] = {}
     for i, state in todo.items():
         lock = JobLock(specs[i])
-        if lock.acquire(block=False):
+        try:
+            got = lock.acquire(block=False)
+        except (JobLockError, OSError) as exc:  # this job alone fails, named
+            done(i, failure_row(specs[i], f"lock {lock.path}: {exc}"))
+            continue
+        if got:
             # a second look under the lock: another run may have finished the job between
             # the first pass and this one
             row, now = finished(specs[i], keep_unreproducible)
@@ -235,7 +241,11 @@ def run_jobs(specs: Sequence[JobSpec], backend: str = "serial", workers: int | N
             _run_ray(specs, groups, address, workers, claimed, finish)
         for i in deferred:  # held by another run: wait, then reuse what it wrote
             lock = JobLock(specs[i])
-            lock.acquire(block=True)
+            try:
+                lock.acquire(block=True)
+            except (JobLockError, OSError) as exc:
+                done(i, failure_row(specs[i], f"lock {lock.path}: {exc}"))
+                continue
             locks[i] = lock
             row, state = finished(specs[i], keep_unreproducible)
             if row is not None:
