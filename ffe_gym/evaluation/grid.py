@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ffe_gym.evaluation.audit import IGNORES
 from ffe_gym.evaluation.experiment import (
     REFERENCE_TEXT,
     ExperimentConfig,
@@ -395,9 +396,6 @@ def index_line(exp: ExperimentConfig, windows: list[dict[str, Any]], ref: pd.Dat
     return {"name": exp.index["symbol"], "text": describe_packaged(md) or md.describe(),
             "windows": len(windows), "iqm": point, "iqm_low": lo, "iqm_high": hi,
             **{c: _mean(frame, c) for c in ("sharpe", "total_return", "max_drawdown")}}
-
-
-IGNORES = 0.05  # as ffe_gym.evaluation.audit: below this share of changed decisions
 
 
 def diagnostic_summary(df: pd.DataFrame, exp: ExperimentConfig, agent: str, variant: str,
