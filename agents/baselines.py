@@ -18,9 +18,10 @@ import numpy as np
 
 from ffe_gym.data import symbol_ranks
 from ffe_gym.env.observations import ObservationLayout
+from ffe_gym.evaluation.policy import PolicyBase
 
 
-class _Baseline:
+class _Baseline(PolicyBase):
     name = "baseline"
     action_scheme = "weights"
     deterministic = True  # the same inputs give the same actions: one run per test window

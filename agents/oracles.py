@@ -22,9 +22,10 @@ import numpy as np
 
 from ffe_gym.data.synthetic import HALF_PERIOD
 from ffe_gym.env.observations import ObservationLayout
+from ffe_gym.evaluation.policy import PolicyBase
 
 
-class _Oracle:
+class _Oracle(PolicyBase):
     name = "oracle"
     deterministic = True
     needs = ("log_return",)

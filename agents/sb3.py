@@ -32,6 +32,7 @@ import numpy as np
 from ffe_gym.config import Config, ConfigError, from_dict, merge, read_yaml, to_dict
 from ffe_gym.data import MarketData
 from ffe_gym.data.splits import Window
+from ffe_gym.evaluation.policy import PolicyBase
 from ffe_gym.features import lookback
 from ffe_gym.manifest import manifest, write_json, write_yaml
 
@@ -88,7 +89,9 @@ def algo_class(algo: str) -> type:
                           f"pip install {module.replace('_', '-')}") from None
 
 
-def _schedules(value: Any) -> Any:
+def schedule(value: Any) -> Any:
+    """A hyperparameter as SB3 takes it: rl_zoo3's ``"lin_<start>"`` becomes a schedule
+    decaying linearly from ``start`` to 0 over training; anything else is returned as is."""
     if isinstance(value, str) and value.startswith("lin_"):
         return LinearSchedule(float(value[4:]))
     return value
@@ -146,7 +149,7 @@ def load_agent_spec(path: str | Path, algo: str | None = None,
                           "arguments, not a Python string")
     norm = (dict(normalize) if isinstance(normalize, Mapping) else {}) if normalize else None
     policy_kwargs = _policy_kwargs(raw.pop("policy_kwargs", None), where)
-    kwargs = {k: _schedules(v) for k, v in raw.items()}
+    kwargs = {k: schedule(v) for k, v in raw.items()}
     if "train_freq" in kwargs and isinstance(kwargs["train_freq"], list):
         kwargs["train_freq"] = tuple(kwargs["train_freq"])
     return AgentSpec(algo=algo, n_timesteps=n_timesteps, policy=policy, n_envs=n_envs,
@@ -449,7 +452,7 @@ def _eval_norm_kwargs(normalize: dict[str, Any]) -> dict[str, Any]:
 # -------------------------------------------------------------------------- the policy
 
 
-class SB3Policy:
+class SB3Policy(PolicyBase):
     """A trained SB3 model as a :class:`ffe_gym.evaluation.Policy`.
 
     Observations are normalised with the saved ``VecNormalize`` statistics, frozen. Actions

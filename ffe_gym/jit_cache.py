@@ -6,30 +6,32 @@ of the functions it calls and inlines (numba PR 8396, unmerged). The env's compi
 so after a change to the kernel alone (a ``git pull``, an edit) a new process would load the
 step compiled from the old kernel and apply the old rules without a word. Every module of the
 package that caches numba functions therefore ends with ``fresh_cache(globals())``: when the
-package's sources, hashed together, differ from those the module's cache was written from, its
-cached code is dropped and each function compiles once again (about a minute for the package).
+sources the module can run (its own file and every module of the package it imports, directly
+or not: :class:`~ffe_gym.sources.Sources`), hashed together, differ from those its cache was
+written from, its cached code is dropped and each function compiles once again. A change in a
+module the compiled code never imports (a report, a command) keeps every cache.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import sys
 from pathlib import Path
 from typing import Any
+
+from .sources import Sources
 
 RECORD = "{module}.sources"  # beside the module's numba cache files: the sources' digest
 
 
 @functools.cache
-def sources_digest(package: Path) -> str:
-    """SHA-256 over the path and bytes of every ``.py`` file under ``package`` (about 2 ms for
-    ffe_gym)."""
-    h = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        h.update(path.relative_to(package).as_posix().encode() + b"\0")
-        h.update(path.read_bytes() + b"\0")
-    return h.hexdigest()
+def _sources(top: str, package: Path) -> Sources:
+    return Sources({top: package})
+
+
+def sources_digest(package: Path, module: str) -> str:
+    """SHA-256 of the sources ``module`` can run within its top-level ``package`` folder."""
+    return _sources(module.partition(".")[0], package).digest([module])
 
 
 def cached_dispatchers(namespace: dict[str, Any]) -> list[Any]:
@@ -53,7 +55,7 @@ def fresh_cache(namespace: dict[str, Any]) -> int:
         return 0
     name = namespace["__name__"]
     top = sys.modules[name.partition(".")[0]]  # the top-level package, imported first
-    digest = sources_digest(Path(top.__file__).resolve().parent)
+    digest = sources_digest(Path(top.__file__).resolve().parent, name)
     module = name.rsplit(".", 1)[-1]
     dropped = 0
     for folder in sorted({d.stats.cache_path for d in dispatchers}):

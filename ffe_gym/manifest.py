@@ -8,14 +8,14 @@ leaves a half-written file behind.
 
 from __future__ import annotations
 
-import functools
-import hashlib
+import contextlib
 import json
 import os
 import platform
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -26,18 +26,36 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
+TEMPORARY = ".tmp-"  # a file being written: ``.tmp-<name>.<pid>.<random>``
+
+
 def atomic_write(path: str | Path, data: str | bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename (a
+    killed writer leaves ``.tmp-<name>.<pid>.*``, which the next comparison removes)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; a result file is like any other
+    with named_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f"{TEMPORARY}{path.name}.{os.getpid()}.",
+                                   dir=path.parent)
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; a result file is like any other
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data.encode() if isinstance(data, str) else data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+@contextlib.contextmanager
+def named_errors(path: str | Path) -> Iterator[None]:
+    """Give an OSError raised inside without a file name (a write that found the disk full)
+    the name of ``path``, so the one-line message says where."""
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        yield
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
 
 
@@ -69,25 +87,6 @@ def git_commit(root: Path = ROOT) -> dict[str, Any]:
         return {"commit": commit, "dirty": dirty}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
-
-
-@functools.cache
-def source_digest() -> str:
-    """sha256 over the source of the ``ffe_gym`` and ``ffe_agents`` packages (every ``.py``
-    file, by relative path and content): part of a job's identity, so that a result computed
-    by other code is never reused, whatever the version number says."""
-    from importlib.util import find_spec
-
-    agents = find_spec("ffe_agents")  # located, not imported: ffe_gym never imports it
-    roots = [Path(__file__).resolve().parent]
-    if agents is not None and agents.submodule_search_locations:
-        roots += [Path(p).resolve() for p in agents.submodule_search_locations]
-    h = hashlib.sha256()
-    for pkg in roots:
-        for path in sorted(pkg.rglob("*.py")):
-            h.update(f"{pkg.name}/{path.relative_to(pkg).as_posix()}\0".encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()
 
 
 def _version(name: str) -> str | None:

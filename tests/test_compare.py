@@ -483,8 +483,6 @@ def test_shipped_experiments_load():
 
 
 def test_identity_covers_code_version_seed_window_and_agent_files(tmp_path, monkeypatch):
-    from ffe_gym import manifest
-
     llm_cfg = tmp_path / "llm.yaml"
     llm_cfg.write_text("members: []\n")
     agent = ex.AgentEntry(name="x", policy="cash", kwargs={"config": str(llm_cfg)})
@@ -502,7 +500,7 @@ def test_identity_covers_code_version_seed_window_and_agent_files(tmp_path, monk
     llm_cfg.write_text("members: [{name: m}]\n")  # the file an agent names changed
     changed_file = ident()
     assert changed_file != base
-    monkeypatch.setattr(manifest, "source_digest", lambda: "other code")
+    monkeypatch.setattr(ex, "code_digest", lambda *a: "other code")
     assert ident() != changed_file
 
 

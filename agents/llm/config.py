@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -123,14 +123,16 @@ class LLMConfig:
     retries: int = 1
     backoff_seconds: float = 0.2
     concurrency: int = 16  # calls in flight at once, over all members and assets
-    cache_path: str | None = "runs/llm-cache.sqlite"
+    # ``{out}``: the run's output folder (a comparison's --out; "runs" when none is given), so
+    # nothing lands outside it; a path without it is used as written (shared on purpose)
+    cache_path: str | None = "{out}/llm-cache.sqlite"
     # read_write; read_only (a miss still asks a reachable model); replay (never asks a model:
     # a miss is an error naming the decision, or with replay_miss: hold a counted HOLD)
     cache_mode: Literal["read_write", "read_only", "replay", "off"] = "read_write"
     replay_miss: Literal["error", "hold"] = "error"
     replay_other_digest: bool = False  # online, replay a reply stored under another model
     # digest (a re-pulled model behind the same name); default: ask the model again
-    model_dir: str = "runs/models"  # where embedded models are assembled
+    model_dir: str = "{out}/models"  # where embedded models are assembled
     voting: VotingConfig = field(default_factory=VotingConfig)
     escalation: EscalationConfig = field(default_factory=EscalationConfig)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
@@ -152,14 +154,26 @@ class LLMConfig:
                 raise ConfigError(f"members.{m.name}.base_url: required for backend openai")
 
 
-def load_llm_config(config: LLMConfig | Mapping[str, Any] | str | Path | None) -> LLMConfig:
-    """An :class:`LLMConfig` from a YAML path, a mapping, or itself."""
-    if isinstance(config, LLMConfig):
-        return config
-    if config is None:
-        from ffe_agents.llm import EMBEDDED_PROFILE
+OUT = "{out}"  # in cache_path and model_dir: the run's output folder
 
-        config = EMBEDDED_PROFILE
-    if isinstance(config, (str, Path)):
-        return load_yaml_as(LLMConfig, config, "LLM config")
-    return from_dict(LLMConfig, config)
+
+def load_llm_config(config: LLMConfig | Mapping[str, Any] | str | Path | None,
+                    out: str | Path | None = None) -> LLMConfig:
+    """An :class:`LLMConfig` from a YAML path, a mapping, or itself, with ``{out}`` in
+    ``cache_path`` and ``model_dir`` replaced by ``out`` (``"runs"`` when None)."""
+    if isinstance(config, LLMConfig):
+        cfg = replace(config)
+    else:
+        if config is None:
+            from ffe_agents.llm import EMBEDDED_PROFILE
+
+            config = EMBEDDED_PROFILE
+        if isinstance(config, (str, Path)):
+            cfg = load_yaml_as(LLMConfig, config, "LLM config")
+        else:
+            cfg = from_dict(LLMConfig, config)
+    base = str(out) if out is not None else "runs"
+    if cfg.cache_path is not None:
+        cfg.cache_path = cfg.cache_path.replace(OUT, base)
+    cfg.model_dir = cfg.model_dir.replace(OUT, base)
+    return cfg

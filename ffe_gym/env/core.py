@@ -22,7 +22,7 @@ from ffe_gym.config import Config, coerce_config
 from ffe_gym.data import MarketData, load_market, market_from_config
 from ffe_gym.env import stepping as S
 from ffe_gym.env.actions import any_strides, make_scheme
-from ffe_gym.env.observations import ObservationBuilder, ObservationLayout
+from ffe_gym.env.observations import ObservationBuilder, ObservationLayout, check_buffer
 from ffe_gym.env.rewards import Reward, StepOutcome
 from ffe_gym.env.threads import ThreadTuner
 from ffe_gym.features import compute_features, lookback
@@ -117,7 +117,6 @@ class EnvCore:
         self._out_shape = (n_books, self.observations.total)
         self._action_shape = (n_books, *self.scheme.space.shape)
         self._step: Callable[..., int] | None = None  # bound at the first step (_bind_step)
-        self._out_checked: np.ndarray | None = None  # the last caller buffer found valid
 
     # ------------------------------------------------------------------ windows
     def bar_of(self, when: Any, *, end: bool = False) -> int:
@@ -174,7 +173,7 @@ class EnvCore:
     # ------------------------------------------------------------------ stepping
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_step"] = state["_out_checked"] = None  # bound to the engine's arrays: rebound
+        state["_step"] = None  # bound to the engine's arrays: rebound
         return state
 
     def _bind_step(self) -> Callable[..., int]:
@@ -194,15 +193,6 @@ class EnvCore:
         self._step = functools.partial(S.entry_point(fn, fixed + probe), *fixed)
         return self._step
 
-    def _check_out(self, out: Any) -> None:
-        if not (isinstance(out, np.ndarray) and out.dtype == np.float32
-                and out.shape == self._out_shape and out.flags.c_contiguous
-                and out.flags.writeable):
-            raise ValueError(f"out must be a writeable C-contiguous float32 array of shape "
-                             f"{self._out_shape}, got {type(out).__name__} "
-                             f"{getattr(out, 'dtype', '')} {getattr(out, 'shape', '')}")
-        self._out_checked = out
-
     def _advance(self, actions: np.ndarray, active: np.ndarray | None,
                  out: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Check the actions, then (in one compiled call) decode them, step, settle and
@@ -218,8 +208,8 @@ class EnvCore:
                                  f"{stepped.shape}")
         if out is None:
             out = np.empty(self._out_shape, dtype=np.float32)
-        elif out is not self._out_checked:
-            self._check_out(out)
+        else:
+            check_buffer(out, self._out_shape)
         step = self._step or self._bind_step()
         if self.tuner is not None:  # timed from step to step: the caller's work counts too
             now = time.perf_counter()

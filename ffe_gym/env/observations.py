@@ -31,6 +31,21 @@ ACCOUNT_FIELDS = ("equity_return", "cash_share", "gross_exposure", "net_exposure
                   "cooldown")
 
 
+_F32 = np.dtype(np.float32)
+
+
+def check_buffer(out: Any, shape: tuple[int, ...]) -> None:
+    """Refuse a caller's output buffer the compiled code would write past or misread: not a
+    writeable, aligned, C-contiguous float32 array of exactly ``shape``. Checked on every
+    call that writes into it, not remembered by identity: ``out.shape = ...`` reshapes the
+    same object in place."""
+    if not (isinstance(out, np.ndarray) and out.dtype == _F32 and out.shape == shape
+            and out.flags.carray):
+        raise ValueError(f"out must be a writeable C-contiguous float32 array of shape "
+                         f"{shape}, got {type(out).__name__} {getattr(out, 'dtype', '')} "
+                         f"{getattr(out, 'shape', '')}")
+
+
 @dataclass(frozen=True)
 class ObservationLayout:
     """How to read one observation by name: what policies (rule-based, LLM) are given.
@@ -144,6 +159,8 @@ class ObservationBuilder:
         arrays every call, or views of ``out`` (a (B, total) float32 buffer, overwritten)."""
         if out is None:
             out = np.empty((pf.n_books, self.total), dtype=np.float32)
+        else:
+            check_buffer(out, (pf.n_books, self.total))
         if self.threads > 1 and pf.n_books > 1:
             _fill_threaded(min(self.threads, pf.n_books), self._flat, self.window,
                            pf.market.close, pf.pos, pf.acct, pf.clock, pf.params,

@@ -27,7 +27,7 @@ import numpy as np
 
 from ffe_gym.config import Config, coerce_config
 from ffe_gym.data import MarketData
-from ffe_gym.evaluation.policy import Policy
+from ffe_gym.evaluation.policy import Policy, hook
 from ffe_gym.evaluation.rollout import env_for, rollout
 from ffe_gym.features import perturbed_after
 from ffe_gym.portfolio import layout as L
@@ -122,7 +122,7 @@ def market_part(layout: Any) -> tuple[list[Any], Callable[[int, Any], Any], int]
 def reads_market_view(policy: Any) -> bool:
     """A policy that reads prices through ``bind_market`` (MarketView), not its observation:
     the placebo, which replaces observations, does not reach it."""
-    return getattr(policy, "bind_market", None) is not None
+    return hook(policy, "bind_market") is not None
 
 
 @dataclass

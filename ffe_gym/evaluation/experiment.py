@@ -31,7 +31,8 @@ rules but not ``data`` or ``execution``).
 A job's identity is a hash of everything that determines its result: the resolved config
 (variant and ``decide_every`` included), the data hash, the agent entry with the content of
 every file it names (agent YAML, LLM config), the windows, the seed, the risk-free rate, the
-package version and a digest of the package's source (so other code never reuses a result).
+package version and a digest of the source the job runs (:func:`code_modules`: other code
+never reuses a result, and a change in code the job never runs keeps it).
 A finished job is reused only when its stored identity matches and its files are there;
 otherwise it is computed again. Agents are named by strings (``ffe_gym`` never imports
 ``ffe_agents``).
@@ -50,22 +51,20 @@ from typing import Any, Literal
 from ffe_gym.config import Config, ConfigError, from_dict, load_yaml_as, merge, to_dict
 from ffe_gym.data import MarketData, market_from_config
 from ffe_gym.data.splits import Fold, walk_forward
+from ffe_gym.evaluation.policy import REGISTRY, _load, hook
 from ffe_gym.features import lookback
 from ffe_gym.metrics import METRIC_NAMES
+from ffe_gym.portfolio.rules import rules_off
+from ffe_gym.sources import digest_of, named_modules
 
 REFERENCES = {"market": "buy-and-hold", "ucrp": "equal-weight"}
 REFERENCE_TEXT = {
     "market": "market: equal weights bought once and held (the OLPS literature's 'Market')",
     "ucrp": "ucrp: equal weights rebalanced at every decision",
 }
-# every risk and portfolio limit off; fills, costs, capital and cadence stay the experiment's
-RULES_OFF: dict[str, Any] = {
-    "portfolio": {"max_positions": None, "max_portfolio_risk": None, "max_drawdown": None,
-                  "correlation_threshold": None},
-    "sizing": {"base": "notional"},
-    "risk": {"stop_loss": None, "take_profit": None, "max_short_exposure": None,
-             "max_gross_exposure": None, "reentry_bars": 0},
-}
+# every risk and portfolio limit off (each rule's declared "off": ffe_gym.portfolio.rules);
+# fills, costs, capital, margin and cadence stay the experiment's
+RULES_OFF: dict[str, Any] = rules_off()
 SCORES = tuple(m for m in METRIC_NAMES if m not in ("bars", "trades", "fills"))
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 NAME_MAX = 100  # characters: a folder name, with room for the temporary folder's suffix
@@ -417,14 +416,10 @@ def policy_class(agent: dict[str, Any]) -> Any:
 
 def _registered() -> list[str]:
     """The registered short policy names."""
-    from ffe_gym.evaluation.policy import REGISTRY
-
     return list(REGISTRY)
 
 
 def _policy_class(spec: str) -> Any:
-    from ffe_gym.evaluation.policy import REGISTRY, _load
-
     target = REGISTRY.get(spec, spec)
     if ":" in target and not Path(spec).exists():
         return _load(target)
@@ -442,7 +437,7 @@ def is_deterministic(agent: AgentEntry) -> bool:
     if agent.train is not None:
         return False
     cls = _policy_class(agent.policy)
-    return True if cls is None else bool(getattr(cls, "deterministic", False))
+    return True if cls is None else bool(hook(cls, "deterministic"))
 
 
 SKIP_DIRS = ("tb", "checkpoints")  # a trained run's logs: they do not change an evaluation
@@ -459,7 +454,7 @@ def agent_files(agent: AgentEntry) -> dict[str, bytes]:
         if agent.train.agent_config:
             named.append(agent.train.agent_config)
         else:
-            sb3 = importlib.import_module("ffe_agents.sb3")
+            sb3 = importlib.import_module(TRAINER)
             agent.train.agent_config = str(sb3.default_agent_config(agent.train.agent))
             named.append(agent.train.agent_config)
     folder = agent.policy if agent.policy is not None and ":" not in agent.policy else None
@@ -522,9 +517,8 @@ def job_identity(config: dict[str, Any], data_hash: str, agent: AgentEntry,
     """sha256 over everything that determines a job's result (see the module docstring);
     ``train_config``: the config a trained agent trains under, when not ``config``."""
     from ffe_gym import __version__
-    from ffe_gym.manifest import source_digest
 
-    payload = {"version": __version__, "code": source_digest(), "config": config,
+    payload = {"version": __version__, "code": code_digest(agent, config), "config": config,
                "data": data_hash,
                "agent": asdict(agent), "files": digests, "windows": windows, "seed": seed,
                "risk_free": risk_free}
@@ -532,6 +526,34 @@ def job_identity(config: dict[str, Any], data_hash: str, agent: AgentEntry,
         payload["train_config"] = train_config
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+# trains and loads SB3 agents; named, never imported by ffe_gym at module level, and added to
+# the code of the jobs that run it (a trained agent or a saved model: code_modules), so a change
+# there recomputes those jobs and no other
+TRAINER = "ffe_agents.sb3"
+JOB_CODE = ("ffe_gym.evaluation.runner",)  # computes a job: chain, rollout, env, engine, statistics
+
+
+def code_modules(agent: AgentEntry, config: dict[str, Any]) -> tuple[str, ...]:
+    """The project modules a job of ``agent`` under ``config`` runs: the code that computes a
+    job, the policy's module (``ffe_agents.sb3`` for a trained agent or a saved model), and any
+    module a ``"module:attr"`` string of the config or agent names (a custom feature, reward or
+    policy), each with everything it imports (:mod:`ffe_gym.sources`)."""
+    named = named_modules(config, asdict(agent))
+    if agent.train is not None or (agent.policy is not None and ":" not in agent.policy
+                                   and agent.policy not in REGISTRY):
+        named.add(TRAINER)
+    elif agent.policy in REGISTRY:
+        named |= named_modules(REGISTRY[agent.policy])
+    return tuple(sorted(set(JOB_CODE) | named))
+
+
+def code_digest(agent: AgentEntry, config: dict[str, Any]) -> str:
+    """SHA-256 of the sources (and runtime files) of :func:`code_modules`: part of a job's
+    identity, so a result computed by other code is never reused and a change in code the job
+    never runs (a report, another policy) reuses it."""
+    return digest_of(code_modules(agent, config))
 
 
 def _agent_config(cfg: Config, agent: AgentEntry) -> Config:
@@ -558,8 +580,9 @@ def jobs(exp: ExperimentConfig, root: str | Path) -> list[JobSpec]:
     digests = {k: digests_of(f) for k, f in files.items()}
     for a in exp.agents:  # what a policy's models are (a GGUF file named by path, ...)
         cls = policy_class(asdict(a))
-        if cls is not None and hasattr(cls, "identity_digests"):
-            digests[a.name] |= cls.identity_digests(**a.kwargs)
+        if cls is not None:
+            where = {"out": str(root)} if hook(cls, "takes_out") else {}
+            digests[a.name] |= hook(cls, "identity_digests")(**a.kwargs, **where)
     for d in exp.datasets:
         base = dataset_config(exp, d)
         md = market_for(base)

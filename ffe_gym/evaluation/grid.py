@@ -19,6 +19,7 @@ from ffe_gym.evaluation.experiment import (
     rules_text,
     variant_config,
 )
+from ffe_gym.evaluation.jobs import DamagedRun
 from ffe_gym.evaluation.report import MIN_WINDOWS
 from ffe_gym.evaluation.statistics import (
     deflated_sharpe_ratio,
@@ -119,11 +120,22 @@ def matrix(df: pd.DataFrame, agent: str, variant: str, column: str,
     return wide.to_numpy(dtype=float)
 
 
-def _log_returns(folder: str, bars: int) -> np.ndarray:
-    eq = pd.read_csv(os.path.join(folder, "equity.csv"))["equity"].to_numpy(dtype=float)
+EARLY_END = ("ruin", "portfolio_stop")  # statuses of a run that ended before its window did
+
+
+def _log_returns(folder: str, bars: int, status: str | None = None) -> np.ndarray:
+    """A run's per-bar log returns over a window of ``bars`` bars; a run whose status says it
+    ended early (ruin, a terminating stop) is flat after its end. Any other length is damage
+    (:class:`~ffe_gym.evaluation.jobs.DamagedRun`), never padded."""
+    path = os.path.join(folder, "equity.csv")
+    eq = pd.read_csv(path)["equity"].to_numpy(dtype=float)
     r = np.log(eq[1:] / eq[:-1])
-    out = np.zeros(bars)  # a run that ended early (ruin, terminating stop) is flat after it
-    out[: min(bars, len(r))] = r[:bars]
+    if len(r) != bars and not (len(r) < bars and status in EARLY_END):
+        raise DamagedRun(f"{path}: {len(r)} returns in a window of {bars} bars, and the run's "
+                         f"status is {status!r} (only a run that ended early is shorter); "
+                         "it changed after it was checked: run the comparison again")
+    out = np.zeros(bars)
+    out[: len(r)] = r
     return out
 
 
@@ -143,7 +155,8 @@ def _returns_by_task(df: pd.DataFrame, tasks: list[tuple[str, int]]
     is read once; :func:`_concatenated` joins the windows."""
     ref = df[df["role"] == "reference"].set_index(["dataset", "fold"])
     lengths = {t: int(ref.loc[t, "bars"]) for t in tasks}
-    bench = {t: _log_returns(ref.loc[t, "folder"], lengths[t]) for t in tasks}
+    bench = {t: _log_returns(ref.loc[t, "folder"], lengths[t], ref.loc[t, "status"])
+             for t in tasks}
     models = {}
     agents = df[(df["role"] == "agent") & ~df["hindsight"].astype(bool)]
     for (agent, variant), sub in agents.groupby(["agent", "variant"], sort=False):
@@ -152,8 +165,8 @@ def _returns_by_task(df: pd.DataFrame, tasks: list[tuple[str, int]]
             runs = sub[(sub["dataset"] == t[0]) & (sub["fold"] == t[1])]
             if runs.empty:
                 break
-            parts.append(np.mean([_log_returns(f, lengths[t]) for f in runs["folder"]],
-                                 axis=0))
+            parts.append(np.mean([_log_returns(f, lengths[t], st) for f, st in
+                                  zip(runs["folder"], runs["status"], strict=True)], axis=0))
         else:
             models[(agent, variant)] = parts
     return bench, models

@@ -10,8 +10,14 @@
   run folder and renames it into place, so a run folder is complete or absent.
 * :class:`JobLock` is an advisory lock per run folder (``flock``, released by the kernel when its
   process dies): two comparisons of one experiment never compute or write the same job twice.
-* :func:`finished` says whether a run folder can be reused: its stored identity matches and its
-  files are there and readable; otherwise the job is ``new``, ``stale`` or ``damaged``.
+* :func:`finished` says whether a run folder can be reused: its stored identity matches and
+  every file checks out against the size and SHA-256 that ``metrics.json`` records for it
+  (:func:`check_folder`); otherwise the job is ``new``, ``stale`` or ``damaged``.
+  ``metrics.json`` keeps the run folder's path inside the experiment's folder, so a tree moved
+  or copied elsewhere is read from where it is.
+* A failure of the machine's file system inside a job (disk full, a file-size limit, too many
+  open files: ``MACHINE_ERRNOS``) is sent back as such, and the driver stops with one line
+  rather than record every job as failed the same way.
 
 Nothing here writes or deletes outside the experiment's output folder: names are checked when
 the experiment loads, the folder is checked to stay inside the root, and a symlink found where a
@@ -20,9 +26,11 @@ run folder should be is unlinked, never followed.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import errno
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -39,14 +47,25 @@ import pandas as pd
 from ffe_gym.config import Config, from_dict, to_dict
 from ffe_gym.data import MarketData
 from ffe_gym.data.splits import Window
-from ffe_gym.evaluation.experiment import JobSpec, market_for
-from ffe_gym.manifest import _UMASK, manifest
+from ffe_gym.evaluation.experiment import TRAINER, JobSpec, market_for, policy_class
+from ffe_gym.evaluation.policy import hook
+from ffe_gym.manifest import _UMASK, TEMPORARY, manifest, named_errors
 
 RESULT_FILES = ("metrics.json", "equity.csv", "trades.csv", "weights.csv", "manifest.json")
 
 
 class JobFailed(RuntimeError):
     """A job that raised; its message names the job and the error."""
+
+
+# a disk full, a file-size cap, a read-only or exhausted file system: every job would fail
+# the same way, so the driver stops with one line instead of recording each as failed
+MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS,
+                            errno.EMFILE, errno.ENFILE})
+
+
+class DamagedRun(RuntimeError):
+    """A run folder whose files do not match what was recorded when it was written."""
 
 
 def inside(root: Path, path: Path) -> Path:
@@ -116,45 +135,103 @@ class JobLock:
         self.release()
 
 
+def file_record(name: str, content: bytes) -> dict[str, Any]:
+    """What metrics.json keeps of one file of a run: size, SHA-256 and, for a CSV, its rows
+    (lines after the header)."""
+    return {"size": len(content), "sha256": hashlib.sha256(content).hexdigest(),
+            "rows": content.count(b"\n") - 1 if name.endswith(".csv") else None}
+
+
+def check_folder(folder: Path, row: dict[str, Any]) -> list[str]:
+    """What is wrong with a run folder's files against the records of its metrics.json
+    (``row``): each file missing, replaced by a link, of another size or content, and an
+    equity curve whose length is not the run's recorded bars + 1. Empty when it checks out."""
+    records = row.get("files")
+    if not isinstance(records, dict):
+        return ["metrics.json records no files (written by an older version)"]
+    problems = [f"{name}: not recorded in metrics.json" for name in RESULT_FILES
+                if name != "metrics.json" and name not in records]
+    for name, rec in sorted(records.items()):
+        path = folder / name
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            problems.append(f"{name}: a recorded path outside the run folder")
+        elif path.is_symlink() or not path.is_file():
+            problems.append(f"{name}: missing" if not path.is_symlink() else f"{name}: a link")
+        elif (size := path.stat().st_size) != rec.get("size"):
+            problems.append(f"{name}: {size} bytes, {rec.get('size')} recorded "
+                            "(truncated or rewritten)")
+        elif _sha256(path) != rec.get("sha256"):
+            problems.append(f"{name}: content differs from its recorded SHA-256")
+    equity = records.get("equity.csv") or {}
+    if isinstance(row.get("bars"), int) and equity.get("rows") not in (None, row["bars"] + 1):
+        problems.append(f"equity.csv: {equity.get('rows')} rows recorded for a run of "
+                        f"{row['bars']} bars")
+    return problems
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def stored(spec: JobSpec) -> tuple[dict[str, Any] | None, str, list[str]]:
+    """(row, state, problems) of a job's folder: the stored row when its identity matches and
+    every file checks out (:func:`check_folder`), with ``folder`` where the run is now (a
+    tree moved or copied elsewhere is read from where it is); otherwise None with ``new``,
+    ``stale`` (another identity) or ``damaged`` and what is wrong."""
+    folder = spec.folder
+    done = folder / "metrics.json"
+    if not done.exists() and not done.is_symlink():
+        return None, "new", []
+    if done.is_symlink():
+        return None, "damaged", ["metrics.json: a link"]
+    try:
+        row = json.loads(done.read_text())
+    except (OSError, ValueError) as exc:
+        return None, "damaged", [f"metrics.json: unreadable ({type(exc).__name__})"]
+    if not isinstance(row, dict):
+        return None, "damaged", ["metrics.json: not an object"]
+    if row.get("identity") != spec.identity:
+        return None, "stale", []
+    problems = check_folder(folder, row)
+    if problems:
+        return None, "damaged", problems
+    return row | {"folder": str(folder)}, "reused", []
+
+
 def finished(spec: JobSpec, keep_unreproducible: bool = False
              ) -> tuple[dict[str, Any] | None, str]:
     """(row, state) of a job's folder: ``reused`` with its row when the stored identity matches
-    and its files are there; otherwise None with ``new``, ``stale`` (another identity),
-    ``damaged`` (unreadable metrics.json or a missing file) or ``unreproducible`` (its policy
-    said its result depends on the machine's load, e.g. an LLM member cut off at its deadline:
-    recomputed unless ``keep_unreproducible``, when it is reused and stays flagged)."""
-    folder = spec.folder
-    done = folder / "metrics.json"
-    if not done.exists():
-        return None, "new"
-    try:
-        row = json.loads(done.read_text())
-    except (OSError, ValueError):
-        return None, "damaged"
-    if not isinstance(row, dict) or row.get("identity") != spec.identity:
-        return None, "stale"
-    for name in RESULT_FILES:
-        if not (folder / name).is_file():
-            return None, "damaged"
-    try:
-        pd.read_csv(folder / "equity.csv", usecols=["equity"])
-    except (OSError, ValueError):
-        return None, "damaged"
+    and its files check out (:func:`stored`); otherwise None with ``new``, ``stale``,
+    ``damaged`` or ``unreproducible`` (its policy said its result depends on the machine's
+    load, e.g. an LLM member cut off at its deadline: recomputed unless
+    ``keep_unreproducible``, when it is reused and stays flagged)."""
+    row, state, _ = stored(spec)
+    if row is None:
+        return None, state
     if (row.get("policy_stats") or {}).get("reproducible") is False and not keep_unreproducible:
         return None, "unreproducible"
     return row, "reused"
 
 
 def clean_temporary(root: Path) -> int:
-    """Remove ``.tmp-*`` folders left by killed runs under ``root`` (those whose job nobody
-    holds locked); returns how many were removed."""
+    """Remove what killed runs left under ``root``: ``.tmp-*`` run folders whose job nobody
+    holds locked, and ``.tmp-<name>.<pid>.*`` files (:func:`~ffe_gym.manifest.atomic_write`)
+    whose writer process is gone; returns how many were removed."""
     removed = 0
     if not root.exists():
         return 0
-    for tmp in root.rglob(".tmp-*"):
-        if not tmp.is_dir() or tmp.is_symlink():
+    for tmp in root.rglob(f"{TEMPORARY}*"):
+        if tmp.is_symlink():
             continue
-        seed = tmp.name[len(".tmp-"):].rsplit("-", 1)[0]
+        if tmp.is_file():
+            if not _writer_alive(tmp.name):
+                tmp.unlink(missing_ok=True)
+                removed += 1
+            continue
+        if not tmp.is_dir():
+            continue
+        seed = tmp.name[len(TEMPORARY):].rsplit("-", 1)[0]
         lock = tmp.parent / f".{seed}.lock"
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
@@ -169,6 +246,21 @@ def clean_temporary(root: Path) -> int:
         remove(tmp)
         removed += 1
     return removed
+
+
+def _writer_alive(name: str) -> bool:
+    """Whether the process that writes the temporary file ``.tmp-<name>.<pid>.<random>``
+    still runs (a name of another form counts as alive: left alone)."""
+    parts = name.rsplit(".", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return True
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    return True
 
 
 # ------------------------------------------------------------------------------- computing
@@ -197,7 +289,8 @@ def _materialise(spec: JobSpec, where: Path) -> dict[str, Any]:
 
     if agent.get("policy"):
         agent["policy"] = moved(agent["policy"])
-    agent["kwargs"] = {k: moved(v) for k, v in agent.get("kwargs", {}).items()}
+    agent["kwargs"] = {k: moved(v) for k, v in agent.get("kwargs", {}).items()} | out_kwargs(
+        spec)
     if spec.carried:  # the driver's state of this policy (an LLM's reply cache), copied here
         carried = {}
         for role, content in spec.carried.items():
@@ -211,6 +304,14 @@ def _materialise(spec: JobSpec, where: Path) -> dict[str, Any]:
     if agent.get("train") and agent["train"].get("from_sweep"):
         agent["train"]["from_sweep"] = moved(agent["train"]["from_sweep"])
     return agent
+
+
+def out_kwargs(spec: JobSpec) -> dict[str, str]:
+    """``{"out": <the comparison's --out>}`` for a policy class that writes its state there
+    (``takes_out``: the LLM ensemble's reply cache and assembled models), else {}. Passed
+    when the policy is made, never part of the job's identity, so a moved tree is reused."""
+    cls = policy_class(spec.agent)
+    return {"out": spec.root} if cls is not None and hook(cls, "takes_out") else {}
 
 
 WARM = "warm-start"  # the inputs folder of a shipped previous-fold model
@@ -262,7 +363,7 @@ def _policy(agent: dict[str, Any], spec: JobSpec, cfg: Config, md: MarketData, w
 
     if agent["train"] is None:
         return resolve_policy(agent["policy"], **agent["kwargs"])
-    sb3 = importlib.import_module("ffe_agents.sb3")  # named, not imported: ffe_gym never does
+    sb3 = importlib.import_module(TRAINER)  # named, not imported: ffe_gym never does
     if models is not None and spec.train_key in models:
         shutil.copytree(models[spec.train_key], work / "model")
         return sb3.load_policy(work / "model", name=agent["name"])
@@ -273,7 +374,7 @@ def _policy(agent: dict[str, Any], spec: JobSpec, cfg: Config, md: MarketData, w
     aspec = sb3.load_agent_spec(path, algo=t["agent"])
     if t["n_envs"]:
         aspec.n_envs = t["n_envs"]
-    aspec.kwargs.update({k: sb3._schedules(v) for k, v in t["hyperparameters"].items()})
+    aspec.kwargs.update({k: sb3.schedule(v) for k, v in t["hyperparameters"].items()})
     windows = {k: Window(*v) for k, v in spec.windows.items()}
     sb3.train(aspec, cfg, md, work / "model", seed=spec.seed, timesteps=t["timesteps"],
               progress=False, windows=windows, init=_warm_start(spec, work, models))
@@ -304,19 +405,16 @@ def _evaluate(spec: JobSpec, md: MarketData | None, work: Path,
         markets, keep, width = market_part(env.unwrapped.layout)
         result = rollout(policy, env, window=(start, stop - 1), seed=spec.seed,
                          risk_free=spec.risk_free, observe=keep if spec.diagnostic else None)
-        calls = list(getattr(policy, "call_log", None) or [])  # an LLM's, per prompt
+        calls = list(hook(policy, "call_log") or [])  # an LLM's, per prompt
         if calls:
             pd.DataFrame(calls).to_csv(work / "llm_calls.csv", index=False)
         if spec.diagnostic:
             diagnostic = diagnose(policy, cfg, md, (start, stop - 1), result, markets, width,
                                   seed=spec.seed, permutation="permutation" in spec.diagnostic,
                                   risk_free=spec.risk_free)
-        delta = policy.carried_delta() if spec.carried and hasattr(policy, "carried_delta") \
-            else {}
+        delta = hook(policy, "carried_delta")() if spec.carried else {}
     finally:
-        close = getattr(policy, "close", None)
-        if close is not None:
-            close()
+        hook(policy, "close")()
     if result.hindsight and not spec.agent.get("hindsight"):
         raise ValueError(f"agent {spec.agent.get('name')!r} read prices after its decision "
                          f"bars (MarketView.hindsight_close): mark it 'hindsight: true' in the "
@@ -356,7 +454,6 @@ def _evaluate(spec: JobSpec, md: MarketData | None, work: Path,
         seeds={"seed": spec.seed},
         extra={"job": asdict(spec) | {"config": None, "inputs": sorted(spec.inputs)}}),
         indent=2, default=str) + "\n")
-    (work / "metrics.json").write_text(json.dumps(row, indent=2, default=str) + "\n")
     return row, delta
 
 
@@ -415,9 +512,16 @@ def compute_job(spec: JobSpec, market: MarketData | None = None,
         files = {p.relative_to(work).as_posix(): p.read_bytes()
                  for p in sorted(work.rglob("*")) if p.is_file()
                  and p.relative_to(work).parts[0] not in ("inputs", "carried")}
-        return {"row": row, "files": files} | ({"carried": delta} if delta else {})
+        kept = row | {"folder": relative_folder(spec),
+                      "files": {k: file_record(k, v) for k, v in files.items()}}
+        files["metrics.json"] = (json.dumps(kept, indent=2, default=str) + "\n").encode()
+        return {"row": kept | {"folder": str(spec.folder)}, "files": files} | (
+            {"carried": delta} if delta else {})
     except Exception as exc:  # the job's failure is data for the grid, not a crash
-        return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        out = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        if isinstance(exc, OSError) and exc.errno in MACHINE_ERRNOS:  # the machine's, not
+            out["os_error"] = [exc.errno, exc.strerror, exc.filename]  # the job's: stop
+        return out
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -425,16 +529,28 @@ def compute_job(spec: JobSpec, market: MarketData | None = None,
 def write_job(spec: JobSpec, result: dict[str, Any], root: Path) -> None:
     """Write a computed job's files as its run folder (temporary folder, then a rename)."""
     folder = inside(root, spec.folder)
-    work = folder.parent / f".tmp-{folder.name}-{os.getpid()}"
-    remove(work)
-    for name, content in result["files"].items():
-        path = work / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
-        os.chmod(path, 0o666 & ~_UMASK)
-    os.chmod(work, 0o777 & ~_UMASK)
+    work = folder.parent / f"{TEMPORARY}{folder.name}-{os.getpid()}"
+    try:
+        remove(work)
+        for name, content in result["files"].items():
+            path = work / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with named_errors(path):
+                path.write_bytes(content)
+            os.chmod(path, 0o666 & ~_UMASK)
+        os.chmod(work, 0o777 & ~_UMASK)
+    except BaseException:  # disk full, interrupted: no half-written folder stays behind
+        with contextlib.suppress(OSError):
+            remove(work)
+        raise
     remove(folder)  # an unfinished, stale or damaged folder (a symlink is unlinked, not followed)
     os.replace(work, folder)
+
+
+def relative_folder(spec: JobSpec) -> str:
+    """A run folder's path inside its experiment's folder (what metrics.json keeps: a tree
+    moved or copied elsewhere stays readable)."""
+    return spec.folder.relative_to(Path(spec.root) / spec.experiment).as_posix()
 
 
 def failure_row(spec: JobSpec, error: str, trace: str = "") -> dict[str, Any]:

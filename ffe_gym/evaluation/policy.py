@@ -1,14 +1,15 @@
-"""The Policy protocol and how policies are named.
+"""The Policy protocol, its optional hooks, and how policies are named.
 
 Every policy (baseline, stable-baselines3 agent, LLM ensemble) has ``name``, ``reset(seed)`` and
-``act(observation, info) -> action`` for one action scheme. Optional: ``bind(layout)`` to learn
-how observations are laid out (:class:`ffe_gym.env.observations.ObservationLayout`),
+``act(observation, info) -> action`` for one action scheme (:class:`Policy`). Every other hook
+the project calls is declared once, with its default, in :class:`PolicyBase` and looked up
+through :func:`hook`: ``env_overrides()`` naming the ``env`` config keys it needs (its action
+scheme, and for a trained model the observation it was trained on), ``bind(layout)``,
 ``bind_market(view)`` to read prices and volumes up to the current bar
 (:class:`ffe_gym.env.market_view.MarketView`: read-only, causal; what the classic portfolio
-baselines use), and
-``env_overrides()`` naming the ``env`` config keys it needs (its action scheme, and for a
-trained model the observation it was trained on). Costs, limits and data are never a policy's
-to choose: every policy meets the same ones.
+baselines use), ``deterministic``, ``stats()``, ``close()``, and the class hooks for state that
+travels to remote workers. Costs, limits and data are never a policy's to choose: every policy
+meets the same ones.
 
 A policy class may declare ``deterministic = True`` when its actions are a function of its
 inputs alone: the comparison then runs it once per test window instead of once per seed (seeds
@@ -60,11 +61,94 @@ class PolicyError(ValueError):
 
 @runtime_checkable
 class Policy(Protocol):
+    """What every policy has: a name, ``reset`` and ``act``. The optional hooks, with their
+    defaults, are :class:`PolicyBase`'s."""
+
     name: str
 
     def reset(self, seed: int | None = None) -> None: ...
 
     def act(self, observation: Any, info: dict[str, Any]) -> np.ndarray: ...
+
+
+class PolicyBase:
+    """Every hook ffe-gym calls on a policy, each documented here once with the default used
+    when a policy does not define it. Subclassing is optional: the project looks hooks up
+    through :func:`hook`, which falls back to these defaults, so any object with ``name``,
+    ``reset`` and ``act`` is a policy.
+    """
+
+    #: the policy's name in tables and run folders
+    name: str = "policy"
+    #: actions are a function of the inputs alone: the comparison runs it once per window
+    deterministic: bool = False
+    #: the comparison passes ``out=<its --out>`` to the constructor and the class hooks below
+    #: (where the policy keeps state: the LLM ensemble's reply cache and models)
+    takes_out: bool = False
+    #: ``bind_market(view)``, when defined, gives the policy a causal
+    #: :class:`~ffe_gym.env.market_view.MarketView` before ``reset``; None: it reads only its
+    #: observations (then the placebo diagnostic reaches everything it sees)
+    bind_market: Any = None
+    #: the calls an LLM policy made in its last run, one dict per prompt (``llm_calls.csv``)
+    call_log: list[dict[str, Any]] | None = None
+
+    def reset(self, seed: int | None = None) -> None:
+        """Start a new episode (seeded)."""
+
+    def act(self, observation: Any, info: dict[str, Any]) -> np.ndarray:
+        """The action for this decision, in the scheme of :meth:`env_overrides`."""
+        raise NotImplementedError
+
+    def env_overrides(self) -> Mapping[str, Any]:
+        """The ``env`` config keys the policy needs (its action scheme; for a trained model
+        the observation it was trained on); empty: it adapts to any env."""
+        return {}
+
+    def bind(self, layout: Any) -> None:
+        """Learn how observations are laid out (an
+        :class:`~ffe_gym.env.observations.ObservationLayout`), before ``reset``."""
+
+    def stats(self) -> Mapping[str, Any]:
+        """Counters of the last run for the run's record (``policy_stats``); ``reproducible:
+        False`` with reasons marks a result that depended on the machine's load."""
+        return {}
+
+    def close(self) -> None:
+        """Release what the policy holds (model servers, sidecars) after a run."""
+
+    # state that travels with a job to a worker without the driver's files (Ray)
+    @classmethod
+    def carry_state(cls, **kwargs: Any) -> dict[str, bytes]:
+        """On the driver: the files a remote job of this policy needs (``kwargs``: the
+        agent entry's)."""
+        return {}
+
+    def carried_delta(self) -> dict[str, Any]:
+        """On the worker, after a run: what the run added to the carried state."""
+        return {}
+
+    @classmethod
+    def merge_carried(cls, delta: Mapping[str, Any], **kwargs: Any) -> None:
+        """On the driver: add a remote job's :meth:`carried_delta` to the driver's state."""
+
+    @classmethod
+    def identity_digests(cls, **kwargs: Any) -> dict[str, str]:
+        """What the policy's results depend on beyond its code and the files its entry names
+        (a model file's digest), for a comparison job's identity."""
+        return {}
+
+
+_DEFAULT = PolicyBase()
+HOOKS = frozenset(n for n in vars(PolicyBase) if not n.startswith("_")) | {"name"}
+
+
+def hook(policy: Any, name: str) -> Any:
+    """``policy.<name>`` (an instance or a class), or :class:`PolicyBase`'s default when the
+    policy does not define it; the one place the project looks a hook up."""
+    if name not in HOOKS:
+        raise AttributeError(f"{name!r} is not a policy hook (see PolicyBase)")
+    value = getattr(policy, name, None)
+    return value if value is not None else getattr(_DEFAULT, name)
 
 
 def _load(target: str) -> Any:
@@ -95,5 +179,4 @@ def resolve_policy(spec: str, **kwargs: Any) -> Policy:
 
 def env_overrides(policy: Any) -> Mapping[str, Any]:
     """The ``env`` config keys a policy needs (empty when it adapts to any env)."""
-    fn = getattr(policy, "env_overrides", None)
-    return dict(fn()) if fn is not None else {}
+    return dict(hook(policy, "env_overrides")())

@@ -14,7 +14,7 @@ import pandas as pd
 from ffe_gym.config import Config, coerce_config, from_dict, merge, to_dict
 from ffe_gym.data import MarketData
 from ffe_gym.env import PortfolioEnv
-from ffe_gym.evaluation.policy import Policy, env_overrides
+from ffe_gym.evaluation.policy import Policy, env_overrides, hook
 from ffe_gym.portfolio.book import AssetAttribution
 from ffe_gym.portfolio.journal import Journal
 
@@ -110,10 +110,8 @@ def rollout(policy: Policy, env: Any, window: Any = None, seed: int | None = Non
     if wanted is not None and wanted != have:
         raise ValueError(f"policy {policy.name!r} acts with action_scheme {wanted!r}, the env "
                          f"uses {have!r}; build the env with ffe_gym.evaluation.env_for")
-    bind = getattr(policy, "bind", None)
-    if bind is not None:
-        bind(base.layout)
-    bind_market = getattr(policy, "bind_market", None)
+    hook(policy, "bind")(base.layout)
+    bind_market = hook(policy, "bind_market")
     view = None
     if bind_market is not None:  # prices up to the current bar only (MarketView)
         view = base.market_view()
@@ -142,14 +140,14 @@ def rollout(policy: Policy, env: Any, window: Any = None, seed: int | None = Non
     pf = base.portfolio
     md = base.market
     index = md.index[journal.bars]
-    stats = getattr(policy, "stats", None)
+    stats = hook(policy, "stats")
     return EpisodeResult(
         policy=policy.name,
         equity=pd.Series(journal.equity, index=index, name="equity"),
         gross_exposure=pd.Series(journal.gross, index=index, name="gross_exposure"),
         trades=journal.trades(), metrics=journal.metrics(risk_free), attribution=pf.attribution(0),
         refusals=pf.refusals(0), steps=steps, status=info["status"], data=md.describe(),
-        synthetic=md.is_synthetic, policy_stats=dict(stats()) if stats is not None else {},
+        synthetic=md.is_synthetic, policy_stats=dict(stats()),
         weights=pd.DataFrame(np.array(weights), index=md.index[bars], columns=list(md.symbols)),
         hindsight=bool(view is not None and view.peeked), actions=actions,
     )

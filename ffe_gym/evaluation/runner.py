@@ -6,8 +6,11 @@ local one; usage stats and the dashboard are off). Whatever the backend:
 
 * a job whose run folder matches its identity is reused, not recomputed;
 * the driver claims every job it computes with a lock (:class:`~ffe_gym.evaluation.jobs.
-  JobLock`), so two comparisons of one experiment never compute the same job twice: a job
-  another run holds is waited for and then reused;
+  JobLock`) just before it runs, and looks at it again under the lock, so two comparisons of
+  one experiment never compute the same job twice: a job another run holds is waited for and
+  then reused. Locks are held only by the jobs in flight (one at a time in ``serial``; the
+  chains submitted, at most twice the workers, otherwise), so open files stay bounded
+  whatever the grid's size;
 * workers compute (:func:`~ffe_gym.evaluation.jobs.compute_job`) and send back the row and the
   files; only the driver writes run folders, so a Ray cluster needs no shared filesystem (the
   market panel travels once per worker, the agent's files inside the spec);
@@ -32,7 +35,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
@@ -48,8 +51,10 @@ from ffe_gym.evaluation.jobs import (
     compute_job,
     failure_row,
     finished,
+    out_kwargs,
     write_job,
 )
+from ffe_gym.evaluation.policy import hook
 
 BACKENDS = ("serial", "process", "ray")
 DEAD_WORKER = ("the worker process died while running this job (os._exit, a signal or out of "
@@ -71,19 +76,20 @@ def chains(specs: Sequence[JobSpec]) -> list[list[int]]:
     return [sorted(g, key=lambda i: (specs[i].fold, i)) for g in groups.values()]
 
 
-def ship_warm_starts(specs: list[JobSpec], groups: list[list[int]]) -> None:
-    """Give each warm-started job whose previous fold is not computed in its own chain that
-    fold's evaluated model (manifest, model file, normalisation statistics) as inputs, read
-    from its run folder here, so a worker anywhere can start from it."""
+def ship_warm_starts(specs: list[JobSpec], chain: list[int],
+                     trained: Iterable[str] | None = None) -> None:
+    """Give each warm-started job of ``chain`` whose previous fold is not trained before it
+    in the same chain (``trained``: those train keys; default the chain's own) that fold's
+    evaluated model (manifest, model file, normalisation statistics) as inputs, read from its
+    run folder here, so a worker anywhere can start from it."""
     from ffe_gym.evaluation.jobs import warm_start_files
 
-    for g in groups:
-        keys = {specs[i].train_key for i in g}
-        for i in g:
-            s = specs[i]
-            if s.warm_from and s.warm_from not in keys:
-                specs[i] = dataclasses.replace(
-                    s, inputs={**s.inputs, **warm_start_files(Path(s.warm_folder))})
+    keys = set(trained) if trained is not None else {specs[i].train_key for i in chain}
+    for i in chain:
+        s = specs[i]
+        if s.warm_from and s.warm_from not in keys:
+            specs[i] = dataclasses.replace(
+                s, inputs={**s.inputs, **warm_start_files(Path(s.warm_folder))})
 
 
 # ------------------------------------------------------------------------ worker side
@@ -184,13 +190,15 @@ def run_jobs(specs: Sequence[JobSpec], backend: str = "serial", workers: int | N
     def finish(i: int, result: dict[str, Any], state: str) -> None:
         spec = specs[i]
         try:
+            if "os_error" in result:  # the machine failed (disk full, ...), not the job
+                raise OSError(*result["os_error"])
             if "error" in result:
                 done(i, failure_row(spec, result["error"], result.get("traceback", "")))
             else:
                 write_job(spec, result, Path(spec.root) / spec.experiment)
                 if result.get("carried"):  # a remote job's new policy state (LLM replies)
-                    policy_class(spec.agent).merge_carried(result["carried"],
-                                                           **spec.agent["kwargs"])
+                    hook(policy_class(spec.agent), "merge_carried")(
+                        result["carried"], **spec.agent["kwargs"], **out_kwargs(spec))
                 done(i, result["row"] | {"reuse": state})
         finally:
             lock = locks.pop(i, None)
@@ -205,45 +213,53 @@ def run_jobs(specs: Sequence[JobSpec], backend: str = "serial", workers: int | N
         else:
             todo[i] = state
     deferred: list[int] = []
-    claimed: dict[int, str] = {}
-    for i, state in todo.items():
-        lock = JobLock(specs[i])
-        try:
-            got = lock.acquire(block=False)
-        except (JobLockError, OSError) as exc:  # this job alone fails, named
-            done(i, failure_row(specs[i], f"lock {lock.path}: {exc}"))
-            continue
-        if got:
-            # a second look under the lock: another run may have finished the job between
-            # the first pass and this one
+    specs = list(specs)
+
+    def claim(g: list[int]) -> list[int]:
+        """Lock a chain's jobs just before it runs (open files stay bounded whatever the
+        grid's size) and look again under each lock: another run may have finished the job
+        since the first pass. Returns the jobs this run computes; a job another run holds is
+        waited for at the end, a lock that leads astray fails its job alone."""
+        mine = []
+        for i in g:
+            lock = JobLock(specs[i])
+            try:
+                got = lock.acquire(block=False)
+            except JobLockError as exc:
+                done(i, failure_row(specs[i], f"lock {lock.path}: {exc}"))
+                continue
+            if not got:
+                deferred.append(i)
+                continue
             row, now = finished(specs[i], keep_unreproducible)
             if row is not None:
                 lock.release()
                 done(i, row | {"reuse": now})
                 continue
             locks[i] = lock
-            claimed[i] = state
-        else:
-            deferred.append(i)  # another run is computing it: wait for it below
+            mine.append(i)
+        return mine
+
     try:
-        groups = [[i for i in g if i in claimed] for g in chains(specs)]
+        groups = [[i for i in g if i in todo] for g in chains(specs)]
         groups = [g for g in groups if g]
-        specs = list(specs)
-        ship_warm_starts(specs, groups)
         if backend == "serial" or not groups:
             for g in groups:
                 with chain_models() as models:
-                    for i in g:
-                        finish(i, compute_job(specs[i], _market(specs[i]), models), claimed[i])
+                    for i in g:  # one job (one lock) at a time
+                        if claim([i]):
+                            ship_warm_starts(specs, [i], trained=models)
+                            finish(i, compute_job(specs[i], _market(specs[i]), models),
+                                   todo[i])
         elif backend == "process":
-            _run_process(specs, groups, workers, claimed, finish)
+            _run_process(specs, groups, workers, todo, finish, claim)
         else:
-            _run_ray(specs, groups, address, workers, claimed, finish)
+            _run_ray(specs, groups, address, workers, todo, finish, claim)
         for i in deferred:  # held by another run: wait, then reuse what it wrote
             lock = JobLock(specs[i])
             try:
                 lock.acquire(block=True)
-            except (JobLockError, OSError) as exc:
+            except JobLockError as exc:
                 done(i, failure_row(specs[i], f"lock {lock.path}: {exc}"))
                 continue
             locks[i] = lock
@@ -252,6 +268,7 @@ def run_jobs(specs: Sequence[JobSpec], backend: str = "serial", workers: int | N
                 locks.pop(i).release()
                 done(i, row | {"reuse": state})
             else:
+                ship_warm_starts(specs, [i])
                 finish(i, compute_job(specs[i], _market(specs[i])), state)
     finally:
         for lock in locks.values():
@@ -271,7 +288,7 @@ def _markets(specs: Sequence[JobSpec], groups: list[list[int]]) -> dict[str, Mar
     return {specs[g[0]].data_hash: _market(specs[g[0]]) for g in groups}
 
 
-def _run_process(specs, groups, workers, claimed, finish) -> None:
+def _run_process(specs, groups, workers, claimed, finish, claim) -> None:
     n = workers or max(1, (os.cpu_count() or 1))
     markets = _markets(specs, groups)
     ctx = get_context("spawn")
@@ -287,8 +304,12 @@ def _run_process(specs, groups, workers, claimed, finish) -> None:
         inflight: dict[Any, list[int]] = {}
         while queue or inflight:
             while queue and not suspects and len(inflight) < 2 * n:
-                g = queue.popleft()
-                inflight[executor.submit(compute_chain, [specs[i] for i in g])] = g
+                g = claim(queue.popleft())
+                ship_warm_starts(specs, g)
+                if g:
+                    inflight[executor.submit(compute_chain, [specs[i] for i in g])] = g
+            if not inflight:
+                continue
             ready, _ = wait(inflight, return_when=FIRST_COMPLETED)
             for f in ready:
                 g = inflight.pop(f)
@@ -362,20 +383,28 @@ def init_ray(address: str | None, workers: int | None) -> bool:
     return True
 
 
-def _run_ray(specs, groups, address, workers, claimed, finish) -> None:
+def _run_ray(specs, groups, address, workers, claimed, finish, claim) -> None:
     import ray
 
     started = init_ray(address, workers)
     try:
         markets = {h: ray.put(md) for h, md in _markets(specs, groups).items()}
         remote = ray.remote(num_cpus=1, max_retries=0)(compute_chain)
-        refs = {remote.remote([carry(specs[i]) for i in g], markets[specs[g[0]].data_hash]): g
-                for g in groups}
-        pending = list(refs)
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
+        limit = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))  # chains in flight
+        queue = deque(groups)
+        refs: dict[Any, list[int]] = {}
+        while queue or refs:
+            while queue and len(refs) < limit:
+                g = claim(queue.popleft())
+                ship_warm_starts(specs, g)
+                if g:
+                    spec_list = [carry(specs[i]) for i in g]
+                    refs[remote.remote(spec_list, markets[specs[g[0]].data_hash])] = g
+            if not refs:
+                continue
+            ready, _ = ray.wait(list(refs), num_returns=1)
             for ref in ready:
-                g = refs[ref]
+                g = refs.pop(ref)
                 try:
                     out = ray.get(ref)
                 except ray.exceptions.RayError as exc:  # a dead worker or node
@@ -394,9 +423,9 @@ def carry(spec: JobSpec) -> JobSpec:
     sends what it added back (``carried_delta``) and the driver merges it
     (``merge_carried``), so replays stay exact on a cluster."""
     cls = policy_class(spec.agent)
-    if cls is None or not hasattr(cls, "carry_state"):
+    if cls is None:
         return spec
-    state = cls.carry_state(**spec.agent["kwargs"])
+    state = hook(cls, "carry_state")(**spec.agent["kwargs"], **out_kwargs(spec))
     return dataclasses.replace(spec, carried=state) if state else spec
 
 
