@@ -67,6 +67,22 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
                                                     "volatility_slippage": 0.5}}),
     "drawdown-terminate": ("crypto", {"portfolio": {"max_drawdown": 0.02},
                                       "risk": {"on_portfolio_stop": "terminate"}}),
+    "signals-hedge-aware-var-horizon": ("crypto", {
+        "portfolio": {"correlation_mode": "hedge_aware", "correlation_threshold": 0.3,
+                      "rebalancing_frequency": 4, "max_portfolio_risk": 0.01},
+        "risk": {"var_horizon_bars": 24}}),
+    "weights-fixed-fee-capped": ("crypto", {
+        "env": {"action_scheme": "weights"},
+        "portfolio": {"initial_balance": 2_000.0, "max_positions": 3},
+        "execution": {"fixed_fee": 5.0}}),
+    "mixed-drawdown-pending": ("mixed", {"data": {"calendar": "union"},
+                                         "portfolio": {"max_drawdown": 0.01}}),
+    "discrete-borrowing-shorts": ("crypto", {
+        "env": {"action_scheme": "discrete", "confidence_levels": 2},
+        "risk": {"allow_borrowing": True, "initial_margin": 0.25,
+                 "maintenance_margin": 0.15, "max_short_exposure": 1.0},
+        "sizing": {"base": "notional", "risk_per_trade": 0.5},
+        "execution": {"borrow_rate": 0.3, "margin_rate": 0.1}}),
 }
 SIZES = (4, 12)
 

@@ -884,3 +884,30 @@ def test_signals_of_equal_conviction_that_overdraw_are_scaled_pro_rata():
     pf.step_signals(*signals(3, a0=(1, 1.0), a1=(1, 1.0), a2=(1, 1.0)))
     np.testing.assert_allclose(pf.units[0], [50.0, 50.0, 0.0], rtol=1e-12)
     assert pf.refused[0, 2] == L.R_MAX_POSITIONS
+
+
+def test_equals_that_each_overdraw_at_half_their_size_are_still_scaled_together():
+    # one position takes 90% of the cash; two BUYs of equal conviction then each need 9,000
+    # (at half size 4,500, more than the 1,000 left): sized down together by 1,000 / 18,000,
+    # 500 each, as the rule for equals says, not both refused for cash
+    md = market(np.full((4, 3), 100.0))
+    pf = book(md, bare(sizing={"risk_per_trade": 0.9}))
+    pf.step_signals(*signals(3, a0=(1, 1.0)))
+    assert pf.cash[0] == pytest.approx(1_000.0)
+    pf.step_signals(*signals(3, a1=(1, 1.0), a2=(1, 1.0)))
+    np.testing.assert_allclose(pf.units[0], [90.0, 5.0, 5.0], rtol=1e-12)
+    assert pf.refusals()["cash"] == 0 and pf.refusals()["scaled"] == 2
+    assert pf.cash[0] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_rebalance_is_scaled_over_the_purchases_the_position_cap_lets_through():
+    # three targets of 50% under a cap of 2 positions and a fixed fee of 4,000: the fees of
+    # all three (12,000) exceed the cash, the two let through (8,000) do not, so those two
+    # share what is left after their fees (2,000, scaled by 0.2: 10 units each) rather than
+    # the first by symbol taking 5,000 and the second being refused
+    md = market(np.full((3, 3), 100.0))
+    pf = book(md, bare(portfolio={"max_positions": 2}, execution={"fixed_fee": 4_000.0}))
+    pf.step_weights(np.array([0.5, 0.5, 0.5]))
+    np.testing.assert_allclose(pf.units[0], [10.0, 10.0, 0.0], rtol=1e-12)
+    assert pf.refused[0].tolist() == [0, 0, L.R_MAX_POSITIONS]
+    assert pf.refusals()["scaled"] == 2 and pf.cash[0] == pytest.approx(0.0, abs=1e-9)

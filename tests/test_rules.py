@@ -70,3 +70,15 @@ def test_only_monotone_rules_refuse_before_an_opening_is_sized():
     rules = by_refusal()
     for code in used:
         assert rules[code].monotone, f"{rules[code].name} refuses early but is not monotone"
+
+
+def test_every_refusal_is_specified_and_implemented():
+    # a new refusing rule is written in the plain-Python specification and in the kernel,
+    # where the differential test (tests/test_specification.py) compares them
+    from ffe_gym.portfolio import specification
+
+    spec = inspect.getsource(specification)
+    code = inspect.getsource(kernel)
+    for name in _codes():
+        assert re.search(rf"\bL\.{name}\b", spec), f"{name}: not in the specification"
+        assert re.search(rf"\bL\.{name}\b", code), f"{name}: not in the kernel"

@@ -1,8 +1,10 @@
 """The decision step, compiled with numba and batched over B books.
 
-This is the only place where the accounting happens. ``step_books`` loops over books in
-``step_range`` (the step is that loop's body); one book and B books therefore run the same
-instructions. The rules (numbers
+The rules are specified in plain Python in :mod:`ffe_gym.portfolio.specification`, one
+function per rule; ``tests/test_specification.py`` checks this kernel against it. A change to
+a rule is made in both. This is the only place where the accounting of a run happens.
+``step_books`` loops over books in ``step_range`` (the step is that loop's body); one book
+and B books therefore run the same instructions. The rules (numbers
 refer to the design's "one decision step"):
 
 1-2. Intents become closing legs (never refused) and opening candidates, ordered by descending
@@ -628,11 +630,13 @@ def _pro_rata_targets(heap, hp, n, sorted_c, sorted_p, at_rank, cand, units_afte
     when they overdraw (:func:`_pro_rata`): a rebalance that overdraws buys a little less of
     every name, never less of the names that come last. When even all of them fit, nothing is
     ordered (False: the heap is left to the step); else True."""
-    for k in range(n):  # every candidate's place turned into its asset, for _factor_of
+    for k in range(n):  # every candidate's place turned into its asset, for _needs_of
         sorted_c[k] = int(at_rank[heap[k]])
-    if _factor_of(sorted_c, n, cand, close, t, slip, fr, fixed, cash, net, gross, short, m,
-                  borrowing) >= 1.0:
-        return False  # the cap only removes purchases: the ones let through fit too
+    need, fixed_total, budget = _needs_of(sorted_c, n, cand, close, t, slip, fr, fixed, cash,
+                                          net, gross, short, m, borrowing)
+    if need <= 0.0 or need + fixed_total - budget <= 1e-9 * (1.0 + abs(cash)):
+        return False  # all fit: the cap only removes purchases, so the ones let through too
+        # (not when even the fixed fees of all fail: those let through may fit, scaled)
     _heapify(heap, hp, n)
     left = n
     for k in range(n):
@@ -657,10 +661,10 @@ def _pro_rata_targets(heap, hp, n, sorted_c, sorted_p, at_rank, cand, units_afte
 
 
 @njit(cache=True, inline="always")
-def _factor_of(assets, n, q, px, row, slip, fr, fixed, cash, net, gross, short, m,
-               borrowing):
-    """The :func:`_factor` of the openings of ``assets[:n]`` (units ``q``, valued at
-    ``px[row]``) at the book (cash, net, gross, short)."""
+def _needs_of(assets, n, q, px, row, slip, fr, fixed, cash, net, gross, short, m,
+              borrowing):
+    """(need, fixed fees, budget) of the openings of ``assets[:n]`` (units ``q``, valued at
+    ``px[row]``) at the book (cash, net, gross, short): :func:`_budget_factor` summed."""
     need = 0.0
     fixed_total = 0.0
     budget = 0.0
@@ -671,6 +675,15 @@ def _factor_of(assets, n, q, px, row, slip, fr, fixed, cash, net, gross, short, 
                                        gross, short, m, borrowing)
             need += d
             fixed_total += fixed[i]
+    return need, fixed_total, budget
+
+
+@njit(cache=True, inline="always")
+def _factor_of(assets, n, q, px, row, slip, fr, fixed, cash, net, gross, short, m,
+               borrowing):
+    """The :func:`_factor` of the openings of ``assets[:n]`` (:func:`_needs_of`)."""
+    need, fixed_total, budget = _needs_of(assets, n, q, px, row, slip, fr, fixed, cash, net,
+                                          gross, short, m, borrowing)
     return _factor(need, fixed_total, budget, cash)
 
 
@@ -753,6 +766,21 @@ def _tie_group(r, pr, heap, hp, n_left, members, at_rank, t, reentry, held, max_
             count[L.C_SCALED] += 1
             scaled[i] = 1.0
     return True
+
+
+@njit(cache=True)
+def _equals_left(heap, hp, n, early, at_rank, tie_p):
+    """Signals: whether a candidate left that fails the cash or margin rule at half its
+    size has an equal (same conviction) left whose group was not sized yet (``tie_p``):
+    :func:`_tie_group` may scale them down until they fit, so refusing every candidate left
+    at once would be wrong."""
+    for k in range(n):
+        e = early[int(at_rank[heap[k]])]
+        if (e == L.R_CASH or e == L.R_MARGIN) and hp[k] != tie_p:
+            for k2 in range(n):
+                if k2 != k and hp[k2] == hp[k]:
+                    return True
+    return False
 
 
 @njit(cache=True)
@@ -1115,8 +1143,10 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
         # signals: how many candidates left pass _early_refusal at the current shadow book
         # (-1: not counted since it last changed); none: every one left is refused, in any order
         # (a full position cap among them: a signal opens from flat only, so each candidate is
-        # a new position and gets its re-entry wait or the cap)
+        # a new position and gets its re-entry wait or the cap), unless a group of equals left
+        # may be sized down until it fits (_equals_left): then they are taken one by one
         n_pass = -1
+        shortcut = True  # signals: may refuse every candidate left at once (n_pass == 0)
         heaped = False
         tie_p = -1.0  # signals: the conviction whose equals were last looked at
         tied = False  # signals: a group of equals was scaled (tie_scale to reset)
@@ -1142,7 +1172,10 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                             borrowing)
                         if early[i] == 0:
                             n_pass += 1
-                if n_pass == 0:
+                if n_pass == 0 and shortcut and _equals_left(heap, hp, n_left, early, at_rank,
+                                                             tie_p):
+                    shortcut = False  # a group of equals is sized down first: one by one
+                if n_pass == 0 and shortcut:
                     for k in range(n_left):
                         i = int(at_rank[heap[k]])
                         refused[b, i] = early[i]
