@@ -71,17 +71,20 @@ def settle_range(b0, b1, acct, clock, n_curve, dd_from_initial, floor, stepped, 
 
 
 @njit(cache=True)
-def _chunk(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol, pc,
-           cov, next_dec, per_asset, p, pos, acct, clock, count, curve, gross_curve, n_curve, fills,
-           n_fills, refused, acc, flags, floor, features, window, cooldown_scale, clip, out):
+def _chunk(b0, b1, active, scheme, intents, market, per_asset, p, books, acc, flags, floor,
+           observe):
+    """Step, settle and observe books b0..b1-1: ``intents``, ``market``, ``per_asset``, ``p``
+    and ``books`` as :func:`~ffe_gym.portfolio.kernel.step_range` takes them; ``observe`` is
+    ``(features, window, cooldown_scale, clip, out)`` for :func:`fill_range`."""
+    pos, acct, clock, count, curve, gross_curve, n_curve, fills, n_fills, refused = books
+    features, window, cooldown_scale, clip, out = observe
     for b in range(b0, b1):
         acc[BEFORE, b] = acct[b, L.EQUITY]
-    step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol,
-                pc, cov, next_dec, per_asset, p, pos, acct, clock, count, curve, gross_curve,
-                n_curve, fills, n_fills, refused)
+    step_range(b0, b1, active, scheme, intents, market, per_asset, p, books)
     settle_range(b0, b1, acct, clock, n_curve, p[L.P_DD_FROM_INITIAL] > 0.0, floor, active,
                  acc, flags)
-    fill_range(b0, b1, features, window, c, pos, acct, clock, p, cooldown_scale, clip, out)
+    fill_range(b0, b1, features, window, market[3], pos, acct, clock, p, cooldown_scale, clip,
+               out)
 
 
 @njit(cache=True)
@@ -111,9 +114,10 @@ def step_observe(dirs, fbook, ibook, o, h, lo_, c, tradable, R, vol, pc, cov, ne
     error, scheme = _decode(scheme, raw, dead_band, dirs, confs)
     if error != 0:
         return error
-    _chunk(0, B, active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol, pc, cov,
-           next_dec, per_asset, p, pos, acct, clock, count, curve, gross_curve, n_curve, fills,
-           n_fills, refused, acc, flags, floor, features, window, cooldown_scale, clip, out)
+    _chunk(0, B, active, scheme, (dirs, confs, weights),
+           (o, h, lo_, c, tradable, R, vol, pc, cov, next_dec), per_asset, p,
+           (pos, acct, clock, count, curve, gross_curve, n_curve, fills, n_fills, refused), acc,
+           flags, floor, (features, window, cooldown_scale, clip, out))
     return 0
 
 
@@ -130,11 +134,13 @@ def step_observe_threaded(n_chunks, dirs, fbook, ibook, o, h, lo_, c, tradable, 
     error, scheme = _decode(scheme, raw, dead_band, dirs, confs)
     if error != 0:
         return error
+    intents = (dirs, confs, weights)
+    market = (o, h, lo_, c, tradable, R, vol, pc, cov, next_dec)
+    books = (pos, acct, clock, count, curve, gross_curve, n_curve, fills, n_fills, refused)
+    observe = (features, window, cooldown_scale, clip, out)
     for k in prange(n_chunks):
-        _chunk(k * B // n_chunks, (k + 1) * B // n_chunks, active, scheme, dirs, confs,
-               weights, o, h, lo_, c, tradable, R, vol, pc, cov, next_dec, per_asset, p, pos, acct,
-               clock, count, curve, gross_curve, n_curve, fills, n_fills, refused, acc, flags,
-               floor, features, window, cooldown_scale, clip, out)
+        _chunk(k * B // n_chunks, (k + 1) * B // n_chunks, active, scheme, intents, market,
+               per_asset, p, books, acc, flags, floor, observe)
     return 0
 
 

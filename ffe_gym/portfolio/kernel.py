@@ -896,9 +896,9 @@ def step_books(active, scheme, dirs, fbook, ibook, o, h, lo_, c, tradable, R, vo
     B, N = dirs.shape
     (pos, acct, curve, gross_curve, fills, confs, weights, clock, count, n_curve, n_fills,
      refused) = book_views(fbook, ibook, B, N, int(p[L.P_MAX_STEP_BARS]))
-    step_range(0, B, active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol,
-               pc, cov, next_dec, per_asset, p, pos, acct, clock, count, curve, gross_curve,
-               n_curve, fills, n_fills, refused)
+    step_range(0, B, active, scheme, (dirs, confs, weights),
+               (o, h, lo_, c, tradable, R, vol, pc, cov, next_dec), per_asset, p,
+               (pos, acct, clock, count, curve, gross_curve, n_curve, fills, n_fills, refused))
 
 
 @njit(cache=True)
@@ -912,9 +912,9 @@ def step_signal_books(d, cf, active, dirs, fbook, ibook, o, h, lo_, c, tradable,
     bad = load_signals(d, cf, dirs, confs)  # checks everything before it copies
     if bad != 0:
         return bad
-    step_range(0, B, active, SIGNALS, dirs, confs, weights, o, h, lo_, c, tradable, R, vol,
-               pc, cov, next_dec, per_asset, p, pos, acct, clock, count, curve, gross_curve,
-               n_curve, fills, n_fills, refused)
+    step_range(0, B, active, SIGNALS, (dirs, confs, weights),
+               (o, h, lo_, c, tradable, R, vol, pc, cov, next_dec), per_asset, p,
+               (pos, acct, clock, count, curve, gross_curve, n_curve, fills, n_fills, refused))
     return 0
 
 
@@ -927,20 +927,39 @@ def step_books_threaded(n_chunks, active, scheme, dirs, fbook, ibook, o, h, lo_,
     B, N = dirs.shape
     (pos, acct, curve, gross_curve, fills, confs, weights, clock, count, n_curve, n_fills,
      refused) = book_views(fbook, ibook, B, N, int(p[L.P_MAX_STEP_BARS]))
+    intents = (dirs, confs, weights)
+    market = (o, h, lo_, c, tradable, R, vol, pc, cov, next_dec)
+    books = (pos, acct, clock, count, curve, gross_curve, n_curve, fills, n_fills, refused)
     for k in prange(n_chunks):
-        step_range(k * B // n_chunks, (k + 1) * B // n_chunks, active, scheme, dirs, confs,
-                   weights, o, h, lo_, c, tradable, R, vol, pc, cov, next_dec, per_asset, p, pos,
-                   acct, clock, count, curve, gross_curve, n_curve, fills, n_fills, refused)
+        step_range(k * B // n_chunks, (k + 1) * B // n_chunks, active, scheme, intents, market,
+                   per_asset, p, books)
 
 
 @njit(cache=True)
-def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, tradable, R, vol,
-               pc, cov, next_dec, per_asset, p, pos, acct, clock, count, curve, gross_curve,
-               n_curve, fills, n_fills, refused):
+def step_range(b0, b1, active, scheme, intents, market, per_asset, p, books):
     """Step books b0..b1-1 (those with ``active[b]``): the decision step of the module
-    docstring, one book after another. The step is this loop's body, not a function called
-    per book: a numba call with the 35 arrays of a book step cost about 0.8 us, more than a
-    flat book's whole step."""
+    docstring, one book after another.
+
+    :param intents: ``(dirs, confs, weights)``, (B, N) each.
+    :param market: ``(open, high, low, close, tradable, returns, vol, pairs, cov,
+        next_decision)``: the panel and its shared statistics, read only.
+    :param per_asset: (``NPER_ASSET``, N) costs and symbol places (``layout.A_*``).
+    :param p: the parameter vector (``layout.P_*``).
+    :param books: ``(pos, acct, clock, count, curve, gross_curve, n_curve, fills, n_fills,
+        refused)``, the books' state (:func:`book_views`), written in place.
+
+    The step is this loop's body, in four phases marked ``# ---- 1.`` to ``4.`` in the
+    specification's order (:mod:`.specification`: intents, the shadow book and its limits,
+    fills, the bars to the next decision), not functions called per book. Measured in one
+    process against this shape (issue 30's note): a numba call with the arrays of a book step
+    costs about 0.8 us, more than a flat book's whole step; the phases as inlined functions
+    taking these structures stepped 256 books 20-28% slower (numba counts a reference of
+    every array a phase takes or unpacks, per book); as inner functions reading this scope,
+    5-9% slower at 256 books (with a busy neighbour core: the upper figure), the env's
+    figures unchanged. The structures are unpacked once a call, here."""
+    dirs, confs, weights = intents
+    o, h, lo_, c, tradable, R, vol, pc, cov, next_dec = market
+    pos, acct, clock, count, curve, gross_curve, n_curve, fills, n_fills, refused = books
     fee_rate = per_asset[L.A_FEE_RATE]
     fixed_fee = per_asset[L.A_FIXED_FEE]
     slip = per_asset[L.A_SLIPPAGE]
@@ -1003,7 +1022,8 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
         vb = fb - 1 if fb >= 1 else 0  # the volatility row before the fill bar (unused below 2)
 
         # ---- 1. intents -> closing legs and opening candidates (both listed in asset order: the
-        # candidates in heap[:n_cands], their priorities beside them in hp)
+        # candidates in heap[:n_cands], their priorities beside them in hp). Specification:
+        # read_intents
         n_cands = 0
         n_closes = 0
         for i in range(N):  # the scratch rows are reset as the intents are read
@@ -1080,6 +1100,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                     n_cands += 1
 
         # ---- 2. shadow book at the decision bar's close: check each opening against every limit
+        # (specification: shadow_after_closes, take_openings, check_opening)
         cash_est = acct[b, L.CASH]
         held = 0
         gross = 0.0
@@ -1324,7 +1345,8 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
         if tied:  # the sizes are taken: the next book starts from 1 again
             tie_scale[:] = 1.0
 
-        # ---- 3. fills: closing legs first, then openings in priority order
+        # ---- 3. fills: closing legs first, then openings in priority order (specification:
+        # fill_decision)
         for k in range(n_closes):
             i = closes[k]
             q = close_q[i]
@@ -1375,6 +1397,7 @@ def step_range(b0, b1, active, scheme, dirs, confs, weights, o, h, lo_, c, trada
                 fshort -= q * ref
 
         # ---- 4. the bars up to the next decision: exits, marking, portfolio stop, ruin
+        # (specification: run_bars)
         intrabar = p[L.P_INTRABAR] > 0.0
         per_bar_borrow = 1.0 / p[L.P_PERIODS_PER_YEAR]
         m_maint = p[L.P_MAINT_MARGIN]
