@@ -22,12 +22,18 @@ COMMANDS = {  # name: (module, one line of what it does)
 def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {name:<{width}}  {doc}" for name, (_, doc) in COMMANDS.items()]
-    return ("usage: ffe-gym <command> [args...]   (ffe-gym <command> --help for its options)\n"
+    return ("usage: ffe-gym <command> [args...]   (ffe-gym <command> --help for its options;"
+            " ffe-gym --version)\n"
             "\ncommands:\n" + "\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "--version":
+        from ffe_gym import __version__
+
+        print(f"ffe-gym {__version__}")
+        return 0
     if not argv or argv[0] in ("-h", "--help"):
         print(usage(), file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2

@@ -103,6 +103,29 @@ def test_benchmark_tiny_budget(tmp_path):
         assert peer in r.stdout  # a figure, or "could not run" when not installed
 
 
+def _git_head() -> bool:
+    r = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "HEAD"],
+                       capture_output=True, text=True, check=False)
+    return r.returncode == 0
+
+
+@pytest.mark.skipif(not _git_head(), reason="not a git checkout: nothing to measure against")
+def test_benchmark_against_a_commit_in_one_process(tmp_path):
+    r = run("scripts/benchmark.py", "--sections", "against", "--against", "HEAD",
+            "--seconds", "0.02", "--repeats", "2", "--json", str(tmp_path / "ab.json"))
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((tmp_path / "ab.json").read_text())["against"]["rows"]
+    assert [row["figure"].split(" ")[0] for row in rows] == ["engine"] * 3 + ["env"] * 2 + [
+        "vector"]
+    for row in rows:
+        assert len(row["before"]) == len(row["after"]) == 2
+        assert min(row["before"] + row["after"]) > 0 and row["ratio"] > 0
+    assert "against HEAD's, in one process" in r.stdout
+    bad = run("scripts/benchmark.py", "--sections", "against", "--against", "no-such-rev",
+              "--seconds", "0.02")
+    assert bad.returncode != 0 and "--against no-such-rev: git show" in bad.stderr
+
+
 def test_audit_flags_a_constant_policy_and_names_bad_input(tmp_path):
     cfg = tmp_path / "small.yaml"
     cfg.write_text("data:\n  synthetic: {n_assets: 3, n_bars: 1200}\n"
@@ -126,6 +149,10 @@ def test_console_script_dispatches(capsys):
         assert f"  {name}" in out and doc in out
     assert main(["nope"]) == 2
     assert "unknown command 'nope'" in capsys.readouterr().err
+    from ffe_gym import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"ffe-gym {__version__}\n"
     r = run("-m", "ffe_gym.cli", "backtest", "--help")
     assert r.returncode == 0 and "--initial-balance" in r.stdout
 

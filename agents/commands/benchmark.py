@@ -898,7 +898,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="engine section: numbers of books")
     p.add_argument("--sections", nargs="+", default=["engine", "env", "peers", "train", "llm"],
                    choices=["engine", "scaling", "vectorbt", "env", "peers", "train", "threads",
-                            "learn", "llm", "embedded", "replay", "build", "olps"])
+                            "learn", "llm", "embedded", "replay", "build", "olps", "against"])
+    p.add_argument("--against", default="HEAD", metavar="REV",
+                   help="against section: the git revision whose kernel this tree's is "
+                        "measured against, in one process (default HEAD)")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="against section: interleaved repeats of each figure")
     p.add_argument("--embedded-decisions", type=int, default=4)
     p.add_argument("--llm-decisions", type=int, default=200)
     p.add_argument("--train-timesteps", type=int, default=32_768,
@@ -938,6 +943,22 @@ def main(argv: list[str] | None = None) -> int:
         record["decision_us"] = runs
         for label, v in runs.items():
             t.add_row(label, f"{np.median(v):.2f} ({min(v):.2f}-{max(v):.2f})")
+        console.print(t)
+    if "against" in args.sections:
+        from ffe_agents.commands.against import section_against
+
+        rows = section_against(args.against, args.seconds, args.repeats)
+        record["against"] = {"rev": args.against, "rows": rows}
+        t = Table(title=f"This tree's kernel against {args.against}'s, in one process: "
+                        f"medians (range) of {args.repeats} interleaved repeats",
+                  header_style="bold")
+        for col in ("figure", args.against, "this tree", "this / " + args.against):
+            t.add_column(col, justify="right" if col != "figure" else "left")
+        for r in rows:
+            b, a = r["before"], r["after"]
+            t.add_row(r["figure"], f"{np.median(b):,.0f} ({min(b):,.0f}-{max(b):,.0f})",
+                      f"{np.median(a):,.0f} ({min(a):,.0f}-{max(a):,.0f})",
+                      f"{r['ratio']:.3f}")
         console.print(t)
     if "scaling" in args.sections:
         res = section_scaling(args.seconds)
