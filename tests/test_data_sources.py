@@ -95,6 +95,33 @@ def test_polygon_ccxt_and_alpaca_layouts():
         load_market(other, columns={"nope": "time"})
 
 
+def test_finrl_long_frame_and_raw_ccxt_lists():
+    # FinRL's standard frame: date, tic, open, high, low, close, volume (rows by date)
+    finrl = pd.concat([ohlcv(s).assign(tic=s).rename_axis("date").reset_index()
+                       for s in CLOSE]).sort_values(["date", "tic"], kind="stable")
+    check(load_market(finrl[["date", "tic", "open", "high", "low", "close", "volume"]]))
+    check(load_market(finrl.rename(columns={"tic": "ticker"})))
+    with pytest.raises(DataError, match="two symbol columns, 'symbol' and 'tic'"):
+        load_market(finrl.assign(symbol="X"))
+    # ccxt's fetch_ohlcv as returned: a list of [ms, open, high, low, close, volume] per symbol
+    ms = T.as_unit("ms").asi8
+    rows = {s: [[int(m), *map(float, ohlcv(s).iloc[k].to_numpy())] for k, m in enumerate(ms)]
+            for s in CLOSE}
+    md = load_market(rows)
+    check(md)
+    assert md.periods_per_year == 8760.0
+    check(load_market({s: pd.DataFrame(r) for s, r in rows.items()}))  # unnamed columns 0..5
+    with pytest.raises(DataError, match=r"data\['AAA'\].*fetch_ohlcv rows.*shape \(60, 5\)"):
+        load_market({s: [r[:5] for r in rows[s]] for s in CLOSE})
+    # a misspelled column is named with the likely one
+    bad = ohlcv("AAA").rename(columns={"close": "clsoe"}).rename_axis("time").reset_index()
+    with pytest.raises(DataError, match=r"missing column 'close'.*did you mean 'clsoe'"):
+        load_market({"AAA": bad})
+    unnamed = pd.DataFrame(np.ones((60, 4)))
+    with pytest.raises(DataError, match="unnamed columns: name them"):
+        load_market({"AAA": unnamed})
+
+
 def test_gym_make_takes_a_dataframe():
     env = gym.make("ffe/Portfolio-v0", data={s: ohlcv(s) for s in CLOSE},
                    config={"env": {"window": 4, "episode_bars": 10}, "data": {"min_bars": 10},

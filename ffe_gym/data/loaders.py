@@ -4,11 +4,14 @@ Accepted layouts (columns are read by name, in any order, case-insensitive):
 
 * one symbol per file: ``time, open, high, low, close[, volume]``; the symbol is the file stem
   up to a timeframe token (``BTC_USD_H1_2020_2023.parquet`` -> ``BTC_USD``);
-* long: ``time, symbol, open, high, low, close[, volume]`` in one file;
+* long: ``time, symbol, open, high, low, close[, volume]`` in one file (the symbol column may
+  be named ``symbol``, ``tic`` (FinRL) or ``ticker``);
 * wide: two column levels, (field, symbol) or (symbol, field), on a time index;
 * close-only wide: ``time`` plus one column of closes per symbol (open = high = low = close,
   volume 0);
-* a directory of one-symbol files.
+* a directory of one-symbol files;
+* in memory also ccxt's ``fetch_ohlcv`` lists (a mapping of symbol -> ``[[ms, open, high,
+  low, close, volume], ...]``) and frames of them with unnamed columns ``0..5``.
 
 Timestamps may be a column named time/timestamp/date/datetime or the index. Naive timestamps are
 taken as UTC. Rows are numbered from 0 in file order in error messages.
@@ -16,6 +19,7 @@ taken as UTC. Rows are numbered from 0 in file order in error messages.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -29,6 +33,8 @@ from ffe_gym.data.packaged import is_packaged, packaged_frames
 
 PRICES = ("open", "high", "low", "close")
 TIME_COLUMNS = ("time", "timestamp", "date", "datetime")
+SYMBOL_COLUMNS = ("symbol", "tic", "ticker")  # tic: FinRL's long frame
+CCXT_COLUMNS = ("time", "open", "high", "low", "close", "volume")  # fetch_ohlcv's row order
 SUFFIXES = (".csv", ".parquet", ".pq")
 MAX_PRICE = 1e12  # above it a price is a unit or parsing error (and equity would overflow)
 _TIMEFRAME = re.compile(r"_(?:[MHDW]\d+|\d+[mhdw]|daily|hourly)(?:_|$)", re.IGNORECASE)
@@ -110,6 +116,19 @@ def _time_index(frame: pd.DataFrame, file: str | None, symbol: str | None) -> pd
     return idx
 
 
+def _did_you_mean(wanted: str, frame: pd.DataFrame) -> str:
+    """`` (have: ...; did you mean 'x'?)`` for an error naming a missing column."""
+    have = [str(c) for c in frame.columns]
+    close = difflib.get_close_matches(wanted, [h.lower() for h in have], n=1, cutoff=0.6)
+    hint = ""
+    if close:
+        hint = f"; did you mean {have[[h.lower() for h in have].index(close[0])]!r}?"
+    elif have and all(h.isdigit() for h in have):
+        hint = ("; unnamed columns: name them (load_market(df, columns={...})), or pass "
+                "ccxt's fetch_ohlcv rows as a frame of 6 columns or a mapping of lists")
+    return f" (have: {', '.join(have)}{hint})"
+
+
 def validate(frame: pd.DataFrame, symbol: str, *, file: str | None = None,
              max_fill_bars: int = 120) -> tuple[pd.DataFrame, int]:
     """Check one symbol's bars and return them as a float64 OHLCV frame on a UTC index.
@@ -135,9 +154,8 @@ def validate(frame: pd.DataFrame, symbol: str, *, file: str | None = None,
                                         strict=True)}
     missing = [c for c in PRICES if c not in lower]
     if missing:
-        have = ", ".join(map(str, frame.columns))
-        raise DataError(f"missing column {missing[0]!r} (have: {have})", file=file,
-                        symbol=symbol)
+        raise DataError(f"missing column {missing[0]!r}{_did_you_mean(missing[0], frame)}",
+                        file=file, symbol=symbol)
     idx = _time_index(frame, file, symbol)
     ns = idx.asi8
     if len(ns) > 1:
@@ -252,8 +270,12 @@ def _split_table(table: pd.DataFrame, file: str) -> dict[str, pd.DataFrame]:
             raise DataError("wide tables need two column levels (field, symbol)", file=file)
         return _split_wide(table, file)
     lower = {c.lower(): c for c in table.columns if isinstance(c, str)}
-    if "symbol" in lower:
-        col = lower["symbol"]
+    named = [lower[c] for c in SYMBOL_COLUMNS if c in lower]
+    if len(named) > 1:
+        raise DataError(f"two symbol columns, {named[0]!r} and {named[1]!r} (keep one)",
+                        file=file)
+    if named:
+        col = named[0]
         return {str(s): g.drop(columns=col) for s, g in table.groupby(col, sort=False)}
     if any(c in lower for c in PRICES):  # one symbol's OHLC bars; validate names what is missing
         return {symbol_from_filename(file): table}
@@ -340,12 +362,32 @@ def frames_of(data: pd.DataFrame | Mapping[str, pd.DataFrame], *,
     close-only frame, a yfinance-style frame with (field, ticker) columns, one symbol's OHLCV
     frame, or a mapping of symbol -> frame."""
     if isinstance(data, Mapping):
-        return {str(k): normalise(v, columns, adjusted, f"DataFrame of {k}")
+        return {str(k): normalise(_ccxt_frame(v, f"data[{k!r}]"), columns, adjusted,
+                                  f"DataFrame of {k}")
                 for k, v in data.items()}
     if isinstance(data, pd.DataFrame):
-        return _split_table(normalise(data, columns, adjusted), "DataFrame")
+        return _split_table(normalise(_ccxt_frame(data, "DataFrame"), columns, adjusted),
+                            "DataFrame")
     raise DataError(f"expected a DataFrame or a mapping of DataFrames, got "
                     f"{type(data).__name__}")
+
+
+def _ccxt_frame(data: object, where: str) -> pd.DataFrame:
+    """ccxt's ``fetch_ohlcv`` rows (a list of ``[ms, open, high, low, close, volume]``, or a
+    frame of them with unnamed columns ``0..5``) as a named frame; other frames unchanged."""
+    if isinstance(data, pd.DataFrame):
+        if list(data.columns) == list(range(len(CCXT_COLUMNS))):
+            return data.set_axis(list(CCXT_COLUMNS), axis=1)
+        return data
+    if isinstance(data, (list, tuple, np.ndarray)):
+        rows = np.asarray(data, dtype=object)
+        if rows.ndim != 2 or rows.shape[1] != len(CCXT_COLUMNS):
+            raise DataError(f"a list of bars must be ccxt's fetch_ohlcv rows, "
+                            f"[[ms, open, high, low, close, volume], ...]; got shape "
+                            f"{rows.shape}", file=where)
+        return pd.DataFrame(rows.tolist(), columns=list(CCXT_COLUMNS))
+    raise DataError(f"expected a DataFrame or ccxt's fetch_ohlcv list, got "
+                    f"{type(data).__name__}", file=where)
 
 
 def load_market(source: str | Path | pd.DataFrame | Mapping[str, pd.DataFrame], *,
@@ -357,9 +399,10 @@ def load_market(source: str | Path | pd.DataFrame | Mapping[str, pd.DataFrame], 
     :class:`MarketData`.
 
     :param source: a CSV/Parquet file, a directory of them, a packaged source (``arch``: see
-        :mod:`ffe_gym.data.packaged`), a DataFrame (long, wide close-only, yfinance-style
-        MultiIndex columns, one symbol's bars, Alpaca's (symbol, timestamp) index) or a
-        mapping of symbol -> DataFrame.
+        :mod:`ffe_gym.data.packaged`), a DataFrame (long with a ``symbol`` / ``tic`` /
+        ``ticker`` column, wide close-only, yfinance-style MultiIndex columns, one symbol's
+        bars, Alpaca's (symbol, timestamp) index, ccxt rows in unnamed columns 0..5) or a
+        mapping of symbol -> DataFrame or -> ccxt ``fetch_ohlcv`` list.
     :param symbols: keep these (in this order); an unknown one raises :class:`DataError`.
     :param calendar: ``intersection`` or ``union``.
     :param start, end: optional inclusive date bounds applied after alignment.
