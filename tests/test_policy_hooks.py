@@ -69,3 +69,43 @@ def test_the_readme_minimal_policy_runs():
     result = rollout(policy, env_for(policy, free, md), window=(300, 400), seed=0)
     held = result.weights.iloc[1:].mean()
     assert held.iloc[0] > held.iloc[1] > held.iloc[2] > 0  # 6/11, 3/11, 2/11
+
+
+def test_an_action_of_the_wrong_shape_names_the_policy_not_the_data(tmp_path):
+    # a weights policy that forgot env_overrides(): the env is built for signals, and the
+    # error says which policy returned what, and how to declare the scheme
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from ffe_gym.config import Config
+    from ffe_gym.data import synthetic_market
+    from ffe_gym.evaluation import PolicyError, env_for, rollout
+
+    class Forgetful(PolicyBase):
+        name = "forgetful"
+
+        def act(self, observation, info):
+            return np.full(len(info["weights"]) + 1, 0.25, dtype=np.float32)
+
+    md = synthetic_market(3, 600, seed=1)
+    policy = Forgetful()
+    with pytest.raises(PolicyError, match=r"policy 'forgetful' returned an action of shape "
+                                          r"\(4,\) at decision 0; the env's 'signals' scheme "
+                                          r"takes \(3,\).*env_overrides\(\)"):
+        rollout(policy, env_for(policy, Config(), md), window=(300, 400), seed=0)
+    # through the command: one line naming the policy, no data file blamed
+    module = tmp_path / "forgetful_policy.py"
+    module.write_text("import numpy as np\nfrom ffe_gym.evaluation.policy import PolicyBase\n"
+                      "class Forgetful(PolicyBase):\n    name = 'forgetful'\n"
+                      "    def act(self, observation, info):\n"
+                      "        return np.full(len(info['weights']) + 1, 0.25, dtype=np.float32)\n")
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "scripts/evaluate.py", "--policy",
+                        "forgetful_policy:Forgetful", "--no-progress"], cwd=root,
+                       capture_output=True, text=True, timeout=600,
+                       env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)})
+    assert r.returncode != 0
+    assert "policy 'forgetful' returned an action of shape (6,)" in r.stderr, r.stderr
+    assert "file " not in r.stderr and "Traceback" not in r.stderr

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ffe_gym.config import load_config
 from ffe_gym.data import DataError, market_from_config
-from ffe_gym.evaluation import env_for, resolve_policy, rollout
+from ffe_gym.evaluation import PolicyError, env_for, resolve_policy, rollout
 from ffe_gym.manifest import write_json
 
 
@@ -125,6 +125,8 @@ def run(args: argparse.Namespace) -> dict:
     try:
         result = rollout(policy, env, window=(start, end), seed=args.seed,
                          on_step=progress.step)
+    except PolicyError:
+        raise  # the policy's fault, named with it (not the data file's)
     except ValueError as exc:
         raise DataError(str(exc), file=md.source) from None
     finally:

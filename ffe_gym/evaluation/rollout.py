@@ -14,7 +14,7 @@ import pandas as pd
 from ffe_gym.config import Config, coerce_config, from_dict, merge, to_dict
 from ffe_gym.data import MarketData
 from ffe_gym.env import PortfolioEnv
-from ffe_gym.evaluation.policy import Policy, env_overrides, hook
+from ffe_gym.evaluation.policy import Policy, PolicyError, env_overrides, hook
 from ffe_gym.portfolio.book import AssetAttribution
 from ffe_gym.portfolio.journal import Journal
 
@@ -102,14 +102,16 @@ def rollout(policy: Policy, env: Any, window: Any = None, seed: int | None = Non
     :param on_step: called after every decision with (decisions so far, current bar).
     :param observe: what the policy sees at decision k instead of the env's observation
         (``observe(k, observation)``; the placebo diagnostic of :mod:`~ffe_gym.evaluation.audit`).
-    :raises ValueError: when the policy's action scheme is not the env's.
+    :raises PolicyError: when the policy's action scheme is not the env's, or an action it
+        returns has another shape than the env's action space (named with the policy).
     """
     base = env.unwrapped
     wanted = env_overrides(policy).get("action_scheme")
     have = base.config.env.action_scheme
     if wanted is not None and wanted != have:
-        raise ValueError(f"policy {policy.name!r} acts with action_scheme {wanted!r}, the env "
-                         f"uses {have!r}; build the env with ffe_gym.evaluation.env_for")
+        raise PolicyError(f"policy {policy.name!r} acts with action_scheme {wanted!r}, the env "
+                          f"uses {have!r}; build the env with ffe_gym.evaluation.env_for")
+    shape = env.action_space.shape
     hook(policy, "bind")(base.layout)
     bind_market = hook(policy, "bind_market")
     view = None
@@ -128,6 +130,12 @@ def rollout(policy: Policy, env: Any, window: Any = None, seed: int | None = Non
     while not done:
         seen = obs if observe is None else observe(steps, obs)
         action = policy.act(seen, info)
+        if np.shape(action) != shape:
+            raise PolicyError(
+                f"policy {policy.name!r} returned an action of shape {np.shape(action)} at "
+                f"decision {steps}; the env's {have!r} scheme takes {shape}. A policy that acts "
+                "in another scheme says so in env_overrides() (ffe_gym.evaluation.policy."
+                "PolicyBase), e.g. {'action_scheme': 'weights'}")
         actions.append(np.array(action, copy=True))
         obs, _, terminated, truncated, info = env.step(action)
         journal.record()
