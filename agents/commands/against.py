@@ -18,13 +18,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-
-import numpy as np
 
 FILES = {"kernel": "ffe_gym/portfolio/kernel.py", "stepping": "ffe_gym/env/stepping.py"}
 
@@ -67,29 +64,9 @@ def load_committed(rev: str, folder: Path) -> tuple[ModuleType, ModuleType]:
 
 def _engine(kernel: ModuleType, n_assets: int, n_books: int, seconds: float) -> float:
     """Book-steps per second of ``Portfolio.step_signals`` with this kernel module."""
-    from ffe_agents.commands.benchmark import _engine_config, _random_intents
-    from ffe_gym.data import synthetic_market
-    from ffe_gym.portfolio import Portfolio
+    from ffe_agents.commands.benchmark import bench_engine
 
-    md = synthetic_market(n_assets, 3000, "crypto", seed=0)
-    pf = Portfolio(md, _engine_config(), n_books=n_books)
-    pf._kernel = kernel
-    rng = np.random.default_rng(0)
-    pf.reset(start=300)
-    K = 64
-    dirs = _random_intents(rng, (K, n_books, n_assets))
-    confs = rng.random((K, n_books, n_assets))
-    pf.step_signals(dirs[0], confs[0])
-    steps, elapsed = 0, 0.0
-    while elapsed < seconds:
-        k = steps % K
-        t0 = time.perf_counter()
-        pf.step_signals(dirs[k], confs[k])
-        elapsed += time.perf_counter() - t0
-        steps += 1
-        if pf.done.any():
-            pf.reset(start=300, books=pf.done)
-    return steps * n_books / elapsed
+    return bench_engine(n_assets, n_books, seconds, kernel=kernel)["book_steps_per_s"]
 
 
 def _with_stepping(stepping: ModuleType, measure: Callable[[], float]) -> float:

@@ -108,8 +108,12 @@ def _random_intents(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndar
 
 
 def bench_engine(n_assets: int, n_books: int, seconds: float, seed: int = 0,
-                 position_cap: bool = True, random_starts: bool = False) -> dict:
-    """Decision steps per second of the engine alone (books at one bar, or at random bars)."""
+                 position_cap: bool = True, random_starts: bool = False,
+                 kernel: Any = None) -> dict:
+    """Decision steps per second of the engine alone (books at one bar, or at random bars).
+
+    :param kernel: a kernel module to step with instead of the package's (the ``against``
+        section's committed kernel)."""
     from ffe_gym.data import synthetic_market
     from ffe_gym.portfolio import Portfolio
 
@@ -117,6 +121,8 @@ def bench_engine(n_assets: int, n_books: int, seconds: float, seed: int = 0,
     md = synthetic_market(n_assets, n_bars, "crypto", seed=seed)
     cfg = _engine_config(position_cap)
     pf = Portfolio(md, cfg, n_books=n_books)
+    if kernel is not None:
+        pf._kernel = kernel
     rng = np.random.default_rng(seed)
     start = rng.integers(300, 2000, n_books) if random_starts else 300
     pf.reset(start=start)
