@@ -241,7 +241,6 @@ def test_the_specification_is_exercised(scheme):
     spec = SpecifiedPortfolio(md, cfg)
     pf = Portfolio(md, cfg)
     rng = np.random.default_rng(0)
-    totals = np.zeros(L.NCOUNT, dtype=np.int64)
     reasons = set()
     for step in range(300):
         if pf.done[0]:
