@@ -42,9 +42,11 @@ ALGOS = {
     "a2c": "stable_baselines3:A2C",
     "sac": "stable_baselines3:SAC",
     "td3": "stable_baselines3:TD3",
+    "dqn": "stable_baselines3:DQN",
     "recurrent_ppo": "sb3_contrib:RecurrentPPO",
 }
 CONTINUOUS_ONLY = {"sac", "td3"}
+DISCRETE_ONLY = {"dqn"}  # one flat Discrete space: trained with env.action_scheme "single"
 ZOO_UNSUPPORTED = ("env_wrapper", "frame_stack", "callback", "vec_env_wrapper")
 ACTIVATIONS = {"tanh": "Tanh", "relu": "ReLU", "elu": "ELU", "leaky_relu": "LeakyReLU",
                "gelu": "GELU", "silu": "SiLU"}
@@ -204,9 +206,11 @@ def training_config(cfg: Config, spec: AgentSpec) -> Config:
     env: dict[str, Any] = {}
     if spec.policy == "MlpPolicy" and cfg.env.observation != "flat":
         env["observation"] = "flat"
-    if spec.algo in CONTINUOUS_ONLY and cfg.env.action_scheme == "discrete":
+    if spec.algo in CONTINUOUS_ONLY and cfg.env.action_scheme in ("discrete", "single"):
         raise ConfigError(f"{spec.algo} needs a continuous action space; set "
                           "env.action_scheme to signals or weights")
+    if spec.algo in DISCRETE_ONLY and cfg.env.action_scheme != "single":
+        env["action_scheme"] = "single"  # DQN's one Discrete space: one asset per step
     return from_dict(Config, merge(to_dict(cfg), {"env": env})) if env else copy.deepcopy(cfg)
 
 

@@ -217,7 +217,7 @@ class RewardConfig:
 class EnvConfig:
     """How the environment presents the engine to a policy."""
 
-    action_scheme: Literal["signals", "discrete", "weights"] = "signals"
+    action_scheme: Literal["signals", "discrete", "single", "weights"] = "signals"
     dead_band: float = _bounded(0.1, ge=0, lt=1, doc="signals: |a| below it is HOLD")
     confidence_levels: int = _bounded(1, ge=1, doc="discrete: levels per side")
     observation: Literal["dict", "flat"] = "dict"

@@ -20,7 +20,7 @@ from ffe_gym.env.rewards import DifferentialSharpe, StepOutcome
 from ffe_gym.portfolio import Portfolio
 from ffe_gym.portfolio import layout as L
 
-SCHEMES = ["signals", "discrete", "weights"]
+SCHEMES = ["signals", "discrete", "single", "weights"]
 OBS = ["dict", "flat"]
 
 
@@ -150,6 +150,24 @@ def test_discrete_levels(md):
     dirs, confs = env.portfolio.intent_buffers()
     assert list(dirs[0]) == [-1, -1, 0, 1]
     np.testing.assert_allclose(confs[0], [1.0, 0.5, 0.0, 1.0])
+
+
+def test_single_buys_or_sells_one_asset_and_holds_the_rest(md):
+    env = PortfolioEnv(cfg(action_scheme="single"), md)
+    env.reset(seed=0)
+    assert env.action_space == gym.spaces.Discrete(9)  # 2N + 1, N = 4
+    scheme, pf = env.core.scheme, env.portfolio
+    for action, want in [(0, [0, 0, 0, 0]), (1, [1, 0, 0, 0]), (4, [0, 0, 0, 1]),
+                         (5, [-1, 0, 0, 0]), (7, [0, 0, -1, 0]), (8, [0, 0, 0, -1])]:
+        dirs, confs = scheme.intents(np.array([action]), 1)
+        assert dirs[0].tolist() == want and confs[0].tolist() == np.abs(want).tolist()
+    env.step(np.int64(3))  # a scalar, as DQN's predict gives one env
+    dirs, confs = pf.intent_buffers()
+    assert list(dirs[0]) == [0, 0, 1, 0] and list(confs[0]) == [0.0, 0.0, 1.0, 0.0]
+    assert env.portfolio.units[0, 2] > 0 and (env.portfolio.units[0, [0, 1, 3]] == 0).all()
+    for bad, message in [(9, r"0\.\.8"), (-1, r"0\.\.8"), (1.0, "integer")]:
+        with pytest.raises(ValueError, match=message):
+            env.step(np.asarray(bad))
 
 
 def test_weights_normalisation_and_long_only(md):

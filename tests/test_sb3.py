@@ -142,16 +142,20 @@ def test_the_evaluated_model_is_the_best_on_validation_with_its_own_statistics(t
         ev["results"].mean(axis=1).max(), rel=1e-4, abs=1e-6)
 
 
-@pytest.mark.parametrize("algo", ["a2c", "td3", "recurrent_ppo"])
+@pytest.mark.parametrize("algo", ["a2c", "td3", "dqn", "recurrent_ppo"])
 def test_other_agents_train_and_evaluate(tmp_path, md, algo):
     override = {"a2c": {"n_steps": 8},
                 "td3": {"learning_starts": 32, "buffer_size": 1000, "batch_size": 32},
+                "dqn": {"learning_starts": 32, "buffer_size": 1000, "batch_size": 32},
                 "recurrent_ppo": TINY}[algo]
     sb3.train(spec(algo, **override), cfg(), md, tmp_path, seed=0, timesteps=128,
               progress=False)
     policy = sb3.load_policy(tmp_path)
-    r = rollout(policy, env_for(policy, cfg(), md), window=(900, 960), seed=0)
+    env = env_for(policy, cfg(), md)
+    r = rollout(policy, env, window=(900, 960), seed=0)
     assert r.steps == 60
+    if algo == "dqn":  # trained and evaluated in the single scheme, from the manifest
+        assert env.unwrapped.config.env.action_scheme == "single"
 
 
 def test_resume_continues_the_same_tensorboard_run(tmp_path, md):
@@ -181,6 +185,8 @@ def test_mlp_policy_switches_to_the_flat_observation(md):
     c.env.action_scheme = "discrete"
     with pytest.raises(ConfigError, match="continuous"):
         sb3.training_config(c, spec("sac"))
+    # DQN's one Discrete space: the single scheme, whatever the config says
+    assert sb3.training_config(c, spec("dqn")).env.action_scheme == "single"
 
 
 def test_windows_are_apart(md):

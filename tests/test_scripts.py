@@ -182,7 +182,7 @@ def test_train_then_evaluate_subprocess(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--agent", "dqn", "--out", "x"], "configs/agents/dqn.yaml"),
+    (["--agent", "ddpg", "--out", "x"], "configs/agents/ddpg.yaml"),
     (["--agent", "ppo", "--out", "x", "--data", "nope.csv"], "no such file"),
     (["--agent", "ppo", "--out", "x", "--config", "missing.yaml"], "cannot read config"),
 ])

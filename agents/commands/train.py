@@ -21,7 +21,7 @@ from ffe_gym.data import DataError, market_from_config
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ffe-gym train", description=__doc__.split("\n")[0])
-    p.add_argument("--agent", required=True, help="ppo, a2c, sac, td3 or recurrent_ppo")
+    p.add_argument("--agent", required=True, help="ppo, a2c, sac, td3, dqn or recurrent_ppo")
     p.add_argument("--agent-config", type=Path,
                    help="zoo-format hyperparameters (default configs/agents/<agent>.yaml)")
     p.add_argument("--config", help="env / engine / training YAML (default: the defaults)")

@@ -3,7 +3,13 @@
     python scripts/evaluate.py --policy equal-weight
     python scripts/evaluate.py --policy runs/ppo-s0 --json runs/ppo-s0/test.json
     python scripts/evaluate.py --policy momentum --data ../shared/data/ffe-h1-2020-2023 \\
-        --start 2023-01-01 --end 2023-06-30 --trades runs/momentum-trades.csv
+        --start 2023-01-01 --end 2023-06-30 --out runs/momentum-2023h1
+
+``--out`` writes the run's files (:mod:`ffe_gym.evaluation.run_page`): equity, weights, trades,
+refusals, attribution and a tearsheet as CSV (``--json-tables`` adds them as one JSON), and
+``run.html``, an interactive page of the episode against the reference (``--reference``: the
+market, equal weights bought once and held with every risk rule off, on the same window, data,
+fills and costs; ``ucrp`` rebalances them at every decision; ``none`` runs no reference).
 
 ``--policy`` is a baseline name (cash, buy-and-hold, equal-weight, random, momentum), a trained
 run folder, ``module:Class``, or ``llm-ensemble`` (with ``--llm-config``). A trained model is
@@ -37,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="write the result summary here")
     p.add_argument("--trades", type=Path, help="write the trade log (CSV) here")
+    p.add_argument("--out", type=Path, help="write the run's CSV files and run.html here")
+    p.add_argument("--json-tables", action="store_true",
+                   help="with --out: also write every table as run.json")
+    p.add_argument("--reference", choices=("market", "ucrp", "none"), default="market",
+                   help="with --out: the reference run drawn beside the policy")
     p.add_argument("--no-progress", action="store_true", help="no per-decision progress")
     return p
 
@@ -161,7 +172,37 @@ def run(args: argparse.Namespace) -> dict:
     if args.trades:
         args.trades.parent.mkdir(parents=True, exist_ok=True)
         result.trades.to_csv(args.trades, index=False)
+    if args.out:
+        written = write_run_folder(args, cfg, md, result, (start, end), out)
+        console.print(f"Run files: {args.out} ({', '.join(p.name for p in written)})",
+                      highlight=False)
     return out
+
+
+def write_run_folder(args: argparse.Namespace, cfg, md, result, window: tuple[int, int],
+                     summary: dict) -> list[Path]:
+    """``--out``: the reference's episode on the same window, then the run's files."""
+    from ffe_gym.evaluation.experiment import REFERENCE_TEXT, REFERENCES, reference_config
+    from ffe_gym.evaluation.run_page import write_run
+
+    reference, text = None, ""
+    if args.reference != "none":
+        ref_policy = resolve_policy(REFERENCES[args.reference])
+        ref_env = env_for(ref_policy, reference_config(cfg), md)
+        # the bars the policy's episode covered (it may have ended early: a stop, ruin)
+        last = int(md.index.get_loc(result.end))
+        reference = rollout(ref_policy, ref_env, window=(window[0], last), seed=args.seed)
+        text = (REFERENCE_TEXT[args.reference] + "; every risk rule off; the same window, "
+                "data, fills and costs")
+    try:
+        import plotly  # noqa: F401
+        page = True
+    except ImportError:
+        page = False
+        print("evaluate: plotly is not installed (pip install 'ffe-gym[eval]'): the CSV files "
+              "are written, run.html is not", file=sys.stderr)
+    return write_run(args.out, result, md, reference=reference, reference_text=text,
+                     summary=summary, json_tables=args.json_tables, page=page)
 
 
 def main(argv: list[str] | None = None) -> int:

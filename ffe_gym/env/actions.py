@@ -4,6 +4,10 @@
   confidence; ``|a| < dead_band`` is HOLD. What the LLM ensemble emits.
 * ``discrete``: ``MultiDiscrete([2k + 1] * N)`` with k = ``confidence_levels``: index i means
   level s = i - k, direction sign(s), confidence |s| / k. With k = 1: 0 SELL, 1 HOLD, 2 BUY.
+* ``single``: ``Discrete(2N + 1)``, one asset at a time (for DQN and any agent that needs one
+  flat discrete space): 0 holds every position, 1 + i BUYs asset i and N + 1 + i SELLs it at
+  confidence 1, every other asset HOLD. The same intents as ``signals`` with one nonzero entry,
+  so sizing and every rule apply as they do there.
 * ``weights``: float32 ``Box(-1, 1, (N + 1,))``, the last entry is cash. Target weights
   ``w = a / sum(|a|)`` over the N + 1 entries; with shorting disabled negatives are clipped to 0
   first; all zero means all cash. No sizing; the limits still apply.
@@ -159,6 +163,41 @@ class Discrete:
         return pf.load_signals(np.sign(s).astype(np.int8), np.abs(s) / k)
 
 
+class Single:
+    """One asset at a time: HOLD all, or BUY or SELL one asset (a flat ``Discrete``)."""
+
+    name = "single"
+
+    def __init__(self, n_assets: int) -> None:
+        self.n_assets = n_assets
+        self.space = spaces.Discrete(2 * n_assets + 1)
+
+    def intents(self, actions: np.ndarray, n_books: int) -> tuple[np.ndarray, np.ndarray]:
+        """(B, N) directions and confidences of a (B,) batch of choices."""
+        a = np.asarray(actions)
+        if not np.issubdtype(a.dtype, np.integer):
+            raise ValueError(f"single action must be an integer array, got dtype {a.dtype}")
+        _check(a, (n_books,), "single")
+        N = self.n_assets
+        if (a < 0).any() or (a > 2 * N).any():
+            raise ValueError(f"single action entries must be in 0..{2 * N} (0 HOLD, 1..{N} BUY "
+                             f"asset i - 1, {N + 1}..{2 * N} SELL asset i - {N + 1})")
+        dirs = np.zeros((n_books, N), dtype=np.int8)
+        chosen = np.flatnonzero(a > 0)
+        choice = a[chosen].astype(np.int64) - 1
+        dirs[chosen, choice % N] = np.where(choice < N, 1, -1)
+        return dirs, np.abs(dirs).astype(np.float64)
+
+    def stage(self, pf: Portfolio, actions: np.ndarray,
+              shape: tuple[int, ...]) -> tuple[int, np.ndarray]:
+        """(scheme code, raw actions) for the env's compiled step: loaded here."""
+        return self.load(pf, actions), NO_ACTIONS
+
+    def load(self, pf: Portfolio, actions: np.ndarray) -> int:
+        """Check a (B,) batch and write its intents into the engine's buffers."""
+        return pf.load_signals(*self.intents(actions, pf.n_books))
+
+
 class Weights:
     """Target weights over N assets plus cash."""
 
@@ -197,11 +236,13 @@ class Weights:
 
 
 def make_scheme(name: str, n_assets: int, *, dead_band: float, levels: int,
-                allow_short: bool) -> Signals | Discrete | Weights:
+                allow_short: bool) -> Signals | Discrete | Single | Weights:
     if name == "signals":
         return Signals(n_assets, dead_band)
     if name == "discrete":
         return Discrete(n_assets, levels)
+    if name == "single":
+        return Single(n_assets)
     if name == "weights":
         return Weights(n_assets, allow_short)
     raise ValueError(f"unknown action scheme {name!r}")

@@ -41,6 +41,8 @@ class PortfolioEnv(gym.Env):
       short (if allowed); the rest keeps the position.
     * ``discrete``: ``MultiDiscrete([2k+1] * N)``; with ``confidence_levels`` k = 1,
       0 = SELL, 1 = HOLD, 2 = BUY at confidence 1; in general i means level i - k.
+    * ``single``: ``Discrete(2N + 1)``, one asset per step (what DQN needs): 0 holds every
+      position, 1 + i is BUY asset i, N + 1 + i is SELL asset i (confidence 1), the others HOLD.
     * ``weights``: ``Box(-1, 1, (N + 1,), float32)``; the last entry is cash. Target weights
       ``a / sum(|a|)``; negatives clipped to 0 when shorting is off; all zero = all cash.
 

@@ -117,7 +117,7 @@ class SweepSpace:
 
 @dataclass
 class TrainSpec:
-    agent: str  # ppo, a2c, sac, td3, recurrent_ppo
+    agent: str  # ppo, a2c, sac, td3, dqn, recurrent_ppo
     timesteps: int
     agent_config: str | None = None  # default configs/agents/<agent>.yaml
     n_envs: int | None = None

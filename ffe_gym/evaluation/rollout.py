@@ -44,6 +44,7 @@ class EpisodeResult:
     weights: pd.DataFrame | None = None  # per decision: signed position value / equity
     hindsight: bool = False  # the policy read prices after its decision bars (MarketView)
     actions: list[np.ndarray] = field(default_factory=list)  # per decision, as the env got it
+    refused: pd.DataFrame | None = None  # per decision: time, bar, asset, reason (a rule)
 
     @property
     def start(self) -> pd.Timestamp:
@@ -127,6 +128,7 @@ def rollout(policy: Policy, env: Any, window: Any = None, seed: int | None = Non
     bars = [info["bar"]]
     weights = [np.asarray(info["weights"], dtype=np.float64).copy()]
     actions = []
+    refused: list[tuple[int, str, str]] = []
     while not done:
         seen = obs if observe is None else observe(steps, obs)
         action = policy.act(seen, info)
@@ -140,6 +142,7 @@ def rollout(policy: Policy, env: Any, window: Any = None, seed: int | None = Non
         obs, _, terminated, truncated, info = env.step(action)
         journal.record()
         bars.append(info["bar"])
+        refused.extend((info["bar"], asset, why) for asset, why in info["refused"].items())
         weights.append(np.asarray(info["weights"], dtype=np.float64).copy())
         steps += 1
         done = terminated or truncated
@@ -158,5 +161,14 @@ def rollout(policy: Policy, env: Any, window: Any = None, seed: int | None = Non
         synthetic=md.is_synthetic, policy_stats=dict(stats()),
         weights=pd.DataFrame(np.array(weights), index=md.index[bars], columns=list(md.symbols)),
         hindsight=bool(view is not None and view.peeked), actions=actions,
+        refused=_refused_frame(refused, md),
     )
+
+
+def _refused_frame(rows: list[tuple[int, str, str]], md: MarketData) -> pd.DataFrame:
+    """The openings refused at each decision: time, bar, asset, reason (the rule's name)."""
+    bars = np.array([r[0] for r in rows], dtype=np.int64)
+    return pd.DataFrame({"time": md.index[bars], "bar": bars,
+                         "asset": [r[1] for r in rows], "reason": [r[2] for r in rows]},
+                        columns=["time", "bar", "asset", "reason"])
 
