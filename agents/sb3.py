@@ -564,6 +564,16 @@ def zoo_run(path: str | Path) -> dict[str, Path] | None:
     return None
 
 
+def _zero(_: float) -> float:
+    return 0.0
+
+
+# what rl_zoo3's enjoy script passes to ``load``: the training schedules it pickles (its own
+# ``lin_<x>`` functions, which would need rl_zoo3 to unpickle) are not needed to act
+ZOO_CUSTOM_OBJECTS: dict[str, Any] = {"learning_rate": 0.0, "lr_schedule": _zero,
+                                      "clip_range": _zero}
+
+
 def load_zoo_policy(path: str | Path, **kwargs: Any) -> SB3Policy:
     """An rl_zoo3 run folder as a policy: the model, its frozen ``VecNormalize`` statistics
     (when ``config.yml`` says ``normalize``) and the env's ``config`` from the ``env_kwargs``
@@ -582,7 +592,12 @@ def load_zoo_policy(path: str | Path, **kwargs: Any) -> SB3Policy:
 
     env_kwargs = args.get("env_kwargs") or {}
     cfg = coerce_config(env_kwargs.get("config"))
-    model = algo_class(algo).load(str(found["model"]), device="cpu")
+    try:  # the zoo pickles its own schedules (lin_3e-4): replaced as its enjoy script does
+        model = algo_class(algo).load(str(found["model"]), device="cpu",
+                                      custom_objects=ZOO_CUSTOM_OBJECTS)
+    except ImportError as exc:
+        raise ConfigError(f"{found['model']}: the model needs a module that is not installed "
+                          f"({exc}); install it, or retrain without it") from None
     normalizer = None
     vec = found["stats"] / "vecnormalize.pkl"
     if hyper.get("normalize") and vec.is_file():
@@ -609,6 +624,7 @@ def load_policy(path: str | Path, **kwargs: Any) -> SB3Policy:
     man_file = folder / "manifest.json"
     if not man_file.exists() and zoo_run(path) is not None:
         return load_zoo_policy(path, **kwargs)
+
     if not man_file.exists():
         raise ConfigError(f"{path}: not a trained run (needs model.zip and manifest.json, or "
                           "an rl_zoo3 run folder)")

@@ -1,7 +1,13 @@
 """RLlib PPO on ffe/Portfolio-v0: one CleanRL-style file, run in its own environment.
 
     bash scripts/setup_rllib.sh                      # .venv-rllib: ray[rllib] pins gymnasium 1.2.2
-    .venv-rllib/bin/python scripts/rllib_ppo.py --iterations 1
+    .venv-rllib/bin/python scripts/rllib_ppo.py --iterations 1 --out runs/rllib-ppo
+    python scripts/evaluate.py --policy runs/rllib-ppo     # from the main environment
+
+``--out`` saves RLlib's checkpoint (``<out>/checkpoint``) and ``<out>/ffe-rllib.json`` (the env
+config it trained with, the algorithm, the interpreter that has RLlib): the folder is then a
+policy for ``evaluate`` and ``compare`` (:class:`ffe_agents.rllib.RLlibPolicy`, which runs the
+saved RLModule in RLlib's own environment when the main one has no RLlib).
 
 RLlib's default encoders do not take a Dict observation ("No default encoder config"), so the
 env uses ``observation: flat`` (one Box). The env runner builds its envs with
@@ -14,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 
 @dataclass
@@ -31,6 +39,8 @@ class Args:
     seed: int = 0
     config: str | None = None
     """an ffe-gym config YAML (default: the embedded synthetic market)"""
+    out: str | None = None
+    """save the checkpoint and ffe-rllib.json here"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,10 +87,25 @@ def main(argv: list[str] | None = None) -> int:
                               "episode_return_mean": runners.get("episode_return_mean"),
                               "vector_env": type(env).__name__,
                               "seconds": round(time.perf_counter() - started, 1)}))
+        if args.out:
+            save(algo, Path(args.out), env_config, args)
         algo.stop()
     finally:
         ray.shutdown()
     return 0
+
+
+def save(algo, out: Path, env_config: dict, args: Args) -> None:
+    """RLlib's checkpoint and what ffe-gym needs to act with it (ffe_agents.rllib)."""
+    import ray
+
+    out.mkdir(parents=True, exist_ok=True)
+    algo.save_to_path(str((out / "checkpoint").resolve()))
+    meta = {"kind": "rllib", "algo": "PPO", "checkpoint": "checkpoint", "module": "default_policy",
+            "env_config": env_config, "ray": ray.__version__, "python": sys.executable,
+            "iterations": args.iterations, "seed": args.seed}
+    (out / "ffe-rllib.json").write_text(json.dumps(meta, indent=1))
+    print(json.dumps({"saved": str(out)}))
 
 
 if __name__ == "__main__":

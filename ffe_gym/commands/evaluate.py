@@ -158,6 +158,11 @@ def run(args: argparse.Namespace) -> dict:
             f"the signals scheme |a| below env.dead_band ({cfg.env.dead_band}) is HOLD, and an "
             "untrained PPO's deterministic (mean) action sits near 0, inside that band: its "
             "evaluation is exactly flat, return 0 and no Sharpe.")
+    folder = Path(args.policy)
+    if folder.is_dir() and not (folder / "manifest.json").exists():
+        console.print("Trained outside ffe-gym's train (rl_zoo3, RLlib): the bars it trained on "
+                      "are not recorded, so this window may be in-sample; evaluate it on data "
+                      "after its training (--start).", highlight=False)
     if result.policy_stats:
         console.print(tables.stats_table(result.policy_stats))
     why = result.policy_stats.get("unreproducible") or []

@@ -162,7 +162,8 @@ def _load(target: str) -> Any:
 def resolve_policy(spec: str, **kwargs: Any) -> Policy:
     """A policy from a registered short name, ``"module:Class"``, or a saved model's path.
 
-    :param spec: e.g. ``"momentum"``, ``"ffe_agents.baselines:Momentum"``, ``"runs/ppo"``.
+    :param spec: e.g. ``"momentum"``, ``"ffe_agents.baselines:Momentum"``, ``"runs/ppo"`` (a
+        folder of ``train``, rl_zoo3 or ``scripts/rllib_ppo.py --out``).
     :param kwargs: passed to the class (or to the model loader for a path).
     :raises PolicyError: naming the spec and the registered names.
     """
@@ -171,7 +172,9 @@ def resolve_policy(spec: str, **kwargs: Any) -> Policy:
     if ":" in spec and not Path(spec).exists():
         return _load(spec)(**kwargs)
     path = Path(spec)
-    if path.exists():
+    if (path / "ffe-rllib.json").is_file():  # scripts/rllib_ppo.py --out
+        return _load("ffe_agents.rllib:RLlibPolicy")(path, **kwargs)
+    if path.exists():  # an SB3 run folder (train), a model.zip, an rl_zoo3 run folder
         return _load("ffe_agents.sb3:load_policy")(path, **kwargs)
     raise PolicyError(f"unknown policy {spec!r}: not a registered name "
                       f"({', '.join(REGISTRY)}), a 'module:Class', or an existing model path")
