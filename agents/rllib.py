@@ -104,7 +104,7 @@ class RLlibPolicy(PolicyBase):
     def __del__(self) -> None:
         try:
             self.close()
-        except Exception:  # noqa: BLE001  (interpreter shutdown: nothing left to release)
+        except Exception:
             pass
 
 
@@ -212,7 +212,7 @@ def worker(module_dir: str) -> int:
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     try:
         module = _Module(Path(module_dir))
-    except Exception as exc:  # noqa: BLE001  (reported to the parent, which raises it)
+    except Exception as exc:
         message = f"cannot load the RLModule at {module_dir}: {exc}".encode()
         stdout.write(struct.pack("<II", _ERROR, len(message)) + message)
         stdout.flush()
