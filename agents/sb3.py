@@ -88,7 +88,7 @@ def algo_class(algo: str) -> type:
         return getattr(importlib.import_module(module), name)
     except ImportError as exc:
         raise ConfigError(f"agent {algo!r} needs the package {module!r} ({exc}); "
-                          f"pip install {module.replace('_', '-')}") from None
+                          "pip install 'ffe-gym[sb3]'") from None
 
 
 def schedule(value: Any) -> Any:

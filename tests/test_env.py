@@ -367,6 +367,25 @@ def test_render_modes(md):
         PortfolioEnv(cfg(), md, render_mode="human")
 
 
+def test_record_video_writes_an_mp4_of_an_episode(md, tmp_path):
+    """Gymnasium's RecordVideo with the video extra (MoviePy, imageio's ffmpeg)."""
+    pytest.importorskip("moviepy", reason="the video extra: pip install 'ffe-gym[video]'")
+    from gymnasium.wrappers import RecordVideo
+
+    env = RecordVideo(PortfolioEnv(cfg(episode_bars=12), md, render_mode="rgb_array"),
+                      str(tmp_path / "videos"), episode_trigger=lambda k: True,
+                      disable_logger=True)
+    env.reset(seed=0)
+    done = False
+    while not done:
+        *_, terminated, truncated, _ = env.step(np.array([0.9, -0.5, 0, 0], np.float32))
+        done = terminated or truncated
+    env.close()
+    video = tmp_path / "videos" / "rl-video-episode-0.mp4"
+    assert video.stat().st_size > 1000
+    assert video.read_bytes()[4:8] == b"ftyp"  # an MP4 container
+
+
 def test_sb3_make_vec_env_asks_for_rgb_array_without_warning(md):
     from stable_baselines3.common.env_util import make_vec_env
 

@@ -250,3 +250,15 @@ def test_ffe_gym_never_imports_ffe_agents():
     offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "ffe_gym").rglob("*.py")
                  if pattern.search(p.read_text())]
     assert offenders == []
+
+
+def test_api_reference_builds_without_warnings(tmp_path):
+    pytest.importorskip("pdoc")
+    r = run("scripts/api_docs.py", "--out", str(tmp_path / "api"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Warning" not in r.stderr, r.stderr[-3000:]
+    page = (tmp_path / "api" / "ffe_gym" / "env" / "portfolio_env.html").read_text()
+    assert "Action Space" in page and "Discrete(2N + 1)" in page
+    for module in ("ffe_gym/portfolio/specification", "ffe_gym/evaluation/run_page",
+                   "ffe_agents/rllib", "ffe_agents/llm/ensemble"):
+        assert (tmp_path / "api" / f"{module}.html").exists(), module

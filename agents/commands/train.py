@@ -12,11 +12,10 @@ window after it (EvalCallback, best model kept), and leaves the test window unto
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from ffe_gym.config import ConfigError, load_config
-from ffe_gym.data import DataError, market_from_config
+from ffe_gym.config import load_config
+from ffe_gym.data import market_from_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,21 +34,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
     from ffe_agents import sb3
 
-    try:
-        overrides = {"data": {"source": args.data}} if args.data else None
-        cfg = load_config(args.config, overrides)
-        spec = sb3.load_agent_spec(args.agent_config or sb3.default_agent_config(args.agent),
-                                   algo=args.agent)
-        md = market_from_config(cfg.data)
-        sb3.train(spec, cfg, md, args.out, seed=args.seed, timesteps=args.timesteps,
-                  resume=args.resume, progress=not args.no_progress)
-        out = args.out
-    except (DataError, ConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    overrides = {"data": {"source": args.data}} if args.data else None
+    cfg = load_config(args.config, overrides)
+    spec = sb3.load_agent_spec(args.agent_config or sb3.default_agent_config(args.agent),
+                               algo=args.agent)
+    md = market_from_config(cfg.data)
+    sb3.train(spec, cfg, md, args.out, seed=args.seed, timesteps=args.timesteps,
+              resume=args.resume, progress=not args.no_progress)
+    out = args.out
     print(f"trained {spec.algo} -> {out}/model.zip (TensorBoard: tensorboard --logdir {out}/tb)")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ffe_gym.commands import run_command
+
+    return run_command(run, build_parser().parse_args(argv))

@@ -23,8 +23,26 @@ FOLDER_ERRORS = {  # errno -> what to do, for a failure of the file system being
 }
 
 
+EXTRAS = {  # an optional package's import name -> the extra that brings it
+    "scipy": "eval", "arch": "eval", "matplotlib": "eval", "plotly": "eval",
+    "stable_baselines3": "sb3", "sb3_contrib": "sb3", "torch": "sb3", "tensorboard": "sb3",
+    "tqdm": "sb3", "httpx": "llm", "llama_cpp": "llm", "ray": "ray", "skfolio": "classic",
+    "moviepy": "video",
+}
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """The one-line message for an optional package that is not installed, or None."""
+    top = (exc.name or "").split(".")[0]
+    if top not in EXTRAS:
+        return None
+    return (f"this needs {top}, which is not installed: pip install 'ffe-gym[{EXTRAS[top]}]' "
+            "(or 'ffe-gym[all]')")
+
+
 def run_command(run: Callable[[Any], Any], args: Any) -> int:
-    """Run a command; bad data, config or policy names, a damaged run folder and a failure
+    """Run a command; bad data, config or policy names, a damaged run folder, a missing
+    optional package (named with its extra) and a failure
     of the file system (no space, read-only, too many open files, a name too long: see
     ``FOLDER_ERRORS``) end in one line and exit code 2."""
     from ffe_gym.config import ConfigError
@@ -36,6 +54,12 @@ def run_command(run: Callable[[Any], Any], args: Any) -> int:
         code = run(args)
     except (DataError, ConfigError, PolicyError, DamagedRun) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        message = missing_extra(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except OSError as exc:
         if exc.errno not in FOLDER_ERRORS:

@@ -100,8 +100,10 @@ def packaged_frames(source: str, symbols: Iterable[str] | None = None
         try:
             frame = _load(series.module, series.loader)
         except ImportError:
+            extra = {"arch": "eval", "skfolio": "classic"}.get(source)
+            how = f"pip install 'ffe-gym[{extra}]'" if extra else f"pip install {source}"
             raise DataError(f"the packaged source {source!r} needs the {source} package "
-                            f"(pip install {source})", file=series.module, symbol=sym) from None
+                            f"({how})", file=series.module, symbol=sym) from None
         if series.close_column is not None:
             if series.close_column not in frame.columns:
                 raise DataError(f"no column {series.close_column!r} (have: "

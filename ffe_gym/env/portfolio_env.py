@@ -29,7 +29,8 @@ class PortfolioEnv(gym.Env):
     95% VaR limit, fills at the next open (or the close) with slippage and fees, then runs the
     bars until the next decision: per-asset stop-loss and take-profit on highs and lows, mark to
     market, borrow on shorts, the portfolio drawdown stop and ruin. The rules are in
-    ``ffe_gym/portfolio/kernel.py`` and the README; every number is tested by hand.
+    :mod:`ffe_gym.portfolio.specification` (plain Python, checked against the compiled kernel);
+    every number is tested by hand.
 
     ## Action Space
 
