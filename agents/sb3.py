@@ -12,9 +12,34 @@ file works with ``rl_zoo3`` where it is installed::
       policy_kwargs: {net_arch: [64, 64], activation_fn: tanh}
 
 Training runs on :class:`ffe_gym.env.SB3VecEnv` (n books, one engine call per step), with
-``VecNormalize`` (statistics saved beside the model and loaded frozen for evaluation), an
-``EvalCallback`` on a validation window apart from training and test, checkpoints, and
-TensorBoard logs with portfolio scalars per episode beside SB3's own.
+``VecNormalize`` (statistics saved beside the model and loaded frozen for evaluation; for
+``EIIEPolicy`` :class:`ffe_agents.eiie.AssetNormalize`, one statistic per feature shared by every
+bar and asset), an ``EvalCallback`` on a validation window apart from training and test,
+checkpoints, and TensorBoard logs with ``portfolio/*`` scalars per episode beside SB3's own.
+``MlpPolicy`` switches the env to the flat observation; SAC and TD3 need a continuous scheme;
+DQN trains in the ``single`` scheme (``Discrete(2N + 1)``).
+
+* **Windows**: ``train.train_fraction`` for training, an embargo of the longest lookback,
+  ``train.validation_fraction`` for validation, another embargo, the rest for testing.
+* **The model evaluated** is the one with the best validation return (``best/``, with the
+  normalisation statistics saved at that moment); ``train.evaluate_model: final`` takes the
+  last. Judge learning by ``eval/mean_reward`` (the deterministic policy on validation), not by
+  the sampled ``rollout/ep_rew_mean``: SB3's Gaussian starts at log-std 0, uniform noise on the
+  [-1, 1] box, which ``log_std_init: -1.0`` in the shipped YAML avoids. An untrained policy's
+  mean action sits inside the signals scheme's dead band: it evaluates to exactly no trade,
+  and ``evaluate`` says so.
+* **A run folder** holds ``model.zip``, ``best/``, ``vecnormalize.pkl``, ``config.yaml`` (the
+  resolved config), ``agent.yaml``, ``manifest.json`` (version, git commit and dirtiness, data
+  hash, seed, windows, the model evaluated, library versions), ``eval/evaluations.npz``,
+  ``tb/`` and ``checkpoints/``. ``--resume`` continues one.
+* **rl_zoo3**: ``python -m rl_zoo3.train --algo ppo --env ffe/Portfolio-v0 --gym-packages
+  ffe_gym ffe_agents.eiie --conf-file configs/agents/ppo.yaml`` (``--env-kwargs
+  'config:{...}'`` for the env's config; ``callback: ffe_agents.sb3.PortfolioScalars`` in the
+  YAML adds the portfolio scalars). Its run folder is a policy (:func:`load_zoo_policy`): the
+  model with the zoo's custom objects (so no rl_zoo3 is needed to load it), the frozen
+  ``vecnormalize.pkl`` when ``config.yml`` says ``normalize``, and the env config from
+  ``args.yml``'s ``env_kwargs``, read with a safe loader that knows the zoo's ``OrderedDict``
+  and tuple tags and refuses any other Python tag.
 """
 
 from __future__ import annotations

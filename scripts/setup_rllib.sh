@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A separate environment for RLlib (.venv-rllib): ray[rllib] 2.60 pins gymnasium 1.2.2, which
 # must not downgrade the main .venv (gymnasium 1.4). Then: .venv-rllib/bin/python
-# scripts/rllib_ppo.py. Not part of CI (see the README: a documented manual check).
+# scripts/rllib_ppo.py (tests/test_rllib.py runs it when .venv-rllib exists).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv-rllib

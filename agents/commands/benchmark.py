@@ -1,8 +1,16 @@
 """Benchmark: throughput figures, printed (never asserted in tests).
 
-    python scripts/benchmark.py                  # all sections, 2 s per figure
+    python scripts/benchmark.py                  # all sections
     python scripts/benchmark.py --seconds 0.2    # quicker, noisier
     python scripts/benchmark.py --sections env peers
+    python scripts/benchmark.py --sections against --against HEAD --repeats 5
+
+How to read a figure: absolute rates move with the machine (the same numpy floor differs by
+half between two 2-core machines), so compare ratios measured in one process, interleaved.
+A figure holds only if it also holds with other work beside it: run it idle and beside a busy
+process (``--sections threads`` does both). A kernel change is measured with ``--sections
+against --against REV``: this tree's kernel and the one at REV (``git show``) compiled in one
+process and timed in turn, medians, ranges and the ratio.
 
 Engine: decision steps per second at N = 10, 100, 500 assets for B = 1 and B = 256 books, all
 rules on (correlation-adjusted sizing, VaR limit, stops and targets, drawdown stop in ``flat``

@@ -2,7 +2,7 @@
 
 node-llama-cpp (npm) ships llama.cpp prebuilt for Linux, macOS and Windows (CPU variants from
 SSE4.2 to AVX-512 chosen at run time), so nothing is compiled: ``scripts/setup.sh`` runs ``npm
-install`` in ``agents/llm/node`` (about 10 s). The member's ``binding: node-llama-cpp`` selects
+install`` in ``agents/llm/node``. The member's ``binding: node-llama-cpp`` selects
 it. One sidecar (``agents/llm/node/sidecar.mjs``) per member holds its model; requests and
 replies are JSON lines on the sidecar's stdin and stdout, one chat at a time in arrival order.
 

@@ -111,7 +111,7 @@ class PortfolioEnv(gym.Env):
     * ``step_info``: build the ``info`` above at every step (default). ``False`` returns an
       empty dict from ``step``, except the last step of an episode, whose info holds
       ``portfolio_episode`` (what a trainer needs; ``reset`` still returns the full info), and
-      nearly halves the cost of a step (see the README's benchmark).
+      costs less (`python scripts/benchmark.py --sections env`).
 
     ## Vectorized version
 

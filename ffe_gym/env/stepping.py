@@ -148,8 +148,8 @@ def entry_point(dispatcher: Any, args: tuple) -> Callable[..., Any]:
     """The compiled code of a numba ``dispatcher`` for the types of ``args`` (compiled now or
     loaded from the cache), to be called without numba's dispatch.
 
-    A dispatcher types every argument at every call to pick the compiled code (about 25 ns an
-    argument: 0.6 us of the step's 25); its entry point only converts them. It does not check
+    A dispatcher types every argument at every call to pick the compiled code; its entry point
+    only converts them. It does not check
     them either, so the caller must pass arguments of exactly the types of ``args`` (dtype,
     dimensions, layout) at every call: a wrong type is read as the right one. An argument
     given as a numba type stands for itself (e.g. an any-strides array type for a caller's

@@ -1,4 +1,20 @@
-"""PortfolioVectorEnv: n books of the same engine stepped in one pass."""
+"""PortfolioVectorEnv: n books of the same engine stepped in one pass.
+
+``gym.make_vec("ffe/Portfolio-v0", num_envs=n, vectorization_mode="vector_entry_point")``
+builds it: one :class:`~ffe_gym.portfolio.Portfolio` of n books, one compiled call a step for
+every book's actions, engine step, settling and observation. Autoreset is next-step (the
+Gymnasium default) or same-step. At an episode end the book's portfolio statistics are in
+``info["portfolio_episode"]`` (mask ``_portfolio_episode``), so Gymnasium's
+``RecordEpisodeStatistics`` adds its ``info["episode"]`` beside them;
+:class:`~ffe_gym.env.sb3.SB3VecEnv` adapts the env to stable-baselines3 (``terminal_observation``,
+``TimeLimit.truncated``). ``step_info=False`` builds no per-step info arrays, and ``copy=False``
+writes the observations into one preallocated batch returned as views valid until the next
+step (as ``SyncVectorEnv(copy=False)``). ``threads=k`` splits the books over k numba threads
+inside the step, bit for bit the serial result; ``threads="auto"`` times each step from its
+start to the next (so the caller's work counts) and keeps one or two threads by what it
+measures (:mod:`~ffe_gym.env.threads`): numba's threads help an idle machine and hurt beside a
+busy process. The vector env equals n single envs stepped alike (tested).
+"""
 
 from __future__ import annotations
 

@@ -23,6 +23,25 @@ local one; usage stats and the dashboard are off). Whatever the backend:
   under (the chain keeps its models in a temporary folder of the worker's own);
 * on Ray a policy's own state travels too (:func:`carry`): the LLM ensemble's reply cache goes
   out as a snapshot, the replies a job adds come back, and the driver merges them.
+
+On a cluster::
+
+    ray start --head --port=6379                     # on the head node
+    ray start --address=HEAD_IP:6379                 # on every other node
+    python scripts/compare.py --backend ray --address HEAD_IP:6379 --out runs
+
+The driver resolves ``--out`` on its own machine and writes every run folder; the nodes need no
+shared filesystem. Ray 2.59 and later start clusters with token authentication: ``ray start``
+writes ``~/.ray/auth_token`` and the driver turns ``RAY_AUTH_MODE=token`` on when that file (or
+``RAY_AUTH_TOKEN`` / ``RAY_AUTH_TOKEN_PATH``) is there; other machines need the same token. Ray
+tasks are not retried: a job on a node that dies is recorded as failed and a rerun computes it.
+Ray rewrites 127.0.0.1 into the machine's outward address, so nodes on one machine use other
+loopback addresses (as the tests do)::
+
+    ray start --head --node-ip-address=127.0.0.2 --port=6391 --num-cpus=1
+    ray start --address=127.0.0.2:6391 --node-ip-address=127.0.0.3 --num-cpus=1
+    python scripts/compare.py --backend ray --address 127.0.0.2:6391
+    ray stop
 """
 
 from __future__ import annotations

@@ -181,8 +181,8 @@ class Portfolio:
     :param config: rules, limits and costs (defaults when None).
     :param n_books: B, the number of books stepped together.
     :param threads: numba threads the books are split over at each step (1: serial). The
-        result is the same bit for bit; it pays from a few hundred books (see the README's
-        benchmark figures).
+        result is the same bit for bit; it pays from a few hundred books (``--sections env`` of
+        ``scripts/benchmark.py``).
 
     Usage: ``reset(start, end)`` then ``step_signals(direction, confidence)`` or
     ``step_weights(weights)`` until ``done`` is all True. After a step, ``fills``,

@@ -950,13 +950,11 @@ def step_range(b0, b1, active, scheme, intents, market, per_asset, p, books):
 
     The step is this loop's body, in four phases marked ``# ---- 1.`` to ``4.`` in the
     specification's order (:mod:`.specification`: intents, the shadow book and its limits,
-    fills, the bars to the next decision), not functions called per book. Measured in one
-    process against this shape (issue 30's note): a numba call with the arrays of a book step
-    costs about 0.8 us, more than a flat book's whole step; the phases as inlined functions
-    taking these structures stepped 256 books 20-28% slower (numba counts a reference of
-    every array a phase takes or unpacks, per book); as inner functions reading this scope,
-    5-9% slower at 256 books (with a busy neighbour core: the upper figure), the env's
-    figures unchanged. The structures are unpacked once a call, here."""
+    fills, the bars to the next decision), not functions called per book: a numba call with
+    the arrays of a book step costs more than a flat book's whole step, and phases written as
+    functions taking these structures were measured slower at 256 books (numba counts a
+    reference of every array a function takes or unpacks, per book; figures in issue 30's
+    note). The structures are unpacked once a call, here."""
     dirs, confs, weights = intents
     o, h, lo_, c, tradable, R, vol, pc, cov, next_dec = market
     pos, acct, clock, count, curve, gross_curve, n_curve, fills, n_fills, refused = books
