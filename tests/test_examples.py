@@ -100,3 +100,27 @@ def test_llm_member_on_a_local_openai_server(tmp_path):
     r = run("llm_local_server.py", "--decisions", "2", "--out", "llm", cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "identical: True" in r.stdout and "2 cache hits" in r.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("rl_zoo3") is None, reason="needs rl_zoo3")
+def test_the_readme_zoo_commands_run_as_written(tmp_path):
+    """The README's rl_zoo3 block, command by command, in a folder that has the repository's
+    configs/ and scripts/ (so the relative paths resolve as they do at the root)."""
+    import re
+    import shlex
+
+    readme = (ROOT / "README.md").read_text()
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", readme, re.DOTALL)
+                 if "rl_zoo3.train" in b)
+    commands = re.sub(r"\\\n\s*", " ", "\n".join(x.strip() for x in block.splitlines()))
+    for link in ("configs", "scripts"):
+        (tmp_path / link).symlink_to(ROOT / link)
+    for line in commands.splitlines():
+        argv = shlex.split(line, comments=True)
+        assert argv[0] == "python"
+        r = subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True,
+                           cwd=tmp_path, timeout=900)
+        assert r.returncode == 0, (line, r.stderr[-3000:])
+    summary = json.loads((tmp_path / "runs" / "zoo" / "test" / "summary.json").read_text())
+    assert summary["start"].startswith("2022-09-01")
+    assert (tmp_path / "runs" / "zoo" / "test" / "run.html").exists()
