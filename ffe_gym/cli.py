@@ -13,6 +13,7 @@ COMMANDS = {  # name: (module, one line of what it does)
     "compare": ("ffe_gym.commands.compare",
                 "the comparison grid: agents x windows x seeds vs a reference, with a report"),
     "evaluate": ("ffe_gym.commands.evaluate", "evaluate a policy or a trained run on a window"),
+    "live": ("ffe_gym.commands.live", "trade a paper book on live bars (forward testing)"),
     "sweep": ("ffe_gym.commands.sweep", "a Ray Tune hyperparameter sweep on fold 0"),
     "train": ("ffe_agents.commands.train",  # named, not imported: ffe_gym never imports agents
               "train a stable-baselines3 agent on ffe/Portfolio-v0"),

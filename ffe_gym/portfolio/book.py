@@ -252,16 +252,18 @@ class Portfolio:
 
         :param start: first decision bar (its close is the first mark), per book or shared.
         :param end: last bar of the window (inclusive); default the last bar of the data.
+            ``end == start`` starts a book at its last bar: its state is readable (the live
+            loop's newest observation) and it has nothing to step.
         """
         sel = self._all if books is None else np.asarray(books, dtype=bool)
         T = self.market.n_bars
         end = T - 1 if end is None else end
         start_arr = np.broadcast_to(np.asarray(start, dtype=np.int64), (self.n_books,))
         end_arr = np.broadcast_to(np.asarray(end, dtype=np.int64), (self.n_books,))
-        bad = sel & ((start_arr < 0) | (end_arr > T - 1) | (start_arr >= end_arr))
+        bad = sel & ((start_arr < 0) | (end_arr > T - 1) | (start_arr > end_arr))
         if bad.any():
             b = int(np.argmax(bad))
-            raise ValueError(f"need 0 <= start < end <= {T - 1}, got start={start_arr[b]}, "
+            raise ValueError(f"need 0 <= start <= end <= {T - 1}, got start={start_arr[b]}, "
                              f"end={end_arr[b]} for book {b}")
         init = self.config.portfolio.initial_balance
         self.pos[sel] = 0.0
