@@ -262,3 +262,12 @@ def test_api_reference_builds_without_warnings(tmp_path):
     for module in ("ffe_gym/portfolio/specification", "ffe_gym/evaluation/run_page",
                    "ffe_agents/rllib", "ffe_agents/llm/ensemble"):
         assert (tmp_path / "api" / f"{module}.html").exists(), module
+
+
+def test_live_script_help_and_a_bad_feed_exits_2(tmp_path):
+    r = run("scripts/live.py", "--help")
+    assert r.returncode == 0 and "--feed" in r.stdout and "--status" in r.stdout
+    r = run("scripts/live.py", "--policy", "momentum", "--feed", "smoke:signals", "--out",
+            str(tmp_path / "x"))
+    assert r.returncode == 2 and "give ccxt:EXCHANGE or file:PATH" in r.stderr
+    assert "Traceback" not in r.stderr
