@@ -49,13 +49,13 @@ class Clock:
 
 
 def live_run(policy: str, tmp: Path, *, end: int = MD.n_bars, restart_every: int = 0,
-             config=CFG, seed: int = 3, inject=None) -> LiveLoop:
+             config=CFG, seed: int = 3, inject=None, kwargs=None) -> LiveLoop:
     """The loop in this process on a file that grows one bar time per poll."""
     path = tmp / "bars.csv"
     rows(0, H).to_csv(path, index=False)
     clock = Clock(MD.index[H - 1] + HOUR)
     make = lambda: LiveLoop(policy, FileFeed(path, 3600), tmp / "out", config=config,  # noqa: E731
-                            seed=seed, clock=clock, log=None)
+                            seed=seed, clock=clock, log=None, policy_kwargs=kwargs)
     loop = make()
     loop.poll()
     for t in range(H, end):
@@ -105,6 +105,68 @@ def test_restarts_between_polls_rebuild_the_book_and_the_policys_state(tmp_path)
     assert_same_run(restarted.episode(), once.episode())
     for x, y in zip(once.journal.decisions(), restarted.journal.decisions(), strict=True):
         assert x["obs_hash"] == y["obs_hash"] and np.array_equal(x["action"], y["action"])
+
+
+def test_a_recurrent_policy_resumes_with_its_memory_rebuilt(tmp_path):
+    """RecurrentPPO carries an LSTM state from decision to decision: restarted every 6 bars,
+    the loop rebuilds it by asking the model again at every journaled decision."""
+    pytest.importorskip("sb3_contrib")
+    from ffe_agents import sb3
+
+    train_cfg = {**CFG, "env": {"window": 8, "episode_bars": 100},
+                 "train": {"eval_freq": 128, "checkpoint_freq": 128, "embargo_bars": 40}}
+    spec = sb3.load_agent_spec(ROOT / "configs" / "agents" / "recurrent_ppo.yaml")
+    spec.n_envs, spec.policy_kwargs = 2, {"net_arch": [16], "lstm_hidden_size": 8}
+    spec.kwargs.update({"n_steps": 32, "batch_size": 32, "n_epochs": 1})
+    from ffe_gym.config import Config, from_dict
+
+    model = tmp_path / "model"
+    sb3.train(spec, from_dict(Config, train_cfg), synthetic_market(3, 1200, seed=2), model,
+              seed=0, timesteps=128, progress=False)
+    end = H + 20
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    once = live_run(str(model), tmp_path / "a", end=end)
+    restarted = live_run(str(model), tmp_path / "b", end=end, restart_every=6)
+    ev = evaluated(str(model), end=end)
+    assert_same_run(once.episode(), ev)
+    assert_same_run(restarted.episode(), ev)
+    actions = np.array([d["action"] for d in once.journal.decisions()])
+    assert len(np.unique(actions.round(6), axis=0)) > 1  # it does not answer one thing
+
+
+def test_the_llm_ensemble_with_memory_resumes_from_its_cache_and_states_its_cutoff(tmp_path):
+    """An LLM member (a loopback Ollama whose answer depends on the prompt) with memory: the
+    prompts carry its past decisions, so its state matters. Restarted every 5 bars it rebuilds
+    that state from its reply cache and ends where an uninterrupted run and evaluate end; the
+    journal states the first bar beside the member's declared training cutoff."""
+    from ffe_agents.llm.stub import Behaviour, StubServer, decide_all
+
+    def reply(request):
+        text = json.dumps(request["messages"])
+        return decide_all(request, ("BUY", "SELL", "HOLD")[len(text) % 3], 0.8)
+
+    with StubServer({"m": Behaviour(reply=reply)}) as server:
+        def cfg(folder: Path) -> dict:
+            return {"members": [{"name": "m", "backend": "ollama", "model": "m",
+                                 "base_url": server.url, "training_cutoff": "2021-12"}],
+                    "memory": 2, "cache_path": str(folder / "cache.sqlite"),
+                    "deadline_seconds": 30}
+
+        end = H + 25
+        runs = {}
+        for name, every in (("once", 0), ("restarted", 5)):
+            (tmp_path / name).mkdir()
+            runs[name] = live_run("llm-ensemble", tmp_path / name, end=end,
+                                  restart_every=every, kwargs={"config": cfg(tmp_path / name)})
+        p = resolve_policy("llm-ensemble", config=cfg(tmp_path / "ev"))
+        ev = rollout(p, env_for(p, CFG, MD), window=(H - 1, end - 1), seed=3)
+        assert_same_run(runs["once"].episode(), ev)
+        assert_same_run(runs["restarted"].episode(), ev)
+        assert len(ev.trades) > 0
+    samples = runs["once"].journal.meta()["samples"]
+    assert samples == ["m: trained on data up to 2021-12 (stated); the bars from 2022-01-19 "
+                       "on come after it: out of sample"]
 
 
 def test_a_restart_with_other_settings_or_changed_bars_is_refused(tmp_path):

@@ -44,6 +44,20 @@ class MemberConfig:
     stream: bool = True  # ollama / openai: stream the reply and close the connection at the
     # deadline, so the server stops generating (false: one response, which a server may keep
     # generating after the client gave up)
+    training_cutoff: str | None = None  # the last date of the model's training data as its
+    # maker states it (YYYY, YYYY-MM or YYYY-MM-DD): evaluate and ffe-gym live say whether
+    # the bars come after it (out of sample) or not
+
+    def __post_init__(self) -> None:
+        if self.training_cutoff is not None:
+            from ffe_gym.evaluation.policy import cutoff_end
+
+            try:
+                cutoff_end(self.training_cutoff)
+            except ValueError:
+                raise ConfigError(f"members.{self.name}.training_cutoff: "
+                                  f"{self.training_cutoff!r} is not a date (YYYY-MM or "
+                                  "YYYY-MM-DD)") from None
 
 
 @dataclass

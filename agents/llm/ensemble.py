@@ -231,6 +231,10 @@ class LLMEnsemble(PolicyBase):
     def env_overrides(self) -> dict[str, Any]:
         return {"action_scheme": "signals"}
 
+    def training_cutoffs(self) -> dict[str, str | None]:
+        """Each member's declared training cutoff (``training_cutoff``; None: not declared)."""
+        return {m.name: m.training_cutoff for m in self.config.members}
+
     def bind(self, layout: ObservationLayout) -> None:
         self.layout = layout
 

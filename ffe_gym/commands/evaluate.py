@@ -29,6 +29,7 @@ from pathlib import Path
 from ffe_gym.config import load_config
 from ffe_gym.data import DataError, market_from_config
 from ffe_gym.evaluation import PolicyError, env_for, resolve_policy, rollout
+from ffe_gym.evaluation.policy import sample_lines
 from ffe_gym.manifest import write_json
 
 
@@ -158,6 +159,8 @@ def run(args: argparse.Namespace) -> dict:
             f"the signals scheme |a| below env.dead_band ({cfg.env.dead_band}) is HOLD, and an "
             "untrained PPO's deterministic (mean) action sits near 0, inside that band: its "
             "evaluation is exactly flat, return 0 and no Sharpe.")
+    for line in sample_lines(policy, result.start):
+        console.print(line, highlight=False, markup=False)
     folder = Path(args.policy)
     if folder.is_dir() and not (folder / "manifest.json").exists():
         console.print("Trained outside ffe-gym's train (rl_zoo3, RLlib): the bars it trained on "

@@ -87,6 +87,8 @@ def status(folder: Path) -> int:
         d = decisions[-1]
         print(f"last decision: bar {pd.Timestamp(d['bar_time'], tz='UTC')}, action "
               f"{np.round(d['action'], 4).tolist()}, equity before it {d['equity']:,.2f}")
+    for line in meta.get("samples", []):
+        print(line)
     if len(events):
         counts = events["kind"].value_counts().to_dict()
         print("feed events: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))

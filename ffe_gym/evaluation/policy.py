@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+import pandas as pd
 
 REGISTRY: dict[str, str] = {
     "cash": "ffe_agents.baselines:Cash",
@@ -108,6 +109,13 @@ class PolicyBase:
         """Learn how observations are laid out (an
         :class:`~ffe_gym.env.observations.ObservationLayout`), before ``reset``."""
 
+    def training_cutoffs(self) -> Mapping[str, str | None]:
+        """The last date each model behind the policy may have seen (its maker's statement:
+        ``YYYY-MM`` or a date; None: not stated), by model name; empty for a policy without
+        such models. ``evaluate`` and ``ffe-gym live`` compare it with the first bar
+        (:func:`sample_lines`)."""
+        return {}
+
     def stats(self) -> Mapping[str, Any]:
         """Counters of the last run for the run's record (``policy_stats``); ``reproducible:
         False`` with reasons marks a result that depended on the machine's load."""
@@ -183,3 +191,28 @@ def resolve_policy(spec: str, **kwargs: Any) -> Policy:
 def env_overrides(policy: Any) -> Mapping[str, Any]:
     """The ``env`` config keys a policy needs (empty when it adapts to any env)."""
     return dict(hook(policy, "env_overrides")())
+
+
+def cutoff_end(cutoff: str) -> pd.Timestamp:
+    """The end of a stated training cutoff (``2024-06`` is the end of June 2024), in UTC."""
+    text = str(cutoff).strip()
+    freq = {4: "Y", 7: "M"}.get(len(text), "D")
+    return pd.Period(text, freq=freq).end_time.tz_localize("UTC")
+
+
+def sample_lines(policy: Any, first: pd.Timestamp) -> list[str]:
+    """One line per model of ``policy`` saying whether bars from ``first`` on come after its
+    stated training cutoff (out of sample) or not."""
+    lines = []
+    for name, cutoff in hook(policy, "training_cutoffs")().items():
+        if cutoff is None:
+            lines.append(f"{name}: no training cutoff stated (training_cutoff): whether it "
+                         f"saw bars from {first:%Y-%m-%d} on is unknown")
+        elif first > cutoff_end(cutoff):
+            lines.append(f"{name}: trained on data up to {cutoff} (stated); the bars from "
+                         f"{first:%Y-%m-%d} on come after it: out of sample")
+        else:
+            lines.append(f"{name}: trained on data up to {cutoff} (stated); the bars from "
+                         f"{first:%Y-%m-%d} on are NOT after it: it may have seen them "
+                         "(in-sample)")
+    return lines

@@ -42,7 +42,7 @@ import pandas as pd
 from ffe_gym.config import Config, ConfigError, coerce_config, to_dict
 from ffe_gym.data import DataError, MarketData, from_frames
 from ffe_gym.evaluation import env_for, resolve_policy, rollout
-from ffe_gym.evaluation.policy import PolicyBase, PolicyError, hook
+from ffe_gym.evaluation.policy import PolicyBase, PolicyError, hook, sample_lines
 from ffe_gym.live.feeds import COLUMNS, Feed, FeedError, closed
 from ffe_gym.live.journal import PRICE_COLUMNS, LiveJournal
 
@@ -133,11 +133,14 @@ class LiveLoop:
                             f"rules need {env.unwrapped.core.first_bar + 1} (features, window, "
                             "correlation and VaR lookbacks)", file=_where(self.feed))
         self.journal.take(rows, events)
+        samples = sample_lines(self.policy, md.index[-1])
         self.meta = {**self.settings, "start_time": int(md.index[-1].value),
                      "periods_per_year": md.periods_per_year, "history_bars": md.n_bars,
-                     "status": "running"}
+                     "status": "running", "samples": samples}
         self.journal.write_meta(self.meta)
         self._say(f"history: {md.describe()}; first live bar {md.index[-1]}")
+        for line in samples:
+            self._say(line)
         self.catch_up()
 
     # ------------------------------------------------------------------------------ polling
