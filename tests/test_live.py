@@ -444,3 +444,70 @@ def test_status_prints_the_book_and_writes_the_run_page(tmp_path):
     assert (page / "equity.csv").exists() and (page / "tearsheet.csv").exists()
     summary = json.loads((page / "summary.json").read_text())
     assert summary["live"] is True and summary["bars_seen"] == 15
+
+
+class AlpacaData(BaseHTTPRequestHandler):
+    """Alpaca's documented ``GET /v2/stocks/bars`` (bars keyed by symbol, ``t, o, h, l, c, v``,
+    pages joined by ``next_page_token``) serving MD's closed bars up to the server's clock."""
+
+    clock: Clock
+    keys: frozenset = frozenset()  # each test's subclass gets a set of its own
+    page = 25
+
+    def do_GET(self) -> None:
+        u = urlparse(self.path)
+        q = {k: v[0] for k, v in parse_qs(u.query).items()}
+        self.keys.add(self.headers.get("APCA-API-KEY-ID"))
+        if u.path != "/v2/stocks/bars":
+            return self._send(404, {"message": "not found"})
+        symbols = q["symbols"].split(",")
+        start = pd.Timestamp(q["start"])
+        start = start.tz_localize("UTC") if start.tzinfo is None else start
+        lo = int(MD.index.searchsorted(start))
+        hi = int(MD.index.searchsorted(self.clock(), side="right"))
+        offset = int(q.get("page_token") or 0)
+        rows = [(i, s) for i in range(lo, hi) for s in symbols]
+        chunk = rows[offset: offset + self.page]
+        bars: dict = {}
+        for i, s in chunk:
+            j = MD.symbols.index(s)
+            bars.setdefault(s, []).append({
+                "t": MD.index[i].strftime("%Y-%m-%dT%H:%M:%SZ"), "o": MD.open[i, j],
+                "h": MD.high[i, j], "l": MD.low[i, j], "c": MD.close[i, j],
+                "v": MD.volume[i, j], "n": 1, "vw": MD.close[i, j]})
+        more = offset + self.page < len(rows)
+        self._send(200, {"bars": bars, "next_page_token": str(offset + self.page) if more
+                         else None})
+
+    _send = Exchange._send
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_alpaca_data_client_against_a_loopback_server(tmp_path, monkeypatch):
+    pytest.importorskip("alpaca")
+    from ffe_gym.live.feeds import AlpacaFeed
+
+    monkeypatch.setenv("ALPACA_API_KEY", "PKTESTKEY123")
+    monkeypatch.setenv("ALPACA_SECRET_KEY", "secret-never-written")
+    clock = Clock(MD.index[H - 1] + HOUR + pd.Timedelta(seconds=20))
+    handler = type("Handler", (AlpacaData,), {"clock": clock, "keys": set()})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        feed = AlpacaFeed(MD.symbols, "1Hour", history_start="2022-01-01",
+                          url=f"http://127.0.0.1:{server.server_address[1]}")
+        loop = LiveLoop("momentum", feed, tmp_path / "out", config=CFG, seed=3, clock=clock,
+                        log=None)
+        end = H + 12
+        for t in range(H - 1, end):
+            clock.t = MD.index[t] + HOUR + pd.Timedelta(seconds=20)
+            loop.poll()
+        assert_same_run(loop.episode(), evaluated("momentum", end=end))
+        assert handler.keys == {"PKTESTKEY123"}
+        journal = (tmp_path / "out" / "journal.sqlite").read_bytes()
+        assert b"secret-never-written" not in journal and b"PKTESTKEY123" not in journal
+    finally:
+        server.shutdown()
+        server.server_close()

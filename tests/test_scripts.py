@@ -269,5 +269,5 @@ def test_live_script_help_and_a_bad_feed_exits_2(tmp_path):
     assert r.returncode == 0 and "--feed" in r.stdout and "--status" in r.stdout
     r = run("scripts/live.py", "--policy", "momentum", "--feed", "smoke:signals", "--out",
             str(tmp_path / "x"))
-    assert r.returncode == 2 and "give ccxt:EXCHANGE or file:PATH" in r.stderr
+    assert r.returncode == 2 and "give ccxt:EXCHANGE, alpaca:stocks" in r.stderr
     assert "Traceback" not in r.stderr

@@ -27,7 +27,7 @@ EXTRAS = {  # an optional package's import name -> the extra that brings it
     "scipy": "eval", "arch": "eval", "matplotlib": "eval", "plotly": "eval",
     "stable_baselines3": "sb3", "sb3_contrib": "sb3", "torch": "sb3", "tensorboard": "sb3",
     "tqdm": "sb3", "httpx": "llm", "llama_cpp": "llm", "ray": "ray", "skfolio": "classic",
-    "moviepy": "video", "ccxt": "live",
+    "moviepy": "video", "ccxt": "live", "alpaca": "live",
 }
 
 

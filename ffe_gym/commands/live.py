@@ -3,6 +3,7 @@
     ffe-gym live --policy momentum --feed ccxt:binance --symbols BTC/USDT ETH/USDT \\
         --timeframe 1h --out runs/live-momentum            # public bars, no keys
     ffe-gym live --policy runs/ppo --feed file:prices.csv --bar-seconds 3600 --out runs/live-ppo
+    ffe-gym live --policy olmar --feed alpaca:stocks --symbols AAPL MSFT SPY --out runs/live-olmar
     ffe-gym live --status runs/live-momentum                # a running or stopped loop
 
 The first start takes the feed's closed history (enough for the features and the rules'
@@ -28,8 +29,9 @@ from ffe_gym.config import ConfigError
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ffe-gym live", description=__doc__.split("\n")[0])
     p.add_argument("--policy", help="baseline name, run folder, module:Class, llm-ensemble")
-    p.add_argument("--feed", help="ccxt:EXCHANGE (public OHLCV) or file:PATH (CSV/Parquet "
-                   "another program appends to)")
+    p.add_argument("--feed", help="ccxt:EXCHANGE (public OHLCV), alpaca:stocks or "
+                   "alpaca:crypto (keys from ALPACA_API_KEY / ALPACA_SECRET_KEY), or file:PATH "
+                   "(CSV/Parquet another program appends to)")
     p.add_argument("--symbols", nargs="+", help="symbols to trade (ccxt: BTC/USDT ...; "
                    "file: default every symbol in it)")
     p.add_argument("--timeframe", default="1h", help="ccxt timeframe (default 1h)")
@@ -57,12 +59,22 @@ def make_feed(args: argparse.Namespace):
             raise ConfigError("--feed ccxt:... needs --symbols (e.g. BTC/USDT ETH/USDT)")
         return CcxtFeed(target, args.symbols, args.timeframe,
                         grace_seconds=10.0 if args.grace is None else args.grace)
+    if kind == "alpaca" and target in ("stocks", "crypto"):
+        from ffe_gym.live.feeds import AlpacaFeed
+
+        if not args.symbols:
+            raise ConfigError("--feed alpaca:... needs --symbols (e.g. AAPL MSFT)")
+        alias = {"1m": "1Min", "5m": "5Min", "15m": "15Min", "1h": "1Hour", "1d": "1Day"}
+        return AlpacaFeed(args.symbols, alias.get(args.timeframe, args.timeframe),
+                          crypto=target == "crypto",
+                          grace_seconds=10.0 if args.grace is None else args.grace)
     if kind == "file" and target:
         if not args.bar_seconds:
             raise ConfigError("--feed file:... needs --bar-seconds (3600 for hourly bars)")
         return FileFeed(target, args.bar_seconds, grace_seconds=args.grace or 0.0,
                         symbols=args.symbols)
-    raise ConfigError(f"--feed {args.feed!r}: give ccxt:EXCHANGE or file:PATH")
+    raise ConfigError(f"--feed {args.feed!r}: give ccxt:EXCHANGE, alpaca:stocks, "
+                      "alpaca:crypto or file:PATH")
 
 
 def status(folder: Path) -> int:

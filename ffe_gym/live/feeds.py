@@ -15,6 +15,8 @@ error, an exchange's error reply) raises :class:`FeedError`, which the loop retr
   ``symbol``/``tic``/``ticker``, OHLC, volume). A last CSV line without its newline is still
   being written and is left for the next poll.
 * :class:`CcxtFeed`: a ccxt exchange's public OHLCV (``fetch_ohlcv``; no keys), e.g. Binance.
+* :class:`AlpacaFeed`: Alpaca's market data (alpaca-py), stocks or crypto; the keys are read
+  from ``ALPACA_API_KEY`` and ``ALPACA_SECRET_KEY`` and never written anywhere.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class FileFeed:
     def __init__(self, path: str | Path, bar_seconds: float, grace_seconds: float = 0.0,
                  symbols: Sequence[str] | None = None) -> None:
         self.path = Path(path)
+        self.name = str(self.path)
         self.bar_seconds = float(bar_seconds)
         self.grace_seconds = float(grace_seconds)
         self.symbols = tuple(symbols) if symbols else tuple(sorted(self._read()["symbol"]
@@ -139,6 +142,7 @@ class CcxtFeed:
         self.symbols = tuple(symbols)
         self.timeframe = timeframe
         self.bar_seconds = float(self.exchange.parse_timeframe(timeframe))
+        self.name = f"ccxt:{self.exchange.id}"
         self.grace_seconds = float(grace_seconds)
         self.limit = int(limit)
 
@@ -173,3 +177,88 @@ class CcxtFeed:
             if len(page) < self.limit or not page:
                 return out
             start = int(page[-1][0]) + 1
+
+
+class AlpacaFeed:
+    """Alpaca's historical bars (alpaca-py's data clients), polled.
+
+    :param symbols: Alpaca symbols (``AAPL``; crypto ``BTC/USD``).
+    :param timeframe: ``1Min``, ``5Min``, ``15Min``, ``1Hour`` or ``1Day``.
+    :param crypto: use the crypto data client (no keys needed).
+    :param history_days: how far back the first request reaches (the history).
+    :param history_start: or from this date.
+    :param grace_seconds: how long after its close a bar is still allowed to change.
+    :param url: another base URL (a proxy, or a test's loopback server).
+    :param data_feed: the stock data feed (``iex`` on a free account, ``sip`` paid).
+    """
+
+    def __init__(self, symbols: Sequence[str], timeframe: str = "1Hour", crypto: bool = False,
+                 history_days: float = 90.0, history_start: str | None = None,
+                 grace_seconds: float = 10.0, url: str | None = None,
+                 data_feed: str | None = None) -> None:
+        import os
+
+        from alpaca.data.historical import CryptoHistoricalDataClient, StockHistoricalDataClient
+        from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
+
+        frames = {"1Min": (1, TimeFrameUnit.Minute, 60), "5Min": (5, TimeFrameUnit.Minute, 300),
+                  "15Min": (15, TimeFrameUnit.Minute, 900), "1Hour": (1, TimeFrameUnit.Hour,
+                                                                      3600),
+                  "1Day": (1, TimeFrameUnit.Day, 86400)}
+        if timeframe not in frames:
+            raise DataError(f"timeframe {timeframe!r} (allowed: {', '.join(frames)})",
+                            file="alpaca")
+        amount, unit, seconds = frames[timeframe]
+        key, secret = os.environ.get("ALPACA_API_KEY"), os.environ.get("ALPACA_SECRET_KEY")
+        if not crypto and not (key and secret):
+            raise DataError("stock bars need ALPACA_API_KEY and ALPACA_SECRET_KEY in the "
+                            "environment (they are read, never written)", file="alpaca")
+        self.timeframe = TimeFrame(amount, unit)
+        client = CryptoHistoricalDataClient if crypto else StockHistoricalDataClient
+        self.client = client(key, secret, url_override=url) if (key and secret) else client(
+            url_override=url)
+        self.crypto, self.data_feed = crypto, data_feed
+        self.symbols = tuple(symbols)
+        self.bar_seconds = float(seconds)
+        self.grace_seconds = float(grace_seconds)
+        self.history = pd.Timedelta(days=history_days)
+        self.history_start = history_start
+        self.name = "alpaca" + (" crypto" if crypto else "")
+
+    def bars(self, since: int | None) -> pd.DataFrame:
+        from alpaca.common.exceptions import APIError
+        from alpaca.data.requests import CryptoBarsRequest, StockBarsRequest
+
+        if since is not None:
+            start = pd.Timestamp(since, tz="UTC")
+        elif self.history_start is not None:
+            start = pd.Timestamp(self.history_start, tz="UTC")
+        else:
+            start = pd.Timestamp.now(tz="UTC") - self.history
+        start = start.to_pydatetime()
+        args = {"symbol_or_symbols": list(self.symbols), "timeframe": self.timeframe,
+                "start": start}
+        try:
+            if self.crypto:
+                barset = self.client.get_crypto_bars(CryptoBarsRequest(**args))
+            else:
+                if self.data_feed:
+                    args["feed"] = self.data_feed
+                barset = self.client.get_stock_bars(StockBarsRequest(**args))
+        except APIError as exc:
+            code = getattr(exc, "status_code", None)
+            if code is not None and code < 500 and code != 429:
+                raise DataError(f"Alpaca refused the request (HTTP {code}): {str(exc)[:200]}",
+                                file="alpaca") from None
+            raise FeedError(f"alpaca: HTTP {code}: {str(exc)[:200]}") from None
+        except OSError as exc:  # requests' connection errors are OSErrors
+            raise FeedError(f"alpaca: {type(exc).__name__}: {str(exc)[:200]}") from None
+        frame = barset.df
+        if frame.empty:
+            return empty_bars()
+        frame = frame.reset_index()
+        return since_rows(pd.DataFrame({
+            "time": pd.DatetimeIndex(frame["timestamp"]).tz_convert("UTC").as_unit("ns").asi8,
+            "symbol": frame["symbol"].astype(str),
+            **{c: frame[c].to_numpy(float) for c in ("open", "high", "low", "close",
+                                                      "volume")}}), since)

@@ -422,8 +422,4 @@ def _frame(rows: list[Any]) -> pd.DataFrame:
 
 
 def _where(feed: Feed) -> str:
-    path = getattr(feed, "path", None)
-    if path is not None:
-        return str(path)
-    exchange = getattr(feed, "exchange", None)
-    return f"ccxt:{getattr(exchange, 'id', exchange)}"
+    return str(getattr(feed, "name", None) or getattr(feed, "path", None) or type(feed).__name__)
