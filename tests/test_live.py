@@ -511,3 +511,122 @@ def test_alpaca_data_client_against_a_loopback_server(tmp_path, monkeypatch):
     finally:
         server.shutdown()
         server.server_close()
+
+
+class AlpacaTrading(BaseHTTPRequestHandler):
+    """Alpaca's paper-trading endpoints the broker uses: ``POST /v2/orders`` (a
+    ``client_order_id`` seen before is refused with 422, as Alpaca does), ``GET
+    /v2/orders:by_client_order_id``, ``GET /v2/positions``, ``GET /v2/account``. The reply to
+    the third order is lost (the order is kept, the client gets a 500)."""
+
+    orders: dict
+    posts = 0
+    extra: dict  # positions the book does not know (to see them reported)
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).posts += 1
+        cid = body["client_order_id"]
+        if cid in self.orders:
+            return self._send(422, {"code": 40010001,
+                                    "message": "client_order_id must be unique"})
+        self.orders[cid] = body
+        if self.posts == 3:
+            return self._send(500, {"code": 50010000, "message": "internal server error"})
+        self._send(200, _order_json(body))
+
+    def do_GET(self) -> None:
+        u = urlparse(self.path)
+        q = {k: v[0] for k, v in parse_qs(u.query).items()}
+        if u.path == "/v2/orders:by_client_order_id":
+            return self._send(200, _order_json(self.orders[q["client_order_id"]]))
+        if u.path == "/v2/positions":
+            held: dict = dict(self.extra)
+            for o in self.orders.values():
+                sign = 1 if o["side"] == "buy" else -1
+                held[o["symbol"]] = held.get(o["symbol"], 0.0) + sign * float(o["qty"])
+            return self._send(200, [_position_json(s, q) for s, q in held.items()
+                                    if abs(q) > 1e-12])
+        if u.path == "/v2/account":
+            return self._send(200, {"id": "00000000-0000-0000-0000-0000000000aa",
+                                    "account_number": "PA1", "status": "ACTIVE",
+                                    "cash": "10000"})
+        self._send(404, {"message": "not found"})
+
+    _send = Exchange._send
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def _order_json(body: dict) -> dict:
+    now = "2022-01-20T00:00:00Z"
+    return {"id": "00000000-0000-0000-0000-" + f"{abs(hash(body['client_order_id'])):012d}"[:12],
+            "client_order_id": body["client_order_id"], "created_at": now, "updated_at": now,
+            "submitted_at": now, "order_class": "simple", "time_in_force": "day",
+            "status": "accepted", "extended_hours": False, "symbol": body["symbol"],
+            "qty": body["qty"], "side": body["side"], "type": "market"}
+
+
+def _position_json(symbol: str, qty: float) -> dict:
+    return {"asset_id": "00000000-0000-0000-0000-000000000001", "symbol": symbol,
+            "exchange": "NASDAQ", "asset_class": "us_equity", "avg_entry_price": "1",
+            "qty": str(abs(qty)), "side": "long" if qty > 0 else "short", "cost_basis": "1"}
+
+
+def test_paper_orders_are_sent_once_and_the_broker_is_reconciled(tmp_path, monkeypatch):
+    """Every engine fill becomes one order with an id derived from it: the reply to one order
+    is lost, the loop is restarted twice, and the broker still holds exactly the book's
+    positions; a position the book does not know is reported at the next start, not taken."""
+    pytest.importorskip("alpaca")
+    from ffe_gym.live.broker import AlpacaPaperBroker
+
+    monkeypatch.setenv("ALPACA_API_KEY", "PKTESTKEY123")
+    monkeypatch.setenv("ALPACA_SECRET_KEY", "secret-never-written")
+    handler = type("Handler", (AlpacaTrading,), {"orders": {}, "posts": 0, "extra": {}})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    path = tmp_path / "bars.csv"
+    rows(0, H).to_csv(path, index=False)
+    clock = Clock(MD.index[H - 1] + HOUR)
+
+    def make() -> LiveLoop:
+        return LiveLoop("momentum", FileFeed(path, 3600), tmp_path / "out", config=CFG, seed=3,
+                        clock=clock, log=None, broker=AlpacaPaperBroker(url=url))
+
+    try:
+        loop = make()
+        end = H + 30
+        for t in range(H - 1, end):
+            if t >= H:
+                rows(t, t + 1).to_csv(path, mode="a", header=False, index=False)
+            clock.t = MD.index[t] + HOUR
+            loop.run(poll_seconds=0.0, max_polls=1)
+            if t in (H + 8, H + 20):
+                loop.journal.close()
+                loop = make()
+        handler.extra["SYN_C9"] = 5.0
+        final = make()
+        final.poll()
+        fills = final.episode().trades
+        orders = final.journal.orders()
+        assert len(orders) == len(fills) and {o[4] for o in orders} <= {"sent", "duplicate"}
+        assert len(handler.orders) == len(fills)  # every fill placed once, none twice
+        assert sum(o[4] == "duplicate" for o in orders) == 1  # the order whose reply was lost
+        book = final.market()
+        env = env_for(final.policy, CFG, book)
+        final._replay(env, final.journal.decisions(), H - 1, book.n_bars - 1)
+        units = dict(zip(book.symbols, env.unwrapped.portfolio.units[0], strict=True))
+        held, _ = final.broker.holdings()
+        for sym in MD.symbols:
+            assert held.get(sym, 0.0) == pytest.approx(units[sym], abs=1e-9)
+        reports = final.journal.events().query("kind == 'reconcile'")["detail"].tolist()
+        assert len(reports) == 4  # at each start: the first, two restarts, the last
+        assert reports[0] == ("positions agree; cash: book 10,000.00, broker 10,000.00 (the "
+                              "broker fills at its own prices and costs)")
+        assert all(r.startswith("positions agree") for r in reports[1:3]), reports
+        assert reports[3].startswith("positions differ: SYN_C9: book +0, broker +5")
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -12,6 +12,9 @@ lookbacks) and decides at its newest bar; then a decision every
 ``<out>/journal.sqlite``: the same command resumes after any stop or kill, and ``--status``
 prints the book and writes the run page (:mod:`ffe_gym.evaluation.run_page`) of the bars so far
 against the reference. A bar is taken only after its close plus ``--grace`` seconds.
+``--broker alpaca-paper`` also sends the book's fills to Alpaca's paper-trading API as orders
+with ids derived from each fill (a resend cannot fill twice) and compares the broker's
+positions with the book's at every start (:mod:`ffe_gym.live.broker`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bar-seconds", type=float, help="file feed: the bar length in seconds")
     p.add_argument("--grace", type=float, default=None,
                    help="seconds after a bar's close before it is taken (ccxt 10, file 0)")
+    p.add_argument("--broker", choices=("none", "alpaca-paper"), default="none",
+                   help="also send the book's fills as orders to Alpaca's paper-trading API "
+                   "(keys from ALPACA_API_KEY / ALPACA_SECRET_KEY)")
     p.add_argument("--config", help="YAML config: rules, costs, capital")
     p.add_argument("--llm-config", type=Path, help="LLM ensemble config (llm-ensemble)")
     p.add_argument("--seed", type=int, default=0)
@@ -153,8 +159,14 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give --policy, --feed and --out (or --status DIR)")
     feed = make_feed(args)
     kwargs = {"config": str(args.llm_config)} if args.llm_config else None
+    broker = None
+    if args.broker == "alpaca-paper":
+        from ffe_gym.live.broker import AlpacaPaperBroker
+
+        broker = AlpacaPaperBroker()
     loop = LiveLoop(args.policy, feed, args.out, config=args.config, seed=args.seed,
-                    policy_kwargs=kwargs, log=lambda line: print(line, flush=True))
+                    policy_kwargs=kwargs, log=lambda line: print(line, flush=True),
+                    broker=broker)
     stop = pd.Timestamp(args.stop_at, tz="UTC") if args.stop_at else None
     try:
         loop.run(poll_seconds=args.poll, stop_at=stop, max_polls=args.max_polls)

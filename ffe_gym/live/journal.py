@@ -8,6 +8,8 @@ Tables:
   market the loop steps is rebuilt from these rows alone, never from the feed's history again.
 * ``decisions``: per decision k, its bar, the observation's SHA-256, the action (bytes, dtype,
   shape), and the book after the previous step (equity, cash, status, fills, refusals).
+* ``orders``: with a broker, every order derived from the book's fills, ``pending`` before it
+  is sent and ``sent`` (or ``duplicate``: the broker had it already) after.
 * ``events``: what the feed did that the book did not follow: duplicates, revisions (both
   versions), late bars, bars a clock behind the feed would have taken early, feed errors.
 
@@ -36,6 +38,9 @@ CREATE TABLE IF NOT EXISTS decisions (
     obs_hash TEXT NOT NULL, action BLOB NOT NULL, dtype TEXT NOT NULL, shape TEXT NOT NULL,
     equity REAL NOT NULL, cash REAL NOT NULL, status TEXT NOT NULL, fills INTEGER NOT NULL,
     refused TEXT NOT NULL, decided_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS orders (
+    client_id TEXT PRIMARY KEY, bar_time INTEGER NOT NULL, symbol TEXT NOT NULL,
+    qty REAL NOT NULL, state TEXT NOT NULL, at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, kind TEXT NOT NULL,
     time INTEGER, symbol TEXT, detail TEXT NOT NULL);
@@ -124,6 +129,24 @@ class LiveJournal:
                 (k, bar_time, bar, obs_hash, a.tobytes(), a.dtype.str, json.dumps(a.shape),
                  float(book["equity"]), float(book["cash"]), str(book["status"]),
                  int(book["fills"]), json.dumps(book["refused"]), time.time()))
+
+    # ---------------------------------------------------------------------------- orders
+    def add_orders(self, rows: list[tuple[str, int, str, float]]) -> None:
+        """Record orders (client id, bar time, symbol, signed quantity) as pending, once."""
+        with self._tx():
+            self.db.executemany("INSERT OR IGNORE INTO orders VALUES (?, ?, ?, ?, 'pending', ?)",
+                                [(*r, time.time()) for r in rows])
+
+    def orders(self, state: str | None = None) -> list[tuple[str, int, str, float, str]]:
+        q = "SELECT client_id, bar_time, symbol, qty, state FROM orders"
+        rows = self.db.execute(q + (" WHERE state = ?" if state else "") + " ORDER BY rowid",
+                               (state,) if state else ()).fetchall()
+        return [tuple(r) for r in rows]
+
+    def mark_order(self, client_id: str, state: str) -> None:
+        with self._tx():
+            self.db.execute("UPDATE orders SET state = ?, at = ? WHERE client_id = ?",
+                            (state, time.time(), client_id))
 
     def _tx(self):
         return _Transaction(self.db)

@@ -30,6 +30,7 @@ observation at t and the decision is committed before the loop goes on.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -77,14 +78,18 @@ class LiveLoop:
     :param policy_kwargs: passed to the policy (``config=`` for the LLM ensemble).
     :param clock: the time now (UTC); a test passes an accelerated one.
     :param log: where status lines go (None: nowhere).
+    :param broker: where the book's fills go as orders (:mod:`ffe_gym.live.broker`), or None
+        (the engine's paper fills only).
     """
 
     def __init__(self, policy: str, feed: Feed, out: str | Path,
                  config: Config | dict | str | Path | None = None, seed: int = 0,
                  policy_kwargs: dict[str, Any] | None = None, clock: Clock = utc_now,
-                 log: Callable[[str], None] | None = print) -> None:
+                 log: Callable[[str], None] | None = print, broker: Any = None) -> None:
         self.out = Path(out)
         self.feed, self.seed, self.clock, self.log = feed, int(seed), clock, log
+        self.broker = broker
+        self._reconciled = broker is None
         self.config = coerce_config(config)
         frequency = self.config.portfolio.rebalancing_frequency
         if not isinstance(frequency, int):
@@ -135,6 +140,7 @@ class LiveLoop:
         self.journal.take(rows, events)
         samples = sample_lines(self.policy, md.index[-1])
         self.meta = {**self.settings, "start_time": int(md.index[-1].value),
+                     "run_id": os.urandom(4).hex(),
                      "periods_per_year": md.periods_per_year, "history_bars": md.n_bars,
                      "status": "running", "samples": samples}
         self.journal.write_meta(self.meta)
@@ -271,6 +277,9 @@ class LiveLoop:
         md = self.market()
         s = int(md.index.get_loc(pd.Timestamp(self.meta["start_time"], tz="UTC")))
         decisions = self.journal.decisions()
+        self._send_orders()  # pending orders of a process that died before sending them
+        if not self._reconciled:
+            self._reconcile(md, s, decisions)
         done = decisions[-1]["bar"] if decisions else s - 1
         last = md.n_bars - 1
         for i in range(done + 1, last + 1):
@@ -290,6 +299,8 @@ class LiveLoop:
             self.journal.write_meta({"status": self.meta["status"]})
             self._say(f"{stamp}: the episode ended ({info['status']}); the loop stops")
             return False
+        if self.broker is not None and info["fills"]:
+            self._order(md, info["fills"])
         action = None
         if decide:
             action = np.asarray(self.policy.act(obs, info))
@@ -304,13 +315,67 @@ class LiveLoop:
             decisions.append({"k": len(decisions), "bar": i, "action": action,
                               "obs_hash": obs_hash(obs)})
         self._status(stamp, info, action, len(decisions))
+        if self.broker is not None:  # where the orders sent so far leave the book
+            self.meta["processed"] = i
+            self.journal.write_meta({"processed": i})
         return True
+
+    # ----------------------------------------------------------------------- the broker
+    def _order(self, md: MarketData, fills: list[dict[str, Any]]) -> None:
+        """The fills of a step as pending orders, each with an id derived from the fill, so
+        the same fill seen again (a later replay, a restart) is the same order."""
+        rows, seen = [], {}
+        for f in fills:
+            n = seen[(f["bar"], f["asset"])] = seen.get((f["bar"], f["asset"]), -1) + 1
+            stamp = int(md.index[f["bar"]].value)
+            rows.append((f"ffe-{self.meta['run_id']}-{stamp // 10**9}-{f['asset']}-{n}",
+                         stamp, f["asset"], float(f["units"])))
+        self.journal.add_orders(rows)
+        self._send_orders()
+
+    def _send_orders(self) -> None:
+        """Send every pending order; a transient failure leaves the rest pending (retried)."""
+        if self.broker is None:
+            return
+        for client_id, _, symbol, qty, _ in self.journal.orders("pending"):
+            state = self.broker.submit(client_id, symbol, qty)
+            self.journal.mark_order(client_id, state)
+            if state == "duplicate":
+                self.journal.event("order_resent", f"{client_id}: the broker had it already "
+                                   "(a resend after a lost reply or a restart); not placed "
+                                   "twice", symbol=symbol)
+
+    def _reconcile(self, md: MarketData, s: int, decisions: list[dict[str, Any]]) -> None:
+        """Compare the broker's positions and cash with the book's at the last bar whose
+        fills were sent; report, never change."""
+        i = int(self.meta.get("processed", s))
+        env = env_for(self.policy, self.config, md.slice(0, i + 1))
+        ready = self._ready
+        if decisions:
+            self._replay(env, [d for d in decisions if d["bar"] <= i], s, i)
+        else:
+            env.reset(seed=self.seed, options={"start": s, "end": i})
+        self._ready = ready  # the next replay rebuilds the policy's state over every decision
+        units = dict(zip(md.symbols, env.unwrapped.portfolio.units[0].tolist(), strict=True))
+        held, cash = self.broker.holdings()
+        diffs = [f"{sym}: book {units.get(sym, 0.0):+.6g}, broker {held.get(sym, 0.0):+.6g}"
+                 for sym in sorted(set(units) | set(held))
+                 if abs(units.get(sym, 0.0) - held.get(sym, 0.0)) > 1e-6]
+        book_cash = float(env.unwrapped.portfolio.cash[0])
+        detail = ("positions differ: " + "; ".join(diffs) if diffs else "positions agree") + \
+            f"; cash: book {book_cash:,.2f}, broker {cash:,.2f} (the broker fills at its own " \
+            "prices and costs)"
+        self.journal.event("reconcile", detail)
+        if diffs:
+            self._say(f"reconcile: {detail}")
+        self._reconciled = True
 
     def _replay(self, env: Any, decisions: list[dict[str, Any]], s: int, i: int
                 ) -> tuple[Any, dict[str, Any], bool]:
         """The env reset at the first live bar and stepped with the journal's actions up to
-        bar i; on the first pass of a process the policy is asked again at every decision and
-        must agree with the journal."""
+        bar i (a decision taken at bar i itself is not stepped); on the first pass of a
+        process the policy is asked again at every decision and must agree with the
+        journal."""
         base = env.unwrapped
         hook(self.policy, "bind")(base.layout)
         bind_market = hook(self.policy, "bind_market")
@@ -329,6 +394,8 @@ class LiveLoop:
                     raise LiveError(f"decision {d['k']} at bar {d['bar']}: the policy acts "
                                     f"{again.tolist()} where the journal has "
                                     f"{d['action'].tolist()}; its state cannot be rebuilt")
+            if d["bar"] >= i:  # decided at bar i itself: nothing to step to yet
+                break
             obs, _, terminated, _, info = env.step(d["action"])
             if terminated:
                 self._ready = True
