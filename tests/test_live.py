@@ -164,6 +164,9 @@ def test_the_llm_ensemble_with_memory_resumes_from_its_cache_and_states_its_cuto
         assert_same_run(runs["once"].episode(), ev)
         assert_same_run(runs["restarted"].episode(), ev)
         assert len(ev.trades) > 0
+    calls = [c for d in runs["once"].journal.decisions() for c in d["calls"]]
+    assert len(calls) == len(runs["once"].journal.decisions())  # one prompt a decision
+    assert all(c["member"] == "m" and len(c["key"]) == 64 for c in calls)
     samples = runs["once"].journal.meta()["samples"]
     assert samples == ["m: trained on data up to 2021-12 (stated); the bars from 2022-01-19 "
                        "on come after it: out of sample"]
@@ -211,7 +214,7 @@ def test_sigkill_at_random_points_then_the_same_command_resumes(tmp_path):
     cmd = [sys.executable, "-m", "ffe_gym.cli", "live", "--policy", "olmar", "--feed",
            f"file:{path}", "--bar-seconds", "3600", "--out", str(tmp_path / "out"),
            "--poll", "0.02", "--stop-at", stop, "--seed", "3", "--config",
-           str(_config(tmp_path))]
+           str(_config(tmp_path)), "--page-every", "0"]
     first = subprocess.run([*cmd, "--max-polls", "1"], capture_output=True, text=True,
                            timeout=300)  # the history and the first decision, then bars flow
     assert first.returncode == 0, first.stderr[-3000:]
@@ -431,6 +434,24 @@ def _market(base: str) -> dict:
             "swap": False, "future": False, "option": False, "contract": False,
             "linear": None, "inverse": None, "active": True, "precision": {}, "limits": {},
             "info": {}}
+
+
+def test_the_run_page_is_written_again_as_bars_arrive(tmp_path):
+    path = tmp_path / "bars.csv"
+    rows(0, H + 3).to_csv(path, index=False)
+    clock = Clock(MD.index[H - 1] + HOUR)
+    loop = LiveLoop("momentum", FileFeed(path, 3600), tmp_path / "out", config=CFG, seed=3,
+                    clock=clock, log=None)
+    loop.start()
+    seen = []
+    for t in (H, H + 2):
+        clock.t = MD.index[t] + HOUR
+        loop.run(poll_seconds=0.0, max_polls=1, page_seconds=0.0)
+        seen.append(json.loads((tmp_path / "out" / "page" / "summary.json").read_text())
+                    ["bars_seen"])
+    assert seen == [1, 3]
+    sheet = pd.read_csv(tmp_path / "out" / "page" / "tearsheet.csv")
+    assert list(sheet.columns) == ["metric", "momentum", "reference: buy-and-hold"]
 
 
 def test_status_prints_the_book_and_writes_the_run_page(tmp_path):

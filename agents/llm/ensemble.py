@@ -609,10 +609,11 @@ class LLMEnsemble(PolicyBase):
         self._loop.run_until_complete(all_())
 
     def _log(self, member: str, outcome: str, decisions: list[Decision],
-             latency: float | None = None) -> None:
-        """One row of :attr:`call_log`: what became of one prompt of one member."""
+             latency: float | None = None, key: str | None = None) -> None:
+        """One row of :attr:`call_log`: what became of one prompt of one member (``key``: the
+        reply's key in the cache)."""
         self.call_log.append({
-            "decision": self.decisions, "bar": self._bar, "member": member,
+            "decision": self.decisions, "bar": self._bar, "member": member, "key": key,
             "outcome": outcome, "assets": len(decisions),
             "answers": sum(d.origin not in ("fallback", "error", "truncated")
                            for d in decisions),
@@ -655,7 +656,7 @@ class LLMEnsemble(PolicyBase):
                     self.member_stats[m].truncations += 1
                 self._record(m, ds)
                 self._diversity(m, p, ds)
-                self._log(m, "cache", ds)
+                self._log(m, "cache", ds, key=key)
                 for j, d in zip(p.assets, ds, strict=True):
                     out[m][j] = d
             elif self.config.cache_mode == "replay":
@@ -666,15 +667,15 @@ class LLMEnsemble(PolicyBase):
                         "run with cache_mode read_write to ask the model, or replay_miss: hold")
                 self.member_stats[m].replay_misses += 1
                 self._record(m, [MISS] * len(p.assets))
-                self._log(m, "replay_miss", [MISS] * len(p.assets))
+                self._log(m, "replay_miss", [MISS] * len(p.assets), key=key)
             elif m in self._dead:
                 self.member_stats[m].errors[self._dead[m]] += 1
                 self._record(m, [ERROR] * len(p.assets))
-                self._log(m, "skipped", [ERROR] * len(p.assets))
+                self._log(m, "skipped", [ERROR] * len(p.assets), key=key)
             elif self._is_suspended(m):
                 self.member_stats[m].calls_skipped += 1
                 self._record(m, [ERROR] * len(p.assets))
-                self._log(m, "skipped", [ERROR] * len(p.assets))
+                self._log(m, "skipped", [ERROR] * len(p.assets), key=key)
             else:
                 todo.append((m, p, key))
         if todo:
@@ -682,10 +683,10 @@ class LLMEnsemble(PolicyBase):
                 self._loop = asyncio.new_event_loop()
             results, why, latency = self._loop.run_until_complete(
                 self._call_all(todo, deadline))
-            for (m, p, _), ds, outcome, sec in zip(todo, results, why, latency, strict=True):
+            for (m, p, key), ds, outcome, sec in zip(todo, results, why, latency, strict=True):
                 self._record(m, ds)
                 self._diversity(m, p, ds)
-                self._log(m, outcome, ds, sec)
+                self._log(m, outcome, ds, sec, key=key)
                 for j, d in zip(p.assets, ds, strict=True):
                     out[m][j] = d
         return out

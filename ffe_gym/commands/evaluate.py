@@ -190,27 +190,10 @@ def run(args: argparse.Namespace) -> dict:
 def write_run_folder(args: argparse.Namespace, cfg, md, result, window: tuple[int, int],
                      summary: dict) -> list[Path]:
     """``--out``: the reference's episode on the same window, then the run's files."""
-    from ffe_gym.evaluation.experiment import REFERENCE_TEXT, REFERENCES, reference_config
-    from ffe_gym.evaluation.run_page import write_run
+    from ffe_gym.evaluation.run_page import write_with_reference
 
-    reference, text = None, ""
-    if args.reference != "none":
-        ref_policy = resolve_policy(REFERENCES[args.reference])
-        ref_env = env_for(ref_policy, reference_config(cfg), md)
-        # the bars the policy's episode covered (it may have ended early: a stop, ruin)
-        last = int(md.index.get_loc(result.end))
-        reference = rollout(ref_policy, ref_env, window=(window[0], last), seed=args.seed)
-        text = (REFERENCE_TEXT[args.reference] + "; every risk rule off; the same window, "
-                "data, fills and costs")
-    try:
-        import plotly  # noqa: F401
-        page = True
-    except ImportError:
-        page = False
-        print("evaluate: plotly is not installed (pip install 'ffe-gym[eval]'): the CSV files "
-              "are written, run.html is not", file=sys.stderr)
-    return write_run(args.out, result, md, reference=reference, reference_text=text,
-                     summary=summary, json_tables=args.json_tables, page=page)
+    return write_with_reference(args.out, result, md, cfg, window, reference=args.reference,
+                                seed=args.seed, summary=summary, json_tables=args.json_tables)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--poll", type=float, default=10.0, help="seconds between polls")
     p.add_argument("--stop-at", help="stop once the bar stamped at this time is taken")
     p.add_argument("--max-polls", type=int, help="stop after this many polls")
+    p.add_argument("--page-every", type=float, default=600.0, metavar="SECONDS",
+                   help="write the run page (<out>/page) this often and at the end; 0: never")
     p.add_argument("--status", type=Path, metavar="DIR",
                    help="print a loop's status and write its run page; trade nothing")
     return p
@@ -115,18 +117,12 @@ def status(folder: Path) -> int:
     if result is None:
         print("no bar after the first decision yet: nothing to draw")
         return 0
-    from ffe_gym.commands.evaluate import write_run_folder
-
-    ns = argparse.Namespace(reference="market", seed=meta["seed"], json_tables=False,
-                            out=folder / "page")
-    md = loop.market()
-    s = int(md.index.get_loc(pd.Timestamp(meta["start_time"], tz="UTC")))
-    summary = result.summary() | {"live": True, "bars_seen": int(result.metrics["bars"])}
-    written = write_run_folder(ns, loop.config, md, result, (s, md.n_bars - 1), summary)
+    written = loop.write_page()
     m = result.metrics
+    page = [str(p) for p in written if p.name == "run.html"]
     print(f"over {m['bars']} bars since the first decision: return {m['total_return']:+.2%}, "
           f"max drawdown {m['max_drawdown']:.2%}, {m['fills']} fills; run page "
-          f"{[p for p in written if p.name == 'run.html'] or 'not written (no plotly)'}")
+          f"{page[0] if page else 'not written (no plotly)'}")
     print(json.dumps({"decisions": len(decisions), "bars": int(m["bars"])}))
     return 0
 
@@ -169,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
                     broker=broker)
     stop = pd.Timestamp(args.stop_at, tz="UTC") if args.stop_at else None
     try:
-        loop.run(poll_seconds=args.poll, stop_at=stop, max_polls=args.max_polls)
+        loop.run(poll_seconds=args.poll, stop_at=stop, max_polls=args.max_polls,
+                 page_seconds=args.page_every or None)
     except KeyboardInterrupt:
         print("interrupted: the journal is complete to the last bar taken; the same command "
               "resumes", file=sys.stderr)

@@ -149,6 +149,37 @@ def write_run(out: str | Path, result: EpisodeResult, md: MarketData, *,
     return written
 
 
+def write_with_reference(out: str | Path, result: EpisodeResult, md: MarketData, cfg: Any,
+                         window: tuple[int, int], *, reference: str = "market", seed: int = 0,
+                         summary: dict[str, Any] | None = None, json_tables: bool = False
+                         ) -> list[Path]:
+    """:func:`write_run` with the reference's episode (``market``, ``ucrp`` or ``none``) run on
+    the bars the policy's episode covered, under every rule off and the same data, fills and
+    costs; without plotly the files are written and the page is not (said on stderr)."""
+    import sys
+
+    from ffe_gym.evaluation import env_for, resolve_policy, rollout
+    from ffe_gym.evaluation.experiment import REFERENCE_TEXT, REFERENCES, reference_config
+
+    ref, text = None, ""
+    if reference != "none":
+        ref_policy = resolve_policy(REFERENCES[reference])
+        ref_env = env_for(ref_policy, reference_config(cfg), md)
+        last = int(md.index.get_loc(result.end))  # the episode may have ended early
+        ref = rollout(ref_policy, ref_env, window=(window[0], last), seed=seed)
+        text = (REFERENCE_TEXT[reference] + "; every risk rule off; the same window, data, "
+                "fills and costs")
+    try:
+        import plotly  # noqa: F401
+        page = True
+    except ImportError:
+        page = False
+        print("plotly is not installed (pip install 'ffe-gym[eval]'): the CSV files are "
+              "written, run.html is not", file=sys.stderr)
+    return write_run(out, result, md, reference=ref, reference_text=text, summary=summary,
+                     json_tables=json_tables, page=page)
+
+
 # ------------------------------------------------------------------------------ the page
 
 

@@ -7,7 +7,8 @@ Tables:
 * ``bars``: every bar taken, per (time, symbol), with the wall-clock time it was taken. The
   market the loop steps is rebuilt from these rows alone, never from the feed's history again.
 * ``decisions``: per decision k, its bar, the observation's SHA-256, the action (bytes, dtype,
-  shape), and the book after the previous step (equity, cash, status, fills, refusals).
+  shape), the book after the previous step (equity, cash, status, fills, refusals), and for an
+  LLM policy its calls (member, outcome, the reply's cache key, latency).
 * ``orders``: with a broker, every order derived from the book's fills, ``pending`` before it
   is sent and ``sent`` (or ``duplicate``: the broker had it already) after.
 * ``events``: what the feed did that the book did not follow: duplicates, revisions (both
@@ -37,7 +38,7 @@ CREATE TABLE IF NOT EXISTS decisions (
     k INTEGER PRIMARY KEY, bar_time INTEGER NOT NULL, bar INTEGER NOT NULL,
     obs_hash TEXT NOT NULL, action BLOB NOT NULL, dtype TEXT NOT NULL, shape TEXT NOT NULL,
     equity REAL NOT NULL, cash REAL NOT NULL, status TEXT NOT NULL, fills INTEGER NOT NULL,
-    refused TEXT NOT NULL, decided_at REAL NOT NULL);
+    refused TEXT NOT NULL, decided_at REAL NOT NULL, calls TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS orders (
     client_id TEXT PRIMARY KEY, bar_time INTEGER NOT NULL, symbol TEXT NOT NULL,
     qty REAL NOT NULL, state TEXT NOT NULL, at REAL NOT NULL);
@@ -117,18 +118,20 @@ class LiveJournal:
             d["action"] = np.frombuffer(d["action"], dtype=d["dtype"]).reshape(
                 json.loads(d["shape"])).copy()
             d["refused"] = json.loads(d["refused"])
+            d["calls"] = json.loads(d["calls"])
             out.append(d)
         return out
 
     def decide(self, k: int, bar_time: int, bar: int, obs_hash: str, action: np.ndarray,
-               book: dict[str, Any]) -> None:
+               book: dict[str, Any], calls: list[dict[str, Any]] | None = None) -> None:
         a = np.ascontiguousarray(action)
         with self._tx():
             self.db.execute(
-                "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (k, bar_time, bar, obs_hash, a.tobytes(), a.dtype.str, json.dumps(a.shape),
                  float(book["equity"]), float(book["cash"]), str(book["status"]),
-                 int(book["fills"]), json.dumps(book["refused"]), time.time()))
+                 int(book["fills"]), json.dumps(book["refused"]), time.time(),
+                 json.dumps(calls or [], default=str)))
 
     # ---------------------------------------------------------------------------- orders
     def add_orders(self, rows: list[tuple[str, int, str, float]]) -> None:

@@ -173,9 +173,18 @@ class LiveLoop:
         return taken["time"].nunique()
 
     def run(self, poll_seconds: float = 10.0, stop_at: pd.Timestamp | None = None,
-            max_polls: int | None = None) -> None:
-        """Poll until the episode ends, ``stop_at`` is taken, or ``max_polls`` polls."""
-        polls = 0
+            max_polls: int | None = None, page_seconds: float | None = None) -> None:
+        """Poll until the episode ends, ``stop_at`` is taken, or ``max_polls`` polls; with
+        ``page_seconds`` the run page is written again that often and when the loop stops."""
+        try:
+            self._run(poll_seconds, stop_at, max_polls, page_seconds)
+        finally:
+            if page_seconds is not None and self.started:
+                self.write_page()
+
+    def _run(self, poll_seconds: float, stop_at: pd.Timestamp | None, max_polls: int | None,
+             page_seconds: float | None) -> None:
+        polls, paged = 0, time.monotonic()
         while self.meta.get("status") == "running" or not self.started:
             try:
                 self.poll()
@@ -187,6 +196,9 @@ class LiveLoop:
                 time.sleep(self.backoff)
                 continue
             polls += 1
+            if page_seconds is not None and time.monotonic() - paged >= page_seconds:
+                self.write_page()
+                paged = time.monotonic()
             last = self.journal.last_time()
             if (stop_at is not None and last is not None and last >= stop_at.value) or (
                     max_polls is not None and polls >= max_polls):
@@ -303,7 +315,11 @@ class LiveLoop:
             self._order(md, info["fills"])
         action = None
         if decide:
+            log = getattr(self.policy, "call_log", None)
+            seen = len(log) if isinstance(log, list) else 0
             action = np.asarray(self.policy.act(obs, info))
+            log = getattr(self.policy, "call_log", None)
+            calls = log[seen:] if isinstance(log, list) else []
             shape = env.action_space.shape
             if action.shape != shape:
                 raise PolicyError(f"policy {self.policy.name!r} returned an action of shape "
@@ -311,7 +327,7 @@ class LiveLoop:
             book = {"equity": info["equity"], "cash": info["cash"], "status": info["status"],
                     "fills": len(info["fills"]), "refused": info["refused"]}
             self.journal.decide(len(decisions), int(stamp.value), i, obs_hash(obs), action,
-                                book)
+                                book, calls)
             decisions.append({"k": len(decisions), "bar": i, "action": action,
                               "obs_hash": obs_hash(obs)})
         self._status(stamp, info, action, len(decisions))
@@ -432,6 +448,23 @@ class LiveLoop:
         served = Journaled(self.policy, [d["action"] for d in decisions])
         env = env_for(self.policy, self.config, md)
         return rollout(served, env, window=(s, md.n_bars - 1), seed=self.seed)
+
+
+    def write_page(self) -> list[Path]:
+        """The run page of the bars so far (``<out>/page``): the files of ``evaluate --out``,
+        against the reference on the same bars; empty before a bar follows the first
+        decision."""
+        from ffe_gym.evaluation.run_page import write_with_reference
+
+        result = self.episode()
+        if result is None:
+            return []
+        md = self.market()
+        s = int(md.index.get_loc(pd.Timestamp(self.meta["start_time"], tz="UTC")))
+        summary = result.summary() | {"live": True, "bars_seen": int(result.metrics["bars"]),
+                                      "samples": self.meta.get("samples", [])}
+        return write_with_reference(self.out / "page", result, md, self.config,
+                                    (s, md.n_bars - 1), seed=self.seed, summary=summary)
 
 
 class Journaled(PolicyBase):
