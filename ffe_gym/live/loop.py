@@ -98,7 +98,13 @@ class LiveLoop:
                               "known only when the next bar arrives); give a number of bars")
         self.every = frequency
         self.policy_spec = policy
-        self.policy = resolve_policy(policy, **(policy_kwargs or {}))
+        kwargs = dict(policy_kwargs or {})
+        from ffe_gym.evaluation.experiment import policy_class
+
+        cls = policy_class({"policy": policy})
+        if cls is not None and hook(cls, "takes_out"):  # its state (an LLM's replies) here
+            kwargs.setdefault("out", str(self.out))
+        self.policy = resolve_policy(policy, **kwargs)
         self.journal = LiveJournal(self.out / "journal.sqlite")
         self.settings = {"policy": policy, "config": to_dict(self.config), "seed": self.seed,
                          "symbols": list(feed.symbols), "bar_seconds": feed.bar_seconds,
