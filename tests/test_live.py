@@ -485,7 +485,8 @@ class AlpacaData(BaseHTTPRequestHandler):
         start = pd.Timestamp(q["start"])
         start = start.tz_localize("UTC") if start.tzinfo is None else start
         lo = int(MD.index.searchsorted(start))
-        hi = int(MD.index.searchsorted(self.clock(), side="right"))
+        now = self.clock() - (HOUR if getattr(self, "closed_only", False) else pd.Timedelta(0))
+        hi = int(MD.index.searchsorted(now, side="right"))
         offset = int(q.get("page_token") or 0)
         rows = [(i, s) for i in range(lo, hi) for s in symbols]
         chunk = rows[offset: offset + self.page]
@@ -648,6 +649,82 @@ def test_paper_orders_are_sent_once_and_the_broker_is_reconciled(tmp_path, monke
                               "broker fills at its own prices and costs)")
         assert all(r.startswith("positions agree") for r in reports[1:3]), reports
         assert reports[3].startswith("positions differ: SYN_C9: book +0, broker +5")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class AlpacaBoth(AlpacaData):
+    """Alpaca's data and paper-trading endpoints on one loopback server (both clients take one
+    base URL), serving closed bars only."""
+
+    closed_only = True
+    orders: dict
+    posts = 0
+    extra: dict
+
+    def do_GET(self) -> None:
+        if urlparse(self.path).path == "/v2/stocks/bars":
+            return AlpacaData.do_GET(self)
+        return AlpacaTrading.do_GET(self)
+
+    do_POST = AlpacaTrading.do_POST
+
+
+def test_sigkill_with_alpaca_data_and_paper_orders_places_every_fill_once(tmp_path):
+    """The command on Alpaca's data and paper-trading APIs (loopback), SIGKILLed at random
+    moments while bars appear: it ends with the uninterrupted run's decisions, and the broker
+    holds one order per fill of the book, the one whose reply was lost included."""
+    pytest.importorskip("alpaca")
+    end = H + 40
+    (tmp_path / "ref").mkdir()
+    reference = live_run("momentum", tmp_path / "ref", end=end)
+    clock = Clock(MD.index[H - 1] + HOUR)
+    handler = type("Handler", (AlpacaBoth,), {"clock": clock, "keys": set(), "orders": {},
+                                              "posts": 0, "extra": {}})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    env = {**os.environ, "ALPACA_API_KEY": "PKTESTKEY123", "ALPACA_SECRET_KEY": "s3cr3t"}
+    cmd = [sys.executable, "-m", "ffe_gym.cli", "live", "--policy", "momentum", "--feed",
+           "alpaca:stocks", "--symbols", *MD.symbols, "--feed-url", url, "--history-start",
+           "2022-01-01", "--broker", "alpaca-paper", "--broker-url", url, "--out",
+           str(tmp_path / "out"), "--poll", "0.02", "--stop-at", str(MD.index[end - 1]),
+           "--seed", "3", "--config", str(_config(tmp_path)), "--page-every", "0"]
+    try:
+        first = subprocess.run([*cmd, "--max-polls", "1"], capture_output=True, text=True,
+                               env=env, timeout=300)
+        assert first.returncode == 0, first.stderr[-3000:]
+
+        def bars_appear() -> None:
+            for t in range(H, end):
+                time.sleep(0.15)
+                clock.t = MD.index[t] + HOUR
+
+        threading.Thread(target=bars_appear, daemon=True).start()
+        rng, kills = random.Random(11), 0
+        for _ in range(30):
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    text=True, env=env)
+            try:
+                proc.wait(timeout=rng.uniform(1.0, 2.5) if kills < 4 else 120)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+                kills += 1
+                continue
+            assert proc.returncode == 0, proc.stderr.read()[-3000:]
+            break
+        assert kills >= 1
+        got = LiveJournal(tmp_path / "out" / "journal.sqlite")
+        a, b = got.decisions(), reference.journal.decisions()
+        assert [(x["bar"], x["obs_hash"], x["action"].tolist()) for x in a] == \
+            [(x["bar"], x["obs_hash"], x["action"].tolist()) for x in b]
+        fills = reference.episode().trades
+        orders = got.orders()
+        assert len(handler.orders) == len(orders) == len(fills)  # one order per fill
+        assert sorted(o[3] for o in orders) == sorted(fills["units"].tolist())
+        assert {o[4] for o in orders} <= {"sent", "duplicate"}
     finally:
         server.shutdown()
         server.server_close()

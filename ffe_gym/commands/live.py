@@ -39,11 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "file: default every symbol in it)")
     p.add_argument("--timeframe", default="1h", help="ccxt timeframe (default 1h)")
     p.add_argument("--bar-seconds", type=float, help="file feed: the bar length in seconds")
+    p.add_argument("--feed-url", help="another base URL for the feed (a proxy): ccxt's public "
+                   "API, or Alpaca's data API")
+    p.add_argument("--history-start", help="alpaca: the history's first date (default: 90 "
+                   "days back)")
     p.add_argument("--grace", type=float, default=None,
                    help="seconds after a bar's close before it is taken (ccxt 10, file 0)")
     p.add_argument("--broker", choices=("none", "alpaca-paper"), default="none",
                    help="also send the book's fills as orders to Alpaca's paper-trading API "
                    "(keys from ALPACA_API_KEY / ALPACA_SECRET_KEY)")
+    p.add_argument("--broker-url", help="another base URL for Alpaca's trading API (a proxy)")
     p.add_argument("--config", help="YAML config: rules, costs, capital")
     p.add_argument("--llm-config", type=Path, help="LLM ensemble config (llm-ensemble)")
     p.add_argument("--seed", type=int, default=0)
@@ -65,8 +70,11 @@ def make_feed(args: argparse.Namespace):
     if kind == "ccxt" and target:
         if not args.symbols:
             raise ConfigError("--feed ccxt:... needs --symbols (e.g. BTC/USDT ETH/USDT)")
-        return CcxtFeed(target, args.symbols, args.timeframe,
+        feed = CcxtFeed(target, args.symbols, args.timeframe,
                         grace_seconds=10.0 if args.grace is None else args.grace)
+        if args.feed_url:
+            feed.exchange.urls["api"]["public"] = args.feed_url
+        return feed
     if kind == "alpaca" and target in ("stocks", "crypto"):
         from ffe_gym.live.feeds import AlpacaFeed
 
@@ -74,8 +82,9 @@ def make_feed(args: argparse.Namespace):
             raise ConfigError("--feed alpaca:... needs --symbols (e.g. AAPL MSFT)")
         alias = {"1m": "1Min", "5m": "5Min", "15m": "15Min", "1h": "1Hour", "1d": "1Day"}
         return AlpacaFeed(args.symbols, alias.get(args.timeframe, args.timeframe),
-                          crypto=target == "crypto",
-                          grace_seconds=10.0 if args.grace is None else args.grace)
+                          crypto=target == "crypto", history_start=args.history_start,
+                          grace_seconds=10.0 if args.grace is None else args.grace,
+                          url=args.feed_url)
     if kind == "file" and target:
         if not args.bar_seconds:
             raise ConfigError("--feed file:... needs --bar-seconds (3600 for hourly bars)")
@@ -159,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     if args.broker == "alpaca-paper":
         from ffe_gym.live.broker import AlpacaPaperBroker
 
-        broker = AlpacaPaperBroker()
+        broker = AlpacaPaperBroker(url=args.broker_url)
     loop = LiveLoop(args.policy, feed, args.out, config=args.config, seed=args.seed,
                     policy_kwargs=kwargs, log=lambda line: print(line, flush=True),
                     broker=broker)
