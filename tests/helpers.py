@@ -1,7 +1,9 @@
-"""Small builders shared by the tests: hand-made markets and bare configs."""
+"""Small builders shared by the tests: hand-made markets, bare configs, a browser probe, a
+kill-and-resume loop."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +87,51 @@ def ensemble_rollout(cfg: dict[str, Any], md: MarketData, window: tuple[int, int
         return rollout(ens, env_for(ens, None, md), window=window, seed=0), ens
     finally:
         ens.close()
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def browser_probe(html: str, path: Path, *, head: str = "", body: str,
+                  budget_ms: int = 15000) -> dict:
+    """Load ``html`` in headless chromium with ``head`` scripts first in <head> and ``body``
+    scripts last in <body>; the JSON the body script writes into ``<pre id="probe">``."""
+    import json
+    import re
+    import subprocess
+
+    page = html.replace("<head>", "<head>" + head, 1) if head else html
+    path.write_text(page.replace("</body>", body + "</body>"))
+    r = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                        "--window-size=1280,900", f"--virtual-time-budget={budget_ms}",
+                        "--dump-dom", path.as_uri()],
+                       capture_output=True, text=True, timeout=180)
+    m = re.search(r'<pre id="probe">(.*?)</pre>', r.stdout, re.S)
+    assert m, r.stderr[-2000:]
+    return json.loads(m.group(1).replace("&quot;", '"').replace("&lt;", "<")
+                      .replace("&gt;", ">").replace("&amp;", "&"))
+
+
+def kill_until_done(cmd: list[str], *, seed: int, env: dict | None = None,
+                    min_s: float = 1.0, max_s: float = 2.5, kills: int = 4) -> int:
+    """Run ``cmd`` again and again, SIGKILLing it after a random moment, ``kills`` times, then
+    let it finish; the number of kills (the command must then exit 0)."""
+    import os
+    import random
+    import signal
+    import subprocess
+
+    rng, done = random.Random(seed), 0
+    for _ in range(kills + 1):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True, env=env)
+        try:
+            proc.wait(timeout=rng.uniform(min_s, max_s) if done < kills else 300)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            done += 1
+            continue
+        assert proc.returncode == 0, proc.stderr.read()[-3000:]
+        return done
+    raise AssertionError("the command did not finish")

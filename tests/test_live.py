@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import signal
 import subprocess
 import sys
 import threading
@@ -18,6 +16,7 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import kill_until_done
 
 from ffe_gym.data import synthetic_market
 from ffe_gym.evaluation import env_for, resolve_policy, rollout
@@ -210,7 +209,6 @@ def test_sigkill_at_random_points_then_the_same_command_resumes(tmp_path):
             with open(path, "a") as fh:  # one write per bar time, every symbol's line
                 fh.write(rows(t, t + 1).to_csv(index=False, header=False))
 
-    rng = random.Random(7)
     cmd = [sys.executable, "-m", "ffe_gym.cli", "live", "--policy", "olmar", "--feed",
            f"file:{path}", "--bar-seconds", "3600", "--out", str(tmp_path / "out"),
            "--poll", "0.02", "--stop-at", stop, "--seed", "3", "--config",
@@ -219,20 +217,7 @@ def test_sigkill_at_random_points_then_the_same_command_resumes(tmp_path):
                            timeout=300)  # the history and the first decision, then bars flow
     assert first.returncode == 0, first.stderr[-3000:]
     threading.Thread(target=writer, daemon=True).start()
-    kills = 0
-    for _ in range(30):
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                text=True)
-        try:
-            proc.wait(timeout=rng.uniform(1.0, 2.5) if kills < 4 else 120)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            kills += 1
-            continue
-        assert proc.returncode == 0, proc.stderr.read()[-3000:]
-        break
-    assert kills >= 1
+    assert kill_until_done(cmd, seed=7) >= 1
     got = LiveJournal(tmp_path / "out" / "journal.sqlite")
     want = reference.journal
     pd.testing.assert_frame_equal(got.bars(), want.bars())
@@ -702,20 +687,7 @@ def test_sigkill_with_alpaca_data_and_paper_orders_places_every_fill_once(tmp_pa
                 clock.t = MD.index[t] + HOUR
 
         threading.Thread(target=bars_appear, daemon=True).start()
-        rng, kills = random.Random(11), 0
-        for _ in range(30):
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                    text=True, env=env)
-            try:
-                proc.wait(timeout=rng.uniform(1.0, 2.5) if kills < 4 else 120)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-                kills += 1
-                continue
-            assert proc.returncode == 0, proc.stderr.read()[-3000:]
-            break
-        assert kills >= 1
+        assert kill_until_done(cmd, seed=11, env=env) >= 1
         got = LiveJournal(tmp_path / "out" / "journal.sqlite")
         a, b = got.decisions(), reference.journal.decisions()
         assert [(x["bar"], x["obs_hash"], x["action"].tolist()) for x in a] == \

@@ -3,19 +3,14 @@ every image loads and nothing overflows the page width."""
 
 from __future__ import annotations
 
-import json
-import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import CHROMIUM, browser_probe
 
 from ffe_gym.evaluation import experiment as ex
 from ffe_gym.evaluation import grid, report, runner
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 PROBE = """<script>
 window.addEventListener('load', () => {
@@ -68,11 +63,4 @@ def test_report_images_load_and_nothing_overflows(tmp_path):
 
 
 def _probe(html: str, path: Path) -> dict:
-    path.write_text(html.replace("</body>", PROBE + "</body>"))
-    r = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-                        "--window-size=1280,900", "--virtual-time-budget=10000",
-                        "--dump-dom", path.as_uri()],
-                       capture_output=True, text=True, timeout=180)
-    m = re.search(r'<pre id="probe">(.*?)</pre>', r.stdout, re.S)
-    assert m, r.stderr[-2000:]
-    return json.loads(m.group(1).replace("&quot;", '"'))
+    return browser_probe(html, path, body=PROBE, budget_ms=10000)

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import CHROMIUM, browser_probe
 
 from ffe_gym.commands import evaluate
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 N_ASSETS = 4
 
 
@@ -143,13 +140,4 @@ def test_the_page_draws_every_chart_in_a_browser(run_folder, tmp_path):
 
 
 def _probe(html: str, path: Path) -> dict:
-    path.write_text(html.replace("<head>", "<head>" + CATCH, 1).replace("</body>",
-                                                                         PROBE + "</body>"))
-    r = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-                        "--window-size=1280,900", "--virtual-time-budget=15000",
-                        "--dump-dom", path.as_uri()],
-                       capture_output=True, text=True, timeout=180)
-    m = re.search(r'<pre id="probe">(.*?)</pre>', r.stdout, re.S)
-    assert m, r.stderr[-2000:]
-    return json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&")
-                      .replace("&lt;", "<").replace("&gt;", ">"))
+    return browser_probe(html, path, head=CATCH, body=PROBE)
