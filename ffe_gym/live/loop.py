@@ -321,10 +321,10 @@ class LiveLoop:
             self._order(md, info["fills"])
         action = None
         if decide:
-            log = getattr(self.policy, "call_log", None)
+            log = hook(self.policy, "call_log")
             seen = len(log) if isinstance(log, list) else 0
             action = np.asarray(self.policy.act(obs, info))
-            log = getattr(self.policy, "call_log", None)
+            log = hook(self.policy, "call_log")
             calls = log[seen:] if isinstance(log, list) else []
             shape = env.action_space.shape
             if action.shape != shape:
@@ -478,7 +478,7 @@ class Journaled(PolicyBase):
 
     def __init__(self, policy: Any, actions: list[np.ndarray]) -> None:
         self.policy, self.actions, self.k = policy, actions, 0
-        self.name = getattr(policy, "name", "policy")
+        self.name = hook(policy, "name")
 
     def env_overrides(self) -> dict[str, Any]:
         return dict(hook(self.policy, "env_overrides")())
