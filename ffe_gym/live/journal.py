@@ -76,11 +76,18 @@ class LiveJournal:
                                 [(k, json.dumps(v, sort_keys=True)) for k, v in values.items()])
 
     # ----------------------------------------------------------------------------- bars
-    def bars(self) -> pd.DataFrame:
-        """Every bar taken: time (int64 ns, UTC), symbol and prices, in time order."""
+    def bars(self, since: int | None = None) -> pd.DataFrame:
+        """The bars taken (from ``since`` on): time (int64 ns, UTC), symbol and prices, in
+        time order."""
         rows = self.db.execute("SELECT time, symbol, open, high, low, close, volume FROM bars "
-                               "ORDER BY time, symbol").fetchall()
+                               "WHERE time >= ? ORDER BY time, symbol",
+                               (-(2**63) if since is None else since,)).fetchall()
         return pd.DataFrame(rows, columns=["time", "symbol", *PRICE_COLUMNS])
+
+    def count(self) -> int:
+        """How many (time, symbol) bars were taken."""
+        (n,) = self.db.execute("SELECT COUNT(*) FROM bars").fetchone()
+        return n
 
     def last_time(self) -> int | None:
         (t,) = self.db.execute("SELECT MAX(time) FROM bars").fetchone()

@@ -220,9 +220,7 @@ class LiveLoop:
         """Which closed rows to take now, and the events to log with them."""
         rows, found = _dedupe(rows)
         last = self.journal.last_time()
-        known = self.journal.bars()
-        if last is not None:
-            known = known[known["time"] >= (rows["time"].min() if len(rows) else last)]
+        known = self.journal.bars(since=int(rows["time"].min()) if len(rows) else last)
         seen = {(int(t), s): r for t, s, *r in known.itertuples(index=False)}
         # a file or an exchange sends the same rows again at every poll: log each fault once
         logged = {(int(t), s, d) for _, k, t, s, d in self.journal.events().itertuples(
@@ -282,7 +280,7 @@ class LiveLoop:
 
     def market(self) -> MarketData:
         """The market of every bar taken, its bars per year pinned to the history's."""
-        n = len(self.journal.db.execute("SELECT 1 FROM bars").fetchall())
+        n = self.journal.count()
         if self._market is None or self._market[0] != n:
             self._market = (n, self._build(self.journal.bars(), self.meta["periods_per_year"]))
         return self._market[1]
